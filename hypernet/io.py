@@ -1,0 +1,155 @@
+"""Hypernetwork checkpoints for interchange: safetensors weights + a self-describing config.json.
+
+Layout of a hypernetwork folder:
+  config.json             {"hypernet": HypernetConfig fields, "weights_sha256": ..., "format": 1}
+  hypernet.safetensors    parameters, names = "/"-joined parameter paths
+Loading verifies the weights' sha256 and every parameter's shape against the config, so a
+corrupt or mismatched file fails with one clear error instead of wrong embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from hypernet.config import HypernetConfig
+from zett.models.family import Embeddings
+
+WEIGHTS_NAME = "hypernet.safetensors"
+CONFIG_NAME = "config.json"
+FORMAT_VERSION = 1
+
+
+class HypernetCheckpointError(ValueError):
+  """A hypernetwork folder that is missing, corrupt, or does not fit its config or base."""
+
+
+def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    while block := f.read(chunk_bytes):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _flatten(params, prefix=()):
+  flat = {}
+  for key, value in params.items():
+    path = prefix + (str(key),)
+    if isinstance(value, dict):
+      flat.update(_flatten(value, path))
+    else:
+      flat["/".join(path)] = value
+  return flat
+
+
+def _unflatten(flat):
+  tree: dict = {}
+  for name, value in flat.items():
+    node = tree
+    parts = name.split("/")
+    for p in parts[:-1]:
+      node = node.setdefault(p, {})
+    node[parts[-1]] = value
+  return tree
+
+
+def save_hypernet(out_dir: str | Path, config: HypernetConfig, params, dtype=np.float32) -> Path:
+  """Writes config.json + hypernet.safetensors atomically (temp folder, then rename)."""
+  out_dir = Path(out_dir)
+  out_dir.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  try:
+    flat = {k: np.asarray(jax.device_get(v)).astype(dtype) for k, v in _flatten(params).items()}
+    if dtype == jnp.bfloat16:
+      flat = {k: np.asarray(v, dtype=jnp.bfloat16) for k, v in flat.items()}
+    save_file(flat, str(tmp / WEIGHTS_NAME), metadata={"format": "zett-hypernet"})
+    record = {
+        "format": FORMAT_VERSION,
+        "hypernet": dataclasses.asdict(config),
+        "weights_sha256": file_sha256(tmp / WEIGHTS_NAME),
+    }
+    (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
+    if out_dir.exists():
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out_dir
+
+
+def load_hypernet_config(path: str | Path) -> tuple[HypernetConfig, dict]:
+  path = Path(path)
+  config_file = path / CONFIG_NAME
+  if not path.is_dir():
+    raise HypernetCheckpointError(f"{path}: hypernetwork folder does not exist")
+  if not config_file.is_file():
+    raise HypernetCheckpointError(f"{path}: no {CONFIG_NAME} in the hypernetwork folder")
+  try:
+    record = json.loads(config_file.read_text())
+    config = HypernetConfig(**record["hypernet"])
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raise HypernetCheckpointError(f"{config_file}: not a valid hypernetwork config ({e})") from None
+  return config, record
+
+
+def load_hypernet(path: str | Path, base_weights_sha256: str | None = None, verify: bool = True):
+  """Loads (config, params) from a hypernetwork folder.
+
+  Args:
+    path: the folder written by `save_hypernet`.
+    base_weights_sha256: if given, refuse a hypernetwork trained for a different base model.
+    verify: check the weights file's sha256 against config.json.
+  """
+  path = Path(path)
+  config, record = load_hypernet_config(path)
+  weights = path / WEIGHTS_NAME
+  if not weights.is_file():
+    raise HypernetCheckpointError(f"{path}: missing {WEIGHTS_NAME}")
+  if verify and file_sha256(weights) != record.get("weights_sha256"):
+    raise HypernetCheckpointError(
+        f"{weights}: sha256 does not match config.json (file corrupt or replaced)")
+  if base_weights_sha256 and config.base_weights_sha256 and config.base_weights_sha256 != base_weights_sha256:
+    raise HypernetCheckpointError(
+        f"{path}: hypernetwork was trained for base weights {config.base_weights_sha256[:12]}…, "
+        f"but the base model given has {base_weights_sha256[:12]}…")
+  try:
+    flat = load_file(str(weights))
+  except Exception as e:  # safetensors raises its own error types
+    raise HypernetCheckpointError(f"{weights}: unreadable safetensors file ({e})") from None
+  params = _unflatten({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
+  _check_shapes(path, config, params)
+  return config, params
+
+
+def _check_shapes(path, config: HypernetConfig, params) -> None:
+  from hypernet.model import abstract_params  # local: model imports are heavier
+  import flax.linen as nn
+
+  d, vb = config.embedding_dim, config.base_vocab_size
+  base = Embeddings(
+      jax.ShapeDtypeStruct((vb, d), jnp.float32),
+      jax.ShapeDtypeStruct((vb, d), jnp.float32) if config.predict_output_embeddings else None,
+      jax.ShapeDtypeStruct((vb,), jnp.float32) if config.predict_output_bias else None)
+  expected = _flatten(nn.meta.unbox(abstract_params(config, base)))
+  got = _flatten(params)
+  missing = sorted(set(expected) - set(got))
+  extra = sorted(set(got) - set(expected))
+  if missing or extra:
+    raise HypernetCheckpointError(
+        f"{path}: parameters do not match the config (missing: {missing[:5]}, unexpected: {extra[:5]})")
+  for name, spec in expected.items():
+    if tuple(got[name].shape) != tuple(spec.shape):
+      raise HypernetCheckpointError(
+          f"{path}: parameter {name} has shape {tuple(got[name].shape)}, config implies {tuple(spec.shape)}")

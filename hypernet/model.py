@@ -1,0 +1,177 @@
+"""The hypernetwork: a small transformer encoder over a token's base-subtoken spelling.
+
+For each target token, its surface form (up to L base subtoken ids) indexes the frozen base
+embeddings; a 3-layer encoder reads them and, pooled at position 0, predicts the token's input
+embedding (plus output embedding for untied bases, plus LM-head bias where the base has one).
+
+Residual parameterisation: every head predicts a *correction* to a heuristic (the mean, or the
+first, of the subtoken embeddings) and its last layer starts at zero, so at initialisation the
+prediction equals the heuristic exactly and no identity warm-up is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hypernet.config import HypernetConfig
+from zett.models.family import Embeddings
+
+# Logical axis names of hypernetwork parameters (the training sharding rules map these).
+LOGICAL_AXES = ("hn_input", "hn_embed", "hn_heads", "hn_head_dim", "hn_mlp", "hn_out", "hn_position")
+
+_NEG = -1e9
+
+
+def _dense(features, names, name, kernel_init=nn.initializers.lecun_normal(), dtype=jnp.float32, use_bias=True):
+  return nn.Dense(
+      features,
+      name=name,
+      dtype=dtype,
+      use_bias=use_bias,
+      kernel_init=nn.with_logical_partitioning(kernel_init, names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]),
+  )
+
+
+class _EncoderLayer(nn.Module):
+  config: HypernetConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_vlh, key_mask_vl):
+    c = self.config
+    h, nh = c.body_hidden_size, c.body_num_heads
+    hd = h // nh
+    y = nn.LayerNorm(name="attention_norm", dtype=self.dtype)(x_vlh)
+    qkv = nn.DenseGeneral(
+        (3, nh, hd), name="qkv", dtype=self.dtype,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), ("hn_embed", None, "hn_heads", "hn_head_dim")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, "hn_heads", "hn_head_dim")),
+    )(y)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [V, L, H, hd]
+    scores = jnp.einsum("vqhd,vkhd->vhqk", q, k).astype(jnp.float32) / jnp.sqrt(hd).astype(jnp.float32)
+    scores = jnp.where(key_mask_vl[:, None, None, :], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    attended = jnp.einsum("vhqk,vkhd->vqhd", probs, v)
+    out = nn.DenseGeneral(
+        h, axis=(-2, -1), name="attention_out", dtype=self.dtype,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), ("hn_heads", "hn_head_dim", "hn_embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("hn_embed",)),
+    )(attended)
+    x_vlh = x_vlh + out
+    y = nn.LayerNorm(name="mlp_norm", dtype=self.dtype)(x_vlh)
+    y = _dense(c.body_mlp_size, ("hn_embed", "hn_mlp"), "mlp_in", dtype=self.dtype)(y)
+    y = nn.gelu(y)
+    y = _dense(h, ("hn_mlp", "hn_embed"), "mlp_out", dtype=self.dtype)(y)
+    return x_vlh + y
+
+
+def _heuristic(rows_vld, mask_vl, kind: str):
+  """Mean (or first) of the subtoken rows of each target token."""
+  if kind == "first":
+    return rows_vld[:, 0]
+  weights = mask_vl.astype(rows_vld.dtype)
+  count = jnp.maximum(weights.sum(-1), 1.0).reshape((-1,) + (1,) * (rows_vld.ndim - 2))
+  return jnp.einsum("vl,vl...->v...", weights, rows_vld) / count
+
+
+class Hypernet(nn.Module):
+  """Predicts embeddings of target tokens from their base-subtoken spellings.
+
+  Call: `apply({"params": p}, surface_ids, surface_lengths, base, special_base_ids=None)`.
+
+  Args:
+    surface_ids: int32 [V, L] base-vocabulary ids spelling each target token (padding ignored).
+    surface_lengths: int32 [V] number of real subtokens per row (0 = an unused padding row).
+    base: the frozen base `Embeddings` (input [Vb, D], output [Vb, D] or None, bias [Vb] or None).
+    special_base_ids: optional int32 [V]; a row >= 0 takes that base row unchanged (special tokens).
+
+  Returns:
+    `Embeddings` for the V target tokens (output/bias present only when the config predicts them).
+  """
+
+  config: HypernetConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None):
+    c = self.config
+    L = surface_ids.shape[1]
+    if L > c.surface_length:
+      raise ValueError(f"surface forms have length {L} > configured surface_length {c.surface_length}")
+    base_out = base.output if base.output is not None else base.input
+    mask_vl = jnp.arange(L)[None, :] < surface_lengths[:, None]
+    ids = jnp.clip(surface_ids, 0, base.input.shape[0] - 1)
+    in_rows = jnp.take(base.input, ids, axis=0).astype(jnp.float32)  # [V, L, D]
+    out_rows = jnp.take(base_out, ids, axis=0).astype(jnp.float32) if c.predict_output_embeddings else None
+
+    features = in_rows if out_rows is None else jnp.concatenate([in_rows, out_rows], axis=-1)
+    x = _dense(c.body_hidden_size, ("hn_input", "hn_embed"), "input_projection", dtype=self.dtype)(
+        features.astype(self.dtype))
+    positions = self.param(
+        "position_embeddings",
+        nn.with_logical_partitioning(nn.initializers.normal(0.02), ("hn_position", "hn_embed")),
+        (c.surface_length, c.body_hidden_size))
+    x = x + positions[:L].astype(self.dtype)[None]
+    # Padding rows (length 0) still attend to position 0 so softmax stays finite.
+    key_mask = mask_vl.at[:, 0].set(True)
+    for i in range(c.num_layers):
+      x = _EncoderLayer(c, self.dtype, name=f"layer_{i}")(x, key_mask)
+    pooled = nn.LayerNorm(name="final_norm", dtype=self.dtype)(x[:, 0])
+
+    zeros = nn.initializers.zeros_init()
+    delta_in = _dense(c.embedding_dim, ("hn_embed", "hn_out"), "input_head", zeros, self.dtype)(pooled)
+    pred_in = _heuristic(in_rows, mask_vl, c.heuristic) + delta_in.astype(jnp.float32)
+    pred_out = None
+    if c.predict_output_embeddings:
+      delta_out = _dense(c.embedding_dim, ("hn_embed", "hn_out"), "output_head", zeros, self.dtype)(pooled)
+      pred_out = _heuristic(out_rows, mask_vl, c.heuristic) + delta_out.astype(jnp.float32)
+    pred_bias = None
+    if c.predict_output_bias:
+      if base.bias is None:
+        raise ValueError("config predicts an output bias but the base has none")
+      bias_rows = jnp.take(base.bias, ids, axis=0).astype(jnp.float32)
+      delta_bias = _dense(1, ("hn_embed", None), "bias_head", zeros, self.dtype)(pooled)[:, 0]
+      pred_bias = _heuristic(bias_rows, mask_vl, c.heuristic) + delta_bias.astype(jnp.float32)
+
+    if special_base_ids is not None:
+      is_special = special_base_ids >= 0
+      src = jnp.clip(special_base_ids, 0, base.input.shape[0] - 1)
+      pred_in = jnp.where(is_special[:, None], jnp.take(base.input, src, axis=0).astype(jnp.float32), pred_in)
+      if pred_out is not None:
+        pred_out = jnp.where(is_special[:, None], jnp.take(base_out, src, axis=0).astype(jnp.float32), pred_out)
+      if pred_bias is not None:
+        pred_bias = jnp.where(is_special, jnp.take(base.bias, src).astype(jnp.float32), pred_bias)
+    return Embeddings(pred_in, pred_out, pred_bias)
+
+
+def init_hypernet(config: HypernetConfig, base: Embeddings, rng, dtype=jnp.float32):
+  """Initial (unboxed) parameters; at this point predictions equal the heuristic."""
+  module = Hypernet(config, dtype)
+  ids = jnp.zeros((1, config.surface_length), jnp.int32)
+  lengths = jnp.ones((1,), jnp.int32)
+  variables = module.init(rng, ids, lengths, base)
+  return nn.meta.unbox(variables["params"])
+
+
+def abstract_params(config: HypernetConfig, base: Embeddings, dtype=jnp.float32):
+  """Boxed abstract parameters (shapes + logical axis names), without allocating anything."""
+  module = Hypernet(config, dtype)
+  ids = jax.ShapeDtypeStruct((1, config.surface_length), jnp.int32)
+  lengths = jax.ShapeDtypeStruct((1,), jnp.int32)
+  return jax.eval_shape(module.init, jax.random.key(0), ids, lengths, base)["params"]
+
+
+def predict(config: HypernetConfig, params, surface_ids, surface_lengths, base: Embeddings,
+            special_base_ids=None, dtype=jnp.float32) -> Embeddings:
+  """Predicts embeddings for one chunk of target tokens (jit this or call `predict_jit`)."""
+  return Hypernet(config, dtype).apply({"params": params}, surface_ids, surface_lengths, base, special_base_ids)
+
+
+predict_jit = jax.jit(predict, static_argnames=("config", "dtype"))

@@ -1,0 +1,120 @@
+"""Hypernetwork module and its safetensors checkpoints."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernet, predict,
+                      save_hypernet)
+from zett.models.family import Embeddings
+
+
+def _base(rng, vocab=50, dim=32, untied=False, bias=False):
+  k1, k2, k3 = jax.random.split(rng, 3)
+  return Embeddings(
+      jax.random.normal(k1, (vocab, dim)),
+      jax.random.normal(k2, (vocab, dim)) * 3.0 if untied else None,
+      jax.random.normal(k3, (vocab,)) if bias else None)
+
+
+def _surface(rng, n=12, length=4, vocab=50):
+  ids = jax.random.randint(rng, (n, length), 0, vocab)
+  lengths = jnp.array([1 + i % length for i in range(n)], jnp.int32)
+  return ids, lengths
+
+
+@pytest.mark.parametrize("untied,bias", [(False, False), (True, False), (True, True)])
+def test_initial_prediction_is_mean_of_subtokens(untied, bias):
+  base = _base(jax.random.key(0), untied=untied, bias=bias)
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=2, surface_length=4,
+                          predict_output_embeddings=untied, predict_output_bias=bias)
+  params = init_hypernet(config, base, jax.random.key(1))
+  ids, lengths = _surface(jax.random.key(2))
+  pred = predict(config, params, ids, lengths, base)
+  mask = (np.arange(4)[None] < np.asarray(lengths)[:, None]).astype(np.float32)
+  def mean(table):
+    rows = np.asarray(table)[np.asarray(ids)]
+    return (rows * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+  np.testing.assert_allclose(pred.input, mean(base.input), atol=1e-5)
+  if untied:
+    np.testing.assert_allclose(pred.output, mean(base.output), atol=1e-5)
+  else:
+    assert pred.output is None
+  if bias:
+    np.testing.assert_allclose(pred.bias, mean(base.bias[:, None])[:, 0], atol=1e-5)
+
+
+def test_special_tokens_keep_base_rows_and_training_moves_predictions():
+  base = _base(jax.random.key(0), untied=True)
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4,
+                          predict_output_embeddings=True)
+  params = init_hypernet(config, base, jax.random.key(1))
+  ids, lengths = _surface(jax.random.key(2))
+  special = jnp.full((12,), -1, jnp.int32).at[3].set(7)
+  target = jnp.ones((12, 32))
+
+  def loss(p):
+    return jnp.mean((predict(config, p, ids, lengths, base, special).input - target) ** 2)
+
+  grads = jax.grad(loss)(params)
+  params2 = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+  pred = predict(config, params2, ids, lengths, base, special)
+  np.testing.assert_allclose(pred.input[3], base.input[7], atol=1e-6)
+  np.testing.assert_allclose(pred.output[3], base.output[7], atol=1e-6)
+  assert loss(params2) < loss(params)
+
+
+def test_padding_rows_stay_finite():
+  base = _base(jax.random.key(0))
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4)
+  params = init_hypernet(config, base, jax.random.key(1))
+  ids = jnp.zeros((3, 4), jnp.int32)
+  pred = predict(config, params, ids, jnp.array([0, 0, 2], jnp.int32), base)
+  assert np.isfinite(np.asarray(pred.input)).all()
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+  base = _base(jax.random.key(0), untied=True, bias=True)
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4,
+                          predict_output_embeddings=True, predict_output_bias=True,
+                          base_weights_sha256="ab" * 32)
+  params = init_hypernet(config, base, jax.random.key(1))
+  params = jax.tree.map(lambda p: p + 0.01, params)
+  out = save_hypernet(tmp_path / "hn", config, params)
+  config2, params2 = load_hypernet(out)
+  assert config2 == config
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, params2)
+
+  with pytest.raises(HypernetCheckpointError, match="different|trained for base"):
+    load_hypernet(out, base_weights_sha256="cd" * 32)
+
+  weights = out / "hypernet.safetensors"
+  data = bytearray(weights.read_bytes())
+  data[-5] ^= 0xFF
+  weights.write_bytes(bytes(data))
+  with pytest.raises(HypernetCheckpointError, match="sha256"):
+    load_hypernet(out)
+
+  # A config that disagrees with the stored weights' shapes.
+  save_hypernet(tmp_path / "hn2", config, params)
+  record = json.loads((tmp_path / "hn2" / "config.json").read_text())
+  record["hypernet"]["embedding_dim"] = 16
+  (tmp_path / "hn2" / "config.json").write_text(json.dumps(record))
+  with pytest.raises(HypernetCheckpointError, match="shape"):
+    load_hypernet(tmp_path / "hn2")
+
+  with pytest.raises(HypernetCheckpointError, match="does not exist"):
+    load_hypernet(tmp_path / "missing")
+
+
+def test_bfloat16_export_loads(tmp_path):
+  base = _base(jax.random.key(0))
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4)
+  params = init_hypernet(config, base, jax.random.key(1))
+  out = save_hypernet(tmp_path / "hn", config, params, dtype=jnp.bfloat16)
+  _, params2 = load_hypernet(out)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-2, rtol=1e-2),
+               params, params2)
