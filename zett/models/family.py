@@ -79,6 +79,27 @@ class ModelLoadError(ValueError):
   """A checkpoint that cannot be loaded; the message names the file and the problem."""
 
 
+class MissingTensorError(ModelLoadError):
+  """A tensor the config requires is absent from the checkpoint."""
+
+
+class ShapeError(ModelLoadError):
+  """A tensor's shape disagrees with the config."""
+
+
+def take_tensor(tensors: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> Any:
+  """tensors[name] checked against `shape`; raises MissingTensorError / ShapeError naming the tensor.
+
+  Loaders (`zett.interop`) catch these and prefix the file name.
+  """
+  if name not in tensors:
+    raise MissingTensorError(f"missing tensor {name!r}")
+  array = tensors[name]
+  if tuple(array.shape) != tuple(shape):
+    raise ShapeError(f"tensor {name!r} has shape {tuple(array.shape)}, expected {tuple(shape)}")
+  return array
+
+
 _REGISTRY: dict[str, Family] = {}
 
 
