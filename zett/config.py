@@ -92,7 +92,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
       return int(value)
     if isinstance(value, str):
       try:
-        return int(float(value)) if value.strip().lower().replace("e", "", 1).replace(".", "", 1).isdigit() else int(value)
+        number = float(value)
+        if number.is_integer():
+          return int(number)
       except ValueError:
         pass
     raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -124,7 +126,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
   kwargs = {k: _coerce(v, ftypes[k], f"{where}.{k}") for k, v in data.items()}
   try:
     return cls(**kwargs)
-  except TypeError as e:
+  except ConfigError:
+    raise
+  except (TypeError, ValueError) as e:  # __post_init__ invariant checks raise ValueError
     raise ConfigError(f"{where}: {e}") from None
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from zett.cli import main
+
+sys.exit(main())

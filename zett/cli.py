@@ -1,0 +1,62 @@
+"""The `zett` command. Thin: each subcommand parses its arguments and calls one library function.
+
+Subcommand modules are imported only when their command runs, so `zett --help` stays fast and a
+missing optional dependency (say, the HTTP server) only affects its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, add-arguments function, run function, one-line help)
+_COMMANDS = {
+    "train": ("train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
+    "transfer": ("zett.transfer_cli", "add_transfer_arguments", "run_transfer",
+                 "transfer a model to a new tokenizer and export it in Hugging Face format"),
+    "eval": ("zett.transfer_cli", "add_eval_arguments", "run_eval",
+             "bits per byte and tokens per byte of models on the same text"),
+    "apply": ("zett.transfer_cli", "add_apply_arguments", "run_apply",
+              "carry a transfer made on a base model over to its fine-tuned variant"),
+    "dynamic": ("zett.dynamic.cli", "add_arguments", "run", "dynamic (batch-level BPE) tokenization"),
+    "generate": ("zett.ann.cli", "add_arguments", "run",
+                 "generate with a large vocabulary through an ANN index"),
+    "serve": ("zett.service", "add_arguments", "run", "serve embeddings, transfer, tokenization, generation over HTTP"),
+}
+
+
+def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="zett", description="Free pretrained language models from their tokenizers.")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+  wanted = next((a for a in argv if not a.startswith("-")), None)
+  for name, (module, add_fn, _, help_text) in _COMMANDS.items():
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    if name == wanted:
+      getattr(importlib.import_module(module), add_fn)(p)
+  return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = _build_parser(argv)
+  args = parser.parse_args(argv)
+  if args.command is None:
+    parser.print_help()
+    return 2
+  module, _, run_fn, _ = _COMMANDS[args.command]
+  try:
+    result = getattr(importlib.import_module(module), run_fn)(args)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+  except ValueError as e:  # our loaders and configs raise ValueError subclasses with clear messages
+    if getattr(args, "debug", False):
+      raise
+    print(f"zett {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  return int(result or 0)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
