@@ -1,0 +1,10 @@
+"""Dynamic tokenization: batch-level BPE merging with hypernetwork embeddings for the new tokens."""
+
+from zett.dynamic.cache import EmbeddingCache
+from zett.dynamic.merge import BaseBatch, MergeInputError, MergeResult, can_merge, merge_batch
+from zett.dynamic.split import split_texts, vocab_bytes
+
+__all__ = [
+    "BaseBatch", "EmbeddingCache", "MergeInputError", "MergeResult", "can_merge", "merge_batch",
+    "split_texts", "vocab_bytes",
+]

@@ -1,0 +1,432 @@
+"""Batch-level BPE: merge the most frequent adjacent pair of a batch until a stopping rule fires.
+
+This is the dynamic tokenization step of Feher et al. (2025): the batch is first split by the base
+tokenizer, then pairs of adjacent tokens are merged greedily, batch-wide, on the fly.
+
+Rules (the reference implementation in `tests/test_dynamic_merge.py` spells them out again):
+
+* Pairs never span two examples and never cross a pre-token boundary of the base tokenizer.
+  Special tokens are never merged.
+* Whitespace: a token's bytes must match ``WS* NONWS*`` where WS is an ASCII whitespace byte
+  (space, \\t, \\n, \\r, \\v, \\f). Leading whitespace is allowed (" world", as in byte-level BPE
+  and SentencePiece once "▁" is mapped back to a space), so is an all-whitespace token ("\\n\\n");
+  whitespace after a non-whitespace byte is not ("a b", "word "). A pair is mergeable iff its
+  concatenation matches. Non-ASCII whitespace (U+00A0, U+3000, ...) counts as a letter.
+* Counting: a pair's frequency is the number of adjacent positions holding it (overlaps in "aaa"
+  count twice). Applying a merge replaces occurrences left to right, without overlap.
+* Choice: the highest count wins; ties go to the smallest (left bytes, right bytes), compared as
+  byte strings. Tokens are identified by their bytes, so "ab"+"c" and "a"+"bc" both give "abc".
+* Stopping: before each merge, stop when `max_merges` merges are done, when the batch is at least
+  `target_reduction` shorter (``base - current >= target_reduction * base``), when no mergeable pair
+  is left ("no_pairs": word level), or when the best pair's count is below `min_frequency`.
+
+The algorithm is incremental: identical pre-tokens are stored once with a weight, the remaining
+tokens form doubly linked lists, every pair keeps its count and its set of positions, and a heap
+with lazy deletion yields the best pair. A merge touches only that pair's positions and their
+neighbours, so a whole run costs about the number of tokens times a log, instead of
+merges x tokens for recounting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from typing import Sequence
+
+import numpy as np
+
+WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
+_WELL_FORMED, _ALL_WHITESPACE, _HAS_WHITESPACE = 1, 2, 4
+_SHIFT = 32
+_LOW_MASK = (1 << _SHIFT) - 1
+
+
+class MergeInputError(ValueError):
+  """A batch or stopping rule the merger cannot work with; the message names the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseBatch:
+  """A batch split by the base tokenizer.
+
+  Attributes:
+    token_ids: per example, int base-vocabulary ids [T_i].
+    starts_pretoken: per example, bool [T_i]; True where a token begins a new pre-token
+      (the first token of an example always does, whatever the flag says).
+    id_to_bytes: the base vocabulary, id -> the token's raw bytes (byte-level "Ġ" already
+      mapped back to a space, SentencePiece "▁" to a space).
+    special_ids: base ids that are never merged (BOS, EOS, ...).
+  """
+  token_ids: Sequence[np.ndarray]
+  starts_pretoken: Sequence[np.ndarray]
+  id_to_bytes: Sequence[bytes]
+  special_ids: frozenset[int] = frozenset()
+
+  @classmethod
+  def from_pieces(cls, pieces: Sequence[Sequence[bytes]], starts_pretoken: Sequence[Sequence[bool]]) -> BaseBatch:
+    """Builds a batch from byte pieces; the vocabulary is the distinct pieces in order of appearance."""
+    vocab: dict[bytes, int] = {}
+    token_ids = []
+    for example in pieces:
+      token_ids.append(np.array([vocab.setdefault(bytes(p), len(vocab)) for p in example], dtype=np.int64))
+    starts = [np.asarray(s, dtype=bool) for s in starts_pretoken]
+    return cls(token_ids, starts, list(vocab), frozenset())
+
+  def pieces(self) -> list[list[bytes]]:
+    return [[self.id_to_bytes[int(i)] for i in ids] for ids in self.token_ids]
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeResult:
+  """The merged batch.
+
+  Attributes:
+    pieces: per example, the merged tokens' bytes.
+    ids: per example, int32 [N_i]: a base id where the token is a single base token or its bytes
+      are in the base vocabulary, else `base_vocab_size + k` for `new_tokens[k]`.
+    spans: per example, int32 [N_i, 2]: [start, end) positions of each merged token in the
+      example's base tokens (for token-level tasks).
+    new_tokens: bytes of the batch's tokens that the base vocabulary lacks, in order of the merge
+      that first made them; only tokens that occur in `pieces` are listed.
+    new_token_base_ids: for each new token, the base ids it was merged from at its first
+      occurrence (example order): its surface form for the hypernetwork.
+    merges: the merges done, in order, as (left bytes, right bytes).
+    stop_reason: "max_merges", "target_reduction", "min_frequency" or "no_pairs".
+    base_vocab_size: size of the base vocabulary (first new id).
+  """
+  pieces: list[list[bytes]]
+  ids: list[np.ndarray]
+  spans: list[np.ndarray]
+  new_tokens: list[bytes]
+  new_token_base_ids: list[tuple[int, ...]]
+  merges: list[tuple[bytes, bytes]]
+  stop_reason: str
+  base_vocab_size: int
+
+  @property
+  def num_base_tokens(self) -> int:
+    return int(sum(int(s[-1, 1]) if len(s) else 0 for s in self.spans))
+
+  @property
+  def num_merged_tokens(self) -> int:
+    return sum(len(p) for p in self.pieces)
+
+  @property
+  def reduction(self) -> float:
+    """Fraction of tokens saved: 1 - merged / base."""
+    return 1.0 - self.num_merged_tokens / self.num_base_tokens
+
+  @property
+  def new_token_ids(self) -> dict[bytes, int]:
+    return {t: self.base_vocab_size + k for k, t in enumerate(self.new_tokens)}
+
+
+def token_shape_flags(token: bytes) -> int:
+  """Bit flags: well formed (WS* NONWS*), all whitespace, has whitespace."""
+  has_ws = any(b in WHITESPACE_BYTES for b in token)
+  stripped = token.lstrip(b" \t\n\r\x0b\x0c")
+  well_formed = bool(token) and not any(b in WHITESPACE_BYTES for b in stripped)
+  return (_WELL_FORMED * well_formed) | (_ALL_WHITESPACE * (not stripped and bool(token))) | (_HAS_WHITESPACE * has_ws)
+
+
+def can_merge(left: bytes, right: bytes) -> bool:
+  """Whether left+right is a token without internal whitespace (see the module docstring)."""
+  return _flags_allow(token_shape_flags(left), token_shape_flags(right))
+
+
+def _flags_allow(left_flags: int, right_flags: int) -> bool:
+  return bool(left_flags & right_flags & _WELL_FORMED) and bool(
+      (left_flags & _ALL_WHITESPACE) or not (right_flags & _HAS_WHITESPACE))
+
+
+def check_stopping_rules(max_merges: int | None, target_reduction: float | None, min_frequency: int) -> None:
+  if max_merges is not None and (not isinstance(max_merges, (int, np.integer)) or max_merges < 0):
+    raise MergeInputError(f"max_merges must be a non-negative integer, got {max_merges!r}")
+  if target_reduction is not None and not 0.0 <= float(target_reduction) < 1.0:
+    raise MergeInputError(f"target_reduction must be in [0, 1), got {target_reduction!r}")
+  if not isinstance(min_frequency, (int, np.integer)) or min_frequency < 1:
+    raise MergeInputError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
+
+
+def check_batch(batch: BaseBatch) -> None:
+  if len(batch.token_ids) == 0:
+    raise MergeInputError("empty batch: no examples to merge")
+  if len(batch.token_ids) != len(batch.starts_pretoken):
+    raise MergeInputError(
+        f"token_ids has {len(batch.token_ids)} examples but starts_pretoken has {len(batch.starts_pretoken)}")
+  vocab_size = len(batch.id_to_bytes)
+  for i, (ids, starts) in enumerate(zip(batch.token_ids, batch.starts_pretoken)):
+    if len(ids) == 0:
+      raise MergeInputError(f"example {i} is empty (an empty string has no tokens to merge)")
+    if len(ids) != len(starts):
+      raise MergeInputError(f"example {i}: {len(ids)} tokens but {len(starts)} pre-token flags")
+    ids = np.asarray(ids)
+    if ids.min() < 0 or ids.max() >= vocab_size:
+      raise MergeInputError(f"example {i}: token id out of range [0, {vocab_size})")
+    for t in set(ids.tolist()) - batch.special_ids:
+      if len(batch.id_to_bytes[t]) == 0:
+        raise MergeInputError(f"example {i}: base token {t} has empty bytes (an empty string piece); "
+                              "drop it or mark it special")
+
+
+def merge_batch(batch: BaseBatch, *, max_merges: int | None = None, target_reduction: float | None = None,
+                min_frequency: int = 1, deduplicate_pretokens: bool = True) -> MergeResult:
+  """Merges the most frequent adjacent pairs of `batch` until a stopping rule fires.
+
+  With no rule given, merging runs until no pair is left: word level.
+
+  Args:
+    batch: the batch split by the base tokenizer.
+    max_merges: merge budget (number of distinct pair merges).
+    target_reduction: stop once the batch has at least this fraction fewer tokens, in [0, 1).
+    min_frequency: never merge a pair seen fewer times than this in the batch.
+    deduplicate_pretokens: store identical pre-tokens once with a weight (same output, faster).
+
+  Raises:
+    MergeInputError: empty batch or example, mismatched lengths, bad stopping rule.
+  """
+  check_stopping_rules(max_merges, target_reduction, min_frequency)
+  check_batch(batch)
+  state = _MergeState(batch, deduplicate_pretokens)
+  merges: list[tuple[bytes, bytes]] = []
+  num_base = state.num_tokens
+  while True:
+    if max_merges is not None and len(merges) >= max_merges:
+      stop_reason = "max_merges"
+      break
+    if target_reduction is not None and num_base - state.num_tokens >= target_reduction * num_base:
+      stop_reason = "target_reduction"
+      break
+    best = state.pop_best()
+    if best is None:
+      stop_reason = "no_pairs"
+      break
+    count, key = best
+    if count < min_frequency:
+      stop_reason = "min_frequency"
+      break
+    merges.append(state.apply(key))
+  return state.result(merges, stop_reason)
+
+
+class _MergeState:
+  """Linked lists over the (deduplicated) pre-tokens, pair counts, pair positions and the heap."""
+
+  def __init__(self, batch: BaseBatch, deduplicate: bool):
+    self.batch = batch
+    self.symbol_bytes: list[bytes] = []
+    self.symbol_of_bytes: dict[bytes, int] = {}
+    self.symbol_flags: list[int] = []
+    base_symbol: dict[int, int] = {}  # base id -> symbol, for ids in the batch only (vocabularies are big)
+    # Segments = pre-tokens with 2+ tokens; everything else can never change.
+    self.occurrences: list[list[tuple[int, int, int]]] = []  # per example: (start, length, word index)
+    word_index: dict[tuple[int, ...], int] = {}
+    word_heads: list[int] = []
+    symbols, weights, prev, nxt = [], [], [], []
+    word_weight: list[int] = []
+    self.num_tokens = 0
+    for ids, starts in zip(batch.token_ids, batch.starts_pretoken):
+      ids = np.asarray(ids)
+      cut = np.asarray(starts, dtype=bool).copy()
+      cut[0] = True
+      if batch.special_ids:
+        special = np.isin(ids, list(batch.special_ids))
+        cut |= special
+        cut[1:] |= special[:-1]
+      bounds = np.append(np.flatnonzero(cut), len(ids))
+      self.num_tokens += len(ids)
+      example_occurrences = []
+      ids_list = ids.tolist()
+      for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if end - start < 2:
+          continue
+        word = tuple(base_symbol[i] if i in base_symbol else base_symbol.setdefault(i, self._symbol(batch.id_to_bytes[i]))
+                     for i in ids_list[start:end])
+        w = word_index.get(word) if deduplicate else None
+        if w is None:
+          w = len(word_heads)
+          if deduplicate:
+            word_index[word] = w
+          head = len(symbols)
+          word_heads.append(head)
+          word_weight.append(0)
+          symbols.extend(word)
+          prev.extend(range(head - 1, head + len(word) - 1))
+          prev[head] = -1
+          nxt.extend(range(head + 1, head + len(word) + 1))
+          nxt[-1] = -1
+        word_weight[w] += 1
+        example_occurrences.append((start, end - start, w))
+      self.occurrences.append(example_occurrences)
+    self.word_heads, self.word_weight = word_heads, word_weight
+    self.symbols, self.prev, self.next = symbols, prev, nxt
+    self.base_length = [1] * len(symbols)  # base tokens covered by the node
+    self.weight = weights = [0] * len(symbols)
+    for w, head in enumerate(word_heads):
+      q = head
+      while q != -1:
+        weights[q] = word_weight[w]
+        q = nxt[q]
+    self.pair_count: dict[int, int] = {}
+    self.pair_positions: dict[int, set[int]] = {}
+    flags = self.symbol_flags
+    for q in range(len(symbols)):
+      r = nxt[q]
+      if r != -1 and _flags_allow(flags[symbols[q]], flags[symbols[r]]):
+        key = symbols[q] << _SHIFT | symbols[r]
+        self.pair_count[key] = self.pair_count.get(key, 0) + weights[q]
+        self.pair_positions.setdefault(key, set()).add(q)
+    self.heap = [self._heap_entry(key, count) for key, count in self.pair_count.items()]
+    heapq.heapify(self.heap)
+
+  def _symbol(self, token: bytes) -> int:
+    s = self.symbol_of_bytes.get(token)
+    if s is None:
+      s = self.symbol_of_bytes[token] = len(self.symbol_bytes)
+      self.symbol_bytes.append(token)
+      self.symbol_flags.append(token_shape_flags(token))
+    return s
+
+  def _heap_entry(self, key: int, count: int):
+    return (-count, self.symbol_bytes[key >> _SHIFT], self.symbol_bytes[key & _LOW_MASK], key)
+
+  def pop_best(self) -> tuple[int, int] | None:
+    heap, counts = self.heap, self.pair_count
+    while heap:
+      neg_count, _, _, key = heap[0]
+      if counts.get(key, 0) == -neg_count:
+        return -neg_count, key  # left on the heap: popped by `apply`, kept if a rule stops here
+      heapq.heappop(heap)  # stale: the count changed after this entry was pushed
+    return None
+
+  def _remove_pair(self, q: int, changed: set[int]) -> None:
+    r = self.next[q]
+    if r == -1:
+      return
+    a, b = self.symbols[q], self.symbols[r]
+    if not _flags_allow(self.symbol_flags[a], self.symbol_flags[b]):
+      return
+    key = a << _SHIFT | b
+    self.pair_count[key] -= self.weight[q]
+    self.pair_positions[key].discard(q)
+    changed.add(key)
+
+  def _add_pair(self, q: int, changed: set[int]) -> None:
+    r = self.next[q]
+    if r == -1:
+      return
+    a, b = self.symbols[q], self.symbols[r]
+    if not _flags_allow(self.symbol_flags[a], self.symbol_flags[b]):
+      return
+    key = a << _SHIFT | b
+    self.pair_count[key] = self.pair_count.get(key, 0) + self.weight[q]
+    positions = self.pair_positions.get(key)
+    if positions is None:
+      positions = self.pair_positions[key] = set()
+    positions.add(q)
+    changed.add(key)
+
+  def apply(self, key: int) -> tuple[bytes, bytes]:
+    heapq.heappop(self.heap)
+    a, b = key >> _SHIFT, key & _LOW_MASK
+    merged = self._symbol(self.symbol_bytes[a] + self.symbol_bytes[b])
+    symbols, prev, nxt = self.symbols, self.prev, self.next
+    changed: set[int] = set()
+    # Ascending positions = left to right inside each word, which settles overlaps ("aaa").
+    for q in sorted(self.pair_positions[key]):
+      r = nxt[q]
+      if symbols[q] != a or r == -1 or symbols[r] != b:
+        continue  # consumed by the previous occurrence of an overlapping pair
+      p, s = prev[q], nxt[r]
+      if p != -1:
+        self._remove_pair(p, changed)
+      self._remove_pair(q, changed)
+      self._remove_pair(r, changed)
+      symbols[q] = merged
+      self.base_length[q] += self.base_length[r]
+      symbols[r] = -1
+      nxt[q] = s
+      if s != -1:
+        prev[s] = q
+      self.num_tokens -= self.weight[q]
+      if p != -1:
+        self._add_pair(p, changed)
+      self._add_pair(q, changed)
+    assert self.pair_count[key] == 0, "a merged pair cannot survive its own merge"
+    for k in changed:
+      count = self.pair_count[k]
+      if count:
+        heapq.heappush(self.heap, self._heap_entry(k, count))
+      else:
+        del self.pair_count[k]
+        del self.pair_positions[k]
+    return self.symbol_bytes[a], self.symbol_bytes[b]
+
+  def _word_tokens(self, w: int) -> list[tuple[int, int]]:
+    """(symbol, base length) of each token of word w."""
+    out, q = [], self.word_heads[w]
+    while q != -1:
+      out.append((self.symbols[q], self.base_length[q]))
+      q = self.next[q]
+    return out
+
+  def result(self, merges: list[tuple[bytes, bytes]], stop_reason: str) -> MergeResult:
+    batch = self.batch
+    base_vocab_size = len(batch.id_to_bytes)
+    base_id_of_bytes: dict[bytes, int] = {}
+    for i, t in enumerate(batch.id_to_bytes):
+      if i not in batch.special_ids:
+        base_id_of_bytes.setdefault(t, i)
+    words = [self._word_tokens(w) for w in range(len(self.word_heads))]
+    first_base_ids: dict[int, tuple[int, ...]] = {}  # new-token symbol -> base ids at first occurrence
+    all_pieces, all_symbols, all_spans, all_ids = [], [], [], []
+    for ids, occurrences in zip(batch.token_ids, self.occurrences):
+      ids_list = np.asarray(ids).tolist()
+      pieces, symbols, spans, out_ids = [], [], [], []
+      position = 0
+
+      def single(i):
+        pieces.append(batch.id_to_bytes[ids_list[i]])
+        symbols.append(-1)
+        spans.append((i, i + 1))
+        out_ids.append(ids_list[i])
+
+      for start, _, w in occurrences:
+        for i in range(position, start):
+          single(i)
+        position = start
+        for symbol, length in words[w]:
+          if length == 1:
+            single(position)
+          else:
+            token = self.symbol_bytes[symbol]
+            pieces.append(token)
+            spans.append((position, position + length))
+            base_id = base_id_of_bytes.get(token)
+            symbols.append(-1 if base_id is not None else symbol)
+            out_ids.append(base_id if base_id is not None else -1)
+            if base_id is None and symbol not in first_base_ids:
+              first_base_ids[symbol] = tuple(ids_list[position:position + length])
+          position += length
+      for i in range(position, len(ids_list)):
+        single(i)
+      all_pieces.append(pieces)
+      all_symbols.append(symbols)
+      all_spans.append(np.array(spans, dtype=np.int32).reshape(-1, 2))
+      all_ids.append(out_ids)
+    # Symbols are numbered in creation order, so sorting them orders new tokens by first merge.
+    new_symbols = sorted(first_base_ids)
+    new_id = {s: base_vocab_size + k for k, s in enumerate(new_symbols)}
+    for symbols, out_ids in zip(all_symbols, all_ids):
+      for j, s in enumerate(symbols):
+        if s != -1:
+          out_ids[j] = new_id[s]
+    return MergeResult(
+        pieces=all_pieces,
+        ids=[np.array(x, dtype=np.int32) for x in all_ids],
+        spans=all_spans,
+        new_tokens=[self.symbol_bytes[s] for s in new_symbols],
+        new_token_base_ids=[first_base_ids[s] for s in new_symbols],
+        merges=merges,
+        stop_reason=stop_reason,
+        base_vocab_size=base_vocab_size)
