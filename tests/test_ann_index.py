@@ -1,0 +1,96 @@
+"""The ANN index: maximum inner product (not cosine), recall on structured data, save/load checks."""
+
+import numpy as np
+import pytest
+
+from zett.ann import (IndexMismatchError, IndexSpec, build_index, build_store, exact_topk, load_index,
+                      vocabulary_sha256)
+
+DIM = 32
+
+
+def _store_from(tmp_path, name, table_vd, vocab=None):
+  vocab = vocab or [f"{name}{i}" for i in range(len(table_vd))]
+  return build_store(tmp_path / name, len(table_vd), table_vd.shape[1], lambda r: table_vd[r.start:r.stop],
+                     vocabulary_sha256(vocab), chunk_size=1024, progress=False)
+
+
+def _clustered(rng, vocab_size, num_clusters=64):
+  """Token-embedding-like data: clusters of directions, norms spread over a factor of ~6."""
+  centers = rng.normal(size=(num_clusters, DIM))
+  members = centers[rng.integers(num_clusters, size=vocab_size)] + 0.5 * rng.normal(size=(vocab_size, DIM))
+  members /= np.linalg.norm(members, axis=1, keepdims=True)
+  return (members * rng.lognormal(0.0, 0.45, size=(vocab_size, 1))).astype(np.float16).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clustered_store(tmp_path_factory):
+  rng = np.random.default_rng(0)
+  return _store_from(tmp_path_factory.mktemp("idx"), "clustered", _clustered(rng, 20000)), rng
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_retrieves_maximum_inner_product_not_cosine(tmp_path, kind):
+  rng = np.random.default_rng(1)
+  # Short vectors point almost exactly at the queries; long ones point ~37 degrees away and win on inner product.
+  queries = rng.normal(size=(50, DIM))
+  queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+  short = queries + 0.05 * rng.normal(size=queries.shape)
+  perpendicular = rng.normal(size=queries.shape)
+  perpendicular -= np.einsum("nd,nd->n", perpendicular, queries)[:, None] * queries
+  perpendicular /= np.linalg.norm(perpendicular, axis=1, keepdims=True)
+  long = 8.0 * (0.8 * queries + 0.6 * perpendicular)
+  filler = 0.3 * rng.normal(size=(2000, DIM))
+  table = np.concatenate([short, long, filler]).astype(np.float16).astype(np.float32)
+  store = _store_from(tmp_path, "norms", table)
+  index = build_index(store, IndexSpec(kind=kind, storage="Flat", ivf_lists=16, ivf_probe=16), progress=False)
+  _, ids = index.topk(queries, k=1)
+  cosine_best = np.argmax((table / np.linalg.norm(table, axis=1, keepdims=True)) @ queries.T, axis=0)
+  np.testing.assert_array_equal(cosine_best, np.arange(50))  # cosine would pick the short vectors
+  exact_ids = exact_topk(store, queries, k=1)[1][:, 0]
+  assert np.all((exact_ids >= 50) & (exact_ids < 100))  # inner product picks long vectors...
+  assert np.mean(exact_ids == np.arange(50, 100)) > 0.9  # ...mostly the one built for that query
+  np.testing.assert_array_equal(ids[:, 0], exact_ids)
+
+
+@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(kind="ivf", ivf_lists=128, ivf_probe=32)], ids=["hnsw", "ivf"])
+def test_recall_against_exact_on_clustered_data(clustered_store, spec):
+  store, rng = clustered_store
+  table = np.asarray(store.table, np.float32)
+  # Queries look like hidden states: a sum of a few token directions plus noise.
+  queries = table[rng.integers(len(table), size=(300, 3))].sum(1) + 0.3 * rng.normal(size=(300, DIM))
+  bias = rng.normal(scale=0.5, size=len(table)).astype(np.float32)
+  index = build_index(store, spec, bias_v=bias, progress=False)
+  exact_scores, exact_ids = exact_topk(store, queries, k=5, bias_v=bias)
+  scores, ids = index.topk(queries, k=5)
+  recall_at_1 = np.mean(ids[:, 0] == exact_ids[:, 0])
+  assert recall_at_1 >= 0.98, recall_at_1
+  hit = ids[:, 0] == exact_ids[:, 0]
+  # Rescoring is exact: a hit carries the true score, and no candidate can outscore the true best.
+  np.testing.assert_allclose(scores[hit, 0], exact_scores[hit, 0], rtol=1e-4, atol=1e-4)
+  assert np.all(scores[:, 0] <= exact_scores[:, 0] + 1e-4)
+  np.testing.assert_allclose(scores[:, 0], np.einsum("bd,bd->b", queries, table[ids[:, 0]]) + bias[ids[:, 0]],
+                             rtol=1e-4, atol=1e-4)
+
+
+def test_save_load_roundtrip_and_vocabulary_check(tmp_path, clustered_store):
+  store, rng = clustered_store
+  index = build_index(store, IndexSpec(hnsw_ef_search=64), progress=False)
+  saved = index.save(tmp_path / "ix")
+  queries = rng.normal(size=(20, DIM))
+  loaded = load_index(store, saved)
+  np.testing.assert_array_equal(loaded.topk(queries, k=3)[1], index.topk(queries, k=3)[1])
+  assert loaded.spec == index.spec
+
+  table = np.asarray(store.table, np.float32)
+  other = _store_from(tmp_path, "other", table, vocab=[f"x{i}" for i in range(len(table))])
+  with pytest.raises(IndexMismatchError, match="built for vocabulary"):
+    load_index(other, saved)
+  with pytest.raises(IndexMismatchError, match="no ANN index"):
+    load_index(store, tmp_path / "missing")
+  data = (saved / "index.faiss").read_bytes()
+  (saved / "index.faiss").write_bytes(data[: len(data) // 2])
+  with pytest.raises(IndexMismatchError, match="sha256"):
+    load_index(store, saved)
+  with pytest.raises(IndexMismatchError, match="unreadable"):
+    load_index(store, saved, verify_file=False)
