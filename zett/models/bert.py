@@ -1,0 +1,379 @@
+"""BERT, RoBERTa and XLM-RoBERTa masked LMs in Flax (linen): one post-LayerNorm encoder, three name maps.
+
+The three differ only in Hugging Face tensor names, the first position id (RoBERTa/XLM-R start real
+tokens at `pad_token_id + 1`) and the LM head's activation (BERT uses `hidden_act`, RoBERTa exact gelu).
+
+Layers are scanned (`nn.scan`), so each layer parameter has a leading "layers" axis. Parameter tree
+(shapes without the leading layer axis for `layers/*`):
+
+  embed_tokens [V, D]; embed_positions [P, D]; embed_token_types [TV, D]; embed_norm/{scale,bias} [D]
+  layers/q_proj, k_proj, v_proj [D, H, Dh] (+ *_bias [H, Dh]); o_proj [H, Dh, D] (+ o_bias [D]); attention_norm
+  layers/fc_in_proj [D, F] (+ fc_in_bias [F]); fc_out_proj [F, D] (+ fc_out_bias [D]); output_norm
+  lm_head_transform [D, D] (+ lm_head_transform_bias [D]); lm_head_norm; lm_head_bias [V]; lm_head [V, D] (untied)
+
+`hidden_states` in the output is the LM head's transform (dense + activation + LayerNorm) of the last
+encoder layer, so that `logits = hidden_states @ output_embeddings.T + output_bias` exactly as for decoders.
+Positions default to counting real tokens of the attention mask; `transformers` BERT counts slots, which
+agrees for right padding (the usual layout for encoders) and unpadded rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zett.models import _layers
+from zett.models._layers import param
+from zett.models._norm_act import LayerNorm, activation, check_activation
+from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
+
+__all__ = ["BertConfig", "BertModule", "FAMILY", "config_from_hf", "config_to_hf", "init_params",
+           "logical_param_axes", "make_module", "params_from_hf", "params_to_hf"]
+
+_MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
+_ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM", "xlm-roberta": "XLMRobertaForMaskedLM"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  vocab_size: int
+  hidden_size: int
+  num_hidden_layers: int
+  num_attention_heads: int
+  intermediate_size: int
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_act: str = "gelu"
+  pad_token_id: int = 0
+  bos_token_id: int | None = None
+  eos_token_id: int | None = None
+  tie_word_embeddings: bool = True
+  model_type: str = "bert"
+  """"bert", "roberta" or "xlm-roberta": picks tensor names, position offset and LM-head activation."""
+
+  def __post_init__(self):
+    if self.model_type not in _MODEL_TYPES:
+      raise ValueError(f"model_type {self.model_type!r} is not one of {', '.join(_MODEL_TYPES)}")
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                       f"{self.num_attention_heads}")
+    check_activation(self.hidden_act, "hidden_act")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+  @property
+  def is_roberta(self) -> bool:
+    return self.model_type != "bert"
+
+  @property
+  def first_position_id(self) -> int:
+    """Position id of the first real token: RoBERTa/XLM-R reserve 0..pad_token_id (fairseq heritage)."""
+    return self.pad_token_id + 1 if self.is_roberta else 0
+
+  @property
+  def lm_head_act(self) -> str:
+    return "gelu" if self.is_roberta else self.hidden_act
+
+
+def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
+  """HF BERT/RoBERTa/XLM-R config.json dict -> BertConfig; ValueError on options we do not implement."""
+  if hf.get("is_decoder") or hf.get("add_cross_attention"):
+    raise ValueError("decoder / cross-attention BERT variants are not supported (masked LMs only)")
+  if hf.get("position_embedding_type", "absolute") != "absolute":
+    raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported (absolute only)")
+  model_type = hf.get("model_type", "bert")
+  return BertConfig(
+      vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_hidden_layers=hf["num_hidden_layers"],
+      num_attention_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
+      max_position_embeddings=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
+      layer_norm_eps=hf.get("layer_norm_eps", 1e-12), hidden_act=hf.get("hidden_act", "gelu"),
+      pad_token_id=hf.get("pad_token_id", 1 if model_type != "bert" else 0) or 0,
+      bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"),
+      tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)), model_type=model_type)
+
+
+def config_to_hf(config: BertConfig) -> dict[str, Any]:
+  """BertConfig -> config.json dict that `transformers` loads as *ForMaskedLM."""
+  return {
+      "architectures": [_ARCHITECTURES[config.model_type]], "model_type": config.model_type,
+      "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+      "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
+      "intermediate_size": config.intermediate_size, "max_position_embeddings": config.max_position_embeddings,
+      "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps,
+      "hidden_act": config.hidden_act, "position_embedding_type": "absolute", "is_decoder": False,
+      "pad_token_id": config.pad_token_id, "bos_token_id": config.bos_token_id,
+      "eos_token_id": config.eos_token_id, "tie_word_embeddings": config.tie_word_embeddings,
+  }
+
+
+class _EncoderLayer(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, hidden_btd, bias_b1ts):
+    cfg, dtype = self.config, self.dtype
+    d, h, dh, f = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size
+    zeros = nn.initializers.zeros
+
+    def project(name, x, shape, axes, spec, bias_shape, bias_axes):
+      y = jnp.einsum(spec, x, param(self, name, axes, shape).astype(dtype))
+      return y + param(self, name.replace("_proj", "_bias"), bias_axes, bias_shape, zeros).astype(dtype)
+
+    qkv_args = ((d, h, dh), ("embed", "heads", "head_dim"), "btd,dhe->bthe", (h, dh), ("heads", "head_dim"))
+    query = project("q_proj", hidden_btd, *qkv_args)
+    key = project("k_proj", hidden_btd, *qkv_args)
+    value = project("v_proj", hidden_btd, *qkv_args)
+    attended_bthe = _layers.grouped_query_attention(query, key, value, bias_b1ts, dtype)
+    out = project("o_proj", attended_bthe, (h, dh, d), ("heads", "head_dim", "embed"), "bthe,hed->btd", (d,),
+                  ("embed",))
+    hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="attention_norm")(hidden_btd + out)
+    x = project("fc_in_proj", hidden_btd, (d, f), ("embed", "mlp"), "btd,df->btf", (f,), ("mlp",))
+    x = project("fc_out_proj", activation(cfg.hidden_act)(x), (f, d), ("mlp", "embed"), "btf,fd->btd", (d,),
+                ("embed",))
+    return LayerNorm(cfg.layer_norm_eps, dtype, name="output_norm")(hidden_btd + x), None
+
+
+class BertModule(nn.Module):
+  """BERT / RoBERTa / XLM-R masked LM following the calling convention in `zett.models.family`.
+
+  Encoders take no cache (`cache` must be None). Extra keyword: `token_type_ids` int32 [B, T] (default 0).
+  """
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
+               output_embeddings=None, output_bias=None, cache=None, compute_logits=True, token_type_ids=None):
+    cfg, dtype = self.config, self.dtype
+    d, v = cfg.hidden_size, cfg.vocab_size
+    if cache is not None:
+      raise ValueError(f"{cfg.model_type} is an encoder: it takes no KV cache")
+    if (input_ids is None) == (inputs_embeds is None):
+      raise ValueError("pass exactly one of input_ids and inputs_embeds")
+    embedding_vd = param(self, "embed_tokens", ("vocab", "embed"), (v, d))
+    # Position and token-type table rows are not a sharded dimension; only their width is.
+    positions_pd = param(self, "embed_positions", (None, "embed"), (cfg.max_position_embeddings, d))
+    token_types_nd = param(self, "embed_token_types", (None, "embed"), (cfg.type_vocab_size, d))
+    if inputs_embeds is None:
+      hidden_btd = jnp.take(embedding_vd, input_ids, axis=0).astype(dtype)
+    else:
+      hidden_btd = jnp.asarray(inputs_embeds).astype(dtype)
+    batch, length = hidden_btd.shape[:2]
+    if attention_mask is None:
+      attention_mask = jnp.ones((batch, length), jnp.int32)
+    attention_mask = jnp.asarray(attention_mask).astype(jnp.int32)
+    if position_ids is None:
+      # Padding slots get the padding position (RoBERTa's padding_idx row; row 0 for BERT).
+      position_ids = jnp.where(attention_mask > 0, _layers.positions_from_mask(attention_mask) + cfg.first_position_id,
+                               max(cfg.first_position_id - 1, 0))
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros((batch, length), jnp.int32)
+    hidden_btd = (hidden_btd + jnp.take(token_types_nd, token_type_ids, axis=0).astype(dtype)
+                  + jnp.take(positions_pd, position_ids, axis=0).astype(dtype))
+    hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="embed_norm")(hidden_btd)
+
+    bias_b1ts = jnp.where(attention_mask[:, None, None, :] > 0, 0.0,
+                          np.finfo(np.float32).min).astype(jnp.float32)
+    layers = nn.scan(_EncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(nn.broadcast,), length=cfg.num_hidden_layers,
+                     metadata_params={nn.PARTITION_NAME: "layers"})
+    hidden_btd, _ = layers(cfg, dtype, name="layers")(hidden_btd, bias_b1ts)
+
+    # The LM head's transform; its output is what the (swappable) vocabulary projection reads.
+    x = jnp.einsum("btd,de->bte", hidden_btd, param(self, "lm_head_transform", ("embed", None), (d, d)).astype(dtype))
+    x = x + param(self, "lm_head_transform_bias", ("embed",), (d,), nn.initializers.zeros).astype(dtype)
+    hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="lm_head_norm")(activation(cfg.lm_head_act)(x))
+
+    bias_v = param(self, "lm_head_bias", ("vocab",), (v,), nn.initializers.zeros)
+    if cfg.tie_word_embeddings:
+      lm_head_vd = embedding_vd
+    else:
+      lm_head_vd = param(self, "lm_head", ("vocab", "embed"), (v, d))
+    logits = None
+    if compute_logits:
+      if output_embeddings is not None:
+        lm_head_vd = output_embeddings
+        # A replaced vocabulary has no use for the old bias; without a new one there is none.
+        bias_v = output_bias
+      elif output_bias is not None:
+        bias_v = output_bias
+      logits = jnp.einsum("btd,vd->btv", hidden_btd, jnp.asarray(lm_head_vd).astype(dtype),
+                          preferred_element_type=jnp.float32)
+      if bias_v is not None:
+        logits = logits + jnp.asarray(bias_v).astype(jnp.float32)
+    return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=None)
+
+
+def make_module(config: BertConfig, dtype=jnp.float32) -> BertModule:
+  return BertModule(config, dtype)
+
+
+def init_params(config: BertConfig, rng) -> Params:
+  """Random float32 params (plain arrays; `logical_param_axes` gives their logical axis names)."""
+  return nn.meta.unbox(BertModule(config).init(rng, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
+
+
+def logical_param_axes(config: BertConfig) -> Params:
+  """The logical `PartitionSpec` of every parameter (same tree as the params), without allocating them."""
+  abstract = jax.eval_shape(lambda: BertModule(config).init(jax.random.key(0), input_ids=jnp.zeros((1, 2), jnp.int32)))
+  return nn.get_partition_spec(abstract)["params"]
+
+
+# --- Hugging Face name mapping --------------------------------------------------------------------------------------
+# torch Linear weights are [out, in]; ours are [in, out] with heads split out.
+
+def _base_prefix(config: BertConfig) -> str:
+  return "roberta." if config.is_roberta else "bert."
+
+
+def _head_prefix(config: BertConfig) -> str:
+  return "lm_head." if config.is_roberta else "cls.predictions."
+
+
+def _take(tensors: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> np.ndarray:
+  # Original Google BERT checkpoints name LayerNorm parameters gamma/beta.
+  legacy = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+  if name not in tensors and legacy != name and legacy in tensors:
+    name = legacy
+  return np.asarray(take_tensor(tensors, name, shape))
+
+
+def _norm_from_hf(tensors, name: str, d: int) -> dict[str, np.ndarray]:
+  return {"scale": _take(tensors, f"{name}.weight", (d,)), "bias": _take(tensors, f"{name}.bias", (d,))}
+
+
+def _layer_from_hf(config: BertConfig, tensors: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
+  d, h, dh, f = config.hidden_size, config.num_attention_heads, config.head_dim, config.intermediate_size
+  layer = {}
+  for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+    layer[f"{ours}_proj"] = _take(tensors, f"{prefix}attention.self.{theirs}.weight", (d, d)).T.reshape(d, h, dh)
+    layer[f"{ours}_bias"] = _take(tensors, f"{prefix}attention.self.{theirs}.bias", (d,)).reshape(h, dh)
+  layer["o_proj"] = _take(tensors, f"{prefix}attention.output.dense.weight", (d, d)).T.reshape(h, dh, d)
+  layer["o_bias"] = _take(tensors, f"{prefix}attention.output.dense.bias", (d,))
+  layer["attention_norm"] = _norm_from_hf(tensors, f"{prefix}attention.output.LayerNorm", d)
+  layer["fc_in_proj"] = _take(tensors, f"{prefix}intermediate.dense.weight", (f, d)).T
+  layer["fc_in_bias"] = _take(tensors, f"{prefix}intermediate.dense.bias", (f,))
+  layer["fc_out_proj"] = _take(tensors, f"{prefix}output.dense.weight", (d, f)).T
+  layer["fc_out_bias"] = _take(tensors, f"{prefix}output.dense.bias", (d,))
+  layer["output_norm"] = _norm_from_hf(tensors, f"{prefix}output.LayerNorm", d)
+  return layer
+
+
+def _layer_to_hf(layer: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
+  d = layer["o_proj"].shape[-1]
+  out = {}
+  for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+    out[f"{prefix}attention.self.{theirs}.weight"] = layer[f"{ours}_proj"].reshape(d, d).T
+    out[f"{prefix}attention.self.{theirs}.bias"] = layer[f"{ours}_bias"].reshape(d)
+  out[f"{prefix}attention.output.dense.weight"] = layer["o_proj"].reshape(d, d).T
+  out[f"{prefix}attention.output.dense.bias"] = layer["o_bias"]
+  out[f"{prefix}intermediate.dense.weight"] = layer["fc_in_proj"].T
+  out[f"{prefix}intermediate.dense.bias"] = layer["fc_in_bias"]
+  out[f"{prefix}output.dense.weight"] = layer["fc_out_proj"].T
+  out[f"{prefix}output.dense.bias"] = layer["fc_out_bias"]
+  for ours, theirs in (("attention_norm", "attention.output.LayerNorm"), ("output_norm", "output.LayerNorm")):
+    out[f"{prefix}{theirs}.weight"] = layer[ours]["scale"]
+    out[f"{prefix}{theirs}.bias"] = layer[ours]["bias"]
+  return {k: np.ascontiguousarray(a) for k, a in out.items()}
+
+
+def params_from_hf(config: BertConfig, tensors: Mapping[str, np.ndarray]) -> Params:
+  """{HF name: array} -> our params; raises MissingTensorError / ShapeError naming the tensor.
+
+  Needs the masked-LM head (a bare BertModel/RobertaModel checkpoint has none). Extra tensors (pooler,
+  next-sentence head) are ignored.
+  """
+  v, d = config.vocab_size, config.hidden_size
+  base, head = _base_prefix(config), _head_prefix(config)
+  norm_name = "layer_norm" if config.is_roberta else "transform.LayerNorm"
+  dense_name = "dense" if config.is_roberta else "transform.dense"
+  # The forward pass reads decoder.bias; HF ties it to `bias`, and a tied save may keep either.
+  bias_names = [f"{head}bias", f"{head}decoder.bias"]
+  if not config.tie_word_embeddings:
+    bias_names.reverse()
+  bias_name = next((n for n in bias_names if n in tensors), bias_names[0])
+  params: dict[str, Any] = {
+      "embed_tokens": _take(tensors, f"{base}embeddings.word_embeddings.weight", (v, d)),
+      "embed_positions": _take(tensors, f"{base}embeddings.position_embeddings.weight",
+                               (config.max_position_embeddings, d)),
+      "embed_token_types": _take(tensors, f"{base}embeddings.token_type_embeddings.weight",
+                                 (config.type_vocab_size, d)),
+      "embed_norm": _norm_from_hf(tensors, f"{base}embeddings.LayerNorm", d),
+      "lm_head_transform": _take(tensors, f"{head}{dense_name}.weight", (d, d)).T,
+      "lm_head_transform_bias": _take(tensors, f"{head}{dense_name}.bias", (d,)),
+      "lm_head_norm": _norm_from_hf(tensors, f"{head}{norm_name}", d),
+      "lm_head_bias": _take(tensors, bias_name, (v,)),
+  }
+  if not config.tie_word_embeddings:
+    params["lm_head"] = _take(tensors, f"{head}decoder.weight", (v, d))
+  per_layer = [_layer_from_hf(config, tensors, f"{base}encoder.layer.{i}.") for i in range(config.num_hidden_layers)]
+  params["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_layer)
+  return params
+
+
+def params_to_hf(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
+  """Our params -> {HF name: array} as Bert/Roberta/XLMRobertaForMaskedLM name them."""
+  params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
+  base, head = _base_prefix(config), _head_prefix(config)
+  norm_name = "layer_norm" if config.is_roberta else "transform.LayerNorm"
+  dense_name = "dense" if config.is_roberta else "transform.dense"
+  out = {
+      f"{base}embeddings.word_embeddings.weight": params["embed_tokens"],
+      f"{base}embeddings.position_embeddings.weight": params["embed_positions"],
+      f"{base}embeddings.token_type_embeddings.weight": params["embed_token_types"],
+      f"{base}embeddings.LayerNorm.weight": params["embed_norm"]["scale"],
+      f"{base}embeddings.LayerNorm.bias": params["embed_norm"]["bias"],
+      f"{head}{dense_name}.weight": np.ascontiguousarray(params["lm_head_transform"].T),
+      f"{head}{dense_name}.bias": params["lm_head_transform_bias"],
+      f"{head}{norm_name}.weight": params["lm_head_norm"]["scale"],
+      f"{head}{norm_name}.bias": params["lm_head_norm"]["bias"],
+      f"{head}bias": params["lm_head_bias"],
+  }
+  if not config.tie_word_embeddings:
+    # Untied, transformers keeps decoder.bias apart from `bias` and the forward pass reads decoder.bias.
+    out[f"{head}decoder.weight"] = params["lm_head"]
+    out[f"{head}decoder.bias"] = params["lm_head_bias"]
+  for i in range(config.num_hidden_layers):
+    layer = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
+    out.update(_layer_to_hf(layer, f"{base}encoder.layer.{i}."))
+  return out
+
+
+def get_embeddings(config: BertConfig, params: Params) -> Embeddings:
+  return Embeddings(params["embed_tokens"], None if config.tie_word_embeddings else params["lm_head"],
+                    params["lm_head_bias"])
+
+
+def set_embeddings(config: BertConfig, params: Params, embeddings: Embeddings) -> tuple[BertConfig, Params]:
+  """New vocabulary-sized params; `output=None` ties the decoder to the input embeddings, `bias=None` zeroes it."""
+  vocab_size = int(embeddings.input.shape[0])
+  params = dict(params, embed_tokens=embeddings.input)
+  params.pop("lm_head", None)
+  if embeddings.output is not None:
+    if tuple(embeddings.output.shape) != tuple(embeddings.input.shape):
+      raise ValueError(f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
+                       f"{tuple(embeddings.input.shape)}")
+    params["lm_head"] = embeddings.output
+  bias = embeddings.bias
+  if bias is None:
+    bias = jnp.zeros((vocab_size,), jnp.asarray(embeddings.input).dtype)
+  if tuple(bias.shape) != (vocab_size,):
+    raise ValueError(f"output bias has shape {tuple(bias.shape)}, expected ({vocab_size},)")
+  params["lm_head_bias"] = bias
+  config = dataclasses.replace(config, vocab_size=vocab_size, tie_word_embeddings=embeddings.output is None)
+  return config, params
+
+
+FAMILY = register(Family(
+    name="bert", model_types=_MODEL_TYPES, is_causal=False, config_from_hf=config_from_hf, config_to_hf=config_to_hf,
+    make_module=make_module, params_from_hf=params_from_hf, params_to_hf=params_to_hf,
+    get_embeddings=get_embeddings, set_embeddings=set_embeddings, init_cache=None))
