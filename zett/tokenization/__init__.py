@@ -1,0 +1,13 @@
+"""The tokenizer layer: load any tokenizer, view its vocabulary as bytes, spell tokens in base
+subtokens (surface forms), and sample a fresh UnigramLM tokenizer per training batch."""
+
+from zett.tokenization.byte_level import (ModelKind, TokenizerError, bytes_to_unicode, from_byte_level,
+                                          printable, to_byte_level)
+from zett.tokenization.load import ROLES, Tokenizer, from_backend, load_tokenizer
+from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
+
+__all__ = [
+    "ModelKind", "TokenizerError", "bytes_to_unicode", "from_byte_level", "printable", "to_byte_level",
+    "ROLES", "Tokenizer", "from_backend", "load_tokenizer",
+    "SurfaceEncoder", "SurfaceForms", "surface_forms",
+]

@@ -1,0 +1,289 @@
+"""One tokenizer type for every source: Hugging Face files, SentencePiece, GGUF, tiktoken, tekken.
+
+`load_tokenizer(spec)` returns a `Tokenizer`: a frozen wrapper around a `tokenizers.Tokenizer`
+(the Rust core, so encoding is fast and `to_hf` is lossless) plus what the rest of zett needs and
+the raw files do not say uniformly: which ids are special, their roles (bos/eos/pad/unk), and the
+exact bytes of every vocabulary item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tokenizers
+
+from zett.tokenization import byte_level
+from zett.tokenization.byte_level import ModelKind, TokenizerError
+
+ROLES = ("bos", "eos", "pad", "unk")
+
+# Content -> role for tokenizers whose files do not name their roles (tokenizer.json alone).
+_ROLE_GUESSES = {
+    "bos": ("<s>", "<|begin_of_text|>", "[CLS]", "<bos>", "<|startoftext|>"),
+    "eos": ("</s>", "<|endoftext|>", "<|end_of_text|>", "[SEP]", "<eos>", "<|im_end|>"),
+    "pad": ("<pad>", "[PAD]", "<|pad|>", "<|endoftext|>"),
+    "unk": ("<unk>", "[UNK]", "<|unk|>"),
+}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tokenizer:
+  """A tokenizer with its special tokens, their roles and a byte-level view of its vocabulary.
+
+  `encode` never adds special tokens unless asked: training and the byte view work on raw text.
+  """
+
+  backend: tokenizers.Tokenizer
+  """The `tokenizers` object that does the work (the original pipeline, unchanged)."""
+  name: str
+  """Where it came from (path or hub name), for messages and manifests."""
+  kind: ModelKind
+  special_ids: frozenset[int]
+  """Ids of special tokens (control tokens: never spelled by text, keep their base embedding)."""
+  roles: Mapping[str, int]
+  """Role -> id for the roles this tokenizer has, out of bos/eos/pad/unk."""
+  add_bos: bool = False
+  """Whether the original adds BOS when asked for special tokens (used by `to_hf`)."""
+
+  @property
+  def vocab_size(self) -> int:
+    return self.backend.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def special_tokens(self) -> dict[str, int]:
+    """Special token content -> id."""
+    return {self.id_to_piece[i]: i for i in sorted(self.special_ids)}
+
+  @functools.cached_property
+  def id_to_piece(self) -> tuple[str | None, ...]:
+    """The vocabulary as the model spells it (None for ids that hold no token)."""
+    pieces: list[str | None] = [None] * self.vocab_size
+    for piece, token_id in self.backend.get_vocab(with_added_tokens=True).items():
+      if token_id >= len(pieces):
+        pieces.extend([None] * (token_id + 1 - len(pieces)))
+      pieces[token_id] = piece
+    return tuple(pieces)
+
+  @functools.cached_property
+  def _continuing_prefix(self) -> str:
+    model = json.loads(self.backend.model.__getstate__()) if self.kind == ModelKind.WORDPIECE else {}
+    return model.get("continuing_subword_prefix") or "##"
+
+  @functools.cached_property
+  def vocab_bytes(self) -> tuple[bytes, ...]:
+    """Bytes of every token id (special tokens: their UTF-8 content; check `is_special`)."""
+    return tuple(byte_level.vocabulary_bytes(self.id_to_piece, self.kind, set(self.special_ids),
+                                             self._continuing_prefix))
+
+  @functools.cached_property
+  def is_special(self) -> np.ndarray:
+    """bool [vocab_size]: True where the id is a special token."""
+    mask = np.zeros(self.vocab_size, dtype=bool)
+    mask[sorted(self.special_ids)] = True
+    return mask
+
+  def token_bytes(self, token_id: int) -> bytes:
+    return self.vocab_bytes[token_id]
+
+  def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+    return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+  def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False) -> list[list[int]]:
+    return [e.ids for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=add_special_tokens)]
+
+  def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+    return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+  def decode_bytes(self, ids: Sequence[int]) -> bytes:
+    """Concatenated canonical bytes of `ids` (special tokens included as their content)."""
+    table = self.vocab_bytes
+    return b"".join(table[i] for i in ids)
+
+  def to_hf(self, out_dir: str | os.PathLike) -> Path:
+    """Write tokenizer.json + tokenizer_config.json + special_tokens_map.json that
+    `transformers.AutoTokenizer.from_pretrained(out_dir)` loads to tokenize identically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    self.backend.save(str(out / "tokenizer.json"))
+    pieces = self.id_to_piece
+    special_map = {f"{role}_token": pieces[token_id] for role, token_id in self.roles.items()}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": self.add_bos,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1 << 30,
+        **special_map,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+    (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False))
+    return out
+
+  def __repr__(self) -> str:
+    return f"Tokenizer({self.name!r}, kind={self.kind.value}, vocab_size={self.vocab_size}, roles={dict(self.roles)})"
+
+
+def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, int | str] | None = None,
+                 extra_special: Sequence[int] = (), add_bos: bool = False) -> Tokenizer:
+  """Wrap a `tokenizers.Tokenizer`, finding its special tokens and (if not given) their roles."""
+  state = json.loads(backend.to_str())
+  kind = byte_level.detect_kind(state)
+  vocab = backend.get_vocab(with_added_tokens=True)
+  if not vocab:
+    raise TokenizerError(f"{name}: the vocabulary is empty")
+  special_ids = {entry["id"] for entry in state.get("added_tokens", []) if entry.get("special")}
+  special_ids.update(extra_special)
+  resolved: dict[str, int] = {}
+  for role, value in (roles or {}).items():
+    if value is None:
+      continue
+    token_id = vocab.get(value) if isinstance(value, str) else int(value)
+    if token_id is None or not 0 <= token_id < backend.get_vocab_size(with_added_tokens=True):
+      raise TokenizerError(f"{name}: {role} token {value!r} is not in the vocabulary")
+    resolved[role] = token_id
+  for role, guesses in _ROLE_GUESSES.items():
+    if role not in resolved:
+      for content in guesses:
+        if vocab.get(content, -1) in special_ids:  # never a plain token that reads "<s>"
+          resolved[role] = vocab[content]
+          break
+  special_ids.update(resolved.values())
+  return Tokenizer(backend=backend, name=name, kind=kind, special_ids=frozenset(special_ids),
+                   roles=resolved, add_bos=add_bos)
+
+
+def _roles_from_config(config: Mapping[str, Any]) -> dict[str, str]:
+  roles = {}
+  for role in ROLES:
+    value = config.get(f"{role}_token")
+    if isinstance(value, dict):  # serialized AddedToken
+      value = value.get("content")
+    if isinstance(value, str):
+      roles[role] = value
+  return roles
+
+
+def _load_tokenizer_json(path: Path, name: str) -> tokenizers.Tokenizer:
+  try:
+    return tokenizers.Tokenizer.from_file(str(path))
+  except Exception as error:  # the Rust parser raises plain Exception subclasses
+    raise TokenizerError(f"{path}: not a valid tokenizer.json ({error})") from None
+
+
+def _load_hf_folder(folder: Path, name: str) -> Tokenizer:
+  config_path = folder / "tokenizer_config.json"
+  config = json.loads(config_path.read_text()) if config_path.exists() else {}
+  roles = _roles_from_config(config)
+  add_bos = bool(config.get("add_bos_token", False))
+  if (folder / "tokenizer.json").exists():
+    backend = _load_tokenizer_json(folder / "tokenizer.json", name)
+    return from_backend(backend, name, roles, add_bos=add_bos)
+  for candidate in ("tokenizer.model", "spiece.model", "sentencepiece.bpe.model"):
+    if (folder / candidate).exists():
+      from zett.tokenization import _formats
+      return _formats.load_sentencepiece(folder / candidate, name=name)
+  raise TokenizerError(f"{folder}: no tokenizer.json or SentencePiece model in this folder")
+
+
+def _load_hub(spec: str) -> Tokenizer:
+  try:
+    import transformers
+    hf = transformers.AutoTokenizer.from_pretrained(spec)
+  except Exception as error:
+    raise TokenizerError(f"{spec!r}: not a local path and not loadable from the hub ({error})") from None
+  backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
+  if backend is None:
+    raise TokenizerError(f"{spec!r}: the hub tokenizer has no fast (tokenizers) backend")
+  roles = {role: getattr(hf, f"{role}_token", None) for role in ROLES}
+  return from_backend(backend, spec, roles, add_bos=bool(getattr(hf, "add_bos_token", False)))
+
+
+_CONVERTER_VERSION = "1"
+
+
+def _cache_dir() -> Path:
+  return Path(os.environ.get("ZETT_CACHE_DIR", Path.home() / ".cache" / "zett")) / "tokenizers"
+
+
+def _load_converted(path: Path, convert) -> Tokenizer:
+  """Convert a non-HF tokenizer file once, then reuse the tokenizer.json (conversion takes seconds)."""
+  stat = path.stat()
+  key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{convert.__name__}|"
+                       f"{_CONVERTER_VERSION}|{tokenizers.__version__}".encode()).hexdigest()[:32]
+  folder = _cache_dir()
+  json_path, meta_path = folder / f"{key}.json", folder / f"{key}.meta.json"
+  if json_path.exists() and meta_path.exists():
+    try:
+      meta = json.loads(meta_path.read_text())
+      backend = tokenizers.Tokenizer.from_file(str(json_path))
+      backend.encode_special_tokens = meta["encode_special_tokens"]
+      return Tokenizer(backend=backend, name=str(path), kind=ModelKind(meta["kind"]),
+                       special_ids=frozenset(meta["special_ids"]), roles=meta["roles"], add_bos=meta["add_bos"])
+    except Exception:  # a damaged cache entry: convert again
+      pass
+  tokenizer = convert(path)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"kind": tokenizer.kind.value, "special_ids": sorted(tokenizer.special_ids), "roles": dict(tokenizer.roles),
+            "add_bos": tokenizer.add_bos, "encode_special_tokens": tokenizer.backend.encode_special_tokens}
+    suffix = f".{os.getpid()}.tmp"
+    tokenizer.backend.save(str(json_path) + suffix)
+    Path(str(meta_path) + suffix).write_text(json.dumps(meta))
+    os.replace(str(json_path) + suffix, json_path)
+    os.replace(str(meta_path) + suffix, meta_path)
+  except OSError:  # a read-only home is fine: we just convert every time
+    pass
+  return tokenizer
+
+
+def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -> Tokenizer:
+  """Load a tokenizer from any supported source.
+
+  Args:
+    spec: a Hugging Face folder or `tokenizer.json`; a SentencePiece `.model` (also Mistral's
+      `tokenizer.model.v*` files); a `.gguf` file (its embedded tokenizer); a tiktoken `.tiktoken`
+      file (Qwen's pattern and specials when the name says qwen); a Mistral tekken `.json`; a hub
+      name (online only); or an already loaded `Tokenizer` / `tokenizers.Tokenizer`.
+
+  Raises:
+    TokenizerError: unreadable, corrupt or unsupported input, naming the file and the problem.
+  """
+  if isinstance(spec, Tokenizer):
+    return spec
+  if isinstance(spec, tokenizers.Tokenizer):
+    return from_backend(spec, "<tokenizers.Tokenizer>")
+  from zett.tokenization import _formats
+  name = str(spec)
+  path = Path(name)
+  if path.is_dir():
+    return _load_hf_folder(path, name)
+  if path.is_file():
+    suffixes = path.name.lower()
+    if suffixes.endswith(".gguf"):
+      return _load_converted(path, _formats.load_gguf)
+    if suffixes.endswith(".tiktoken"):
+      return _load_converted(path, _formats.load_tiktoken)
+    if ".model" in suffixes:
+      return _load_converted(path, _formats.load_sentencepiece)
+    if suffixes.endswith(".json"):
+      head = path.read_bytes()[:4096]
+      if b'"config"' in head and b'"vocab"' in head and b'"model"' not in head:
+        return _load_converted(path, _formats.load_tekken)
+      config_path = path.parent / "tokenizer_config.json"
+      config = {}
+      if config_path.exists():
+        config = json.loads(config_path.read_text())
+      return from_backend(_load_tokenizer_json(path, name), name, _roles_from_config(config),
+                          add_bos=bool(config.get("add_bos_token", False)))
+    raise TokenizerError(f"{path}: unrecognised tokenizer file (expected tokenizer.json, .model, .gguf, "
+                         ".tiktoken or a tekken .json)")
+  if path.suffix or name.startswith((".", "/", "~")):
+    raise TokenizerError(f"{name}: no such file or folder")
+  return _load_hub(name)

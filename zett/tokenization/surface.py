@@ -1,0 +1,230 @@
+"""Surface forms: every target token spelled as a short sequence of base-model subtokens.
+
+The hypernetwork reads a target token as the base subtokens that spell its bytes. Spelling uses
+the base tokenizer's *model* only (no normalizer, no pre-tokenizer), so a token that crosses a base
+pre-token boundary (" the.", "\\n\\n    ") still decomposes into base tokens instead of failing.
+All tokens go through the Rust model in one `encode_batch_fast` call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+from typing import Iterable, Sequence
+
+import numpy as np
+import tokenizers
+
+from zett.tokenization.byte_level import ModelKind, TokenizerError, byte_fallback_value, to_byte_level
+from zett.tokenization.load import Tokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class SurfaceForms:
+  """Base-subtoken spellings of a vocabulary.
+
+  ids [V, L] int32: base vocabulary ids, rows padded with `pad_id` after `lengths`.
+  lengths [V] int32: 1..L for every row.
+  special_base_ids [V] int32: the base special token a target special maps to, else -1
+    (the hypernetwork copies that base row instead of predicting).
+  num_truncated: rows whose spelling was longer than L (kept: the first L subtokens).
+  num_unknown: rows that contain the base's unk id (a byte the base cannot spell).
+  """
+  ids: np.ndarray
+  lengths: np.ndarray
+  special_base_ids: np.ndarray
+  num_truncated: int
+  num_unknown: int
+
+  @property
+  def special_mask(self) -> np.ndarray:
+    return self.special_base_ids >= 0
+
+  @property
+  def mask(self) -> np.ndarray:
+    """bool [V, L]: True on real subtokens."""
+    return np.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
+
+
+def pack_rows(rows: Sequence[Sequence[int]], max_length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+  """Ragged id lists -> (ids [N, L] int32 padded, lengths [N] int32 clipped to L, number truncated)."""
+  full_lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+  flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(full_lengths.sum()))
+  ids = np.full((len(rows), max_length), pad_id, dtype=np.int32)
+  starts = np.cumsum(full_lengths) - full_lengths
+  columns = np.arange(flat.size) - np.repeat(starts, full_lengths)
+  keep = columns < max_length
+  ids[np.repeat(np.arange(len(rows)), full_lengths)[keep], columns[keep]] = flat[keep]
+  lengths = np.minimum(full_lengths, max_length).astype(np.int32)
+  return ids, lengths, int((full_lengths > max_length).sum())
+
+
+class SurfaceEncoder:
+  """Spells byte strings with a base tokenizer's model; exact base tokens map to their own id."""
+
+  def __init__(self, base: Tokenizer):
+    self.base = base
+    self._model_only = tokenizers.Tokenizer(base.backend.model)
+    self._unk_id = base.roles.get("unk")
+    pieces = base.id_to_piece
+    self._exact: dict[bytes, int] = {}
+    # Byte-fallback pieces last: "A" and "<0x41>" share bytes, the ordinary piece is the spelling.
+    fallback_last = sorted(range(len(pieces)), key=lambda i: (pieces[i] is not None and
+                                                               byte_fallback_value(pieces[i]) is not None, i))
+    for token_id in fallback_last:
+      if pieces[token_id] is not None and token_id not in base.special_ids:
+        self._exact.setdefault(base.vocab_bytes[token_id], token_id)
+    self._byte_ids = np.array([self._exact.get(bytes([b]), -1) for b in range(256)], dtype=np.int64)
+    if base.kind in (ModelKind.SENTENCEPIECE_BPE, ModelKind.UNIGRAM):
+      for token_id, piece in enumerate(pieces):
+        value = byte_fallback_value(piece) if piece is not None else None
+        if value is not None:
+          self._byte_ids[value] = token_id
+
+  @property
+  def missing_bytes(self) -> list[int]:
+    """Bytes the base cannot spell as a single token (no piece, no byte fallback)."""
+    return [int(b) for b in np.flatnonzero(self._byte_ids < 0)]
+
+  def _model_string(self, data: bytes) -> str | None:
+    """The base model's input alphabet for `data`, or None when it needs per-byte handling."""
+    if self.base.kind in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
+      return to_byte_level(data)
+    try:
+      text = data.decode("utf-8")
+    except UnicodeDecodeError:
+      return None
+    if self.base.kind == ModelKind.WORDPIECE:
+      return text[1:] if text.startswith(" ") else text
+    return text.replace(" ", "▁")
+
+  def _byte_id(self, byte: int, data: bytes) -> int:
+    token_id = int(self._byte_ids[byte])
+    if token_id >= 0:
+      return token_id
+    if self._unk_id is None:
+      raise TokenizerError(f"{self.base.name}: cannot spell byte 0x{byte:02x} (in {data!r}): no byte token, no "
+                           f"byte fallback and no unk token; bytes it cannot spell: {self.missing_bytes[:16]}")
+    return self._unk_id
+
+  def _spell_mixed(self, data: bytes) -> list[int]:
+    # Invalid UTF-8 (a byte-level token holding part of a character): valid runs through the
+    # model, stray bytes through the byte pieces.
+    text = data.decode("utf-8", errors="surrogateescape")
+    ids: list[int] = []
+    for is_byte, run in itertools.groupby(text, key=lambda c: "\udc80" <= c <= "\udcff"):
+      run = "".join(run)
+      if is_byte:
+        ids += [self._byte_id(ord(c) - 0xDC00, data) for c in run]
+      else:
+        ids += self.encode_ids([run.encode("utf-8")])[0]
+    return ids
+
+  def encode_ids(self, pieces: Sequence[bytes]) -> list[list[int]]:
+    """Base ids spelling each byte string (no length limit)."""
+    rows: list[list[int] | None] = [None] * len(pieces)
+    batch_index, batch_strings = [], []
+    for index, data in enumerate(pieces):
+      exact = self._exact.get(data)
+      if exact is not None:
+        rows[index] = [exact]
+        continue
+      if not data:
+        raise TokenizerError("cannot spell an empty token")
+      string = self._model_string(data)
+      if string is None:
+        rows[index] = self._spell_mixed(data)
+      else:
+        batch_index.append(index)
+        batch_strings.append(string)
+    if batch_strings:
+      encodings = self._model_only.encode_batch_fast(batch_strings, add_special_tokens=False)
+      for index, encoding, string in zip(batch_index, encodings, batch_strings):
+        ids = encoding.ids
+        if not ids:  # e.g. WordPiece gives nothing for a lone space
+          ids = [self._byte_id(b, pieces[index]) for b in pieces[index]]
+        rows[index] = ids
+    return rows  # type: ignore[return-value]
+
+  def encode(self, pieces: Sequence[bytes], max_length: int = 7, pad_id: int = 0):
+    """(ids [N, L] int32, lengths [N] int32, num_truncated, num_unknown) for byte strings."""
+    rows = self.encode_ids(pieces)
+    ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
+    unknown = 0 if self._unk_id is None else int(np.any(ids == self._unk_id, axis=1).sum())
+    return ids, lengths, truncated, unknown
+
+
+_CACHE: dict[tuple, SurfaceForms] = {}
+_CACHE_ENTRIES = 8
+
+
+def _fingerprint(tokenizer: Tokenizer) -> str:
+  digest = hashlib.sha256()
+  for data in tokenizer.vocab_bytes:
+    digest.update(len(data).to_bytes(4, "little"))
+    digest.update(data)
+  digest.update(repr(sorted(tokenizer.special_ids)).encode())
+  return digest.hexdigest()
+
+
+def _special_target_to_base(target: Tokenizer, base: Tokenizer) -> dict[int, int]:
+  """Target special id -> base special id, by identical content first, then by role."""
+  mapping = {}
+  base_by_content = base.special_tokens
+  role_of = {token_id: role for role, token_id in target.roles.items()}
+  for token_id in sorted(target.special_ids):
+    role = role_of.get(token_id)
+    if target.id_to_piece[token_id] in base_by_content:
+      mapping[token_id] = base_by_content[target.id_to_piece[token_id]]
+    elif role is not None and role in base.roles:
+      mapping[token_id] = base.roles[role]
+  return mapping
+
+
+def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = 7, pad_id: int = 0,
+                  encoder: SurfaceEncoder | None = None) -> SurfaceForms:
+  """Spell every token of `target` in `base` subtokens.
+
+  Tokens whose bytes are a base token are length-1 rows of that id (the target's own id when
+  target is base). Target specials map to the base special of the same role (bos/eos/pad/unk) or
+  content; a special with no counterpart is spelled from its text like any token.
+  Results are cached per (target, base, max_length, pad_id).
+  """
+  if max_length < 1:
+    raise ValueError(f"max_length must be >= 1, got {max_length}")
+  key = (_fingerprint(target), _fingerprint(base), max_length, pad_id)
+  if key in _CACHE:
+    return _CACHE[key]
+  vocab_size = target.vocab_size
+  special_base_ids = np.full(vocab_size, -1, dtype=np.int32)
+  for token_id, base_id in _special_target_to_base(target, base).items():
+    special_base_ids[token_id] = base_id
+  if key[0] == key[1]:  # the base itself: each token is its own spelling
+    rows: list[list[int]] = [[i] for i in range(vocab_size)]
+    for token_id in np.flatnonzero(special_base_ids >= 0):
+      rows[token_id] = [int(special_base_ids[token_id])]
+    ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
+    result = SurfaceForms(ids, lengths, special_base_ids, truncated, 0)
+  else:
+    encoder = encoder or SurfaceEncoder(base)
+    pieces = [data if data else b" " for data in target.vocab_bytes]  # holes in the id space
+    for token_id in np.flatnonzero(special_base_ids >= 0):
+      pieces[token_id] = base.vocab_bytes[int(special_base_ids[token_id])]
+    rows = encoder.encode_ids(pieces)
+    for token_id in np.flatnonzero(special_base_ids >= 0):
+      rows[token_id] = [int(special_base_ids[token_id])]
+    ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
+    unknown_id = base.roles.get("unk")
+    unknown = 0 if unknown_id is None else int(np.any((ids == unknown_id) & (special_base_ids < 0)[:, None]
+                                                      & (np.arange(max_length) < lengths[:, None]), axis=1).sum())
+    result = SurfaceForms(ids, lengths, special_base_ids, truncated, unknown)
+  if len(_CACHE) >= _CACHE_ENTRIES:
+    _CACHE.pop(next(iter(_CACHE)))
+  _CACHE[key] = result
+  return result
+
+
+def spell(tokens: Iterable[bytes], base: Tokenizer) -> list[list[int]]:
+  """Convenience: base ids for a few byte strings (no padding, no truncation)."""
+  return SurfaceEncoder(base).encode_ids(list(tokens))
