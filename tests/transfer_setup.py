@@ -1,0 +1,51 @@
+"""Shared tiny setup for the transfer tests: two small byte-level BPE tokenizers trained on local text
+(Python standard library sources) and tiny random Llama bases that use the first one."""
+
+from __future__ import annotations
+
+import functools
+import sysconfig
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+_SPECIALS = ["<|endoftext|>", "<s>", "<pad>"]
+
+
+@functools.cache
+def stdlib_text(names: tuple[str, ...]) -> str:
+  folder = Path(sysconfig.get_paths()["stdlib"])
+  return "\n\n".join((folder / name).read_text(encoding="utf-8") for name in names)
+
+
+def train_bpe(vocab_size: int, names: tuple[str, ...], specials=tuple(_SPECIALS)):
+  """A byte-level BPE `zett.tokenization.Tokenizer` trained on the given stdlib files."""
+  from zett.tokenization import from_backend
+  backend = Tokenizer(models.BPE())
+  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  backend.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  text = stdlib_text(names)
+  backend.train_from_iterator([text[i:i + 2000] for i in range(0, len(text), 2000)], trainer)
+  return from_backend(backend, f"bpe{vocab_size}-{names[0]}", roles={"bos": "<s>", "eos": "<|endoftext|>",
+                                                                       "pad": "<pad>"})
+
+
+@functools.cache
+def base_tokenizer():
+  return train_bpe(400, ("textwrap.py", "string.py"))
+
+
+@functools.cache
+def target_tokenizer():
+  return train_bpe(600, ("argparse.py",))
+
+
+def tiny_base(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int = 32):
+  from zett.testing.tiny import tiny_llama
+  from zett.transfer_vocab import to_transformers
+  tok = base_tokenizer()
+  return tiny_llama(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_attention_heads=2,
+                    num_key_value_heads=1, tie_word_embeddings=tie_word_embeddings, seed=seed,
+                    tokenizer=to_transformers(tok))

@@ -1,0 +1,77 @@
+"""The target vocabulary as transfer sees it: every target token spelled in the base model's subtokens.
+
+Accepts tokenizers in every form a user has one (a spec for `load_tokenizer`, our `Tokenizer`, a
+`transformers` fast tokenizer, a bare `tokenizers.Tokenizer`) and produces the arrays the hypernetwork
+and the baselines read, plus the `transformers` tokenizer that is exported with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+class MissingTokenizerError(ValueError):
+  """A tokenizer that is absent or cannot be loaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetVocabulary:
+  """Spellings of the target vocabulary in base subtokens, and the special-token mapping."""
+  tokenizer: Any
+  """The target as a `zett.tokenization.Tokenizer`."""
+  hf_tokenizer: Any
+  """The target as a `transformers` fast tokenizer (what the exported folder holds)."""
+  name: str
+  surface_ids: np.ndarray
+  """int32 [V, L] base ids spelling each target token."""
+  surface_lengths: np.ndarray
+  """int32 [V] number of real subtokens."""
+  special_base_ids: np.ndarray
+  """int32 [V]: >= 0 for a special token with a base counterpart (that base row is copied), else -1."""
+
+  @property
+  def size(self) -> int:
+    return int(self.surface_ids.shape[0])
+
+
+def as_tokenizer(spec, what: str = "tokenizer"):
+  """A `zett.tokenization.Tokenizer` from a spec or any loaded tokenizer object."""
+  from zett.tokenization import ROLES, Tokenizer, TokenizerError, from_backend, load_tokenizer
+  if spec is None:
+    raise MissingTokenizerError(f"no {what} given (the model has none; pass one explicitly)")
+  if isinstance(spec, Tokenizer):
+    return spec
+  backend = getattr(spec, "backend_tokenizer", None)
+  if backend is not None:  # a transformers fast tokenizer: keep its named special-token roles
+    roles = {role: getattr(spec, f"{role}_token", None) for role in ROLES}
+    name = getattr(spec, "name_or_path", "") or type(spec).__name__
+    return from_backend(backend, name, roles, add_bos=bool(getattr(spec, "add_bos_token", False)))
+  try:
+    return load_tokenizer(spec)
+  except TokenizerError as e:
+    raise MissingTokenizerError(f"{what}: {e}") from None
+
+
+def to_transformers(tokenizer):
+  """The `transformers` fast tokenizer equivalent to a zett `Tokenizer` (via its lossless `to_hf`)."""
+  from transformers import AutoTokenizer
+  with tempfile.TemporaryDirectory(prefix="zett-tokenizer-") as folder:
+    tokenizer.to_hf(folder)
+    hf = AutoTokenizer.from_pretrained(folder)
+  hf.name_or_path = tokenizer.name
+  return hf
+
+
+def build_target_vocabulary(target, base_tokenizer, surface_length: int) -> TargetVocabulary:
+  """Spells every token of `target` (any tokenizer form) in `base_tokenizer`'s subtokens."""
+  from zett.tokenization import surface_forms
+  target = as_tokenizer(target, "target tokenizer")
+  base = as_tokenizer(base_tokenizer, "base model tokenizer")
+  forms = surface_forms(target, base, max_length=surface_length)
+  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=target.name,
+                          surface_ids=forms.ids, surface_lengths=forms.lengths,
+                          special_base_ids=forms.special_base_ids)
