@@ -19,7 +19,8 @@ class DataSource:
   """One text source; several sources are mixed by weight (languages, domains)."""
 
   path: str
-  """A local file, directory or glob (.txt/.jsonl/.json/.parquet), or a Hugging Face hub dataset name (streamed)."""
+  """A local file, directory or glob (.txt/.jsonl/.json/.parquet; other suffixes read as text), "stdlib:NAME" (a
+  file/folder of the Python standard library, offline text), or a Hugging Face hub dataset name (streamed)."""
   weight: float = 1.0
   """Relative sampling weight of this source when several are mixed."""
   name: str = ""
@@ -74,6 +75,8 @@ class DataConfig:
 class ModelConfig:
   base: str = "smollm2-135m"
   """Frozen base model: "smollm2-135m", a local Hugging Face folder, a .gguf file, a hub name, or "tiny-llama[:seed]"."""
+  tokenizer: str | None = None
+  """The base's tokenizer (any `zett.tokenization.load_tokenizer` spec); default: the one the base ships with."""
   param_dtype: Literal["float32", "bfloat16"] = "float32"
   """Dtype the frozen base weights are stored in on device."""
   compute_dtype: Literal["float32", "bfloat16"] = "float32"

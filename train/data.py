@@ -36,13 +36,22 @@ def _looks_local(path: str) -> bool:
           or any(ch in path for ch in "*?[") or Path(path).suffix.lower() in _LOCAL_SUFFIXES)
 
 
+def _expand(path: str) -> str:
+  # "stdlib:NAME" = a folder/file of the Python standard library: offline text present on every machine.
+  if path.startswith("stdlib:"):
+    import sysconfig
+    return os.path.join(sysconfig.get_paths()["stdlib"], path[len("stdlib:"):])
+  return os.path.expanduser(path)
+
+
 def resolve_local_files(source: DataSource) -> list[str] | None:
   """Local files of a source (sorted), None for a hub dataset name; raises DataError for a missing local path."""
-  path = os.path.expanduser(source.path)
-  if not _looks_local(source.path):
+  path = _expand(source.path)
+  if not (source.path.startswith("stdlib:") or _looks_local(source.path)):
     return None
   if os.path.isdir(path):
-    files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and "__pycache__" not in p.parts)
   elif any(ch in path for ch in "*?["):
     files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
   elif os.path.isfile(path):

@@ -1,0 +1,179 @@
+"""`train(config) -> summary`: the host loop around the jitted step.
+
+Per micro-step: next texts -> a freshly sampled tokenizer encodes them -> static-shape batch over the batch vocabulary
+-> device -> `train_step`. The step is dispatched asynchronously, so the host prepares the next batch while the
+device computes; the host only waits at logging, evaluation and checkpoint points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from train.batch import batch_vocab_size, build_batch, round_up
+from train.checkpoint import StopOnSignal
+from train.config import TrainConfig, to_dict
+from train.data import TextBatcher, heldout_texts
+from train.metrics import MetricsWriter, Progress
+from train.setup import Run, batch_shardings, prepare
+from train.step import bits_per_byte
+from train.vocab import EncodedVocabulary, encoded_vocabulary, fixed_vocabularies, make_sampler
+
+
+def _device_batch(run: Run, batch: dict[str, np.ndarray]):
+  # TODO(issue 10): multi-process runs assemble global arrays with jax.make_array_from_process_local_data.
+  return jax.device_put(batch, batch_shardings(run.mesh))
+
+
+def _eval_sets(run: Run, sampler) -> list[EncodedVocabulary]:
+  config = run.config
+  sets = []
+  if config.eval.include_base_tokenizer:
+    sets.append(encoded_vocabulary(f"base:{run.base_tokenizer.name}", run.base_tokenizer, run.base_tokenizer,
+                                   run.hypernet_config.surface_length))
+  sets += fixed_vocabularies(config.eval.heldout_tokenizers, run.base_tokenizer, run.hypernet_config.surface_length)
+  sets += [sampler.eval_vocabulary(i) for i in range(config.eval.num_sampled_tokenizers)]
+  return sets
+
+
+def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) -> dict[str, float]:
+  """Held-out bits per byte under each tokenizer (full vocabulary in the softmax, padding excluded)."""
+  config = run.config
+  batch_size = config.data.batch_size
+  rows = round_up(max(s.vocab.size for s in sets), run.mesh.shape["data"])
+  texts = texts + [""] * (round_up(len(texts), batch_size) - len(texts))
+  results = {}
+  for encoded in sets:
+    nll = target_bytes = 0.0
+    for start in range(0, len(texts), batch_size):
+      token_rows = encoded.encode(texts[start:start + batch_size])
+      batch = build_batch(encoded.vocab, token_rows, config.data.sequence_length, rows, np.random.default_rng(0))
+      sums = jax.device_get(run.eval_fn(params, _device_batch(run, batch), run.base_params))
+      nll += float(sums[0])
+      target_bytes += float(sums[1])
+    results[f"bpb/{encoded.name}"] = bits_per_byte(nll, target_bytes)
+  return results
+
+
+def _is_update_boundary(done: int, every: int, accumulation: int) -> bool:
+  return every > 0 and done % accumulation == 0 and (done // accumulation) % every == 0
+
+
+def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Trains a hypernetwork as configured; returns a summary (steps, losses, eval history, paths)."""
+  process_index, process_count = jax.process_index(), jax.process_count()
+  is_main = process_index == 0
+  run = prepare(config, resume)
+  log = log if is_main else (lambda _: None)
+  log(f"base: {run.base.name} ({run.base.family.name}, {'causal' if run.spec.causal else 'masked'} LM objective)")
+  log(run.report)
+
+  batcher = TextBatcher(config.data, process_index, process_count)
+  sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
+                         masked=not run.spec.causal)
+  if run.data_state is not None:
+    batcher.set_state(run.data_state["data"])
+    sampler.set_state(run.data_state["sampler"])
+  heldout = heldout_texts(config.data, process_index, process_count) if config.eval.every_steps else []
+  eval_sets = _eval_sets(run, sampler) if heldout else []
+  vocab_rows = batch_vocab_size(config.sampler.batch_vocab_size, sampler.max_vocab_size, config.data.batch_size,
+                                config.data.sequence_length, run.mesh.shape["data"])
+
+  run_dir = Path(config.run_dir)
+  writer = MetricsWriter(config.metrics_path, config.logging.tensorboard, enabled=is_main)
+  accumulation = config.optimizer.grad_accumulation_steps
+  start = run.resumed_step or 0
+  total = config.num_micro_steps
+  state = run.state
+  config_record = {"train": to_dict(config), "hypernet": dataclasses.asdict(run.hypernet_config)}
+  eval_history: list[dict[str, Any]] = []
+  pending: list[Any] = []
+  summary: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint_dir": str(run.checkpointer.directory),
+                             "start_step": start, "stopped_by_signal": False}
+  timing = {"host_seconds": 0.0, "tokens": 0, "interval_start": time.perf_counter(), "interval_tokens": 0}
+  wall_start = time.perf_counter()
+
+  def run_eval(step: int):
+    results = evaluate(run, state.params, heldout, eval_sets)
+    eval_history.append({"step": step, **results})
+    writer.write("eval", step, results)
+    log(f"eval @ {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+
+  def flush(step: int) -> dict[str, float]:
+    fetched = jax.device_get(pending)
+    pending.clear()
+    mean = {k: float(np.mean([m[k] for m in fetched])) for k in ("loss", "lm_loss", "aux_loss", "grad_norm")}
+    nll = sum(float(m["nll_sum"]) for m in fetched)
+    target_bytes = sum(float(m["target_bytes"]) for m in fetched)
+    elapsed = time.perf_counter() - timing["interval_start"]
+    values = dict(mean, train_bpb=bits_per_byte(nll, target_bytes),
+                  tokens_per_second=timing["interval_tokens"] / max(elapsed, 1e-9),
+                  host_seconds_per_step=timing["host_seconds"] / max(len(fetched), 1),
+                  learning_rate=float(_learning_rate(config, step)))
+    timing.update(interval_start=time.perf_counter(), interval_tokens=0, host_seconds=0.0)
+    writer.write("train", step, values)
+    return values
+
+  progress = Progress(total, start, config.logging.progress_bar and is_main)
+  last: dict[str, float] = {}
+  done = start
+  try:
+    with StopOnSignal(config.checkpoint.save_on_sigterm) as stop:
+      if start == 0 and eval_sets:
+        run_eval(0)
+      for step in range(start, total):
+        host_start = time.perf_counter()
+        texts = batcher.next_texts()
+        encoded = sampler.sample(texts, step)
+        batch = build_batch(encoded.vocab, encoded.encode(texts), config.data.sequence_length, vocab_rows,
+                            np.random.default_rng([config.seed, step, process_index]))
+        device_batch = _device_batch(run, batch)
+        timing["host_seconds"] += time.perf_counter() - host_start
+        state, metrics = run.train_step(state, device_batch, run.base_params)
+        pending.append(metrics)
+        tokens = int(batch["attention_mask"].sum()) * process_count
+        timing["tokens"] += tokens
+        timing["interval_tokens"] += tokens
+        done = step + 1
+        postfix = {}
+        if done % config.logging.every_steps == 0 or done == total:
+          last = flush(done)
+          postfix = {"loss": last["loss"], "tok/s": round(last["tokens_per_second"])}
+        progress.update(1, **postfix)
+        if eval_sets and (_is_update_boundary(done, config.eval.every_steps, accumulation) or done == total):
+          run_eval(done)
+        if _is_update_boundary(done, config.checkpoint.save_every_steps, accumulation) or done == total:
+          run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
+                                config_record)
+        if stop.requested:
+          log(f"SIGTERM: saving step {done} and stopping")
+          run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
+                                config_record)
+          summary["stopped_by_signal"] = True
+          break
+  finally:
+    progress.close()
+    run.checkpointer.close()
+    writer.close()
+
+  if pending:
+    last = flush(done)
+  summary.update(steps=done, final=last, eval=eval_history, wall_seconds=time.perf_counter() - wall_start,
+                 tokens=timing["tokens"], params=state.params, hypernet_config=run.hypernet_config)
+  if done == total and is_main:
+    from hypernet.io import save_hypernet
+    summary["hypernet_dir"] = str(save_hypernet(run_dir / "hypernet", run.hypernet_config,
+                                                jax.device_get(state.params)))
+    log(f"saved the hypernetwork to {summary['hypernet_dir']}")
+  return summary
+
+
+def _learning_rate(config: TrainConfig, micro_step: int) -> float:
+  from train.state import learning_rate_schedule
+  schedule = learning_rate_schedule(config.optimizer, config.num_train_steps)
+  return schedule(micro_step // config.optimizer.grad_accumulation_steps)
