@@ -1,0 +1,82 @@
+"""`zett serve`: the HTTP service (embeddings, transfer jobs, dynamic tokenization, streamed generation).
+
+Library use: `create_app(ServiceSettings(...), Engine(model, hypernet_config, hypernet_params))` gives
+a FastAPI (ASGI) app; `serve_in_thread(app)` runs it on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from zett.service.settings import ServiceSettings
+
+__all__ = ["ServiceSettings", "add_arguments", "run", "create_app", "Engine", "EmbeddingBatcher", "serve_in_thread"]
+
+
+def __getattr__(name):  # heavy imports (jax, fastapi) only when used, so `zett --help` stays fast
+  if name == "create_app":
+    from zett.service.app import create_app
+    return create_app
+  if name in ("Engine", "EmbeddingBatcher"):
+    from zett.service import engine
+    return getattr(engine, name)
+  if name == "serve_in_thread":
+    from zett.service.server import serve_in_thread
+    return serve_in_thread
+  raise AttributeError(name)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--model", required=True,
+                      help="base model: HF folder, .gguf file, smollm2-135m, a hub name, or tiny-random (a demo)")
+  parser.add_argument("--hypernet", help="hypernetwork folder (from `zett train`); optional only for tiny-random")
+  parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+  parser.add_argument("--port", type=int, default=8000)
+  parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $ZETT_API_KEY, else none)")
+  parser.add_argument("--config", help="YAML file of service settings (zett.service.ServiceSettings fields)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a service setting, e.g. --set max_tokens_per_request=8192 (repeatable)")
+  parser.add_argument("--no-batching", action="store_true", help="one hypernetwork call per request")
+  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def load_settings(args: argparse.Namespace) -> ServiceSettings:
+  import dataclasses
+  from zett import config as config_lib
+  settings = config_lib.load(ServiceSettings, args.config, args.set)
+  api_key = args.api_key or os.environ.get("ZETT_API_KEY") or settings.api_key
+  return dataclasses.replace(settings, api_key=api_key, batching=settings.batching and not args.no_batching)
+
+
+def load_engine(model_spec: str, hypernet_path: str | None, cache_size: int):
+  """The engine for `zett serve`: `tiny-random` builds the demo, anything else loads from disk."""
+  from zett.service import demo
+  from zett.service.engine import Engine
+  if model_spec == demo.TINY_MODEL:
+    model = demo.tiny_model()
+    if hypernet_path is None:
+      config, params = demo.tiny_hypernet(model)
+      return Engine(model, config, params, cache_size=cache_size)
+  else:
+    from zett.models.load import load_model
+    model = load_model(model_spec)
+  if hypernet_path is None:
+    raise ValueError(f"--hypernet is required for --model {model_spec}")
+  from hypernet import load_hypernet
+  config, params = load_hypernet(hypernet_path, base_weights_sha256=model.weights_sha256)
+  return Engine(model, config, params, cache_size=cache_size)
+
+
+def run(args: argparse.Namespace) -> int:
+  import uvicorn
+  from zett.service.app import create_app
+  from zett.service.server import uvicorn_config
+  settings = load_settings(args)
+  engine = load_engine(args.model, args.hypernet, settings.cache_size)
+  engine.warm_up()
+  app = create_app(settings, engine)
+  auth = "API key required" if settings.api_key else "no API key"
+  print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; OpenAPI at /docs)", flush=True)
+  uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
+  return 0

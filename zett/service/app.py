@@ -1,0 +1,146 @@
+"""The FastAPI app: routes over an `Engine`, a request batcher, a job pool and a decoder.
+
+Every error a client can cause answers with one JSON shape, `{"error": {"type", "message", "details"}}`,
+and a 4xx status; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import shutil
+import tempfile
+import time
+
+import numpy as np
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from zett.service import _routes, schemas
+from zett.service._gate import Gate
+from zett.service.errors import ServiceError, error_response, utf8
+from zett.service.engine import EmbeddingBatcher, Engine
+from zett.service.jobs import JobManager
+from zett.service.metrics import ServiceMetrics
+from zett.service.settings import ServiceSettings
+
+
+_ERRORS = {code: {"model": schemas.ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 504)}
+
+
+def _rows(matrix: np.ndarray, encoding: str):
+  if encoding == "base64":
+    return [base64.b64encode(np.ascontiguousarray(r, dtype="<f4").tobytes()).decode() for r in matrix]
+  return matrix.astype(np.float32).tolist()
+
+
+def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None) -> FastAPI:
+  """The service over a loaded `engine`, limited by `settings`.
+
+  Args:
+    large_vocabulary: optional decoder for `vocabulary="large"` in /v1/generate: an object with
+      `decode(prompt_ids, max_new_tokens, temperature, seed, stop_ids) -> iterator of (id, bytes)`.
+  """
+  metrics = ServiceMetrics()
+  started_at = time.time()
+  metrics.add_gauge("zett_embedding_cache_hit_rate", "Fraction of token embeddings served from the cache.",
+                    lambda: engine.cache.hit_rate)
+  metrics.add_gauge("zett_embedding_cache_entries", "Entries in the embedding cache.", lambda: len(engine.cache))
+
+  def on_batch(num_requests: int, num_tokens: int, hits: int) -> None:
+    metrics.batch_requests.observe(num_requests)
+    metrics.batch_tokens.observe(num_tokens - hits)
+    metrics.cache_hits.inc(hits)
+    metrics.cache_misses.inc(num_tokens - hits)
+
+  batcher = EmbeddingBatcher(engine, settings.max_batch_tokens, settings.batch_wait_ms / 1000, settings.batching,
+                             on_batch)
+  temp_jobs_dir = None if settings.jobs_dir else tempfile.mkdtemp(prefix="zett-jobs-")
+  jobs = JobManager(settings.jobs_dir or temp_jobs_dir, settings.max_concurrent_jobs, settings.max_queued_jobs,
+                    on_finish=lambda job: metrics.jobs.labels(job.status).inc())
+  for status in ("queued", "running"):
+    metrics.add_gauge(f"zett_jobs_{status}", f"Transfer jobs {status} now.",
+                      lambda status=status: jobs.counts()[status])
+
+  @contextlib.asynccontextmanager
+  async def lifespan(app):
+    await batcher.start()
+    try:
+      yield
+    finally:
+      await batcher.stop()
+      jobs.shutdown(wait=False)
+      if temp_jobs_dir:
+        shutil.rmtree(temp_jobs_dir, ignore_errors=True)
+
+  app = FastAPI(title="zett", version="0.1", lifespan=lifespan, responses=_ERRORS,
+                description="Embeddings for any tokenizer's tokens, tokenizer transfer, dynamic tokenization and "
+                            "generation for a frozen base model, predicted by a hypernetwork.")
+  app.state.engine, app.state.jobs, app.state.metrics, app.state.settings = engine, jobs, metrics, settings
+
+  @app.exception_handler(ServiceError)
+  async def _service_error(request, error: ServiceError):
+    return error_response(error.status, error.kind, error.message, error.details)
+
+  @app.exception_handler(RequestValidationError)
+  async def _validation_error(request, error: RequestValidationError):
+    problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in error.errors()]
+    if any(p["type"] == "json_invalid" for p in problems):
+      return error_response(400, "invalid_json", "request body is not valid JSON", problems)
+    summary = "; ".join(f"{'.'.join(map(str, p['loc'][1:] or p['loc']))}: {p['msg']}" for p in problems[:5])
+    return error_response(422, "validation_error", f"invalid request: {summary}", problems)
+
+  @app.exception_handler(StarletteHTTPException)
+  async def _http_error(request, error: StarletteHTTPException):
+    kinds = {404: "not_found", 405: "method_not_allowed"}
+    message = error.detail if isinstance(error.detail, str) else "request failed"
+    if error.status_code == 404:
+      message = f"no such endpoint: {request.method} {request.url.path}"
+    return error_response(error.status_code, kinds.get(error.status_code, "http_error"), message,
+                           headers=getattr(error, "headers", None))
+
+  async def within_timeout(awaitable):
+    try:
+      return await asyncio.wait_for(awaitable, settings.request_timeout_s)
+    except asyncio.TimeoutError:
+      raise ServiceError(504, "timeout", f"request took longer than {settings.request_timeout_s:g} s") from None
+
+  @app.get("/healthz", response_model=schemas.Health, tags=["service"])
+  async def healthz():
+    """Liveness: answers as long as the server runs (no API key needed)."""
+    return schemas.Health(status="ok", model=engine.model.name, embedding_dim=engine.embedding_dim,
+                          uptime_s=round(time.time() - started_at, 3))
+
+  @app.get("/metrics", tags=["service"], response_class=Response,
+           responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
+  async def prometheus_metrics():
+    """Prometheus text: requests and latencies per route, cache hit rate, batch sizes, jobs."""
+    return Response(metrics.render(), media_type=metrics.content_type)
+
+  @app.post("/v1/embeddings", response_model=schemas.EmbeddingsResponse, tags=["embeddings"])
+  async def embeddings(body: schemas.EmbeddingsRequest):
+    """Predicted input (and output, and bias) embeddings of token strings, through the LRU cache."""
+    if len(body.tokens) > settings.max_tokens_per_request:
+      raise ServiceError(413, "too_many_tokens", f"{len(body.tokens)} tokens in one request; the limit is "
+                         f"{settings.max_tokens_per_request}")
+    for i, token in enumerate(body.tokens):
+      if not token or len(token) > settings.max_token_chars:
+        raise ServiceError(422, "invalid_token", f"tokens[{i}] has {len(token)} characters; each token needs "
+                           f"1 to {settings.max_token_chars}")
+    keys = utf8(body.tokens, "tokens")
+    rows = await within_timeout(batcher.embed(keys))
+    inputs = _rows(rows.input, body.encoding)
+    outputs = _rows(rows.output, body.encoding) if rows.output is not None else [None] * len(keys)
+    biases = rows.bias.tolist() if rows.bias is not None else [None] * len(keys)
+    data = [schemas.TokenEmbedding(token=t, input=i, output=o, bias=b)
+            for t, i, o, b in zip(body.tokens, inputs, outputs, biases)]
+    return schemas.EmbeddingsResponse(model=engine.model.name, embedding_dim=engine.embedding_dim,
+                                      encoding=body.encoding, data=data, num_tokens=len(data))
+
+  _routes.add_routes(app, _routes.Context(settings, engine, batcher, jobs, metrics, within_timeout, large_vocabulary))
+  # Outside every route (but inside Starlette's last-resort 500 handler): auth, body limit, metrics.
+  app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+  return app

@@ -1,0 +1,99 @@
+"""A tiny random engine (tiny Llama + byte-level BPE + initialised hypernetwork) for tests, benchmarks and demos.
+
+Nothing is downloaded: the tokenizer is trained in a fraction of a second on Python standard-library
+source, the model and hypernetwork weights are random. `zett serve --model tiny-random` uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import sysconfig
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TINY_MODEL = "tiny-random"
+SPECIAL_TOKENS = ("<|endoftext|>", "<s>", "</s>")
+
+
+@functools.cache
+def _stdlib_text(max_bytes: int) -> str:
+  folder = Path(sysconfig.get_paths()["stdlib"])
+  parts, total = [], 0
+  for path in sorted(folder.glob("*.py")):
+    text = path.read_text(encoding="utf-8", errors="replace")
+    parts.append(text)
+    total += len(text)
+    if total >= max_bytes:
+      break
+  return "".join(parts)
+
+
+def tiny_tokenizer(vocab_size: int = 512, train_bytes: int = 300_000):
+  """A byte-level BPE `tokenizers.Tokenizer`; ids 0, 1, 2 are <|endoftext|>, <s>, </s>."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  tokenizer = Tokenizer(models.BPE())
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  text = _stdlib_text(train_bytes)
+  tokenizer.train_from_iterator([text[i:i + 10_000] for i in range(0, len(text), 10_000)], trainer)
+  return tokenizer
+
+
+def tiny_model(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0):
+  """A random tiny Llama `BaseModel` (untied) carrying `tiny_tokenizer(vocab_size)`.
+
+  Params are drawn with numpy from the abstract shapes rather than by `init_params`: flax's op-by-op
+  initialisation takes tens of seconds on a loaded CPU, this takes milliseconds.
+  """
+  from transformers import PreTrainedTokenizerFast
+  from zett.models import llama
+  from zett.models.load import BaseModel, params_sha256
+  from zett.testing.tiny import tiny_llama_config
+
+  backend = tiny_tokenizer(vocab_size)
+  hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                         pad_token="<|endoftext|>")
+  config = tiny_llama_config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers)
+  abstract = jax.eval_shape(functools.partial(llama.init_params, config), jax.random.key(0))
+  params = _random_params(abstract, np.random.default_rng(seed))
+  return BaseModel(family=llama.FAMILY, config=config, module=llama.make_module(config), params=params,
+                   tokenizer=hf_tokenizer, name=f"{TINY_MODEL}-v{vocab_size}-d{hidden_size}",
+                   weights_sha256=params_sha256(params))
+
+
+def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):
+  """(config, params) of a random hypernetwork for `model` (not the zero-residual init: predictions are
+  the real network's, not just the mean of the subtoken embeddings)."""
+  import flax.linen as nn
+  import hypernet
+  config = hypernet.config_for_base(model, num_layers=num_layers,
+                                    num_heads=max(1, int(model.config.hidden_size) // 32))
+  abstract = nn.meta.unbox(hypernet.abstract_params(config, model.embeddings))
+  return config, _random_params(abstract, np.random.default_rng(seed))
+
+
+def tiny_engine(vocab_size: int = 512, hidden_size: int = 64, cache_size: int = 8192, seed: int = 0):
+  """An `Engine` over `tiny_model` and `tiny_hypernet`."""
+  from zett.service.engine import Engine
+  model = tiny_model(vocab_size, hidden_size, seed=seed)
+  config, params = tiny_hypernet(model, seed=seed + 1)
+  return Engine(model, config, params, cache_size=cache_size)
+
+
+def _random_params(abstract, rng: np.random.Generator):
+  """Normal(0, 0.02) weights, norms' scales near 1, biases near 0, matching an abstract param tree."""
+  def draw(path, spec):
+    name = str(getattr(path[-1], "key", path[-1]))
+    noise = rng.normal(0.0, 0.02, spec.shape).astype(np.float32)
+    if name == "scale":
+      noise += 1.0
+    elif name != "bias" and len(spec.shape) >= 2:
+      fan_in = spec.shape[-2] if len(spec.shape) == 2 else int(np.prod(spec.shape[1:-1]))
+      noise *= max(1.0, 50.0 / np.sqrt(max(fan_in, 1)))
+    return jnp.asarray(noise)
+  return jax.tree_util.tree_map_with_path(draw, abstract)

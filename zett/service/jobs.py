@@ -1,0 +1,157 @@
+"""Background jobs (tokenizer transfers): a bounded worker pool, records on disk, results as tar files.
+
+A job runs in a worker thread owned by the server, not by the request that created it, so it keeps
+running when the client disconnects; its record (`job.json`) and result (`result.tar`) live in the
+job's folder, and a server restarted on the same `jobs_dir` lists earlier jobs again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import shutil
+import tarfile
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Callable
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+RESULT_NAME = "result.tar"
+RECORD_NAME = "job.json"
+
+
+class UnknownJobError(KeyError):
+  """No job has this id."""
+
+
+class JobQueueFullError(RuntimeError):
+  """As many jobs as allowed are already running and queued."""
+
+
+@dataclasses.dataclass
+class Job:
+  """One background job, as listed by GET /v1/jobs."""
+  id: str
+  kind: str
+  status: str
+  created_at: float
+  description: str = ""
+  started_at: float | None = None
+  finished_at: float | None = None
+  error: str | None = None
+  result_bytes: int | None = None
+  info: dict = dataclasses.field(default_factory=dict)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+class JobManager:
+  """Runs jobs on at most `max_concurrent` worker threads, with at most `max_queued` waiting.
+
+  A job function gets its own empty folder and returns the folder to pack into `result.tar`
+  (plus a dict of facts for the record); anything it raises marks the job failed with the message.
+  """
+
+  def __init__(self, root: str | Path, max_concurrent: int = 1, max_queued: int = 16, on_finish=None):
+    self.root = Path(root)
+    self.root.mkdir(parents=True, exist_ok=True)
+    self.max_concurrent = max_concurrent
+    self.max_queued = max_queued
+    self._on_finish = on_finish  # (Job) -> None, for metrics
+    self._jobs: dict[str, Job] = {}
+    self._lock = threading.Lock()
+    self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="zett-job")
+    self._load_existing()
+
+  def _load_existing(self) -> None:
+    for record in sorted(self.root.glob(f"*/{RECORD_NAME}")):
+      try:
+        job = Job(**json.loads(record.read_text()))
+      except (ValueError, TypeError):
+        continue  # a record half-written by a killed server: not a job we can describe
+      if job.status in (QUEUED, RUNNING):  # the server that ran it stopped
+        job.status, job.error, job.finished_at = FAILED, "interrupted: the server stopped before it finished", time.time()
+        self._write(job)
+      self._jobs[job.id] = job
+
+  def _write(self, job: Job) -> None:
+    folder = self.root / job.id
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{RECORD_NAME}.tmp"
+    tmp.write_text(json.dumps(job.to_json(), indent=2))
+    os.replace(tmp, folder / RECORD_NAME)
+
+  def submit(self, kind: str, fn: Callable[[Path], tuple[Path, dict]], description: str = "",
+             info: dict | None = None) -> Job:
+    """Queues `fn(work_dir) -> (folder to pack, facts)`; raises JobQueueFullError when full."""
+    with self._lock:
+      active = sum(j.status in (QUEUED, RUNNING) for j in self._jobs.values())
+      if active >= self.max_concurrent + self.max_queued:
+        raise JobQueueFullError(
+            f"{active} jobs are running or queued (limit {self.max_concurrent} running + {self.max_queued} queued); "
+            "retry when one finishes")
+      job = Job(id=uuid.uuid4().hex, kind=kind, status=QUEUED, created_at=time.time(), description=description,
+                info=dict(info or {}))
+      self._jobs[job.id] = job
+      self._write(job)
+    self._pool.submit(self._run, job, fn)
+    return dataclasses.replace(job)
+
+  def _run(self, job: Job, fn) -> None:
+    with self._lock:
+      job.status, job.started_at = RUNNING, time.time()
+      self._write(job)
+    folder = self.root / job.id
+    work = folder / "work"
+    try:
+      work.mkdir(parents=True, exist_ok=True)
+      produced, facts = fn(work)
+      tmp = folder / f".{RESULT_NAME}.tmp"
+      with tarfile.open(tmp, "w") as tar:
+        tar.add(produced, arcname=Path(produced).name)
+      os.replace(tmp, folder / RESULT_NAME)
+      with self._lock:
+        job.info.update(facts or {})
+        job.status, job.result_bytes = SUCCEEDED, (folder / RESULT_NAME).stat().st_size
+    except Exception as error:  # a failed job is a record, never a dead worker
+      with self._lock:
+        job.status = FAILED
+        job.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        job.info["traceback_tail"] = traceback.format_exc(limit=3)[-2000:]
+    finally:
+      shutil.rmtree(work, ignore_errors=True)
+      with self._lock:
+        job.finished_at = time.time()
+        self._write(job)
+      if self._on_finish is not None:
+        self._on_finish(job)
+
+  def get(self, job_id: str) -> Job:
+    with self._lock:
+      job = self._jobs.get(job_id)
+      if job is None:
+        raise UnknownJobError(job_id)
+      return dataclasses.replace(job, info=dict(job.info))
+
+  def list(self) -> list[Job]:
+    """All jobs, newest first."""
+    with self._lock:
+      jobs = [dataclasses.replace(j, info=dict(j.info)) for j in self._jobs.values()]
+    return sorted(jobs, key=lambda j: j.created_at, reverse=True)
+
+  def result_path(self, job_id: str) -> Path:
+    return self.root / self.get(job_id).id / RESULT_NAME
+
+  def counts(self) -> dict[str, int]:
+    with self._lock:
+      statuses = [j.status for j in self._jobs.values()]
+    return {s: statuses.count(s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)}
+
+  def shutdown(self, wait: bool = True) -> None:
+    self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -1,0 +1,55 @@
+"""Service limits and options: one frozen record, fixed when the server starts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+  """Limits and options of `zett serve` (all checked in `__post_init__`)."""
+
+  max_tokens_per_request: int = 4096
+  """Most token strings per /v1/embeddings request, and most base tokens per /v1/tokenize or generate prompt."""
+  max_token_chars: int = 256
+  """Longest single token string /v1/embeddings accepts (its surface form is cut to L subtokens anyway)."""
+  max_body_bytes: int = 16 << 20
+  """Largest request body; a tokenizer.json of a 250k vocabulary is ~10 MB."""
+  max_concurrent_jobs: int = 1
+  """Transfer jobs running at once; more wait in a queue."""
+  max_queued_jobs: int = 16
+  """Transfer jobs waiting to run; beyond this POST /v1/transfer answers 429."""
+  request_timeout_s: float = 60.0
+  """Wall-clock budget of one request (a generation stream stops at it)."""
+  api_key: str | None = None
+  """If set, every endpoint but /healthz and the schema needs `Authorization: Bearer <api_key>`."""
+  batching: bool = True
+  """Merge concurrent /v1/embeddings requests into one hypernetwork call."""
+  max_batch_tokens: int = 1024
+  """Most distinct uncached tokens in one merged hypernetwork call."""
+  batch_wait_ms: float = 2.0
+  """How long the batcher waits for more requests after the first one arrives."""
+  cache_size: int = 8192
+  """Entries of the LRU cache of predicted embeddings (keyed by token bytes)."""
+  max_new_tokens: int = 256
+  """Most tokens one /v1/generate call may produce."""
+  max_texts_per_request: int = 256
+  """Most texts in one /v1/tokenize request."""
+  jobs_dir: str | None = None
+  """Where transfer jobs write their results; None means a temporary folder removed at shutdown."""
+
+  def __post_init__(self):
+    positive = ("max_tokens_per_request", "max_token_chars", "max_body_bytes", "max_concurrent_jobs",
+                "max_batch_tokens", "cache_size", "max_new_tokens", "max_texts_per_request")
+    for name in positive:
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"service setting {name} must be a positive integer, got {value!r}")
+    if not isinstance(self.max_queued_jobs, int) or self.max_queued_jobs < 0:
+      raise ValueError(f"service setting max_queued_jobs must be >= 0, got {self.max_queued_jobs!r}")
+    if not self.request_timeout_s > 0:
+      raise ValueError(f"service setting request_timeout_s must be > 0, got {self.request_timeout_s!r}")
+    if not self.batch_wait_ms >= 0:
+      raise ValueError(f"service setting batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
+    if self.api_key is not None and not self.api_key:
+      raise ValueError("service setting api_key must be non-empty when given")
