@@ -372,61 +372,66 @@ class _MergeState:
 
   def result(self, merges: list[tuple[bytes, bytes]], stop_reason: str) -> MergeResult:
     batch = self.batch
-    base_vocab_size = len(batch.id_to_bytes)
+    id_to_bytes = batch.id_to_bytes
+    base_vocab_size = len(id_to_bytes)
     base_id_of_bytes: dict[bytes, int] = {}
-    for i, t in enumerate(batch.id_to_bytes):
+    # Tokens identified by bytes: a merged token spelled like a base token takes that (non-special) id.
+    for i, t in enumerate(id_to_bytes):
       if i not in batch.special_ids:
         base_id_of_bytes.setdefault(t, i)
-    words = [self._word_tokens(w) for w in range(len(self.word_heads))]
+    # Per word: (offset, length, bytes, id) of its multi-base-token tokens; id = -1 - symbol if new.
+    word_merged = []
+    for w in range(len(self.word_heads)):
+      merged, offset = [], 0
+      for symbol, length in self._word_tokens(w):
+        if length > 1:
+          token = self.symbol_bytes[symbol]
+          merged.append((offset, length, token, base_id_of_bytes.get(token, -1 - symbol)))
+        offset += length
+      word_merged.append(merged)
     first_base_ids: dict[int, tuple[int, ...]] = {}  # new-token symbol -> base ids at first occurrence
-    all_pieces, all_symbols, all_spans, all_ids = [], [], [], []
+    all_pieces, all_ids, all_spans = [], [], []
     for ids, occurrences in zip(batch.token_ids, self.occurrences):
       ids_list = np.asarray(ids).tolist()
-      pieces, symbols, spans, out_ids = [], [], [], []
+      out_ids, starts, ends, pieces = [], [], [], []
       position = 0
-
-      def single(i):
-        pieces.append(batch.id_to_bytes[ids_list[i]])
-        symbols.append(-1)
-        spans.append((i, i + 1))
-        out_ids.append(ids_list[i])
-
       for start, _, w in occurrences:
-        for i in range(position, start):
-          single(i)
-        position = start
-        for symbol, length in words[w]:
-          if length == 1:
-            single(position)
-          else:
-            token = self.symbol_bytes[symbol]
-            pieces.append(token)
-            spans.append((position, position + length))
-            base_id = base_id_of_bytes.get(token)
-            symbols.append(-1 if base_id is not None else symbol)
-            out_ids.append(base_id if base_id is not None else -1)
-            if base_id is None and symbol not in first_base_ids:
-              first_base_ids[symbol] = tuple(ids_list[position:position + length])
-          position += length
-      for i in range(position, len(ids_list)):
-        single(i)
+        for offset, length, token, token_id in word_merged[w]:
+          begin = start + offset
+          if begin > position:  # untouched base tokens before this merged one
+            out_ids.extend(ids_list[position:begin])
+            starts.extend(range(position, begin))
+            ends.extend(range(position + 1, begin + 1))
+            pieces.extend(id_to_bytes[i] for i in ids_list[position:begin])
+          out_ids.append(token_id)
+          starts.append(begin)
+          ends.append(begin + length)
+          pieces.append(token)
+          if token_id < 0 and token_id not in first_base_ids:
+            first_base_ids[token_id] = tuple(ids_list[begin:begin + length])
+          position = begin + length
+      out_ids.extend(ids_list[position:])
+      starts.extend(range(position, len(ids_list)))
+      ends.extend(range(position + 1, len(ids_list) + 1))
+      pieces.extend(id_to_bytes[i] for i in ids_list[position:])
       all_pieces.append(pieces)
-      all_symbols.append(symbols)
-      all_spans.append(np.array(spans, dtype=np.int32).reshape(-1, 2))
-      all_ids.append(out_ids)
+      all_ids.append(np.array(out_ids, dtype=np.int64))
+      all_spans.append(np.stack([np.array(starts, np.int32), np.array(ends, np.int32)], axis=1))
     # Symbols are numbered in creation order, so sorting them orders new tokens by first merge.
-    new_symbols = sorted(first_base_ids)
-    new_id = {s: base_vocab_size + k for k, s in enumerate(new_symbols)}
-    for symbols, out_ids in zip(all_symbols, all_ids):
-      for j, s in enumerate(symbols):
-        if s != -1:
-          out_ids[j] = new_id[s]
+    new_marks = sorted(first_base_ids, reverse=True)  # -1 - symbol: descending mark = ascending symbol
+    new_id_of_mark = {mark: base_vocab_size + k for k, mark in enumerate(new_marks)}
+    lookup = np.vectorize(new_id_of_mark.get, otypes=[np.int64]) if new_marks else None
+    for k, out_ids in enumerate(all_ids):
+      negative = out_ids < 0
+      if negative.any():
+        out_ids[negative] = lookup(out_ids[negative])
+      all_ids[k] = out_ids.astype(np.int32)
     return MergeResult(
         pieces=all_pieces,
-        ids=[np.array(x, dtype=np.int32) for x in all_ids],
+        ids=all_ids,
         spans=all_spans,
-        new_tokens=[self.symbol_bytes[s] for s in new_symbols],
-        new_token_base_ids=[first_base_ids[s] for s in new_symbols],
+        new_tokens=[self.symbol_bytes[-1 - mark] for mark in new_marks],
+        new_token_base_ids=[first_base_ids[mark] for mark in new_marks],
         merges=merges,
         stop_reason=stop_reason,
         base_vocab_size=base_vocab_size)
