@@ -219,7 +219,9 @@ def make_module(config: BertConfig, dtype=jnp.float32) -> BertModule:
 
 def init_params(config: BertConfig, rng) -> Params:
   """Random float32 params (plain arrays; `logical_param_axes` gives their logical axis names)."""
-  return nn.meta.unbox(BertModule(config).init(rng, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
+  # Jitted: linen's eager init runs the scanned layers op by op, which is much slower to dispatch.
+  init = jax.jit(lambda key: BertModule(config).init(key, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
+  return nn.meta.unbox(init(rng))
 
 
 def logical_param_axes(config: BertConfig) -> Params:

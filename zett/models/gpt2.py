@@ -211,7 +211,9 @@ def init_cache(config: GPT2Config, batch_size: int, max_length: int, dtype=jnp.f
 
 def init_params(config: GPT2Config, rng) -> Params:
   """Random float32 params (plain arrays; `logical_param_axes` gives their logical axis names)."""
-  return nn.meta.unbox(GPT2Module(config).init(rng, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
+  # Jitted: linen's eager init runs the scanned layers op by op, which is much slower to dispatch.
+  init = jax.jit(lambda key: GPT2Module(config).init(key, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
+  return nn.meta.unbox(init(rng))
 
 
 def logical_param_axes(config: GPT2Config) -> Params:
