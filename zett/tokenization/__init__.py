@@ -4,10 +4,12 @@ subtokens (surface forms), and sample a fresh UnigramLM tokenizer per training b
 from zett.tokenization.byte_level import (ModelKind, TokenizerError, bytes_to_unicode, from_byte_level,
                                           printable, to_byte_level)
 from zett.tokenization.load import ROLES, Tokenizer, from_backend, load_tokenizer
+from zett.tokenization.sampler import SampledBatch, TokenizerSampler
 from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
 
 __all__ = [
     "ModelKind", "TokenizerError", "bytes_to_unicode", "from_byte_level", "printable", "to_byte_level",
     "ROLES", "Tokenizer", "from_backend", "load_tokenizer",
+    "SampledBatch", "TokenizerSampler",
     "SurfaceEncoder", "SurfaceForms", "surface_forms",
 ]

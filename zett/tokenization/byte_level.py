@@ -66,13 +66,22 @@ def to_byte_level(data: bytes) -> str:
   return data.decode("latin-1").translate(_latin1_to_byte_level_table())
 
 
+@functools.cache
+def _byte_level_to_latin1_table() -> dict[int, int]:
+  return {ord(char): byte for byte, char in bytes_to_unicode().items()}
+
+
 def from_byte_level(text: str) -> bytes:
   """GPT-2 byte-alphabet spelling -> bytes. Raises TokenizerError on a character outside it."""
-  table = unicode_to_bytes()
-  try:
-    return bytes(table[char] for char in text)
-  except KeyError as error:
-    raise TokenizerError(f"{text!r} is not in the GPT-2 byte alphabet (character {error})") from None
+  bad = _NOT_BYTE_LEVEL.search(text)
+  if bad is not None:
+    raise TokenizerError(f"{text!r} is not in the GPT-2 byte alphabet (character {bad.group()!r})")
+  return text.translate(_byte_level_to_latin1_table()).encode("latin-1")
+
+
+# Characters outside the GPT-2 byte alphabet: the bytes it remaps (controls, space, NBSP, soft
+# hyphen) and everything above U+0143.
+_NOT_BYTE_LEVEL = re.compile("[\x00-\x20\x7f-\xa0\xad]|[^\x00-\u0143]")
 
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")

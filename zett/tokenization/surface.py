@@ -16,7 +16,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import tokenizers
 
-from zett.tokenization.byte_level import ModelKind, TokenizerError, byte_fallback_value, to_byte_level
+from zett.tokenization.byte_level import (ModelKind, TokenizerError, byte_fallback_value, from_byte_level,
+                                          to_byte_level)
 from zett.tokenization.load import Tokenizer
 
 
@@ -75,6 +76,7 @@ class SurfaceEncoder:
     for token_id in fallback_last:
       if pieces[token_id] is not None and token_id not in base.special_ids:
         self._exact.setdefault(base.vocab_bytes[token_id], token_id)
+    self._exact_spelled: dict[str, int] | None = None
     self._byte_ids = np.array([self._exact.get(bytes([b]), -1) for b in range(256)], dtype=np.int64)
     if base.kind in (ModelKind.SENTENCEPIECE_BPE, ModelKind.UNIGRAM):
       for token_id, piece in enumerate(pieces):
@@ -145,6 +147,28 @@ class SurfaceEncoder:
         if not ids:  # e.g. WordPiece gives nothing for a lone space
           ids = [self._byte_id(b, pieces[index]) for b in pieces[index]]
         rows[index] = ids
+    return rows  # type: ignore[return-value]
+
+  def encode_byte_level(self, spellings: Sequence[str]) -> list[list[int]]:
+    """Like `encode_ids` for pieces spelled in the GPT-2 byte alphabet (no conversion for byte-level bases)."""
+    if self.base.kind not in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
+      return self.encode_ids([from_byte_level(s) for s in spellings])
+    if self._exact_spelled is None:
+      self._exact_spelled = {to_byte_level(data): token_id for data, token_id in self._exact.items()}
+    exact = self._exact_spelled
+    rows: list[list[int] | None] = [None] * len(spellings)
+    batch_index, batch_strings = [], []
+    for index, spelling in enumerate(spellings):
+      token_id = exact.get(spelling)
+      if token_id is None:
+        batch_index.append(index)
+        batch_strings.append(spelling)
+      else:
+        rows[index] = [token_id]
+    if batch_strings:
+      for index, encoding in zip(batch_index, self._model_only.encode_batch_fast(batch_strings,
+                                                                                 add_special_tokens=False)):
+        rows[index] = encoding.ids
     return rows  # type: ignore[return-value]
 
   def encode(self, pieces: Sequence[bytes], max_length: int = 7, pad_id: int = 0):

@@ -1,0 +1,202 @@
+"""Vectorised substring counting for the tokenizer sampler.
+
+Substrings are counted over the *distinct* pre-tokens of a batch (weighted by how often each
+occurs), never across pre-token boundaries, as 64-bit polynomial hashes computed with numpy. The
+window over the last K batches is a sorted key array merged incrementally (searchsorted + insert),
+so one batch costs O(distinct substrings) numpy work, not a Python loop over substrings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+_HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplication is invertible mod 2^64
+
+
+@dataclasses.dataclass
+class BatchSubstrings:
+  """Distinct substrings of one batch: sorted keys, weighted counts, and where each one is spelled."""
+  keys: np.ndarray      # uint64 [N] sorted
+  counts: np.ndarray    # int64 [N]
+  offsets: np.ndarray   # int64 [N] start in `buffer`
+  lengths: np.ndarray   # int64 [N] in bytes
+  buffer: str           # byte-level spelling of the batch's distinct pre-tokens, concatenated
+
+
+@dataclasses.dataclass
+class BatchWords:
+  """The distinct pre-tokens of a batch as one byte buffer, with every in-word substring's hash."""
+  codes: np.ndarray          # uint8 [P] bytes of all words, concatenated
+  word_starts: np.ndarray    # int64 [W]
+  word_lengths: np.ndarray   # int64 [W]
+  hashes: np.ndarray         # uint64 [P, max_length + 1]; column l = hash of bytes [p, p + l)
+  valid: np.ndarray          # bool [P, max_length + 1]; the substring stays inside its word (l >= 2)
+  substring_starts: np.ndarray | None = None   # int64 [S] start of each valid substring (set by counting)
+  substring_lengths: np.ndarray | None = None  # int64 [S]
+  substring_unique: np.ndarray | None = None   # int64 [S] index into the batch's sorted distinct keys
+  unique_keys: np.ndarray | None = None        # uint64 sorted distinct keys of the batch
+
+
+def hash_words(words_utf8: list[bytes], max_length: int) -> BatchWords:
+  """Polynomial hashes of every in-word substring of 2..max_length bytes (one numpy pass per length)."""
+  joined = b"".join(words_utf8)
+  codes = np.frombuffer(joined, dtype=np.uint8)
+  word_lengths = np.fromiter(map(len, words_utf8), dtype=np.int64, count=len(words_utf8))
+  word_starts = np.cumsum(word_lengths) - word_lengths
+  word_of = np.repeat(np.arange(len(words_utf8)), word_lengths)
+  size = codes.size
+  hashes = np.zeros((size, max_length + 1), dtype=np.uint64)
+  valid = np.zeros((size, max_length + 1), dtype=bool)
+  values = codes.astype(np.uint64) + np.uint64(1)
+  current = values.copy()
+  hashes[:, 1] = current
+  with np.errstate(over="ignore"):
+    for length in range(2, max_length + 1):
+      if size < length:
+        break
+      current = current[:-1] * _HASH_MULTIPLIER + values[length - 1:]
+      hashes[:size - length + 1, length] = current
+      valid[:size - length + 1, length] = word_of[:size - length + 1] == word_of[length - 1:]
+  return BatchWords(codes, word_starts, word_lengths, hashes, valid)
+
+
+def count_substrings(words: BatchWords, words_byte_level: list[str], word_counts: np.ndarray) -> BatchSubstrings:
+  """Weighted counts (by word occurrences) of every in-word substring of 2..max_length bytes."""
+  word_of = np.repeat(np.arange(word_counts.size), words.word_lengths)
+  starts, lengths = np.nonzero(words.valid)
+  keys = words.hashes[starts, lengths]
+  unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+  counts = np.bincount(inverse, weights=word_counts[word_of[starts]], minlength=unique.size).astype(np.int64)
+  words.substring_starts, words.substring_lengths = starts, lengths
+  words.substring_unique, words.unique_keys = inverse.reshape(-1), unique
+  return BatchSubstrings(unique, counts, starts[first].astype(np.int64), lengths[first].astype(np.int64),
+                         "".join(words_byte_level))
+
+
+def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, piece_scores: np.ndarray,
+            byte_ids: np.ndarray, byte_score: float) -> tuple[np.ndarray, np.ndarray]:
+  """Unigram Viterbi over every word at once: the highest-scoring split into pieces and bytes.
+
+  Args:
+    piece_keys: uint64 sorted hashes of the vocabulary's multi-byte pieces; piece_ids/scores aligned.
+    byte_ids: int64 [256] id of each single-byte piece; byte_score: their common score.
+
+  Returns:
+    (token ids in word order, CSR offsets [W + 1]) -- the tokens of word w are ids[offsets[w]:offsets[w+1]].
+  Matches `tokenizers`' Unigram (forward DP, first best kept) on the same pieces and scores.
+  """
+  size, width = words.hashes.shape
+  scores = np.full((size, width), -np.inf)
+  ids = np.full((size, width), -1, dtype=np.int64)
+  scores[:, 1] = byte_score
+  ids[:, 1] = byte_ids[words.codes]
+  starts, lengths = words.substring_starts, words.substring_lengths
+  if piece_keys.size and starts.size:
+    # Match the batch's distinct keys (sorted, so searchsorted walks forward), then spread.
+    index = np.minimum(np.searchsorted(piece_keys, words.unique_keys), piece_keys.size - 1)
+    index[piece_keys[index] != words.unique_keys] = -1
+    per_substring = index[words.substring_unique]
+    hit = per_substring >= 0
+    scores[starts[hit], lengths[hit]] = piece_scores[per_substring[hit]]
+    ids[starts[hit], lengths[hit]] = piece_ids[per_substring[hit]]
+  # best[p]: best score of the word prefix that ends right before byte p (p = word start -> 0).
+  best = np.full(size + 1, -np.inf)
+  back = np.zeros(size + 1, dtype=np.int64)
+  best[words.word_starts] = 0.0
+  order = np.argsort(-words.word_lengths, kind="stable")
+  sorted_starts, sorted_lengths = words.word_starts[order], words.word_lengths[order]
+  active_counts = np.searchsorted(-sorted_lengths, -np.arange(1, int(sorted_lengths.max(initial=0)) + 1),
+                                  side="right")
+  # The prefix score at a word start must read 0 even where the previous word's end wrote there.
+  start_score = np.zeros(size + 1)
+  is_start = np.zeros(size + 1, dtype=bool)
+  is_start[words.word_starts] = True
+  for end in range(1, active_counts.size + 1):
+    ends = sorted_starts[:active_counts[end - 1]] + end
+    span = np.arange(1, min(end, width - 1) + 1)
+    begins = ends[:, None] - span[None, :]
+    prefix = np.where(is_start[begins], start_score[begins], best[begins])
+    candidates = prefix + scores[begins, span[None, :]]
+    choice = np.argmax(candidates, axis=1)
+    rows = np.arange(ends.size)
+    best[ends] = candidates[rows, choice]
+    back[ends] = span[choice]
+  # Walk back from every word's end.
+  token_starts, token_lengths = [], []
+  position = words.word_starts + words.word_lengths
+  active = position > words.word_starts
+  position, floor = position[active], words.word_starts[active]
+  while position.size:
+    length = back[position]
+    position = position - length
+    token_starts.append(position)
+    token_lengths.append(length)
+    keep = position > floor
+    position, floor = position[keep], floor[keep]
+  if not token_starts:
+    return np.zeros(0, dtype=np.int64), np.zeros(words.word_starts.size + 1, dtype=np.int64)
+  all_starts = np.concatenate(token_starts)
+  all_lengths = np.concatenate(token_lengths)
+  order = np.argsort(all_starts, kind="stable")
+  all_starts, all_lengths = all_starts[order], all_lengths[order]
+  token_ids = ids[all_starts, all_lengths]
+  word_of_token = np.searchsorted(words.word_starts, all_starts, side="right") - 1
+  offsets = np.zeros(words.word_starts.size + 1, dtype=np.int64)
+  np.cumsum(np.bincount(word_of_token, minlength=words.word_starts.size), out=offsets[1:])
+  return token_ids, offsets
+
+
+class SubstringWindow:
+  """Substring counts summed over the last `capacity` batches, with a spelling for each key."""
+
+  def __init__(self, capacity: int):
+    self.capacity = capacity
+    self.batches: list[tuple[int, BatchSubstrings]] = []  # (batch number, substrings), oldest first
+    self.keys = np.zeros(0, dtype=np.uint64)
+    self.counts = np.zeros(0, dtype=np.int64)
+    self.batch_of = np.zeros(0, dtype=np.int64)   # newest batch number that contains the key
+    self.offsets = np.zeros(0, dtype=np.int64)
+    self.lengths = np.zeros(0, dtype=np.int64)
+    self._buffers: dict[int, str] = {}
+    self._next_batch = 0
+
+  def add(self, batch: BatchSubstrings) -> None:
+    number = self._next_batch
+    self._next_batch += 1
+    index = np.searchsorted(self.keys, batch.keys)
+    found = index < self.keys.size
+    found[found] = self.keys[index[found]] == batch.keys[found]
+    hit = index[found]
+    self.counts[hit] += batch.counts[found]
+    # Point every key at its newest batch: that batch stays in the window as long as the key does.
+    self.batch_of[hit] = number
+    self.offsets[hit] = batch.offsets[found]
+    new = ~found
+    where = index[new]
+    self.keys = np.insert(self.keys, where, batch.keys[new])
+    self.counts = np.insert(self.counts, where, batch.counts[new])
+    self.batch_of = np.insert(self.batch_of, where, number)
+    self.offsets = np.insert(self.offsets, where, batch.offsets[new])
+    self.lengths = np.insert(self.lengths, where, batch.lengths[new])
+    self.batches.append((number, batch))
+    self._buffers[number] = batch.buffer
+    while len(self.batches) > self.capacity:
+      self._expire()
+
+  def _expire(self) -> None:
+    number, batch = self.batches.pop(0)
+    index = np.searchsorted(self.keys, batch.keys)
+    self.counts[index] -= batch.counts
+    keep = self.counts > 0
+    for name in ("keys", "counts", "batch_of", "offsets", "lengths"):
+      setattr(self, name, getattr(self, name)[keep])
+    del self._buffers[number]
+
+  def spellings(self, positions: np.ndarray) -> list[str]:
+    """Byte-level spelling of the keys at `positions` (indices into `keys`)."""
+    buffers = self._buffers
+    return [buffers[b][o:o + n] for b, o, n in zip(self.batch_of[positions].tolist(),
+                                                    self.offsets[positions].tolist(),
+                                                    self.lengths[positions].tolist())]

@@ -1,0 +1,365 @@
+"""ZeTT-style per-batch tokenizer sampling: a fresh UnigramLM tokenizer for every training batch.
+
+Each batch's text joins a window of the last K batches. The sampled tokenizer's pieces are the
+window's substrings (never crossing a pre-token boundary) with the highest noisy frequency,
+score = log(count) + noise_std * N(0, 1) (log-normal noise on the frequency), normalised to log
+probabilities. All 256 byte pieces and the base's special tokens are always present, so any text
+tokenizes. Everything random comes from (seed, step), so a resumed run samples the same tokenizers.
+
+Sampled vocabulary ids: [base specials (S)] [256 bytes] [pieces, in hash-key order].
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import regex
+import tokenizers
+from tokenizers import decoders, models, pre_tokenizers
+
+from zett.tokenization import byte_level
+from zett.tokenization._substrings import BatchWords, SubstringWindow, count_substrings, hash_words, segment
+from zett.tokenization.load import Tokenizer, from_backend
+from zett.tokenization.surface import SurfaceEncoder, pack_rows
+
+# GPT-2's pre-tokenizer split (what `pre_tokenizers.ByteLevel(use_regex=True)` uses).
+PRETOKEN_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_PRETOKEN = regex.compile(PRETOKEN_PATTERN)
+_BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampledBatch:
+  """One batch tokenized with a freshly sampled tokenizer, padded to static shapes.
+
+  Rows of the embedded vocabulary ("rows") are the whole sampled vocabulary, or with
+  `batch_vocab_size` the tokens used in the batch + sampled negatives; `input_ids` index rows.
+  """
+  input_ids: np.ndarray              # int32 [B, T] row ids (pad: row of the pad special, else 0)
+  attention_mask: np.ndarray         # int32 [B, T]
+  vocab_surface_ids: np.ndarray      # int32 [Vmax, L] base ids spelling each row
+  vocab_surface_lengths: np.ndarray  # int32 [Vmax]; padded rows have length 1
+  special_base_ids: np.ndarray       # int32 [Vmax]; base special a row copies, -1 otherwise
+  vocab_mask: np.ndarray             # bool [Vmax]; False on padding rows (mask their logits)
+  vocab_token_ids: np.ndarray        # int32 [Vmax]; sampled-vocabulary id of each row, -1 on padding
+  token_bytes: np.ndarray            # int32 [Vmax]; bytes a row stands for (0: special / padding)
+  vocab_size: int                    # real rows
+  sampled_vocab_size: int            # size of the whole sampled vocabulary
+  step: int
+  scores: np.ndarray                 # float64 [sampled pieces] log-prob of each non-byte piece
+  num_specials: int
+  _fixed_pieces: tuple[str, ...]     # specials' content + the 256 byte pieces
+  _piece_spellings: list[str]        # the surface cache's spellings (append-only) ...
+  _piece_slots: np.ndarray           # ... and where this vocabulary's pieces are in it
+
+  @property
+  def pieces(self) -> tuple[str, ...]:
+    """Byte-level spelling of every sampled id (specials: their content). Built on demand."""
+    spellings = self._piece_spellings
+    return self._fixed_pieces + tuple(spellings[i] for i in self._piece_slots.tolist())
+
+  @property
+  def base_token_ids(self) -> np.ndarray:
+    """int32 [Vmax]: base id of rows that are exactly one base token (the auxiliary loss), else -1."""
+    single = (self.vocab_surface_lengths == 1) & (self.special_base_ids < 0) & self.vocab_mask
+    return np.where(single, self.vocab_surface_ids[:, 0], -1).astype(np.int32)
+
+  def decode(self, row: int) -> bytes:
+    """The bytes of sequence `row` (specials and padding dropped)."""
+    ids = self.vocab_token_ids[self.input_ids[row][self.attention_mask[row] > 0]]
+    pieces = self.pieces
+    return byte_level.from_byte_level("".join(pieces[i] for i in ids.tolist() if i >= self.num_specials))
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    """The static-shape arrays a jitted step takes."""
+    return {name: getattr(self, name) for name in (
+        "input_ids", "attention_mask", "vocab_surface_ids", "vocab_surface_lengths", "special_base_ids",
+        "vocab_mask", "token_bytes")}
+
+
+def _byte_score(scores: np.ndarray) -> float:
+  # Bytes are the fallback of last resort: dearer than any piece.
+  return (float(scores.min()) if scores.size else 0.0) - 10.0
+
+
+class _SurfaceCache:
+  """Surface forms per piece hash key, kept across steps (consecutive windows share most pieces)."""
+
+  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, max_entries: int = 2_000_000):
+    self.encoder, self.max_length, self.pad_id, self.max_entries = encoder, max_length, pad_id, max_entries
+    self.clear()
+
+  def clear(self) -> None:
+    self.keys = np.zeros(0, dtype=np.uint64)  # sorted
+    self.slots = np.zeros(0, dtype=np.int64)
+    self.ids = np.zeros((0, self.max_length), dtype=np.int32)
+    self.lengths = np.zeros(0, dtype=np.int32)
+    self.spellings: list[str] = []
+
+  def lookup(self, keys: np.ndarray, spell_missing) -> np.ndarray:
+    """Slots of `keys`, encoding the missing ones (`spell_missing(mask) -> byte-level strings`)."""
+    if self.keys.size + keys.size > self.max_entries:
+      self.clear()
+    index = np.searchsorted(self.keys, keys)
+    found = index < self.keys.size
+    found[found] = self.keys[index[found]] == keys[found]
+    missing = np.flatnonzero(~found)
+    if missing.size:
+      spellings = spell_missing(missing)
+      rows = self.encoder.encode_byte_level(spellings)
+      ids, lengths, _ = pack_rows(rows, self.max_length, self.pad_id)
+      first_slot = self.lengths.size
+      self.ids = np.concatenate([self.ids, ids])
+      self.lengths = np.concatenate([self.lengths, lengths])
+      self.spellings += spellings
+      order = np.argsort(keys[missing], kind="stable")
+      new_keys = keys[missing][order]
+      new_slots = first_slot + order
+      where = np.searchsorted(self.keys, new_keys)
+      self.keys = np.insert(self.keys, where, new_keys)
+      self.slots = np.insert(self.slots, where, new_slots)
+      index = np.searchsorted(self.keys, keys)
+    return self.slots[index]
+
+
+class TokenizerSampler:
+  """Samples a UnigramLM tokenizer per batch from the text of the last `history_batches` batches.
+
+  Args:
+    base: the base model's tokenizer (surface forms, special tokens).
+    vocab_size: pieces per sampled tokenizer including the 256 bytes (specials come on top).
+    min_vocab_size: if set, each step draws the size uniformly from [min_vocab_size, vocab_size].
+    noise_std: sigma of the log-normal noise on substring frequencies.
+    history_batches: K, the window of batches whose substrings are counted.
+    max_piece_bytes: longest piece considered.
+    min_count: substrings seen fewer times in the window are not candidates.
+    sequence_length: T of `input_ids`; longer texts are truncated.
+    surface_max_length: L of the surface forms.
+    batch_vocab_size: 0 = embed the whole sampled vocabulary (Vmax = max_vocab_size); else the
+      static number of rows: specials + the batch's tokens + uniformly sampled negatives.
+    prepend_bos / append_eos: add the base's bos / eos special to every sequence.
+  """
+
+  def __init__(self, base: Tokenizer, vocab_size: int = 32768, noise_std: float = 1.0, history_batches: int = 16,
+               seed: int = 0, min_vocab_size: int | None = None, max_piece_bytes: int = 16, min_count: int = 2,
+               sequence_length: int = 128, surface_max_length: int = 7, batch_vocab_size: int = 0,
+               prepend_bos: bool = False, append_eos: bool = False):
+    if vocab_size < 257:
+      raise ValueError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
+    if min_vocab_size is not None and not 257 <= min_vocab_size <= vocab_size:
+      raise ValueError(f"min_vocab_size must be in [257, vocab_size={vocab_size}], got {min_vocab_size}")
+    if history_batches < 1 or max_piece_bytes < 2 or sequence_length < 1 or noise_std < 0:
+      raise ValueError("history_batches >= 1, max_piece_bytes >= 2, sequence_length >= 1 and noise_std >= 0 needed")
+    self.base = base
+    self.vocab_size, self.min_vocab_size, self.noise_std = vocab_size, min_vocab_size, noise_std
+    self.history_batches, self.seed, self.max_piece_bytes = history_batches, seed, max_piece_bytes
+    self.min_count, self.sequence_length, self.surface_max_length = min_count, sequence_length, surface_max_length
+    self.special_base_ids = np.array(sorted(base.special_ids), dtype=np.int32)
+    self.num_specials = len(self.special_base_ids)
+    self.batch_vocab_size = batch_vocab_size
+    if batch_vocab_size and batch_vocab_size <= self.num_specials:
+      raise ValueError(f"batch_vocab_size {batch_vocab_size} leaves no room beyond the {self.num_specials} specials")
+    special_row = {int(b): i for i, b in enumerate(self.special_base_ids)}
+    self._bos = special_row.get(base.roles.get("bos", -1)) if prepend_bos else None
+    self._eos = special_row.get(base.roles.get("eos", -1)) if append_eos else None
+    if (prepend_bos and self._bos is None) or (append_eos and self._eos is None):
+      raise ValueError(f"{base.name} has no bos/eos special token to add")
+    self._pad = special_row.get(base.roles.get("pad", -1), 0)
+    encoder = SurfaceEncoder(base)
+    pad_id = base.roles.get("pad", 0)
+    self._surface = _SurfaceCache(encoder, surface_max_length, pad_id)
+    special_rows = [[int(b)] for b in self.special_base_ids]
+    byte_rows = encoder.encode_ids([bytes([b]) for b in range(256)])
+    self._fixed_ids, self._fixed_lengths, _ = pack_rows(special_rows + byte_rows, surface_max_length, pad_id)
+    self._special_pieces = tuple(base.id_to_piece[int(b)] or "" for b in self.special_base_ids)
+    self._window = SubstringWindow(history_batches)
+    self._window_texts: collections.deque[list[str]] = collections.deque(maxlen=history_batches)
+    self._batches_seen = 0
+
+  @property
+  def max_vocab_size(self) -> int:
+    """Largest sampled vocabulary: specials + `vocab_size`."""
+    return self.num_specials + self.vocab_size
+
+  @property
+  def rows(self) -> int:
+    """Static number of embedded-vocabulary rows (Vmax)."""
+    return self.batch_vocab_size or self.max_vocab_size
+
+  # -- window ------------------------------------------------------------------------------------
+
+  def _observe(self, texts: Sequence[str]) -> tuple[BatchWords, list[list[int]]]:
+    """Adds a batch to the window; returns its distinct words and each text's word indices."""
+    counter: collections.Counter[str] = collections.Counter()
+    per_text = [_PRETOKEN.findall(text) for text in texts]
+    for words in per_text:
+      counter.update(words)
+    words = list(counter)
+    index = {word: i for i, word in enumerate(words)}
+    word_ids = [[index[w] for w in text_words] for text_words in per_text]
+    utf8 = [w.encode("utf-8") for w in words]
+    spelled = [byte_level.to_byte_level(b) for b in utf8]
+    counts = np.fromiter(counter.values(), dtype=np.int64, count=len(words))
+    hashed = hash_words(utf8, self.max_piece_bytes)
+    self._window.add(count_substrings(hashed, spelled, counts))
+    self._window_texts.append(list(texts))
+    self._batches_seen += 1
+    return hashed, word_ids
+
+  # -- sampling ----------------------------------------------------------------------------------
+
+  def _pick_pieces(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """(window positions of the chosen pieces, their log-prob scores, sampled vocabulary size)."""
+    size = self.vocab_size if self.min_vocab_size is None else int(rng.integers(self.min_vocab_size,
+                                                                                 self.vocab_size + 1))
+    window = self._window
+    candidates = np.flatnonzero(window.counts >= self.min_count)
+    noisy = np.log(window.counts[candidates].astype(np.float64))
+    noisy += rng.standard_normal(candidates.size) * self.noise_std
+    wanted = min(size - 256, candidates.size)
+    if wanted < candidates.size:
+      top = np.argpartition(-noisy, wanted - 1)[:wanted] if wanted > 0 else np.zeros(0, dtype=np.int64)
+    else:
+      top = np.arange(candidates.size)
+    top.sort()  # ascending window positions = ascending keys: every later lookup walks forward
+    scores = noisy[top]
+    if scores.size:
+      peak = scores.max()
+      scores -= peak + np.log(np.exp(scores - peak).sum())
+    return candidates[top], scores, 256 + wanted
+
+  def _slots(self, positions: np.ndarray) -> np.ndarray:
+    """Surface-cache slots of the chosen window positions (new pieces get spelled now)."""
+    keys = self._window.keys[positions]
+    return self._surface.lookup(keys, lambda missing: self._window.spellings(positions[missing]))
+
+  def _standalone(self, spellings: Sequence[str], scores: np.ndarray, name: str) -> Tokenizer:
+    """A standalone zett Tokenizer for a sampled vocabulary, ids as in `SampledBatch.pieces`.
+
+    It encodes text exactly as `sample` does, except that it also matches special-token text.
+    """
+    byte_score = _byte_score(scores)
+    vocab = [(content, byte_score) for content in self._special_pieces]
+    vocab += [(piece, byte_score) for piece in _BYTE_PIECES] + list(zip(spellings, scores.tolist()))
+    backend = tokenizers.Tokenizer(models.Unigram(vocab, None, False))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(PRETOKEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([tokenizers.AddedToken(c, special=True, normalized=False)
+                                for c in self._special_pieces])
+    row_of_base = {int(b): i for i, b in enumerate(self.special_base_ids)}
+    roles = {role: row_of_base[token_id] for role, token_id in self.base.roles.items() if token_id in row_of_base}
+    return from_backend(backend, name, roles)
+
+  def tokenizer_for(self, batch: SampledBatch) -> Tokenizer:
+    """The tokenizer `batch` was tokenized with, as a standalone `Tokenizer` (for eval and export)."""
+    spellings = [batch._piece_spellings[i] for i in batch._piece_slots.tolist()]
+    return self._standalone(spellings, batch.scores, f"sampled@{batch.step}")
+
+  def sample_fixed(self, seed: int) -> Tokenizer:
+    """A tokenizer drawn from the current window with its own seed, leaving the sampler unchanged."""
+    if not self._window.batches:
+      raise ValueError("the sampler has seen no text yet")
+    rng = np.random.default_rng([self.seed, 1 << 40, seed])
+    positions, scores, _ = self._pick_pieces(rng)
+    spellings = self._surface.spellings
+    spellings = [spellings[i] for i in self._slots(positions).tolist()]
+    return self._standalone(spellings, scores, f"sampled-fixed@{seed}")
+
+  def _encode_words(self, words: BatchWords, positions: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR token lists of the batch's distinct words: (sampled ids, offsets [W + 1])."""
+    piece_keys = self._window.keys[positions]  # sorted: positions ascend
+    piece_ids = self.num_specials + 256 + np.arange(positions.size)
+    byte_ids = self.num_specials + np.arange(256)
+    return segment(words, piece_keys, piece_ids, scores, byte_ids, _byte_score(scores))
+
+  def _sequences(self, ids: np.ndarray, starts: np.ndarray, word_ids: list[list[int]]) -> list[np.ndarray]:
+    body = self.sequence_length - (self._bos is not None) - (self._eos is not None)
+    sequences = []
+    for text_words in word_ids:
+      words = np.asarray(text_words, dtype=np.int64)
+      lengths = starts[words + 1] - starts[words]
+      total = int(lengths.sum())
+      offsets = np.repeat(starts[words] - (np.cumsum(lengths) - lengths), lengths)
+      tokens = ids[offsets + np.arange(total)][:body]
+      if self._bos is not None:
+        tokens = np.concatenate([[self._bos], tokens])
+      if self._eos is not None:
+        tokens = np.concatenate([tokens, [self._eos]])
+      sequences.append(tokens)
+    return sequences
+
+  def sample(self, texts: Sequence[str], step: int | None = None) -> SampledBatch:
+    """Adds `texts` to the window, samples a tokenizer from it and tokenizes `texts` with it.
+
+    `step` (default: the number of batches seen before this one) seeds the randomness.
+    """
+    if not texts:
+      raise ValueError("sample() needs at least one text")
+    step = self._batches_seen if step is None else step
+    words, word_ids = self._observe(texts)
+    rng = np.random.default_rng([self.seed, step])
+    positions, scores, _ = self._pick_pieces(rng)
+    slots = self._slots(positions)
+    ids, starts = self._encode_words(words, positions, scores)
+    sequences = self._sequences(ids, starts, word_ids)
+    sampled_total = self.num_specials + 256 + slots.size
+    if self.batch_vocab_size:
+      used = np.unique(np.concatenate(sequences + [np.arange(self.num_specials)]))
+      if used.size > self.batch_vocab_size:
+        raise ValueError(f"the batch uses {used.size} distinct tokens but batch_vocab_size is "
+                         f"{self.batch_vocab_size}; raise batch_vocab_size (>= batch tokens + specials)")
+      unused = np.ones(sampled_total, dtype=bool)
+      unused[used] = False
+      free = np.flatnonzero(unused)
+      extra = min(self.batch_vocab_size - used.size, free.size)
+      negatives = rng.choice(free, size=extra, replace=False) if extra else np.zeros(0, dtype=np.int64)
+      token_ids = np.sort(np.concatenate([used, negatives]))
+    else:
+      token_ids = np.arange(sampled_total)
+    num_rows, rows = token_ids.size, self.rows
+    row_of = np.full(sampled_total, -1, dtype=np.int64)
+    row_of[token_ids] = np.arange(num_rows)
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+    flat = row_of[np.concatenate(sequences)] if sequences else np.zeros(0, dtype=np.int64)
+    batch_rows = np.repeat(np.arange(len(sequences)), lengths)
+    columns = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    input_ids = np.full((len(texts), self.sequence_length), self._pad, dtype=np.int32)
+    input_ids[batch_rows, columns] = flat
+    attention_mask = (np.arange(self.sequence_length)[None, :] < lengths[:, None]).astype(np.int32)
+
+    def padded(values: np.ndarray, fill) -> np.ndarray:
+      out = np.full((rows,) + values.shape[1:], fill, dtype=values.dtype)
+      out[:num_rows] = values if self.batch_vocab_size == 0 else values[token_ids]
+      return out
+
+    surface_ids = padded(np.concatenate([self._fixed_ids, self._surface.ids[slots]]), 0)
+    surface_lengths = padded(np.concatenate([self._fixed_lengths, self._surface.lengths[slots]]), 1)
+    special_base_ids = padded(np.concatenate([self.special_base_ids,
+                                              np.full(sampled_total - self.num_specials, -1, np.int32)]), -1)
+    token_bytes = padded(np.concatenate([np.zeros(self.num_specials, np.int32), np.ones(256, np.int32),
+                                         self._window.lengths[positions].astype(np.int32)]), 0)
+    vocab_token_ids = np.full(rows, -1, dtype=np.int32)
+    vocab_token_ids[:num_rows] = token_ids
+    return SampledBatch(input_ids, attention_mask, surface_ids, surface_lengths, special_base_ids,
+                        vocab_token_ids >= 0, vocab_token_ids, token_bytes, int(num_rows), int(sampled_total), step,
+                        scores, self.num_specials, self._special_pieces + _BYTE_PIECES, self._surface.spellings, slots)
+
+  # -- state -------------------------------------------------------------------------------------
+
+  def get_state(self) -> dict[str, Any]:
+    """JSON-able state: the window's texts and the batch counter (the surface cache is rebuilt)."""
+    return {"version": 1, "batches_seen": self._batches_seen, "window_texts": [list(t) for t in self._window_texts]}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if state.get("version") != 1:
+      raise ValueError(f"unknown sampler state version {state.get('version')!r}")
+    self._window = SubstringWindow(self.history_batches)
+    self._window_texts.clear()
+    for texts in state["window_texts"]:
+      self._observe(texts)
+    self._batches_seen = int(state["batches_seen"])
