@@ -248,18 +248,37 @@ def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype=jnp.
                                 config.head_dim, dtype)
 
 
-def init_params(config: LlamaConfig, rng) -> Params:
-  """Random float32 params (plain arrays; use `logical_param_axes` for their logical axis names)."""
-  ids = jnp.zeros((1, 2), jnp.int32)
-  return nn.meta.unbox(LlamaModule(config).init(rng, input_ids=ids)["params"])
+def init_params(config: LlamaConfig, seed: int = 0) -> Params:
+  """Random float32 params: normal(0, 0.02) matrices, unit norm scales, zero biases.
+
+  Filled with numpy from the abstract shapes rather than by `module.init`, whose XLA compile of the
+  whole forward costs tens of seconds on a loaded CPU even for tiny configs.
+  """
+  rng = np.random.default_rng(seed)
+  abstract = abstract_params(config)
+
+  def fill(path, leaf):
+    name = jax.tree_util.keystr(path)
+    if "scale" in name:
+      return jnp.ones(leaf.shape, jnp.float32)
+    if "bias" in name:
+      return jnp.zeros(leaf.shape, jnp.float32)
+    return jnp.asarray(rng.normal(0.0, 0.02, leaf.shape).astype(np.float32))
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def _abstract_variables(config: LlamaConfig):
+  return jax.eval_shape(lambda: LlamaModule(config).init(jax.random.key(0), input_ids=jnp.zeros((1, 2), jnp.int32)))
+
+
+def abstract_params(config: LlamaConfig) -> Params:
+  """`jax.ShapeDtypeStruct` of every parameter, without allocating any."""
+  return nn.meta.unbox(_abstract_variables(config)["params"])
 
 
 def logical_param_axes(config: LlamaConfig) -> Params:
   """The logical `PartitionSpec` of every parameter (same tree as the params), without allocating them."""
-  ids = jax.ShapeDtypeStruct((1, 2), jnp.int32)
-  abstract = jax.eval_shape(lambda: LlamaModule(config).init(jax.random.key(0), input_ids=jnp.zeros(ids.shape,
-                                                                                                     ids.dtype)))
-  return nn.get_partition_spec(abstract)["params"]
+  return nn.get_partition_spec(_abstract_variables(config))["params"]
 
 
 # --- Hugging Face name mapping --------------------------------------------------------------------------------------

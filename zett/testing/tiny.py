@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import jax
 import jax.numpy as jnp
 
 from zett.models import llama
@@ -29,10 +26,8 @@ def tiny_llama(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: 
   """A random Llama `BaseModel` (float32 params) for tests; pass `tokenizer` to attach one."""
   config = tiny_llama_config(vocab_size, hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads,
                              tie_word_embeddings=tie_word_embeddings, **overrides)
-  params = llama.init_params(config, jax.random.key(seed))
+  params = llama.init_params(config, seed)
   return BaseModel(family=llama.FAMILY, config=config, module=llama.make_module(config, dtype), params=params,
                    tokenizer=tokenizer, name=f"tiny-llama-v{vocab_size}-d{hidden_size}",
                    weights_sha256=params_sha256(params))
 
-
-__all__ = ["tiny_llama", "tiny_llama_config", "dataclasses"]
