@@ -147,3 +147,31 @@ def test_check_output_folder(tmp_path):
   assert check_output_folder(tmp_path / "new", overwrite=False) == tmp_path / "new"
   with pytest.raises(OutputExistsError):
     check_output_folder(tmp_path, overwrite=False)
+
+
+@pytest.mark.parametrize("method", ["fvt", "hypernet"])
+def test_masked_lm_export_loads_in_transformers_with_equal_logits(tmp_path, method):
+  """Encoders: output embeddings and the LM-head bias are transferred too, and the export matches PyTorch."""
+  torch = pytest.importorskip("torch")
+  import transformers
+  from tests.transfer_setup import tiny_bert
+  base = tiny_bert()
+  hypernet = None
+  if method == "hypernet":
+    config = config_for_base(base, hidden_size=32, num_layers=1)
+    assert config.predict_output_bias and config.predict_output_embeddings
+    params = jax.tree_util.tree_map(lambda x: x + 0.01, init_hypernet(config, base.embeddings, jax.random.key(0)))
+    hypernet = (config, params)
+  model, record = transfer_with_record(base, target_tokenizer(), hypernet=hypernet, method=method, progress=False)
+  bias = np.asarray(model.params["lm_head_bias"])
+  assert bias.shape == (target_tokenizer().vocab_size,)
+  if method == "fvt":  # identical tokens keep their base bias
+    target_id, base_id = target_tokenizer().backend.token_to_id("Ġthe"), base_tokenizer().backend.token_to_id("Ġthe")
+    assert bias[target_id] == np.asarray(base.params["lm_head_bias"])[base_id]
+  out = export(model, record, tmp_path / "bert")
+  hf_model = transformers.AutoModelForMaskedLM.from_pretrained(str(out)).float().eval()
+  ids = target_tokenizer().encode(TEXT)
+  assert transformers.AutoTokenizer.from_pretrained(str(out))(TEXT, add_special_tokens=False)["input_ids"] == ids
+  with torch.no_grad():
+    theirs = hf_model(torch.tensor([ids])).logits.numpy()
+  np.testing.assert_allclose(theirs, _logits(model, np.array([ids])), atol=1e-4, rtol=1e-4)

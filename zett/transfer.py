@@ -175,12 +175,22 @@ def target_vocabulary(tokenizer, base: BaseModel, surface_length: int = DEFAULT_
 
 
 def _with_special_ids(config, tokenizer):
-  """The family config with special-token ids of the target tokenizer (fields the config has)."""
+  """The family config with the target tokenizer's special-token ids, for the fields the config has.
+
+  RoBERTa-style configs keep their pad id: position ids start at pad_token_id + 1, so it is part of the
+  pretrained position layout rather than a vocabulary choice. A target without a pad token keeps the base's
+  pad id (it only marks padding)."""
   names = {f.name for f in dataclasses.fields(config)}
   updates = {}
   for field in _SPECIAL_ID_FIELDS:
-    if field in names:
-      updates[field] = getattr(tokenizer, field, None) if tokenizer is not None else None
+    if field not in names:
+      continue
+    if field == "pad_token_id" and getattr(config, "is_roberta", False):
+      continue
+    value = getattr(tokenizer, field, None) if tokenizer is not None else None
+    if value is None and field == "pad_token_id":
+      continue
+    updates[field] = value
   return dataclasses.replace(config, **updates)
 
 
