@@ -1,7 +1,5 @@
 """Routes beyond embeddings: dynamic tokenization, transfer jobs, streamed generation."""
 
-from __future__ import annotations
-
 import asyncio
 import base64
 import codecs
@@ -30,6 +28,7 @@ class Context:
   jobs: JobManager
   metrics: ServiceMetrics
   within_timeout: Callable
+  requests: schemas.RequestModels
   large_vocabulary: Any = None
   generator: Any = None
 
@@ -42,19 +41,13 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
   settings, engine = ctx.settings, ctx.engine
 
   @app.post("/v1/tokenize", response_model=schemas.TokenizeResponse, tags=["dynamic tokenization"])
-  async def tokenize(body: schemas.TokenizeRequest):
+  async def tokenize(body: ctx.requests.tokenize):
     """Dynamic tokenization: split by the base tokenizer, then merge frequent pairs batch-wide (batch-level BPE).
 
     With no stopping rule merging goes to word level; `target_reduction`, `max_merges` and
     `min_frequency` stop it earlier.
     """
-    if len(body.texts) > settings.max_texts_per_request:
-      raise ServiceError(413, "too_many_texts", f"{len(body.texts)} texts in one request; the limit is "
-                         f"{settings.max_texts_per_request}")
     utf8(body.texts, "texts")
-    empty = [i for i, t in enumerate(body.texts) if not t]
-    if empty:
-      raise ServiceError(422, "invalid_text", f"texts[{empty[0]}] is empty; every text needs at least one character")
     result = await ctx.within_timeout(asyncio.to_thread(_merge, engine, body, settings.max_tokens_per_request))
     new_embeddings = [None] * len(result.new_tokens)
     if body.embeddings and result.new_tokens:
@@ -112,16 +105,13 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
   @app.post("/v1/generate", tags=["generation"],
             responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                              "description": "Server-sent events: one 'token' event per token, then 'done'."}})
-  async def generate(body: schemas.GenerateRequest):
+  async def generate(body: ctx.requests.generate):
     """Generation streamed as server-sent events.
 
     Events: `token` with `{"index", "id", "text"}` per generated token (`text` holds the characters
     completed by this token: a character split over byte tokens appears with its last byte), then `done` with
     `{"finish_reason": "length" | "eos" | "timeout", "num_tokens"}`.
     """
-    if body.max_new_tokens > settings.max_new_tokens:
-      raise ServiceError(422, "too_many_new_tokens", f"max_new_tokens {body.max_new_tokens} exceeds the limit "
-                         f"of {settings.max_new_tokens}")
     utf8([body.prompt], "prompt")
     prompt_ids = await asyncio.to_thread(engine.tokenizer.encode, body.prompt)
     if len(prompt_ids) > settings.max_tokens_per_request:
@@ -147,7 +137,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
                              headers={"Cache-Control": "no-cache"})
 
 
-def _merge(engine: Engine, body: schemas.TokenizeRequest, max_tokens: int):
+def _merge(engine: Engine, body, max_tokens: int):
   from zett.dynamic import MergeInputError, merge_batch, split_texts
   batch = split_texts(engine.tokenizer.backend, body.texts)
   total = sum(len(ids) for ids in batch.token_ids)

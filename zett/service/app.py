@@ -4,8 +4,6 @@ Every error a client can cause answers with one JSON shape, `{"error": {"type", 
 and a 4xx status; the server keeps serving.
 """
 
-from __future__ import annotations
-
 import asyncio
 import base64
 import contextlib
@@ -45,6 +43,7 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
       `decode(prompt_ids, max_new_tokens, temperature, seed, stop_ids) -> iterator of (id, bytes)`.
   """
   metrics = ServiceMetrics()
+  requests = schemas.request_models(settings)
   started_at = time.time()
   metrics.add_gauge("zett_embedding_cache_hit_rate", "Fraction of token embeddings served from the cache.",
                     lambda: engine.cache.hit_rate)
@@ -121,15 +120,8 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
     return Response(metrics.render(), media_type=metrics.content_type)
 
   @app.post("/v1/embeddings", response_model=schemas.EmbeddingsResponse, tags=["embeddings"])
-  async def embeddings(body: schemas.EmbeddingsRequest):
+  async def embeddings(body: requests.embeddings):
     """Predicted input (and output, and bias) embeddings of token strings, through the LRU cache."""
-    if len(body.tokens) > settings.max_tokens_per_request:
-      raise ServiceError(413, "too_many_tokens", f"{len(body.tokens)} tokens in one request; the limit is "
-                         f"{settings.max_tokens_per_request}")
-    for i, token in enumerate(body.tokens):
-      if not token or len(token) > settings.max_token_chars:
-        raise ServiceError(422, "invalid_token", f"tokens[{i}] has {len(token)} characters; each token needs "
-                           f"1 to {settings.max_token_chars}")
     keys = utf8(body.tokens, "tokens")
     rows = await within_timeout(batcher.embed(keys))
     inputs = _rows(rows.input, body.encoding)
@@ -140,7 +132,8 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
     return schemas.EmbeddingsResponse(model=engine.model.name, embedding_dim=engine.embedding_dim,
                                       encoding=body.encoding, data=data, num_tokens=len(data))
 
-  _routes.add_routes(app, _routes.Context(settings, engine, batcher, jobs, metrics, within_timeout, large_vocabulary))
+  _routes.add_routes(app, _routes.Context(settings, engine, batcher, jobs, metrics, within_timeout, requests,
+                                          large_vocabulary))
   # Outside every route (but inside Starlette's last-resort 500 handler): auth, body limit, metrics.
   app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, metrics=metrics)
   return app

@@ -6,6 +6,7 @@ source, the model and hypernetwork weights are random. `zett serve --model tiny-
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sysconfig
 from pathlib import Path
@@ -45,30 +46,24 @@ def tiny_tokenizer(vocab_size: int = 512, train_bytes: int = 300_000):
 
 
 def tiny_model(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0):
-  """A random tiny Llama `BaseModel` (untied) carrying `tiny_tokenizer(vocab_size)`.
-
-  Params are drawn with numpy from the abstract shapes rather than by `init_params`: flax's op-by-op
-  initialisation takes tens of seconds on a loaded CPU, this takes milliseconds.
-  """
+  """A random tiny Llama `BaseModel` (untied) carrying `tiny_tokenizer(vocab_size)`."""
   from transformers import PreTrainedTokenizerFast
-  from zett.models import llama
-  from zett.models.load import BaseModel, params_sha256
-  from zett.testing.tiny import tiny_llama_config
+  from zett.testing.tiny import tiny_llama
 
-  backend = tiny_tokenizer(vocab_size)
-  hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
-                                         pad_token="<|endoftext|>")
-  config = tiny_llama_config(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers)
-  abstract = jax.eval_shape(functools.partial(llama.init_params, config), jax.random.key(0))
-  params = _random_params(abstract, np.random.default_rng(seed))
-  return BaseModel(family=llama.FAMILY, config=config, module=llama.make_module(config), params=params,
-                   tokenizer=hf_tokenizer, name=f"{TINY_MODEL}-v{vocab_size}-d{hidden_size}",
-                   weights_sha256=params_sha256(params))
+  hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer(vocab_size), bos_token="<s>",
+                                         eos_token="</s>", pad_token="<|endoftext|>")
+  model = tiny_llama(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers, seed=seed,
+                     tokenizer=hf_tokenizer)
+  return dataclasses.replace(model, name=f"{TINY_MODEL}-v{vocab_size}-d{hidden_size}")
 
 
 def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):
   """(config, params) of a random hypernetwork for `model` (not the zero-residual init: predictions are
-  the real network's, not just the mean of the subtoken embeddings)."""
+  the real network's, not just the mean of the subtoken embeddings).
+
+  Params are drawn with numpy from the abstract shapes: flax's op-by-op `init` takes tens of seconds
+  on a loaded CPU, this takes milliseconds.
+  """
   import flax.linen as nn
   import hypernet
   config = hypernet.config_for_base(model, num_layers=num_layers,
@@ -97,3 +92,9 @@ def _random_params(abstract, rng: np.random.Generator):
       noise *= max(1.0, 50.0 / np.sqrt(max(fan_in, 1)))
     return jnp.asarray(noise)
   return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+@functools.cache
+def shared_tiny_engine():
+  """One `tiny_engine()` per process, so test modules and benchmark runs share its compilations."""
+  return tiny_engine()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class _Strict(BaseModel):
@@ -29,12 +29,6 @@ class Health(BaseModel):
   uptime_s: float
 
 
-class EmbeddingsRequest(_Strict):
-  tokens: list[str] = Field(min_length=1, description="Token strings (UTF-8 text, e.g. ' hello').")
-  encoding: Literal["float", "base64"] = Field(
-      default="float", description="'float': JSON numbers; 'base64': little-endian float32 bytes, base64.")
-
-
 class TokenEmbedding(BaseModel):
   token: str
   input: list[float] | str
@@ -48,15 +42,6 @@ class EmbeddingsResponse(BaseModel):
   encoding: str
   data: list[TokenEmbedding]
   num_tokens: int
-
-
-class TokenizeRequest(_Strict):
-  texts: list[str] = Field(min_length=1, description="The batch: merges are counted over all of it.")
-  target_reduction: float | None = Field(
-      default=None, ge=0.0, lt=1.0, description="Stop once the batch is this fraction shorter (e.g. 0.2).")
-  max_merges: int | None = Field(default=None, ge=0, description="Merge budget.")
-  min_frequency: int = Field(default=1, ge=1, description="Never merge a pair seen fewer times.")
-  embeddings: bool = Field(default=False, description="Also return input embeddings of the new tokens (base64).")
 
 
 class TokenizedText(BaseModel):
@@ -104,11 +89,39 @@ class JobList(BaseModel):
   jobs: list[JobInfo]
 
 
-class GenerateRequest(_Strict):
-  prompt: str = Field(min_length=1)
-  max_new_tokens: int = Field(default=32, ge=1)
-  temperature: float = Field(default=0.0, ge=0.0, le=100.0, description="0 = greedy.")
-  seed: int = Field(default=0, ge=0, lt=2**31)
-  vocabulary: Literal["base", "large"] = Field(
-      default="base", description="'base': the base model's own vocabulary; 'large': an ANN-indexed vocabulary.")
-  stop_at_eos: bool = True
+class RequestModels(NamedTuple):
+  embeddings: type[BaseModel]
+  tokenize: type[BaseModel]
+  generate: type[BaseModel]
+
+
+def request_models(settings) -> RequestModels:
+  """Request bodies whose limits come from the service settings, so the OpenAPI schema states them."""
+  token = Annotated[str, StringConstraints(min_length=1, max_length=settings.max_token_chars)]
+  text = Annotated[str, StringConstraints(min_length=1)]
+
+  class EmbeddingsRequest(_Strict):
+    tokens: list[token] = Field(min_length=1, max_length=settings.max_tokens_per_request,
+                                description="Token strings (UTF-8 text, e.g. ' hello').")
+    encoding: Literal["float", "base64"] = Field(
+        default="float", description="'float': JSON numbers; 'base64': little-endian float32 bytes, base64.")
+
+  class TokenizeRequest(_Strict):
+    texts: list[text] = Field(min_length=1, max_length=settings.max_texts_per_request,
+                              description="The batch: merges are counted over all of it.")
+    target_reduction: float | None = Field(
+        default=None, ge=0.0, lt=1.0, description="Stop once the batch is this fraction shorter (e.g. 0.2).")
+    max_merges: int | None = Field(default=None, ge=0, description="Merge budget.")
+    min_frequency: int = Field(default=1, ge=1, description="Never merge a pair seen fewer times.")
+    embeddings: bool = Field(default=False, description="Also return input embeddings of the new tokens (base64).")
+
+  class GenerateRequest(_Strict):
+    prompt: text
+    max_new_tokens: int = Field(default=min(32, settings.max_new_tokens), ge=1, le=settings.max_new_tokens)
+    temperature: float = Field(default=0.0, ge=0.0, le=100.0, description="0 = greedy.")
+    seed: int = Field(default=0, ge=0, lt=2**31)
+    vocabulary: Literal["base", "large"] = Field(
+        default="base", description="'base': the base model's own vocabulary; 'large': an ANN-indexed vocabulary.")
+    stop_at_eos: bool = True
+
+  return RequestModels(EmbeddingsRequest, TokenizeRequest, GenerateRequest)
