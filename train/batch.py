@@ -1,8 +1,9 @@
-"""Host-side batches: token rows of some target tokenizer -> static-shape arrays over a per-step batch vocabulary.
+"""The batch layout the step takes, and host-side batches for fixed (evaluation) tokenizers.
 
-The hypernetwork cannot embed a whole 32k sampled vocabulary every step on small devices (see DESIGN.md, "Measured"),
-so each step embeds only the *batch vocabulary*: the target tokens that occur in the batch, plus randomly drawn
-negatives of the same tokenizer for the softmax, padded to a static size. Token ids are remapped into it.
+Training batches come from `zett.tokenization.TokenizerSampler` (see `train.vocab.SampledTokenizers`): each step embeds
+only its *batch vocabulary* (the sampled tokens in the batch plus negatives, padded to a static size), because a whole
+32k vocabulary does not fit small devices (DESIGN.md, "Measured"). Evaluation embeds a fixed tokenizer's whole
+vocabulary, padded to a static number of rows, so bits per byte use the full softmax.
 """
 
 from __future__ import annotations
@@ -50,22 +51,11 @@ def round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
-def batch_vocab_size(requested: int, vocab_size: int, batch_size: int, sequence_length: int, multiple: int) -> int:
-  """Static size of the batch vocabulary: the request (0 = whole vocab), never fewer rows than tokens in a batch."""
-  size = requested or vocab_size
-  # A batch can never hold more distinct tokens than B*T (+1 for the mask token), so this size cannot overflow.
-  size = min(size, vocab_size, batch_size * sequence_length + 1) if requested else size
-  # Rounded up to the mesh's "data" size because vocabulary rows are split over it.
-  return round_up(max(size, 1), multiple)
-
-
 def build_batch(vocab: TargetVocabulary, token_rows: Sequence[Sequence[int]], sequence_length: int,
-                vocab_rows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+                vocab_rows: int) -> dict[str, np.ndarray]:
   """Static-shape batch arrays (numpy) for `token_rows` (target ids; truncated / right-padded to `sequence_length`).
 
-  Args:
-    vocab_rows: static size V' of the batch vocabulary; if it is >= vocab.size the whole vocabulary is used in order.
-    rng: draws the negatives (seeded per step by the caller, so batches are reproducible).
+  The whole vocabulary is embedded, padded to `vocab_rows` rows (masked out of the softmax).
   """
   batch = len(token_rows)
   ids_bt = np.zeros((batch, sequence_length), np.int64)
@@ -77,42 +67,21 @@ def build_batch(vocab: TargetVocabulary, token_rows: Sequence[Sequence[int]], se
   if np.any(ids_bt >= vocab.size) or np.any(ids_bt < 0):
     raise ValueError(f"token ids outside the target vocabulary of {vocab.size}")
 
-  if vocab_rows >= vocab.size:
-    rows_v = np.arange(vocab.size)
-    local_ids_bt = ids_bt
-  else:
-    used = np.unique(ids_bt[mask_bt > 0])
-    if vocab.mask_token_id >= 0:
-      used = np.union1d(used, [vocab.mask_token_id])
-    if len(used) > vocab_rows:
-      raise ValueError(f"the batch uses {len(used)} distinct tokens, more than the batch vocabulary of {vocab_rows} "
-                       "rows (raise sampler.batch_vocab_size)")
-    rest = np.setdiff1d(np.arange(vocab.size), used, assume_unique=True)
-    negatives = rng.choice(rest, size=min(vocab_rows - len(used), len(rest)), replace=False)
-    rows_v = np.concatenate([used, np.sort(negatives)])
-    lookup = np.zeros(vocab.size, np.int64)
-    lookup[rows_v] = np.arange(len(rows_v))
-    local_ids_bt = np.where(mask_bt > 0, lookup[ids_bt], 0)
+  if vocab_rows < vocab.size:
+    raise ValueError(f"vocab_rows={vocab_rows} is smaller than the vocabulary ({vocab.size})")
+  pad = vocab_rows - vocab.size
 
-  real = len(rows_v)
-  pad = vocab_rows - real if vocab_rows >= real else 0
-  def take(array, fill):
-    taken = array[rows_v]
-    if pad:
-      taken = np.concatenate([taken, np.full((pad,) + taken.shape[1:], fill, taken.dtype)])
-    return taken.astype(np.int32)
-  mask_index = -1
-  if vocab.mask_token_id >= 0:
-    mask_index = int(np.searchsorted(rows_v, vocab.mask_token_id)) if vocab_rows >= vocab.size else \
-        int(np.nonzero(rows_v == vocab.mask_token_id)[0][0])
+  def padded(array, fill):
+    return np.concatenate([array, np.full((pad,) + array.shape[1:], fill, array.dtype)]).astype(np.int32)
+
   return {
-      "token_ids": local_ids_bt.astype(np.int32),
+      "token_ids": ids_bt.astype(np.int32),
       "attention_mask": mask_bt,
-      "surface_ids": take(vocab.surface_ids, 0),
-      "surface_lengths": take(vocab.surface_lengths, 0),
-      "special_base_ids": take(vocab.special_base_ids, -1),
-      "base_ids": take(vocab.base_ids, -1),
-      "token_bytes": take(vocab.token_bytes, 0),
-      "vocab_mask": np.arange(real + pad) < real,
-      "mask_token_index": np.asarray(max(mask_index, 0), np.int32),
+      "surface_ids": padded(vocab.surface_ids, 0),
+      "surface_lengths": padded(vocab.surface_lengths, 0),
+      "special_base_ids": padded(vocab.special_base_ids, -1),
+      "base_ids": padded(vocab.base_ids, -1),
+      "token_bytes": padded(vocab.token_bytes, 0),
+      "vocab_mask": np.arange(vocab_rows) < vocab.size,
+      "mask_token_index": np.asarray(max(vocab.mask_token_id, 0), np.int32),
   }

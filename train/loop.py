@@ -15,7 +15,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from train.batch import batch_vocab_size, build_batch, round_up
+from train.batch import build_batch, round_up
 from train.checkpoint import StopOnSignal
 from train.config import TrainConfig, to_dict
 from train.data import TextBatcher, heldout_texts
@@ -52,7 +52,7 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
     nll = target_bytes = 0.0
     for start in range(0, len(texts), batch_size):
       token_rows = encoded.encode(texts[start:start + batch_size])
-      batch = build_batch(encoded.vocab, token_rows, config.data.sequence_length, rows, np.random.default_rng(0))
+      batch = build_batch(encoded.vocab, token_rows, config.data.sequence_length, rows)
       sums = jax.device_get(run.eval_fn(params, _device_batch(run, batch), run.base_params))
       nll += float(sums[0])
       target_bytes += float(sums[1])
@@ -74,15 +74,14 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
   log(run.report)
 
   batcher = TextBatcher(config.data, process_index, process_count)
+  heldout = heldout_texts(config.data, process_index, process_count) if config.eval.every_steps else []
   sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
-                         masked=not run.spec.causal)
+                         config.data.sequence_length, run.mesh.shape["data"], not run.spec.causal, heldout,
+                         config.data.batch_size)
   if run.data_state is not None:
     batcher.set_state(run.data_state["data"])
     sampler.set_state(run.data_state["sampler"])
-  heldout = heldout_texts(config.data, process_index, process_count) if config.eval.every_steps else []
   eval_sets = _eval_sets(run, sampler) if heldout else []
-  vocab_rows = batch_vocab_size(config.sampler.batch_vocab_size, sampler.max_vocab_size, config.data.batch_size,
-                                config.data.sequence_length, run.mesh.shape["data"])
 
   run_dir = Path(config.run_dir)
   writer = MetricsWriter(config.metrics_path, config.logging.tensorboard, enabled=is_main)
@@ -129,9 +128,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
       for step in range(start, total):
         host_start = time.perf_counter()
         texts = batcher.next_texts()
-        encoded = sampler.sample(texts, step)
-        batch = build_batch(encoded.vocab, encoded.encode(texts), config.data.sequence_length, vocab_rows,
-                            np.random.default_rng([config.seed, step, process_index]))
+        batch = sampler.sample_batch(texts, step)
         device_batch = _device_batch(run, batch)
         timing["host_seconds"] += time.perf_counter() - host_start
         state, metrics = run.train_step(state, device_batch, run.base_params)

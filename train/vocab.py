@@ -76,37 +76,52 @@ def check_tokenizer_specs(specs: Sequence[str]) -> None:
       raise ValueError(f"eval.heldout_tokenizers: {spec} does not exist")
 
 
-def mask_token_for_objective(vocab: TargetVocabulary, masked: bool, name: str) -> None:
-  if masked and vocab.mask_token_id < 0:
-    raise ValueError(f"tokenizer {name} has no mask token (one of {_MASK_CONTENTS}); the masked-LM loss needs one")
-
-
 
 
 
 class SampledTokenizers:
-  """Adapter over `zett.tokenization`'s `TokenizerSampler`: one fresh tokenizer per batch, exact state get/set."""
+  """Adapter over `zett.tokenization.TokenizerSampler`: a fresh tokenizer per batch, batches in our key names.
 
-  def __init__(self, sampler, base, surface_max_length: int, masked: bool, eval_seed_offset: int = 1_000_003):
+  Held-out sampled tokenizers come from a second sampler whose window holds the held-out text, so they are the same
+  at every evaluation, before the first step and after a resumption.
+  """
+
+  def __init__(self, sampler, eval_sampler, base, surface_max_length: int, masked: bool):
     self._sampler = sampler
+    self._eval_sampler = eval_sampler
     self._base = base
     self._surface_max_length = surface_max_length
-    self._masked = masked
-    self._eval_seed_offset = eval_seed_offset
+    self._mask_row = -1
+    if masked:
+      rows = [i for i, b in enumerate(sampler.special_base_ids.tolist()) if base.id_to_piece[b] in _MASK_CONTENTS]
+      if not rows:
+        raise ValueError(f"base tokenizer {base.name} has no mask token (one of {_MASK_CONTENTS}); "
+                         "the masked-LM loss needs one")
+      self._mask_row = rows[0]
 
   @property
-  def max_vocab_size(self) -> int:
-    return int(self._sampler.max_vocab_size)
+  def rows(self) -> int:
+    return int(self._sampler.rows)
 
-  def sample(self, texts: Sequence[str], step: int) -> EncodedVocabulary:
-    tokenizer = self._sampler.sample(texts)
-    encoded = encoded_vocabulary(f"sampled@{step}", tokenizer, self._base, self._surface_max_length)
-    mask_token_for_objective(encoded.vocab, self._masked, encoded.name)
-    return encoded
+  def sample_batch(self, texts: Sequence[str], step: int) -> dict[str, np.ndarray]:
+    """This step's texts under a freshly sampled tokenizer, as `train.batch.BATCH_KEYS` arrays."""
+    sampled = self._sampler.sample(texts, step)
+    return {
+        "token_ids": sampled.input_ids.astype(np.int32),
+        "attention_mask": sampled.attention_mask.astype(np.int32),
+        "surface_ids": sampled.vocab_surface_ids.astype(np.int32),
+        "surface_lengths": sampled.vocab_surface_lengths.astype(np.int32),
+        "special_base_ids": sampled.special_base_ids.astype(np.int32),
+        "base_ids": sampled.base_token_ids.astype(np.int32),
+        "token_bytes": sampled.token_bytes.astype(np.int32),
+        "vocab_mask": sampled.vocab_mask.astype(bool),
+        # Specials are always the first rows of a sampled vocabulary, in the sampler's order.
+        "mask_token_index": np.asarray(max(self._mask_row, 0), np.int32),
+    }
 
   def eval_vocabulary(self, index: int) -> EncodedVocabulary:
-    tokenizer = self._sampler.sample_fixed(self._eval_seed_offset + index)
-    return encoded_vocabulary(f"sampled-eval-{index}", tokenizer, self._base, self._surface_max_length)
+    tokenizer = self._eval_sampler.sample_fixed(index)
+    return encoded_vocabulary(f"sampled-{index}", tokenizer, self._base, self._surface_max_length)
 
   def get_state(self) -> dict:
     return self._sampler.get_state()
@@ -115,8 +130,23 @@ class SampledTokenizers:
     self._sampler.set_state(state)
 
 
-def make_sampler(config, base, surface_max_length: int, masked: bool) -> SampledTokenizers:
+def make_sampler(config, base, surface_max_length: int, sequence_length: int, rows_multiple: int, masked: bool,
+                 heldout: Sequence[str], batch_size: int) -> SampledTokenizers:
+  """The training sampler (and its held-out twin), with a static batch vocabulary divisible by `rows_multiple`."""
   from zett.tokenization import TokenizerSampler
-  sampler = TokenizerSampler(base, vocab_size=config.vocab_size, noise_std=config.noise_std,
-                             history_batches=config.history_batches, seed=config.seed, **config.options)
-  return SampledTokenizers(sampler, base, surface_max_length, masked)
+  num_specials = len(base.special_ids)
+  max_rows = num_specials + config.vocab_size
+  requested = config.batch_vocab_size or max_rows
+  # Vocabulary rows are split over the mesh's "data" axis, so their number must divide by it.
+  rows = -(-requested // rows_multiple) * rows_multiple
+  options = dict(vocab_size=config.vocab_size, noise_std=config.noise_std, history_batches=config.history_batches,
+                 sequence_length=sequence_length, surface_max_length=surface_max_length,
+                 batch_vocab_size=rows if rows != max_rows else 0, **config.options)
+  try:
+    sampler = TokenizerSampler(base, seed=config.seed, **options)
+    eval_sampler = TokenizerSampler(base, seed=config.seed + 1, **options)
+  except TypeError as e:
+    raise ValueError(f"sampler.options: {e}") from None
+  for start in range(0, len(heldout), batch_size):
+    eval_sampler.sample(heldout[start:start + batch_size])
+  return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked)
