@@ -57,9 +57,10 @@ def load_base(config: TrainConfig):
   compute = _DTYPES[config.model.compute_dtype]
   param = _DTYPES[config.model.param_dtype]
   spec = config.model.base
-  if spec.startswith("tiny-llama"):
-    from train.tiny_base import tiny_base
-    return tiny_base(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0, dtype=compute, param_dtype=param)
+  if spec.split(":")[0] in ("tiny-llama", "tiny-xlmr"):
+    from train import tiny_base
+    build = tiny_base.tiny_base if spec.startswith("tiny-llama") else tiny_base.tiny_xlmr_base
+    return build(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0, dtype=compute, param_dtype=param)
   from zett.models.load import load_model
   path = Path(spec)
   if (spec.endswith(".gguf") or spec.startswith(("/", "./", "../"))) and not path.exists():
@@ -124,8 +125,8 @@ def batch_shardings(mesh) -> dict:
   return out
 
 
-def prepare(config: TrainConfig, resume: bool = False) -> Run:
-  """Builds a `Run`; every input error is raised before anything is compiled."""
+def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
+  """Builds a `Run` (on `devices`, default all); every input error is raised before anything is compiled."""
   check_sources(config.data)
   check_tokenizer_specs(config.eval.heldout_tokenizers)
   checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint)
@@ -150,7 +151,7 @@ def prepare(config: TrainConfig, resume: bool = False) -> Run:
                   aux_loss_weight=config.hypernet.aux_loss_weight, mlm_probability=config.model.mlm_probability,
                   compute_dtype=_DTYPES[config.model.compute_dtype])
 
-  mesh = mesh_lib.make_mesh(config.mesh)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
   if config.data.batch_size % mesh.shape["data"]:
     raise mesh_lib.MeshError(f"data.batch_size={config.data.batch_size} is not divisible by the mesh's data axis "
                              f"({mesh.shape['data']})")
