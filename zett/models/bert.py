@@ -13,6 +13,8 @@ Layers are scanned (`nn.scan`), so each layer parameter has a leading "layers" a
 
 `hidden_states` in the output is the LM head's transform (dense + activation + LayerNorm) of the last
 encoder layer, so that `logits = hidden_states @ output_embeddings.T + output_bias` exactly as for decoders.
+Passing `output_embeddings` (a new vocabulary) without `output_bias` means no bias: the stored bias belongs
+to the stored vocabulary. `output_bias` alone replaces the stored bias.
 Positions default to counting real tokens of the attention mask; `transformers` BERT counts slots, which
 agrees for right padding (the usual layout for encoders) and unpadded rows.
 """

@@ -9,7 +9,8 @@ Layers are scanned (`nn.scan`), so each layer parameter has a leading "layers" a
   layers/fc_in [D, F] (+ fc_in_bias [F]); fc_out [F, D] (+ fc_out_bias [D])
 
 Positions default to counting real tokens of the attention mask (so left padding does not shift them);
-`transformers` counts slots instead, which agrees for right padding and unpadded rows.
+`transformers` counts slots instead, which agrees for right padding and unpadded rows. Positions past
+`max_position_embeddings` have no learned row (the lookup yields NaN rather than silently clamping).
 """
 
 from __future__ import annotations
