@@ -133,8 +133,8 @@ def _sse_events(text):
   return events
 
 
-def test_generate_streams_greedy_tokens_equal_to_uncached_decoding(client, engine):
-  prompt = "def add(a, b):"
+@pytest.mark.parametrize("prompt", ["def add(a, b):", "import os\n" * 40], ids=["short", "two-prefill-chunks"])
+def test_generate_streams_greedy_tokens_equal_to_uncached_decoding(client, engine, prompt):
   with client.stream("POST", "/v1/generate", json={"prompt": prompt, "max_new_tokens": 6,
                                                    "stop_at_eos": False}) as response:
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
@@ -153,9 +153,9 @@ def test_generate_streams_greedy_tokens_equal_to_uncached_decoding(client, engin
   assert got == ids[-6:]
 
 
-def test_generate_large_vocabulary_without_index_is_a_clear_400(client):
+def test_generate_large_vocabulary_without_index_is_a_clear_422(client):
   response = client.post("/v1/generate", json={"prompt": "x", "vocabulary": "large"})
-  assert response.status_code == 400 and response.json()["error"]["type"] == "not_available"
+  assert response.status_code == 422 and "vocabulary" in response.json()["error"]["message"]
 
 
 def _target_tokenizer_json():

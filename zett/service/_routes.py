@@ -33,6 +33,11 @@ class Context:
   generator: Any = None
 
 
+# One server-sent event (schema of each event in the stream); `data` holds a JSON object.
+_SSE_EVENT = {"type": "object", "required": ["event", "data"],
+              "properties": {"event": {"type": "string", "enum": ["token", "done"]}, "data": {"type": "string"}}}
+
+
 def _text(data: bytes) -> str:
   return data.decode("utf-8", errors="replace")
 
@@ -103,7 +108,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
                         filename=f"zett-transfer-{job_id}.tar")
 
   @app.post("/v1/generate", tags=["generation"],
-            responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+            responses={200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}},
                              "description": "Server-sent events: one 'token' event per token, then 'done'."}})
   async def generate(body: ctx.requests.generate):
     """Generation streamed as server-sent events.
@@ -122,10 +127,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
       prompt_ids = [bos] + prompt_ids
     eos = engine.tokenizer.roles.get("eos")
     stop_ids = frozenset([eos]) if body.stop_at_eos and eos is not None else frozenset()
-    if body.vocabulary == "large":
-      if ctx.large_vocabulary is None:
-        raise ServiceError(400, "not_available", "this server has no large vocabulary; start it with one or use "
-                           "vocabulary='base'")
+    if body.vocabulary == "large":  # only in the schema when the server has one
       steps = ctx.large_vocabulary.decode(prompt_ids, body.max_new_tokens, body.temperature, body.seed, stop_ids)
     else:
       if ctx.generator is None:

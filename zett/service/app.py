@@ -43,7 +43,7 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
       `decode(prompt_ids, max_new_tokens, temperature, seed, stop_ids) -> iterator of (id, bytes)`.
   """
   metrics = ServiceMetrics()
-  requests = schemas.request_models(settings)
+  requests = schemas.request_models(settings, large_vocabulary is not None)
   started_at = time.time()
   metrics.add_gauge("zett_embedding_cache_hit_rate", "Fraction of token embeddings served from the cache.",
                     lambda: engine.cache.hit_rate)

@@ -1,7 +1,8 @@
 """Token-by-token decoding of the base model with a KV cache, for streaming (/v1/generate).
 
-Prompts are left-padded to a power-of-two bucket and the cache is sized to a bucket of
-prompt + new tokens, so a handful of compilations serve every request. Each `Decoding.step` is one
+Prompts are left-padded to a multiple of `PREFILL_CHUNK` and fed in chunks of that size; the cache
+is sized to a power-of-four bucket of prompt + new tokens. So each cache bucket compiles two programs
+(one prefill chunk, one step), whatever the prompt length. Each `Decoding.step` is one
 jitted call; the service runs it in a worker thread and streams the token as soon as it is back.
 """
 
@@ -14,11 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_MIN_PROMPT_BUCKET = 16
+PREFILL_CHUNK = 64
+_MIN_CACHE_SLOTS = 256
 
 
-def _bucket(n: int, minimum: int) -> int:
-  return max(minimum, 1 << max(0, n - 1).bit_length())
+def _cache_slots(n: int) -> int:
+  slots = _MIN_CACHE_SLOTS
+  while slots < n:
+    slots *= 4
+  return slots
 
 
 class Generator:
@@ -39,7 +44,7 @@ class Generator:
                          cache=cache)
       return _choose(out.logits[:, -1], key, temperature), out.cache
 
-    self._prefill = jax.jit(prefill)
+    self._prefill = jax.jit(prefill, donate_argnums=(3,))
     self._step = jax.jit(step, donate_argnums=(2,))
     self._init_cache = functools.partial(model.family.init_cache, config)
 
@@ -52,18 +57,19 @@ class Generator:
     if not prompt_ids:
       raise ValueError("the prompt has no tokens")
     n = len(prompt_ids)
-    prompt_len = _bucket(n, _MIN_PROMPT_BUCKET)
-    total = _bucket(prompt_len + max_new_tokens, 2 * _MIN_PROMPT_BUCKET)
+    prompt_len = -(-n // PREFILL_CHUNK) * PREFILL_CHUNK
     ids = np.zeros((1, prompt_len), np.int32)
     mask = np.zeros((1, prompt_len), np.int32)
     ids[0, prompt_len - n:] = prompt_ids
     mask[0, prompt_len - n:] = 1
-    cache = self._init_cache(1, total)
+    cache = self._init_cache(1, _cache_slots(prompt_len + max_new_tokens))
     key = jax.random.key(seed)
     temperature = jnp.float32(temperature)
     params = self.model.params
-    token, cache = self._prefill(params, jnp.asarray(ids), jnp.asarray(mask), cache, jax.random.fold_in(key, 0),
-                                 temperature)
+    for start in range(0, prompt_len, PREFILL_CHUNK):
+      chunk = slice(start, start + PREFILL_CHUNK)
+      token, cache = self._prefill(params, jnp.asarray(ids[:, chunk]), jnp.asarray(mask[:, chunk]), cache,
+                                   jax.random.fold_in(key, 0), temperature)
     for i in range(max_new_tokens):
       value = int(token[0])
       yield value

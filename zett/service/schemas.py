@@ -95,8 +95,12 @@ class RequestModels(NamedTuple):
   generate: type[BaseModel]
 
 
-def request_models(settings) -> RequestModels:
-  """Request bodies whose limits come from the service settings, so the OpenAPI schema states them."""
+def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
+  """Request bodies whose limits come from the service settings, so the OpenAPI schema states them.
+
+  `vocabulary="large"` is in the schema only when the server has a large vocabulary to offer.
+  """
+  vocabularies = Literal["base", "large"] if large_vocabulary else Literal["base"]
   token = Annotated[str, StringConstraints(min_length=1, max_length=settings.max_token_chars)]
   text = Annotated[str, StringConstraints(min_length=1)]
 
@@ -120,7 +124,7 @@ def request_models(settings) -> RequestModels:
     max_new_tokens: int = Field(default=min(32, settings.max_new_tokens), ge=1, le=settings.max_new_tokens)
     temperature: float = Field(default=0.0, ge=0.0, le=100.0, description="0 = greedy.")
     seed: int = Field(default=0, ge=0, lt=2**31)
-    vocabulary: Literal["base", "large"] = Field(
+    vocabulary: vocabularies = Field(
         default="base", description="'base': the base model's own vocabulary; 'large': an ANN-indexed vocabulary.")
     stop_at_eos: bool = True
 
