@@ -205,7 +205,7 @@ def _load_hub(spec: str) -> Tokenizer:
   return from_backend(backend, spec, roles, add_bos=bool(getattr(hf, "add_bos_token", False)))
 
 
-_CONVERTER_VERSION = "1"
+_CONVERTER_VERSION = "4"
 
 
 def _cache_dir() -> Path:

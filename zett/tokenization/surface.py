@@ -18,7 +18,7 @@ import tokenizers
 
 from zett.tokenization.byte_level import (ModelKind, TokenizerError, byte_fallback_value, from_byte_level,
                                           to_byte_level)
-from zett.tokenization.load import Tokenizer
+from zett.tokenization.load import ROLES, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +83,22 @@ class SurfaceEncoder:
         value = byte_fallback_value(piece) if piece is not None else None
         if value is not None:
           self._byte_ids[value] = token_id
+    self._present = bytes(int(b) for b in np.flatnonzero(self._byte_ids >= 0))
+    # A byte-level BPE model silently drops a byte it has no token for: spell around the gap.
+    self._has_gaps = len(self._present) < 256 and base.kind in (ModelKind.BYTE_LEVEL_BPE,
+                                                               ModelKind.BYTE_LEVEL_UNIGRAM)
+
+  def _spell_with_gaps(self, data: bytes) -> list[int]:
+    """Spellable runs through the model; each byte the base lacks becomes unk (or an error)."""
+    present = set(self._present)
+    ids: list[int] = []
+    for spellable, run in itertools.groupby(data, key=lambda b: b in present):
+      run = bytes(run)
+      if spellable:
+        ids += self.encode_ids([run])[0]
+      else:
+        ids += [self._byte_id(b, data) for b in run]
+    return ids
 
   @property
   def missing_bytes(self) -> list[int]:
@@ -134,6 +150,9 @@ class SurfaceEncoder:
         continue
       if not data:
         raise TokenizerError("cannot spell an empty token")
+      if self._has_gaps and data.translate(None, self._present):
+        rows[index] = self._spell_with_gaps(data)
+        continue
       string = self._model_string(data)
       if string is None:
         rows[index] = self._spell_mixed(data)
@@ -161,6 +180,11 @@ class SurfaceEncoder:
     for index, spelling in enumerate(spellings):
       token_id = exact.get(spelling)
       if token_id is None:
+        if self._has_gaps:
+          data = from_byte_level(spelling)
+          if data.translate(None, self._present):
+            rows[index] = self._spell_with_gaps(data)
+            continue
         batch_index.append(index)
         batch_strings.append(spelling)
       else:
@@ -196,13 +220,14 @@ def _special_target_to_base(target: Tokenizer, base: Tokenizer) -> dict[int, int
   """Target special id -> base special id, by identical content first, then by role."""
   mapping = {}
   base_by_content = base.special_tokens
-  role_of = {token_id: role for role, token_id in target.roles.items()}
   for token_id in sorted(target.special_ids):
-    role = role_of.get(token_id)
     if target.id_to_piece[token_id] in base_by_content:
       mapping[token_id] = base_by_content[target.id_to_piece[token_id]]
-    elif role is not None and role in base.roles:
-      mapping[token_id] = base.roles[role]
+      continue
+    for role in ROLES:  # a token can hold several roles (Qwen: eos and pad)
+      if target.roles.get(role) == token_id and role in base.roles:
+        mapping[token_id] = base.roles[role]
+        break
   return mapping
 
 
