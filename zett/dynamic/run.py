@@ -1,0 +1,279 @@
+"""Running a frozen base model on dynamically merged batches.
+
+* `DynamicEmbedder`: input embeddings for a merged batch. Base-vocabulary tokens use the base rows;
+  new tokens get hypernetwork rows, through an LRU cache keyed by the token's bytes.
+* `evaluate_decoder`: prefill each prompt with merged tokens, then continue in the base vocabulary
+  through the KV cache; reports the prefill reduction and the bits per byte of the continuation
+  after a base prefill vs after a merged prefill (the same bytes are scored in both).
+* `evaluate_encoder`: run the model on the merged batch (positions re-numbered 0..T'-1) and report
+  the sequence reduction and how close the mean-pooled final hidden states stay to the base run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zett.dynamic.cache import EmbeddingCache
+from zett.dynamic.merge import BaseBatch, MergeResult, merge_batch
+from zett.dynamic.split import split_texts
+
+
+class DynamicRunError(ValueError):
+  """Input the dynamic runner cannot use (no tokenizer, texts too short, ...)."""
+
+
+class DynamicEmbedder:
+  """Input-embedding rows for merged batches: base rows, or hypernetwork rows via the cache.
+
+  Args:
+    model: the frozen `BaseModel`.
+    hypernet: (HypernetConfig, params), or None for a freshly initialised hypernetwork, which
+      predicts the mean of the subtoken embeddings.
+    cache_capacity: LRU size in tokens (the paper uses 5k-10k).
+  """
+
+  def __init__(self, model: Any, hypernet: tuple[Any, Any] | None = None, cache_capacity: int = 8192, seed: int = 0):
+    from hypernet.config import config_for_base
+    from hypernet.model import init_hypernet
+    self.model = model
+    self.base = model.embeddings
+    if hypernet is None:
+      config = config_for_base(model)
+      hypernet = (config, init_hypernet(config, self.base, jax.random.key(seed)))
+    self.hypernet_config, self.hypernet_params = hypernet
+    if self.hypernet_config.base_vocab_size != self.base.input.shape[0]:
+      raise DynamicRunError(f"hypernetwork expects a base vocabulary of {self.hypernet_config.base_vocab_size}, "
+                            f"the model has {self.base.input.shape[0]}")
+    self.base_input_vd = np.asarray(self.base.input, dtype=np.float32)
+    self.cache = EmbeddingCache(cache_capacity)
+    self.truncated_surface_forms = 0
+    """New tokens longer than the hypernetwork's surface length; it saw their first subtokens only."""
+
+  def _predict(self, surfaces: list[tuple[int, ...]]) -> np.ndarray:
+    from hypernet.model import predict_jit
+    length = self.hypernet_config.surface_length
+    rows = max(8, 1 << (len(surfaces) - 1).bit_length())  # power-of-two buckets bound recompiles
+    ids = np.zeros((rows, length), np.int32)
+    lengths = np.zeros((rows,), np.int32)
+    for k, surface in enumerate(surfaces):
+      self.truncated_surface_forms += len(surface) > length
+      surface = surface[:length]
+      ids[k, :len(surface)] = surface
+      lengths[k] = len(surface)
+    predicted = predict_jit(self.hypernet_config, self.hypernet_params, jnp.asarray(ids), jnp.asarray(lengths),
+                            self.base)
+    return np.asarray(predicted.input[:len(surfaces)], dtype=np.float32)
+
+  def new_token_rows(self, result: MergeResult) -> np.ndarray:
+    """Rows [K, D] for `result.new_tokens`."""
+    if not result.new_tokens:
+      return np.zeros((0, self.base_input_vd.shape[1]), np.float32)
+    surface_of = dict(zip(result.new_tokens, result.new_token_base_ids))
+    return self.cache.lookup_or_compute(result.new_tokens, lambda keys: self._predict([surface_of[k] for k in keys]))
+
+  def embed(self, result: MergeResult) -> list[np.ndarray]:
+    """Per example, float32 [N_i, D] input embeddings of the merged tokens."""
+    new_rows = self.new_token_rows(result)
+    vocab_size = self.base_input_vd.shape[0]
+    out = []
+    for ids in result.ids:
+      rows = np.empty((len(ids), self.base_input_vd.shape[1]), np.float32)
+      is_base = ids < vocab_size
+      rows[is_base] = self.base_input_vd[ids[is_base]]
+      rows[~is_base] = new_rows[ids[~is_base] - vocab_size]
+      out.append(rows)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderReport:
+  """Prefill with merged tokens vs with base tokens, scored on the same continuation bytes."""
+  prompt_tokens_base: int
+  prompt_tokens_merged: int
+  continuation_tokens: int
+  continuation_bytes: int
+  bits_per_byte_base: float
+  bits_per_byte_merged: float
+  new_tokens: int
+  merges: int
+  stop_reason: str
+  generated_base_prefill: list[list[int]]
+  generated_merged_prefill: list[list[int]]
+
+  @property
+  def prefill_reduction(self) -> float:
+    return 1.0 - self.prompt_tokens_merged / self.prompt_tokens_base
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderReport:
+  tokens_base: int
+  tokens_merged: int
+  mean_pooled_cosine: float
+  """Mean over examples of cos(mean-pooled final hidden states, base run vs merged run)."""
+  new_tokens: int
+  merges: int
+  stop_reason: str
+
+  @property
+  def reduction(self) -> float:
+    return 1.0 - self.tokens_merged / self.tokens_base
+
+
+def _tokenizer(model: Any, tokenizer: Any):
+  tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+  if tokenizer is None:
+    raise DynamicRunError(f"model {getattr(model, 'name', '?')} has no tokenizer; pass one")
+  return tokenizer
+
+
+def _pad(rows: Sequence[np.ndarray], left: bool, multiple: int = 16) -> tuple[np.ndarray, np.ndarray]:
+  """Stacks [N_i, ...] arrays into [B, N, ...] with a 0/1 mask; left padding for prompts.
+
+  N is rounded up to a multiple of `multiple` so that batches of similar lengths share one compile.
+  """
+  longest = -(-max(len(r) for r in rows) // multiple) * multiple
+  out = np.zeros((len(rows), longest) + rows[0].shape[1:], rows[0].dtype)
+  mask = np.zeros((len(rows), longest), np.int32)
+  for b, r in enumerate(rows):
+    where = slice(longest - len(r), longest) if left else slice(0, len(r))
+    out[b, where] = r
+    mask[b, where] = 1
+  return out, mask
+
+
+_RUNNERS: dict[int, tuple[Any, "_Runner"]] = {}
+
+
+def _runner_for(model: Any) -> "_Runner":
+  """One runner per live model, so its jitted calls compile once per shape."""
+  entry = _RUNNERS.get(id(model))
+  if entry is None or entry[0] is not model:
+    if len(_RUNNERS) >= 4:
+      _RUNNERS.pop(next(iter(_RUNNERS)))
+    entry = _RUNNERS[id(model)] = (model, _Runner(model))
+  return entry[1]
+
+
+class _Runner:
+  """Jitted calls of one model's module (prefill with embeddings, continuation with ids)."""
+
+  def __init__(self, model: Any):
+    self.model = model
+    module = model.module
+    embeddings = model.embeddings
+    self.output_vd = embeddings.output if embeddings.output is not None else embeddings.input
+    self.output_bias = embeddings.bias
+
+    def embeds_call(params, inputs_embeds, attention_mask, cache):
+      out = module.apply({"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                         cache=cache, compute_logits=False)
+      return out.hidden_states, out.cache
+
+    def ids_call(params, input_ids, attention_mask, cache):
+      out = module.apply({"params": params}, input_ids=input_ids, attention_mask=attention_mask, cache=cache)
+      return out.logits, out.cache
+
+    def pooled_call(params, inputs_embeds, attention_mask):
+      hidden = module.apply({"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                            compute_logits=False).hidden_states
+      weights = attention_mask[..., None].astype(hidden.dtype)
+      return (hidden * weights).sum(1) / weights.sum(1)
+
+    self.embeds_call = jax.jit(embeds_call)
+    self.ids_call = jax.jit(ids_call)
+    self.pooled_call = jax.jit(pooled_call)
+
+  def logits_of(self, hidden_bd):
+    logits = jnp.einsum("bd,vd->bv", hidden_bd, self.output_vd.astype(hidden_bd.dtype),
+                        preferred_element_type=jnp.float32)
+    return logits if self.output_bias is None else logits + self.output_bias
+
+  def score_and_generate(self, prompt_rows: list[np.ndarray], continuations: list[np.ndarray],
+                         generate_tokens: int) -> tuple[float, list[list[int]]]:
+    """Total bits of the continuations after the prompts, and greedy base tokens after the prompts."""
+    model = self.model
+    embeds, prompt_mask = _pad(prompt_rows, left=True)
+    cont_ids, cont_mask = _pad([c.astype(np.int32) for c in continuations], left=False)
+    batch, prompt_length = prompt_mask.shape
+    slots = prompt_length + max(cont_ids.shape[1], generate_tokens)
+    cache = model.family.init_cache(model.config, batch, slots, jnp.float32)
+    hidden, prefill_cache = self.embeds_call(model.params, jnp.asarray(embeds), jnp.asarray(prompt_mask), cache)
+    first_logits = self.logits_of(hidden[:, -1])  # left padding: the last slot is every prompt's last token
+    cont_logits, _ = self.ids_call(model.params, jnp.asarray(cont_ids), jnp.asarray(cont_mask), prefill_cache)
+    logits_btv = jnp.concatenate([first_logits[:, None], cont_logits[:, :-1]], axis=1)
+    log_probs = jax.nn.log_softmax(logits_btv, axis=-1)
+    target = jnp.take_along_axis(log_probs, jnp.asarray(cont_ids)[..., None], axis=-1)[..., 0]
+    bits = float(-(target * jnp.asarray(cont_mask)).sum() / math.log(2))
+    generated = []
+    if generate_tokens:
+      token = jnp.argmax(first_logits, axis=-1).astype(jnp.int32)
+      cache, ones = prefill_cache, jnp.ones((batch, 1), jnp.int32)
+      for _ in range(generate_tokens):
+        generated.append(np.asarray(token))
+        logits, cache = self.ids_call(model.params, token[:, None], ones, cache)
+        token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+      generated = np.stack(generated, axis=1).tolist()
+    else:
+      generated = [[] for _ in range(batch)]
+    return bits, generated
+
+
+def evaluate_decoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str], *, prompt_fraction: float = 0.5,
+                     max_length: int = 256, generate_tokens: int = 0, tokenizer: Any = None,
+                     **merge_rules) -> DecoderReport:
+  """Merged prefill vs base prefill on `texts`, continuation scored in the base vocabulary.
+
+  Each text is cut to `max_length` base tokens; the first `prompt_fraction` of them is the prompt
+  (merged with `merge_rules`: max_merges / target_reduction / min_frequency; none = word level),
+  the rest is the continuation whose bits per byte are reported.
+  """
+  if not getattr(model.family, "is_causal", False) or model.family.init_cache is None:
+    raise DynamicRunError(f"{model.name}: evaluate_decoder needs a decoder with a KV cache")
+  if not 0.0 < prompt_fraction < 1.0:
+    raise DynamicRunError(f"prompt_fraction must be in (0, 1), got {prompt_fraction}")
+  batch = split_texts(_tokenizer(model, tokenizer), texts, max_length=max_length)
+  prompts, continuations, starts = [], [], []
+  for i, ids in enumerate(batch.token_ids):
+    if len(ids) < 2:
+      raise DynamicRunError(f"text {i} has {len(ids)} base tokens; need 2+ (a prompt and a continuation)")
+    cut = min(len(ids) - 1, max(1, round(prompt_fraction * len(ids))))
+    prompts.append(ids[:cut])
+    continuations.append(ids[cut:])
+    starts.append(batch.starts_pretoken[i][:cut])
+  prompt_batch = BaseBatch(prompts, starts, batch.id_to_bytes, batch.special_ids)
+  result = merge_batch(prompt_batch, **merge_rules)
+  runner = _runner_for(model)
+  base_rows = [embedder.base_input_vd[ids] for ids in prompts]
+  bits_base, generated_base = runner.score_and_generate(base_rows, continuations, generate_tokens)
+  bits_merged, generated_merged = runner.score_and_generate(embedder.embed(result), continuations, generate_tokens)
+  num_bytes = sum(len(batch.id_to_bytes[int(i)]) for c in continuations for i in c)
+  return DecoderReport(
+      prompt_tokens_base=sum(len(p) for p in prompts), prompt_tokens_merged=result.num_merged_tokens,
+      continuation_tokens=sum(len(c) for c in continuations), continuation_bytes=num_bytes,
+      bits_per_byte_base=bits_base / num_bytes, bits_per_byte_merged=bits_merged / num_bytes,
+      new_tokens=len(result.new_tokens), merges=len(result.merges), stop_reason=result.stop_reason,
+      generated_base_prefill=generated_base, generated_merged_prefill=generated_merged)
+
+
+def evaluate_encoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str], *, max_length: int = 256,
+                     tokenizer: Any = None, **merge_rules) -> EncoderReport:
+  """Runs the model on the base and the merged batch; positions are re-numbered 0..N_i-1."""
+  batch = split_texts(_tokenizer(model, tokenizer), texts, max_length=max_length)
+  result = merge_batch(batch, **merge_rules)
+  pooled = _runner_for(model).pooled_call
+  base_embeds, base_mask = _pad([embedder.base_input_vd[np.asarray(ids)] for ids in batch.token_ids], left=False)
+  merged_embeds, merged_mask = _pad(embedder.embed(result), left=False)
+  base_pooled = np.asarray(pooled(model.params, jnp.asarray(base_embeds), jnp.asarray(base_mask)))
+  merged_pooled = np.asarray(pooled(model.params, jnp.asarray(merged_embeds), jnp.asarray(merged_mask)))
+  cosine = (base_pooled * merged_pooled).sum(-1) / (
+      np.linalg.norm(base_pooled, axis=-1) * np.linalg.norm(merged_pooled, axis=-1) + 1e-12)
+  return EncoderReport(tokens_base=result.num_base_tokens, tokens_merged=result.num_merged_tokens,
+                       mean_pooled_cosine=float(cosine.mean()), new_tokens=len(result.new_tokens),
+                       merges=len(result.merges), stop_reason=result.stop_reason)
