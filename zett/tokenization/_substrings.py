@@ -115,7 +115,9 @@ def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, pi
   is_start[words.word_starts] = True
   for end in range(1, active_counts.size + 1):
     ends = sorted_starts[:active_counts[end - 1]] + end
-    span = np.arange(1, min(end, width - 1) + 1)
+    # Longest last piece first: on equal scores `tokenizers` keeps the path found first, i.e. the
+    # one whose last piece starts earliest (its forward pass visits starts in order).
+    span = np.arange(min(end, width - 1), 0, -1)
     begins = ends[:, None] - span[None, :]
     prefix = np.where(is_start[begins], start_score[begins], best[begins])
     candidates = prefix + scores[begins, span[None, :]]

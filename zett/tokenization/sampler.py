@@ -46,6 +46,7 @@ class SampledBatch:
   vocab_mask: np.ndarray             # bool [Vmax]; False on padding rows (mask their logits)
   vocab_token_ids: np.ndarray        # int32 [Vmax]; sampled-vocabulary id of each row, -1 on padding
   token_bytes: np.ndarray            # int32 [Vmax]; bytes a row stands for (0: special / padding)
+  base_token_ids: np.ndarray         # int32 [Vmax]; base id of rows that are exactly one base token, else -1
   vocab_size: int                    # real rows
   sampled_vocab_size: int            # size of the whole sampled vocabulary
   step: int
@@ -61,12 +62,6 @@ class SampledBatch:
     spellings = self._piece_spellings
     return self._fixed_pieces + tuple(spellings[i] for i in self._piece_slots.tolist())
 
-  @property
-  def base_token_ids(self) -> np.ndarray:
-    """int32 [Vmax]: base id of rows that are exactly one base token (the auxiliary loss), else -1."""
-    single = (self.vocab_surface_lengths == 1) & (self.special_base_ids < 0) & self.vocab_mask
-    return np.where(single, self.vocab_surface_ids[:, 0], -1).astype(np.int32)
-
   def decode(self, row: int) -> bytes:
     """The bytes of sequence `row` (specials and padding dropped)."""
     ids = self.vocab_token_ids[self.input_ids[row][self.attention_mask[row] > 0]]
@@ -77,7 +72,7 @@ class SampledBatch:
     """The static-shape arrays a jitted step takes."""
     return {name: getattr(self, name) for name in (
         "input_ids", "attention_mask", "vocab_surface_ids", "vocab_surface_lengths", "special_base_ids",
-        "vocab_mask", "token_bytes")}
+        "vocab_mask", "token_bytes", "base_token_ids")}
 
 
 def _byte_score(scores: np.ndarray) -> float:
@@ -169,6 +164,7 @@ class TokenizerSampler:
       raise ValueError(f"{base.name} has no bos/eos special token to add")
     self._pad = special_row.get(base.roles.get("pad", -1), 0)
     encoder = SurfaceEncoder(base)
+    self._base_unk = base.roles.get("unk", -1)
     pad_id = base.roles.get("pad", 0)
     self._surface = _SurfaceCache(encoder, surface_max_length, pad_id)
     special_rows = [[int(b)] for b in self.special_base_ids]
@@ -345,8 +341,13 @@ class TokenizerSampler:
                                          self._window.lengths[positions].astype(np.int32)]), 0)
     vocab_token_ids = np.full(rows, -1, dtype=np.int32)
     vocab_token_ids[:num_rows] = token_ids
+    vocab_mask = vocab_token_ids >= 0
+    # A one-subtoken spelling is the base token itself, unless it is the unk stand-in for a byte
+    # the base cannot spell (the unk token is special, so it never matches a piece exactly).
+    single = (surface_lengths == 1) & (special_base_ids < 0) & vocab_mask & (surface_ids[:, 0] != self._base_unk)
+    base_token_ids = np.where(single, surface_ids[:, 0], -1).astype(np.int32)
     return SampledBatch(input_ids, attention_mask, surface_ids, surface_lengths, special_base_ids,
-                        vocab_token_ids >= 0, vocab_token_ids, token_bytes, int(num_rows), int(sampled_total), step,
+                        vocab_mask, vocab_token_ids, token_bytes, base_token_ids, int(num_rows), int(sampled_total), step,
                         scores, self.num_specials, self._special_pieces + _BYTE_PIECES, self._surface.spellings, slots)
 
   # -- state -------------------------------------------------------------------------------------
