@@ -1,0 +1,123 @@
+"""Fast unit tests of train/: config strictness, the text pipeline, batch layout, sharding rules, optimiser."""
+
+import json
+
+import numpy as np
+import pytest
+
+from train.batch import TargetVocabulary, build_batch
+from train.config import ConfigError, DataConfig, DataSource, load_train_config
+from train.data import DataError, TextBatcher, check_sources, heldout_texts, is_heldout
+from tests._train_helpers import TINY_CONFIG
+
+
+def _write_corpus(folder, files=12, paragraphs=8):
+  folder.mkdir(parents=True, exist_ok=True)
+  for i in range(files):
+    (folder / f"f{i:02d}.txt").write_text("\n\n".join(f"file {i} paragraph {j} " + "lorem ipsum " * (j + 1)
+                                                      for j in range(paragraphs)))
+  return folder
+
+
+def test_tiny_config_loads_and_unknown_keys_fail():
+  config = load_train_config(TINY_CONFIG)
+  assert config.data.batch_size == 4 and config.model.base == "tiny-llama"
+  with pytest.raises(ConfigError, match="unknown key.*learning_rat"):
+    load_train_config(TINY_CONFIG, ["optimizer.learning_rat=1e-3"])
+  with pytest.raises(ConfigError, match="unknown key.*bogus"):
+    load_train_config(TINY_CONFIG, ["bogus=1"])
+
+
+def test_config_invariants():
+  with pytest.raises(ConfigError, match="at least one text source"):
+    load_train_config(TINY_CONFIG, ["data.sources=[]"])
+  with pytest.raises(ConfigError, match="heldout_permille"):
+    load_train_config(TINY_CONFIG, ["data.heldout_permille=1000"])
+  with pytest.raises(ConfigError, match="mesh"):
+    load_train_config(TINY_CONFIG, ["mesh.model=0"])
+  with pytest.raises(ConfigError, match="weight"):
+    DataSource(path="x.txt", weight=0)
+
+
+def test_missing_data_path_is_a_clear_error(tmp_path):
+  config = DataConfig(sources=(DataSource(path=str(tmp_path / "nope.jsonl")),))
+  with pytest.raises(DataError, match="nope.jsonl: no such file"):
+    check_sources(config)
+
+
+def test_batcher_resumes_exactly_and_mixes_by_weight(tmp_path):
+  corpus = _write_corpus(tmp_path / "a")
+  jsonl = tmp_path / "b.jsonl"
+  jsonl.write_text("\n".join(json.dumps({"content": f"json doc {i} " * 20}) for i in range(50)))
+  config = DataConfig(sources=(DataSource(path=str(corpus), text_unit="paragraph", weight=3.0),
+                               DataSource(path=str(jsonl), text_field="content", weight=1.0)),
+                      batch_size=8, sequence_length=16, heldout_permille=100)
+  batcher = TextBatcher(config)
+  for _ in range(5):
+    batcher.next_texts()
+  state = json.loads(json.dumps(batcher.get_state()))
+  expected = [batcher.next_texts() for _ in range(40)]  # long enough to wrap both sources (new epochs)
+  resumed = TextBatcher(config)
+  resumed.set_state(state)
+  assert [resumed.next_texts() for _ in range(40)] == expected
+  chunks = [t for batch in expected for t in batch]
+  assert all(0 < len(t.encode()) <= config.sequence_bytes for t in chunks)
+  share_json = np.mean(["json doc" in t for t in chunks])
+  assert 0.1 < share_json < 0.4  # weight 1 of 4
+
+
+def test_heldout_split_is_by_document(tmp_path):
+  corpus = _write_corpus(tmp_path / "a", files=30, paragraphs=6)
+  config = DataConfig(sources=(DataSource(path=str(corpus), text_unit="paragraph"),), batch_size=4,
+                      sequence_length=64, bytes_per_sequence=100000, heldout_permille=200, heldout_num_sequences=1)
+  heldout = heldout_texts(config)[0].split("\n\n")
+  assert heldout and all(is_heldout(doc, 200) for doc in heldout)
+  batcher = TextBatcher(config)
+  train_docs = {doc for _ in range(3) for text in batcher.next_texts() for doc in text.split("\n\n")}
+  assert not train_docs & set(heldout)
+
+
+def test_wrong_text_field_names_the_columns(tmp_path):
+  path = tmp_path / "d.jsonl"
+  path.write_text(json.dumps({"body": "hello"}) + "\n")
+  batcher = TextBatcher(DataConfig(sources=(DataSource(path=str(path)),), heldout_permille=0))
+  with pytest.raises(DataError, match="no column 'text'.*body"):
+    batcher.next_texts()
+
+
+def test_build_batch_pads_vocabulary_and_sequences():
+  vocab = TargetVocabulary(surface_ids=np.array([[3, 0], [5, 6], [7, 0]], np.int32),
+                           surface_lengths=np.array([1, 2, 1], np.int32),
+                           special_base_ids=np.array([3, -1, -1], np.int32),
+                           token_bytes=np.array([0, 4, 2], np.int32), mask_token_id=-1)
+  batch = build_batch(vocab, [[1, 2, 1], [2]], sequence_length=4, vocab_rows=8)
+  assert batch["token_ids"].tolist() == [[1, 2, 1, 0], [2, 0, 0, 0]]
+  assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+  assert batch["vocab_mask"].tolist() == [True] * 3 + [False] * 5
+  assert batch["base_ids"][:3].tolist() == [-1, -1, 7]  # specials and multi-subtoken rows are not "in base"
+  assert batch["surface_ids"].shape == (8, 2)
+
+
+def test_rules_shard_only_divisible_dimensions_and_each_axis_once():
+  import jax
+  from jax.sharding import PartitionSpec as P
+  from train import mesh as mesh_lib
+  from train.config import MeshConfig
+  mesh = mesh_lib.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
+  spec = mesh_lib.logical_to_spec(("vocab", "embed"), (10, 6), mesh, mesh_lib.RULES)
+  assert spec == P("model", "data")
+  # Two logical names on the same mesh axis: the second dimension stays replicated.
+  assert mesh_lib.logical_to_spec(("embed", "hn_embed"), (4, 4), mesh, mesh_lib.RULES) == P("data", None)
+  with pytest.raises(mesh_lib.MeshError, match="no rule"):
+    mesh_lib.logical_to_spec(("unknown_axis",), (4,), mesh, mesh_lib.RULES)
+  with pytest.raises(mesh_lib.MeshError, match="does not fit"):
+    mesh_lib.make_mesh(MeshConfig(data=3, model=1), jax.devices()[:1])
+
+
+def test_learning_rate_schedule_warms_up_then_decays():
+  from train.config import OptimizerConfig
+  from train.state import learning_rate_schedule
+  schedule = learning_rate_schedule(OptimizerConfig(learning_rate=1e-3, warmup_steps=10), 100)
+  values = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
+  assert values[0] == 0 and values[1] == pytest.approx(5e-4) and values[2] == pytest.approx(1e-3)
+  assert values[2] > values[3] > values[4] >= 0
