@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
   from zett.service.server import uvicorn_config
   settings = load_settings(args)
   engine = load_engine(args.model, args.hypernet, settings.cache_size)
-  engine.warm_up()
+  engine.warm_up(settings.max_batch_tokens)
   app = create_app(settings, engine)
   auth = "API key required" if settings.api_key else "no API key"
   print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; OpenAPI at /docs)", flush=True)

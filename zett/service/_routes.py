@@ -168,8 +168,10 @@ def _read_tokenizer(spec: dict):
 def _transfer_job(engine: Engine, tokenizer, name: str):
   def run(work_dir):
     from zett import transfer as transfer_lib
+    # Batches of the engine's own bucket sizes reuse its compiled hypernetwork (same shapes, same config).
     model, record = transfer_lib.transfer_with_record(
-        engine.model, tokenizer, hypernet=(engine.hypernet_config, engine.hypernet_params), progress=False)
+        engine.model, tokenizer, hypernet=(engine.hypernet_config, engine.hypernet_params),
+        batch_size=engine.batch_rows(tokenizer.vocab_size), progress=False)
     record = dataclasses.replace(record, tokenizer=name)
     folder = transfer_lib.export(model, record, work_dir / "model")
     return folder, {"seconds": record.seconds, "num_special_tokens": record.num_special_tokens,

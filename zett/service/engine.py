@@ -111,9 +111,13 @@ class Engine:
                            np.zeros((0,), np.float32) if self.has_bias else None)
     return EmbeddingRows(*(None if parts[0][i] is None else np.concatenate([p[i] for p in parts]) for i in range(3)))
 
-  def _predict_chunk(self, ids, lengths, special):
+  def batch_rows(self, num_tokens: int) -> int:
+    """Rows of the hypernetwork call `num_tokens` tokens are padded to (one chunk at most)."""
+    return _bucket(min(num_tokens, _MAX_CHUNK_ROWS))
+
+  def _predict_chunk(self, ids, lengths, special, rows: int | None = None):
     n = ids.shape[0]
-    rows = _bucket(n)
+    rows = rows or _bucket(n)
     pad = rows - n
     ids = np.pad(ids, ((0, pad), (0, 0)))
     lengths = np.pad(lengths, (0, pad))  # length 0 marks an unused row
@@ -144,9 +148,15 @@ class Engine:
     return EmbeddingRows(packed[:, :d], packed[:, d:2 * d] if self.has_output else None,
                          packed[:, -1] if self.has_bias else None)
 
-  def warm_up(self) -> None:
-    """Compiles the smallest bucket so the first request does not pay for it."""
-    self.predict([b"a"])
+  def warm_up(self, max_rows: int = _MIN_BUCKET_ROWS) -> None:
+    """Compiles every row bucket up to `max_rows`, so no request pays for a compilation."""
+    rows = _MIN_BUCKET_ROWS
+    while True:
+      self._predict_chunk(*(np.zeros(shape, np.int32) for shape in ((1, self.hypernet_config.surface_length), (1,))),
+                          np.full((1,), -1, np.int32), rows=rows)
+      if rows >= min(max_rows, _MAX_CHUNK_ROWS):
+        break
+      rows *= 4
 
 
 @dataclasses.dataclass
