@@ -49,8 +49,8 @@ class IndexSpec:
   storage: str = "SQfp16"
   """faiss vector codec inside the index: "Flat" (float32), "SQfp16", "SQ8"."""
   hnsw_neighbors: int = 32
-  hnsw_ef_construction: int = 64
-  hnsw_ef_search: int = 128
+  hnsw_ef_construction: int = 100
+  hnsw_ef_search: int = 256
   ivf_lists: int = 0
   """0 = about 4 * sqrt(V)."""
   ivf_probe: int = 32
@@ -160,7 +160,8 @@ def rescore(store: EmbeddingStore, queries_bd: np.ndarray, candidate_ids: np.nda
   if bias_v is not None:
     scores = scores + np.asarray(bias_v, np.float32)[ids]
   scores = np.where(candidate_ids < 0, -np.inf, scores)
-  order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  # Ties go to the lowest id, as with argmax over the full vocabulary.
+  order = np.lexsort((ids, -scores), axis=1)[:, :k]
   return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 

@@ -1,0 +1,241 @@
+"""Building a large vocabulary: train (or take) a tokenizer, predict its embeddings into stores.
+
+A vocabulary directory holds everything generation needs:
+
+    tokenizer.json   the large vocabulary (a `tokenizers` file; base tokens keep their base ids
+                     when the vocabulary was trained here with the base forced in)
+    vocab.json       base model name + weights sha256, how embeddings were made, vocabulary sha256
+    input/           EmbeddingStore of input embeddings [V, D]
+    output/          EmbeddingStore of output embeddings [V, D] (untied bases), else absent
+                     (tied: scoring uses input/); the ANN index lives next to the scored store
+    bias.npy         output bias [V] (bases with an LM-head bias only)
+
+Embeddings come from the hypernetwork in batches of surface forms (or, without a hypernetwork,
+from the FVT-style mean of the subtoken embeddings, which is also what an untrained hypernetwork
+predicts), streamed chunk by chunk into the stores, so a build is resumable and never holds the
+table in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import tokenizers
+
+from zett.ann.index import IndexMismatchError, IndexSpec, build_index, load_index
+from zett.ann.store import EmbeddingStore, build_store, vocabulary_sha256
+from zett.tokenization import Tokenizer, from_backend, load_tokenizer, surface_forms
+
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_META_FILE = "vocab.json"
+
+
+class VocabularyError(ValueError):
+  """A vocabulary directory or build request that cannot work; names the path and problem."""
+
+
+def _merge_pairs(merges) -> list[tuple[str, str]]:
+  return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+def train_bpe_vocabulary(texts: Iterable[str], target_vocab_size: int, base: Tokenizer | str,
+                         min_frequency: int = 2, max_token_length: int = 32,
+                         multi_word: bool = False) -> Tokenizer:
+  """Trains a byte-level BPE vocabulary with the base vocabulary forced in.
+
+  The base's own pipeline (normalizer, pre-tokenizer, decoder, special tokens) is kept, every base
+  token keeps its base id, and the trained merges not already in the base are appended in training
+  order until the vocabulary reaches `target_vocab_size` (fewer when the text does not yield
+  enough new tokens). Appending in merge order keeps it a valid BPE: a merge's parts always come
+  before it.
+
+  Args:
+    texts: the training corpus (an iterable of documents).
+    target_vocab_size: total size wanted, base tokens and specials included.
+    base: the base tokenizer (must be a byte-level BPE, like GPT-2, Llama 3, SmolLM2, Qwen).
+    multi_word: split text only at line ends (not at spaces), so tokens may span several words.
+      A corpus has far fewer distinct words than a million, so a million-token vocabulary needs
+      this (160 MB of Python source gives ~290k tokens within words, min_frequency=2).
+  """
+  base = load_tokenizer(base)
+  state = json.loads(base.backend.to_str())
+  if state["model"]["type"] != "BPE" or "ByteLevel" not in json.dumps(state.get("pre_tokenizer")):
+    raise VocabularyError(f"{base.name}: forcing a base vocabulary into a trained BPE needs a byte-level BPE base "
+                          f"(got {state['model']['type']}); pass an existing tokenizer instead")
+  base_vocab: dict[str, int] = state["model"]["vocab"]
+  if target_vocab_size <= base.vocab_size:
+    raise VocabularyError(f"target_vocab_size {target_vocab_size} is not larger than the base's {base.vocab_size}")
+
+  if multi_word:
+    state["pre_tokenizer"] = json.loads(tokenizers.pre_tokenizers.Sequence([
+        tokenizers.pre_tokenizers.Split("\n", "merged_with_previous"),
+        tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]).__getstate__())
+  training = dict(state, added_tokens=[], post_processor=None)
+  training["model"] = dict(state["model"], vocab={}, merges=[])
+  trainable = tokenizers.Tokenizer.from_str(json.dumps(training))
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=target_vocab_size, min_frequency=min_frequency, show_progress=False,
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), max_token_length=max_token_length)
+  trainable.train_from_iterator(texts, trainer)
+  trained = json.loads(trainable.to_str())["model"]
+
+  vocab = dict(base_vocab)
+  next_id = max([*base_vocab.values(), *(t["id"] for t in state.get("added_tokens", []))]) + 1
+  base_merges = _merge_pairs(state["model"]["merges"])
+  merges, known = list(base_merges), set(base_merges)
+  for left, right in _merge_pairs(trained["merges"]):
+    if next_id >= target_vocab_size:
+      break
+    merged = left + right
+    if (left, right) in known or left not in vocab or right not in vocab:
+      continue
+    if merged not in vocab:
+      vocab[merged] = next_id
+      next_id += 1
+    merges.append((left, right))
+    known.add((left, right))
+  state["model"] = dict(state["model"], vocab=vocab, merges=[list(m) for m in merges])
+  backend = tokenizers.Tokenizer.from_str(json.dumps(state))
+  return from_backend(backend, f"bpe{len(vocab)}+{base.name}", roles=dict(base.roles), add_bos=base.add_bos)
+
+
+def _fvt_embed_fn(table_vd: np.ndarray, surface_ids: np.ndarray, surface_lengths: np.ndarray,
+                  special_base_ids: np.ndarray):
+  """Mean of subtoken rows (FVT); specials copy their base row."""
+  def embed(token_range: range) -> np.ndarray:
+    ids = surface_ids[token_range.start:token_range.stop]
+    lengths = surface_lengths[token_range.start:token_range.stop]
+    mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
+    rows = (table_vd[ids] * mask[..., None]).sum(1) / np.maximum(lengths, 1)[:, None]
+    specials = special_base_ids[token_range.start:token_range.stop]
+    rows[specials >= 0] = table_vd[specials[specials >= 0]]
+    return rows
+  return embed
+
+
+def _hypernet_embed_fns(hypernet, base_embeddings, surface, batch_size: int):
+  """(input_fn, output_fn or None, bias [V] or None) predicting with the hypernetwork batch by batch."""
+  import jax.numpy as jnp
+  from hypernet.model import predict_jit
+
+  config, params = hypernet
+  cache: dict[int, object] = {}
+
+  def predicted(token_range: range):
+    # Input and output stores are filled in separate passes; keep one batch so a pass is one predict.
+    if token_range.start not in cache:
+      cache.clear()
+      stop = token_range.stop
+      pad = token_range.start + batch_size - stop  # static shapes: one compilation
+      ids = np.pad(surface.ids[token_range.start:stop], ((0, pad), (0, 0)))
+      lengths = np.pad(surface.lengths[token_range.start:stop], (0, pad), constant_values=1)
+      special = np.pad(surface.special_base_ids[token_range.start:stop], (0, pad), constant_values=-1)
+      out = predict_jit(config, params, jnp.asarray(ids), jnp.asarray(lengths), base_embeddings, jnp.asarray(special))
+      cache[token_range.start] = (out, stop - token_range.start)
+    return cache[token_range.start]
+
+  def input_fn(token_range):
+    out, n = predicted(token_range)
+    return np.asarray(out.input[:n], np.float32)
+
+  def output_fn(token_range):
+    out, n = predicted(token_range)
+    return np.asarray(out.output[:n], np.float32)
+
+  return input_fn, output_fn if config.predict_output_embeddings else None
+
+
+def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | str, hypernet=None,
+                     batch_size: int = 4096, index_spec: IndexSpec | None = IndexSpec(),
+                     progress: bool = True) -> Path:
+  """Predicts a vocabulary's embeddings for `model` into stores, and indexes the scored store.
+
+  Args:
+    out_dir: vocabulary directory (created; an interrupted build resumes).
+    model: the base `BaseModel` (its tokenizer spells the target tokens).
+    tokenizer: the large vocabulary (a Tokenizer, or anything `load_tokenizer` reads).
+    hypernet: `(HypernetConfig, params)` from `hypernet.io.load_hypernet`, or None for the
+      mean-of-subtokens (FVT) heuristic.
+    batch_size: tokens per prediction batch (= store chunk).
+    index_spec: ANN index to build over the output embeddings (None: no index).
+  """
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  tokenizer = load_tokenizer(tokenizer)
+  base_tokenizer = base_tokenizer_of(model)
+  sha = vocabulary_sha256(tokenizer.vocab_bytes)
+  meta_path = out / VOCAB_META_FILE
+  meta = {"vocab_size": tokenizer.vocab_size, "vocab_sha256": sha, "base_model": model.name,
+          "base_weights_sha256": model.weights_sha256,
+          "embeddings": "hypernetwork" if hypernet is not None else "fvt-mean"}
+  if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+    raise VocabularyError(f"{meta_path}: this directory holds another vocabulary build; use a new directory")
+  tokenizer.backend.save(str(out / TOKENIZER_FILE))
+  meta_path.write_text(json.dumps(meta, indent=1))
+
+  surface = surface_forms(tokenizer, base_tokenizer)
+  base = model.embeddings
+  dim = int(base.input.shape[1])
+  if hypernet is not None:
+    input_fn, output_fn = _hypernet_embed_fns(hypernet, base, surface, batch_size)
+  else:
+    args = (surface.ids, surface.lengths, surface.special_base_ids)
+    input_fn = _fvt_embed_fn(np.asarray(base.input, np.float32), *args)
+    output_fn = None if base.output is None else _fvt_embed_fn(np.asarray(base.output, np.float32), *args)
+  stores = {"input": build_store(out / "input", tokenizer.vocab_size, dim, input_fn, sha, batch_size, progress,
+                                 description="input embeddings")}
+  if output_fn is not None:
+    stores["output"] = build_store(out / "output", tokenizer.vocab_size, dim, output_fn, sha, batch_size, progress,
+                                   description="output embeddings")
+  if base.bias is not None:
+    # The bias is [V] floats: small enough to compute whole (mean of subtoken biases, or the hypernetwork's).
+    bias = _fvt_embed_fn(np.asarray(base.bias, np.float32)[:, None], surface.ids, surface.lengths,
+                         surface.special_base_ids)(range(tokenizer.vocab_size))[:, 0]
+    np.save(out / "bias.npy", bias.astype(np.float32))
+  if index_spec is not None:
+    scored = stores.get("output", stores["input"])
+    try:
+      load_index(scored)  # already built for this vocabulary
+    except IndexMismatchError:
+      build_index(scored, index_spec, bias_v=_load_bias(out), progress=progress).save(scored.path)
+  return out
+
+
+def base_tokenizer_of(model) -> Tokenizer:
+  """The base model's tokenizer as a zett Tokenizer (from a transformers fast tokenizer or a zett one)."""
+  tokenizer = model.tokenizer
+  if tokenizer is None:
+    raise VocabularyError(f"{model.name}: the base model has no tokenizer")
+  if isinstance(tokenizer, (Tokenizer, tokenizers.Tokenizer)):
+    return load_tokenizer(tokenizer)
+  if hasattr(tokenizer, "backend_tokenizer"):
+    return from_backend(tokenizer.backend_tokenizer, getattr(tokenizer, "name_or_path", model.name) or model.name)
+  raise VocabularyError(f"{model.name}: unsupported tokenizer type {type(tokenizer).__name__}")
+
+
+def _load_bias(directory: Path) -> np.ndarray | None:
+  path = directory / "bias.npy"
+  return np.load(path) if path.exists() else None
+
+
+def open_vocabulary_stores(directory: str | os.PathLike) -> tuple[Tokenizer, EmbeddingStore, EmbeddingStore,
+                                                                    np.ndarray | None, dict]:
+  """(tokenizer, input store, scored output store, bias or None, vocab.json) of a vocabulary directory."""
+  directory = Path(directory)
+  meta_path = directory / VOCAB_META_FILE
+  if not meta_path.is_file():
+    raise VocabularyError(f"{directory}: not a vocabulary directory (no {VOCAB_META_FILE}); build it with "
+                          "zett.ann.build.build_vocabulary")
+  meta = json.loads(meta_path.read_text())
+  tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
+  sha = vocabulary_sha256(tokenizer.vocab_bytes)
+  input_store = EmbeddingStore(directory / "input")
+  output_store = EmbeddingStore(directory / "output") if (directory / "output").exists() else input_store
+  for store in (input_store, output_store):
+    if store.vocab_sha256 != sha or meta["vocab_sha256"] != sha:
+      raise VocabularyError(f"{store.path}: holds embeddings for another vocabulary than {directory / TOKENIZER_FILE}")
+  return tokenizer, input_store, output_store, _load_bias(directory), meta
