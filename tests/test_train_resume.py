@@ -1,0 +1,68 @@
+"""Exact resume through the CLI: 20 steps straight == 10ish steps, SIGTERM, --resume to 20 (bit for bit)."""
+
+import json
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from tests._train_helpers import REPO, subprocess_env, zett_train_command
+
+pytestmark = pytest.mark.slow
+
+
+def _common(run_dir):
+  return [f"run_dir={run_dir}", "num_train_steps=20", "checkpoint.save_every_steps=100", "logging.every_steps=1",
+          "logging.progress_bar=false", "logging.tensorboard=false"]
+
+
+def _train_records(run_dir):
+  path = run_dir / "metrics.jsonl"
+  if not path.is_file():
+    return []
+  lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip().endswith("}")]
+  return [r for r in lines if r["kind"] == "train"]
+
+
+def test_sigterm_and_resume_give_identical_parameters(tmp_path):
+  env = subprocess_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+                       JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+  done = subprocess.run(zett_train_command(*_common(straight), "eval.every_steps=0"), env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+  # Evaluating every step slows the run down enough to land the signal in the middle; eval never touches training.
+  process = subprocess.Popen(zett_train_command(*_common(interrupted), "eval.every_steps=1"), env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while time.time() < deadline and process.poll() is None:
+    if any(r["step"] >= 10 for r in _train_records(interrupted)):
+      process.send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.05)
+  stdout, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, stderr[-3000:]
+  summary = json.loads(stdout[stdout.index("{\n"):])
+  assert summary["stopped_by_signal"] and 10 <= summary["steps"] < 20, summary
+  assert not (interrupted / "hypernet").exists()
+
+  resumed = subprocess.run(zett_train_command(*_common(interrupted), "eval.every_steps=1", "--resume"), env=env,
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  expected = load_file(str(straight / "hypernet" / "hypernet.safetensors"))
+  got = load_file(str(interrupted / "hypernet" / "hypernet.safetensors"))
+  assert expected.keys() == got.keys()
+  for name in expected:
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  losses = {r["step"]: r["loss"] for r in _train_records(straight)}
+  for record in _train_records(interrupted):
+    assert record["loss"] == losses[record["step"]], record["step"]
+
+  # Resuming a finished run, or starting over an existing run without --resume, are clear errors.
+  again = subprocess.run(zett_train_command(*_common(interrupted), "eval.every_steps=1"), env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+  assert again.returncode == 2 and "pass --resume" in again.stderr
