@@ -12,6 +12,8 @@ import dataclasses
 
 import numpy as np
 
+from zett.tokenization.byte_level import to_byte_level
+
 _HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplication is invertible mod 2^64
 
 
@@ -29,6 +31,7 @@ class BatchSubstrings:
 class BatchWords:
   """The distinct pre-tokens of a batch as one byte buffer, with every in-word substring's hash."""
   codes: np.ndarray          # uint8 [P] bytes of all words, concatenated
+  joined: bytes              # the same bytes
   word_starts: np.ndarray    # int64 [W]
   word_lengths: np.ndarray   # int64 [W]
   hashes: np.ndarray         # uint64 [P, max_length + 1]; column l = hash of bytes [p, p + l)
@@ -40,7 +43,7 @@ class BatchWords:
 
 
 def hash_words(words_utf8: list[bytes], max_length: int) -> BatchWords:
-  """Polynomial hashes of every in-word substring of 2..max_length bytes (one numpy pass per length)."""
+  """Polynomial hashes of every in-word, whole-character substring of 2..max_length bytes."""
   joined = b"".join(words_utf8)
   codes = np.frombuffer(joined, dtype=np.uint8)
   word_lengths = np.fromiter(map(len, words_utf8), dtype=np.int64, count=len(words_utf8))
@@ -52,17 +55,23 @@ def hash_words(words_utf8: list[bytes], max_length: int) -> BatchWords:
   values = codes.astype(np.uint64) + np.uint64(1)
   current = values.copy()
   hashes[:, 1] = current
+  # Pieces are whole characters (as in SentencePiece's Unigram): a substring may not start or end
+  # inside a UTF-8 sequence. Lone bytes of a character stay covered by the 256 byte pieces.
+  boundary = np.ones(size + 1, dtype=bool)
+  boundary[:size] = (codes & 0xC0) != 0x80
   with np.errstate(over="ignore"):
     for length in range(2, max_length + 1):
       if size < length:
         break
       current = current[:-1] * _HASH_MULTIPLIER + values[length - 1:]
-      hashes[:size - length + 1, length] = current
-      valid[:size - length + 1, length] = word_of[:size - length + 1] == word_of[length - 1:]
-  return BatchWords(codes, word_starts, word_lengths, hashes, valid)
+      count = size - length + 1
+      hashes[:count, length] = current
+      valid[:count, length] = ((word_of[:count] == word_of[length - 1:]) & boundary[:count]
+                               & boundary[length:length + count])
+  return BatchWords(codes, joined, word_starts, word_lengths, hashes, valid)
 
 
-def count_substrings(words: BatchWords, words_byte_level: list[str], word_counts: np.ndarray) -> BatchSubstrings:
+def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstrings:
   """Weighted counts (by word occurrences) of every in-word substring of 2..max_length bytes."""
   word_of = np.repeat(np.arange(word_counts.size), words.word_lengths)
   starts, lengths = np.nonzero(words.valid)
@@ -72,7 +81,7 @@ def count_substrings(words: BatchWords, words_byte_level: list[str], word_counts
   words.substring_starts, words.substring_lengths = starts, lengths
   words.substring_unique, words.unique_keys = inverse.reshape(-1), unique
   return BatchSubstrings(unique, counts, starts[first].astype(np.int64), lengths[first].astype(np.int64),
-                         "".join(words_byte_level))
+                         to_byte_level(words.joined))
 
 
 def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, piece_scores: np.ndarray,
@@ -151,54 +160,54 @@ def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, pi
 
 
 class SubstringWindow:
-  """Substring counts summed over the last `capacity` batches, with a spelling for each key."""
+  """Substring counts summed over the last `capacity` batches, with a spelling for each key.
+
+  Each key's spelling is located in the newest batch that contains it (that batch stays in the
+  window as long as the key does), packed as batch << 40 | offset << 8 | length.
+  """
 
   def __init__(self, capacity: int):
     self.capacity = capacity
     self.batches: list[tuple[int, BatchSubstrings]] = []  # (batch number, substrings), oldest first
     self.keys = np.zeros(0, dtype=np.uint64)
     self.counts = np.zeros(0, dtype=np.int64)
-    self.batch_of = np.zeros(0, dtype=np.int64)   # newest batch number that contains the key
-    self.offsets = np.zeros(0, dtype=np.int64)
-    self.lengths = np.zeros(0, dtype=np.int64)
+    self.locations = np.zeros(0, dtype=np.int64)
     self._buffers: dict[int, str] = {}
     self._next_batch = 0
 
   def add(self, batch: BatchSubstrings) -> None:
     number = self._next_batch
     self._next_batch += 1
+    expired = self.batches[0] if len(self.batches) >= self.capacity else None
+    if expired is not None:  # subtract first, compact once at the end
+      self.batches.pop(0)
+      self.counts[np.searchsorted(self.keys, expired[1].keys)] -= expired[1].counts
     index = np.searchsorted(self.keys, batch.keys)
     found = index < self.keys.size
     found[found] = self.keys[index[found]] == batch.keys[found]
     hit = index[found]
+    locations = (number << 40) | (batch.offsets << 8) | batch.lengths
     self.counts[hit] += batch.counts[found]
-    # Point every key at its newest batch: that batch stays in the window as long as the key does.
-    self.batch_of[hit] = number
-    self.offsets[hit] = batch.offsets[found]
+    self.locations[hit] = locations[found]
     new = ~found
     where = index[new]
     self.keys = np.insert(self.keys, where, batch.keys[new])
     self.counts = np.insert(self.counts, where, batch.counts[new])
-    self.batch_of = np.insert(self.batch_of, where, number)
-    self.offsets = np.insert(self.offsets, where, batch.offsets[new])
-    self.lengths = np.insert(self.lengths, where, batch.lengths[new])
+    self.locations = np.insert(self.locations, where, locations[new])
+    if expired is not None:
+      keep = self.counts > 0
+      self.keys, self.counts, self.locations = self.keys[keep], self.counts[keep], self.locations[keep]
+      del self._buffers[expired[0]]
     self.batches.append((number, batch))
     self._buffers[number] = batch.buffer
-    while len(self.batches) > self.capacity:
-      self._expire()
 
-  def _expire(self) -> None:
-    number, batch = self.batches.pop(0)
-    index = np.searchsorted(self.keys, batch.keys)
-    self.counts[index] -= batch.counts
-    keep = self.counts > 0
-    for name in ("keys", "counts", "batch_of", "offsets", "lengths"):
-      setattr(self, name, getattr(self, name)[keep])
-    del self._buffers[number]
+  def lengths(self, positions: np.ndarray) -> np.ndarray:
+    """Byte length of the keys at `positions`."""
+    return self.locations[positions] & 0xFF
 
   def spellings(self, positions: np.ndarray) -> list[str]:
     """Byte-level spelling of the keys at `positions` (indices into `keys`)."""
     buffers = self._buffers
-    return [buffers[b][o:o + n] for b, o, n in zip(self.batch_of[positions].tolist(),
-                                                    self.offsets[positions].tolist(),
-                                                    self.lengths[positions].tolist())]
+    locations = self.locations[positions]
+    return [buffers[b][o:o + n] for b, o, n in zip((locations >> 40).tolist(), ((locations >> 8) & 0xFFFFFFFF).tolist(),
+                                                    (locations & 0xFF).tolist())]

@@ -104,8 +104,7 @@ class _SurfaceCache:
     missing = np.flatnonzero(~found)
     if missing.size:
       spellings = spell_missing(missing)
-      rows = self.encoder.encode_byte_level(spellings)
-      ids, lengths, _ = pack_rows(rows, self.max_length, self.pad_id)
+      ids, lengths, _ = self.encoder.encode_byte_level_packed(spellings, self.max_length, self.pad_id)
       first_slot = self.lengths.size
       self.ids = np.concatenate([self.ids, ids])
       self.lengths = np.concatenate([self.lengths, lengths])
@@ -197,10 +196,9 @@ class TokenizerSampler:
     index = {word: i for i, word in enumerate(words)}
     word_ids = [[index[w] for w in text_words] for text_words in per_text]
     utf8 = [w.encode("utf-8") for w in words]
-    spelled = [byte_level.to_byte_level(b) for b in utf8]
     counts = np.fromiter(counter.values(), dtype=np.int64, count=len(words))
     hashed = hash_words(utf8, self.max_piece_bytes)
-    self._window.add(count_substrings(hashed, spelled, counts))
+    self._window.add(count_substrings(hashed, counts))
     self._window_texts.append(list(texts))
     self._batches_seen += 1
     return hashed, word_ids
@@ -338,7 +336,7 @@ class TokenizerSampler:
     special_base_ids = padded(np.concatenate([self.special_base_ids,
                                               np.full(sampled_total - self.num_specials, -1, np.int32)]), -1)
     token_bytes = padded(np.concatenate([np.zeros(self.num_specials, np.int32), np.ones(256, np.int32),
-                                         self._window.lengths[positions].astype(np.int32)]), 0)
+                                         self._window.lengths(positions).astype(np.int32)]), 0)
     vocab_token_ids = np.full(rows, -1, dtype=np.int32)
     vocab_token_ids[:num_rows] = token_ids
     vocab_mask = vocab_token_ids >= 0

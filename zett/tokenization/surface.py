@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -52,11 +53,18 @@ def pack_rows(rows: Sequence[Sequence[int]], max_length: int, pad_id: int = 0) -
   """Ragged id lists -> (ids [N, L] int32 padded, lengths [N] int32 clipped to L, number truncated)."""
   full_lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
   flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int32, count=int(full_lengths.sum()))
-  ids = np.full((len(rows), max_length), pad_id, dtype=np.int32)
+  return pack_flat(flat, full_lengths, max_length, pad_id)
+
+
+def pack_flat(flat: np.ndarray, full_lengths: np.ndarray, max_length: int,
+              pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+  """Concatenated rows + their lengths -> (ids [N, L] int32 padded, lengths [N] clipped, truncated)."""
+  full_lengths = np.asarray(full_lengths, dtype=np.int64)
+  ids = np.full((full_lengths.size, max_length), pad_id, dtype=np.int32)
   starts = np.cumsum(full_lengths) - full_lengths
   columns = np.arange(flat.size) - np.repeat(starts, full_lengths)
   keep = columns < max_length
-  ids[np.repeat(np.arange(len(rows)), full_lengths)[keep], columns[keep]] = flat[keep]
+  ids[np.repeat(np.arange(full_lengths.size), full_lengths)[keep], columns[keep]] = flat[keep]
   lengths = np.minimum(full_lengths, max_length).astype(np.int32)
   return ids, lengths, int((full_lengths > max_length).sum())
 
@@ -195,6 +203,42 @@ class SurfaceEncoder:
         rows[index] = encoding.ids
     return rows  # type: ignore[return-value]
 
+  def encode_byte_level_packed(self, spellings: Sequence[str], max_length: int,
+                               pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """`encode_byte_level` packed to (ids [N, L], lengths [N], truncated): one Rust call, no per-row lists."""
+    if self.base.kind not in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
+      return pack_rows(self.encode_byte_level(spellings), max_length, pad_id)
+    if self._has_gaps:
+      gap = re.compile("[" + re.escape(to_byte_level(bytes(sorted(set(range(256)) - set(self._present))))) + "]")
+      with_gap = [i for i, spelling in enumerate(spellings) if gap.search(spelling)]
+      if with_gap:  # rare: spell those rows around the gap, the rest in one call
+        rows = self.encode_byte_level(spellings)
+        return pack_rows(rows, max_length, pad_id)
+    if self._exact_spelled is None:
+      self._exact_spelled = {to_byte_level(data): token_id for data, token_id in self._exact.items()}
+    exact = np.fromiter(map(self._exact_spelled.get, spellings, itertools.repeat(-1)), dtype=np.int64,
+                        count=len(spellings))
+    rest = np.flatnonzero(exact < 0)
+    lengths = np.ones(len(spellings), dtype=np.int64)
+    flat_parts = exact.copy()
+    if rest.size:
+      # All words in one pre-tokenized call: one Encoding instead of one per piece.
+      encoding = self._model_only.encode([spellings[i] for i in rest.tolist()], is_pretokenized=True,
+                                         add_special_tokens=False)
+      rest_ids = np.asarray(encoding.ids, dtype=np.int64)
+      rest_lengths = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=rest.size)
+      lengths[rest] = rest_lengths
+      # Interleave: each row's ids at its place in row order.
+      starts = np.cumsum(lengths) - lengths
+      flat = np.empty(int(lengths.sum()), dtype=np.int64)
+      single = exact >= 0
+      flat[starts[single]] = exact[single]
+      rest_starts = np.cumsum(rest_lengths) - rest_lengths
+      positions = np.repeat(starts[rest] - rest_starts, rest_lengths) + np.arange(rest_ids.size)
+      flat[positions] = rest_ids
+      flat_parts = flat
+    return pack_flat(flat_parts, lengths, max_length, pad_id)
+
   def encode(self, pieces: Sequence[bytes], max_length: int = 7, pad_id: int = 0):
     """(ids [N, L] int32, lengths [N] int32, num_truncated, num_unknown) for byte strings."""
     rows = self.encode_ids(pieces)
@@ -208,12 +252,14 @@ _CACHE_ENTRIES = 8
 
 
 def _fingerprint(tokenizer: Tokenizer) -> str:
-  digest = hashlib.sha256()
-  for data in tokenizer.vocab_bytes:
-    digest.update(len(data).to_bytes(4, "little"))
-    digest.update(data)
-  digest.update(repr(sorted(tokenizer.special_ids)).encode())
-  return digest.hexdigest()
+  cached = tokenizer.__dict__.get("_surface_fingerprint")
+  if cached is None:
+    vocab = tokenizer.vocab_bytes
+    digest = hashlib.sha256(b"".join(vocab))
+    digest.update(np.fromiter(map(len, vocab), dtype=np.int64, count=len(vocab)).tobytes())
+    digest.update(repr(sorted(tokenizer.special_ids)).encode())
+    cached = tokenizer.__dict__["_surface_fingerprint"] = digest.hexdigest()  # frozen: bypass __setattr__
+  return cached
 
 
 def _special_target_to_base(target: Tokenizer, base: Tokenizer) -> dict[int, int]:
@@ -250,20 +296,26 @@ def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = 7, pad_i
   for token_id, base_id in _special_target_to_base(target, base).items():
     special_base_ids[token_id] = base_id
   if key[0] == key[1]:  # the base itself: each token is its own spelling
-    rows: list[list[int]] = [[i] for i in range(vocab_size)]
-    for token_id in np.flatnonzero(special_base_ids >= 0):
-      rows[token_id] = [int(special_base_ids[token_id])]
-    ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
-    result = SurfaceForms(ids, lengths, special_base_ids, truncated, 0)
+    ids = np.full((vocab_size, max_length), pad_id, dtype=np.int32)
+    ids[:, 0] = np.where(special_base_ids >= 0, special_base_ids, np.arange(vocab_size))
+    result = SurfaceForms(ids, np.ones(vocab_size, dtype=np.int32), special_base_ids, 0, 0)
   else:
     encoder = encoder or SurfaceEncoder(base)
     pieces = [data if data else b" " for data in target.vocab_bytes]  # holes in the id space
-    for token_id in np.flatnonzero(special_base_ids >= 0):
-      pieces[token_id] = base.vocab_bytes[int(special_base_ids[token_id])]
-    rows = encoder.encode_ids(pieces)
-    for token_id in np.flatnonzero(special_base_ids >= 0):
-      rows[token_id] = [int(special_base_ids[token_id])]
-    ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
+    special_rows = np.flatnonzero(special_base_ids >= 0)
+    for token_id in special_rows.tolist():
+      pieces[token_id] = b" "  # placeholder: the row becomes the base special below
+    if base.kind in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
+      ids, lengths, truncated = encoder.encode_byte_level_packed([to_byte_level(p) for p in pieces], max_length,
+                                                                 pad_id)
+      ids[special_rows] = pad_id
+      ids[special_rows, 0] = special_base_ids[special_rows]
+      lengths[special_rows] = 1
+    else:
+      rows = encoder.encode_ids(pieces)
+      for token_id in special_rows:
+        rows[token_id] = [int(special_base_ids[token_id])]
+      ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
     unknown_id = base.roles.get("unk")
     unknown = 0 if unknown_id is None else int(np.any((ids == unknown_id) & (special_base_ids < 0)[:, None]
                                                       & (np.arange(max_length) < lengths[:, None]), axis=1).sum())

