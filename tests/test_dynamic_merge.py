@@ -15,12 +15,13 @@ _NO_INTERNAL_WHITESPACE = re.compile(rb"[ \t\n\r\x0b\x0c]*[^ \t\n\r\x0b\x0c]*")
 
 
 def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reduction=None, min_frequency=1,
-                    frozen=None):
+                    max_token_length=None, frozen=None):
   """Recounts every pair of the batch after every merge (the published reference's algorithm).
 
   Args:
     pieces: per example, list of token bytes.
     starts_pretoken: per example, list of bools (True = the token starts a pre-token).
+    max_token_length: merge only where the result spans at most this many base tokens.
     frozen: per example, list of bools (True = never merged, e.g. a special token), or None.
 
   Returns:
@@ -38,6 +39,12 @@ def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reductio
       seq.append((piece, group, j, j + 1, is_frozen))
     seqs.append(seq)
   num_base = sum(len(s) for s in seqs)
+  limit = max_token_length or num_base + 1
+
+  def mergeable(x, y):
+    return (x[1] == y[1] and not x[4] and not y[4] and (x[3] - x[2]) + (y[3] - y[2]) <= limit
+            and _NO_INTERNAL_WHITESPACE.fullmatch(x[0] + y[0]) is not None)
+
   merges = []
   while True:
     if max_merges is not None and len(merges) >= max_merges:
@@ -49,7 +56,7 @@ def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reductio
     counts = collections.Counter()
     for seq in seqs:
       for x, y in zip(seq, seq[1:]):
-        if x[1] == y[1] and not x[4] and not y[4] and _NO_INTERNAL_WHITESPACE.fullmatch(x[0] + y[0]):
+        if mergeable(x, y):
           counts[(x[0], y[0])] += 1
     if not counts:
       reason = "no_pairs"
@@ -63,8 +70,7 @@ def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reductio
     for seq in seqs:
       out, j = [], 0
       while j < len(seq):
-        if (j + 1 < len(seq) and (seq[j][0], seq[j + 1][0]) == best and seq[j][1] == seq[j + 1][1]
-            and not seq[j][4] and not seq[j + 1][4]):
+        if j + 1 < len(seq) and (seq[j][0], seq[j + 1][0]) == best and mergeable(seq[j], seq[j + 1]):
           out.append((best[0] + best[1], seq[j][1], seq[j][2], seq[j + 1][3], False))
           j += 2
         else:
@@ -83,8 +89,9 @@ _rules = st.one_of(
     st.fixed_dictionaries({"max_merges": st.integers(0, 12)}),
     st.fixed_dictionaries({"target_reduction": st.floats(0.0, 0.99)}),
     st.fixed_dictionaries({"min_frequency": st.integers(1, 5)}),
+    st.fixed_dictionaries({"max_token_length": st.integers(1, 5)}),
     st.fixed_dictionaries({"max_merges": st.integers(0, 12), "target_reduction": st.floats(0.0, 0.99),
-                           "min_frequency": st.integers(1, 4)}),
+                           "min_frequency": st.integers(1, 4), "max_token_length": st.integers(2, 6)}),
 )
 
 
@@ -128,6 +135,8 @@ def test_invariants(batch, rules):
         assert _NO_INTERNAL_WHITESPACE.fullmatch(token), token
         assert not any(flags[s + 1:e]), "a merged token crosses a pre-token boundary"
   assert 0.0 <= result.reduction < 1.0
+  if rules.get("max_token_length"):
+    assert all((s[:, 1] - s[:, 0] <= rules["max_token_length"]).all() for s in result.spans)
   if rules.get("target_reduction") is not None and result.stop_reason == "target_reduction":
     assert result.reduction >= rules["target_reduction"] - 1e-12
 
@@ -229,8 +238,17 @@ def test_empty_string_from_tokenizer_is_an_error(byte_level_tokenizer):
 
 
 @pytest.mark.parametrize("rules", [{"target_reduction": 1.0}, {"target_reduction": -0.1}, {"target_reduction": 1.5},
-                                   {"max_merges": -1}, {"min_frequency": 0}])
+                                   {"max_merges": -1}, {"min_frequency": 0}, {"max_token_length": 0}])
 def test_bad_stopping_rules(rules):
   batch = BaseBatch.from_pieces([[b"a", b"b"]], [[True, False]])
   with pytest.raises(MergeInputError):
     merge_batch(batch, **rules)
+
+
+def test_max_token_length_is_decided_per_position():
+  # "ab"+"c" spans 3 base tokens in the first example but 2 in the second (base token "ab").
+  pieces = [[b"a", b"b", b"c"], [b"ab", b"c"], [b"ab", b"c"]]
+  result = merge_batch(BaseBatch.from_pieces(pieces, [[True, False, False], [True, False], [True, False]]),
+                       max_token_length=2)
+  assert result.pieces == [[b"ab", b"c"], [b"abc"], [b"abc"]]
+  assert result.spans[0].tolist() == [[0, 2], [2, 3]]

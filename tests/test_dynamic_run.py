@@ -93,7 +93,7 @@ def test_generation_after_merged_prefill_matches_full_forward(model, embedder, w
   cuts = [round(0.5 * len(ids)) for ids in batch.token_ids]
   prompts = type(batch)([ids[:c] for ids, c in zip(batch.token_ids, cuts)],
                         [s[:c] for s, c in zip(batch.starts_pretoken, cuts)], batch.id_to_bytes)
-  prompt_rows = embedder.embed(merge_batch(prompts))
+  prompt_rows = embedder.embed(merge_batch(prompts, max_token_length=embedder.hypernet_config.surface_length))
   base = np.asarray(model.embeddings.input)
   out_vd = np.asarray(model.embeddings.output)
   generated = word_level_report.generated_merged_prefill

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   rule.add_argument("--merges", type=int, default=None, help="merge budget per batch")
   rule.add_argument("--word-level", action="store_true", help="merge until no pair is left (the default)")
   parser.add_argument("--min-frequency", type=int, default=1, help="never merge pairs rarer than this in a batch")
+  parser.add_argument("--max-token-length", type=int, default=None,
+                      help="longest new token in base tokens (default: the hypernetwork's surface length; 0 = no limit)")
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--max-batches", type=int, default=4)
   parser.add_argument("--max-length", type=int, default=256, help="base tokens per example (truncated)")
@@ -62,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     rules["target_reduction"] = args.reduction
   if args.merges is not None:
     rules["max_merges"] = args.merges
+  if args.max_token_length is not None:
+    rules["max_token_length"] = args.max_token_length or None
   model = load_model(args.model)
   hypernet = None
   if args.hypernet:

@@ -12,6 +12,9 @@ Rules (the reference implementation in `tests/test_dynamic_merge.py` spells them
   and SentencePiece once "▁" is mapped back to a space), so is an all-whitespace token ("\\n\\n");
   whitespace after a non-whitespace byte is not ("a b", "word "). A pair is mergeable iff its
   concatenation matches. Non-ASCII whitespace (U+00A0, U+3000, ...) counts as a letter.
+* Length: with `max_token_length` set, an occurrence counts (and merges) only if the merged token
+  spans at most that many base tokens, so that the hypernetwork sees whole surface forms. Since a
+  token's bytes can be spelled by different numbers of base tokens, this is decided per position.
 * Counting: a pair's frequency is the number of adjacent positions holding it (overlaps in "aaa"
   count twice). Applying a merge replaces occurrences left to right, without overlap.
 * Choice: the highest count wins; ties go to the smallest (left bytes, right bytes), compared as
@@ -170,7 +173,8 @@ def check_batch(batch: BaseBatch) -> None:
 
 
 def merge_batch(batch: BaseBatch, *, max_merges: int | None = None, target_reduction: float | None = None,
-                min_frequency: int = 1, deduplicate_pretokens: bool = True) -> MergeResult:
+                min_frequency: int = 1, max_token_length: int | None = None,
+                deduplicate_pretokens: bool = True) -> MergeResult:
   """Merges the most frequent adjacent pairs of `batch` until a stopping rule fires.
 
   With no rule given, merging runs until no pair is left: word level.
@@ -180,14 +184,18 @@ def merge_batch(batch: BaseBatch, *, max_merges: int | None = None, target_reduc
     max_merges: merge budget (number of distinct pair merges).
     target_reduction: stop once the batch has at least this fraction fewer tokens, in [0, 1).
     min_frequency: never merge a pair seen fewer times than this in the batch.
+    max_token_length: never make a token of more than this many base tokens (e.g. the
+      hypernetwork's surface length).
     deduplicate_pretokens: store identical pre-tokens once with a weight (same output, faster).
 
   Raises:
     MergeInputError: empty batch or example, mismatched lengths, bad stopping rule.
   """
   check_stopping_rules(max_merges, target_reduction, min_frequency)
+  if max_token_length is not None and (not isinstance(max_token_length, (int, np.integer)) or max_token_length < 1):
+    raise MergeInputError(f"max_token_length must be an integer >= 1, got {max_token_length!r}")
   check_batch(batch)
-  state = _MergeState(batch, deduplicate_pretokens)
+  state = _MergeState(batch, deduplicate_pretokens, max_token_length)
   merges: list[tuple[bytes, bytes]] = []
   num_base = state.num_tokens
   while True:
@@ -212,8 +220,9 @@ def merge_batch(batch: BaseBatch, *, max_merges: int | None = None, target_reduc
 class _MergeState:
   """Linked lists over the (deduplicated) pre-tokens, pair counts, pair positions and the heap."""
 
-  def __init__(self, batch: BaseBatch, deduplicate: bool):
+  def __init__(self, batch: BaseBatch, deduplicate: bool, max_token_length: int | None):
     self.batch = batch
+    self.max_token_length = max_token_length if max_token_length is not None else 1 << 62
     self.symbol_bytes: list[bytes] = []
     self.symbol_of_bytes: dict[bytes, int] = {}
     self.symbol_flags: list[int] = []
@@ -272,7 +281,7 @@ class _MergeState:
     flags = self.symbol_flags
     for q in range(len(symbols)):
       r = nxt[q]
-      if r != -1 and _flags_allow(flags[symbols[q]], flags[symbols[r]]):
+      if r != -1 and self.max_token_length >= 2 and _flags_allow(flags[symbols[q]], flags[symbols[r]]):
         key = symbols[q] << _SHIFT | symbols[r]
         self.pair_count[key] = self.pair_count.get(key, 0) + weights[q]
         self.pair_positions.setdefault(key, set()).add(q)
@@ -304,7 +313,8 @@ class _MergeState:
     if r == -1:
       return
     a, b = self.symbols[q], self.symbols[r]
-    if not _flags_allow(self.symbol_flags[a], self.symbol_flags[b]):
+    if (not _flags_allow(self.symbol_flags[a], self.symbol_flags[b])
+        or self.base_length[q] + self.base_length[r] > self.max_token_length):
       return
     key = a << _SHIFT | b
     self.pair_count[key] -= self.weight[q]
@@ -316,7 +326,8 @@ class _MergeState:
     if r == -1:
       return
     a, b = self.symbols[q], self.symbols[r]
-    if not _flags_allow(self.symbol_flags[a], self.symbol_flags[b]):
+    if (not _flags_allow(self.symbol_flags[a], self.symbol_flags[b])
+        or self.base_length[q] + self.base_length[r] > self.max_token_length):
       return
     key = a << _SHIFT | b
     self.pair_count[key] = self.pair_count.get(key, 0) + self.weight[q]

@@ -232,8 +232,10 @@ def evaluate_decoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str]
 
   Each text is cut to `max_length` base tokens; the first `prompt_fraction` of them is the prompt
   (merged with `merge_rules`: max_merges / target_reduction / min_frequency; none = word level),
-  the rest is the continuation whose bits per byte are reported.
+  the rest is the continuation whose bits per byte are reported. `max_token_length` defaults to the
+  hypernetwork's surface length, so that it sees every new token whole.
   """
+  merge_rules.setdefault("max_token_length", embedder.hypernet_config.surface_length)
   if not getattr(model.family, "is_causal", False) or model.family.init_cache is None:
     raise DynamicRunError(f"{model.name}: evaluate_decoder needs a decoder with a KV cache")
   if not 0.0 < prompt_fraction < 1.0:
@@ -264,7 +266,11 @@ def evaluate_decoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str]
 
 def evaluate_encoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str], *, max_length: int = 256,
                      tokenizer: Any = None, **merge_rules) -> EncoderReport:
-  """Runs the model on the base and the merged batch; positions are re-numbered 0..N_i-1."""
+  """Runs the model on the base and the merged batch; positions are re-numbered 0..N_i-1.
+
+  `max_token_length` defaults to the hypernetwork's surface length (see `evaluate_decoder`).
+  """
+  merge_rules.setdefault("max_token_length", embedder.hypernet_config.surface_length)
   batch = split_texts(_tokenizer(model, tokenizer), texts, max_length=max_length)
   result = merge_batch(batch, **merge_rules)
   pooled = _runner_for(model).pooled_call
