@@ -187,9 +187,11 @@ def bench_sampler(quick: bool) -> float:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="fewer batches; extrapolate the per-token loop")
+  parser.add_argument("--surface-only", action="store_true", help="only part (a)")
   args = parser.parse_args()
   bench_surface_forms(args.quick)
-  bench_sampler(args.quick)
+  if not args.surface_only:
+    bench_sampler(args.quick)
 
 
 if __name__ == "__main__":

@@ -79,12 +79,14 @@ class SurfaceEncoder:
     pieces = base.id_to_piece
     self._exact: dict[bytes, int] = {}
     # Byte-fallback pieces last: "A" and "<0x41>" share bytes, the ordinary piece is the spelling.
-    fallback_last = sorted(range(len(pieces)), key=lambda i: (pieces[i] is not None and
-                                                               byte_fallback_value(pieces[i]) is not None, i))
-    for token_id in fallback_last:
+    order = range(len(pieces))
+    if base.kind in (ModelKind.SENTENCEPIECE_BPE, ModelKind.UNIGRAM):
+      order = sorted(order, key=lambda i: (pieces[i] is not None and byte_fallback_value(pieces[i]) is not None, i))
+    for token_id in order:
       if pieces[token_id] is not None and token_id not in base.special_ids:
         self._exact.setdefault(base.vocab_bytes[token_id], token_id)
     self._exact_spelled: dict[str, int] | None = None
+    self._gap_pattern = None
     self._byte_ids = np.array([self._exact.get(bytes([b]), -1) for b in range(256)], dtype=np.int64)
     if base.kind in (ModelKind.SENTENCEPIECE_BPE, ModelKind.UNIGRAM):
       for token_id, piece in enumerate(pieces):
@@ -209,18 +211,32 @@ class SurfaceEncoder:
     if self.base.kind not in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
       return pack_rows(self.encode_byte_level(spellings), max_length, pad_id)
     if self._has_gaps:
-      gap = re.compile("[" + re.escape(to_byte_level(bytes(sorted(set(range(256)) - set(self._present))))) + "]")
-      with_gap = [i for i, spelling in enumerate(spellings) if gap.search(spelling)]
+      if self._gap_pattern is None:
+        lacking = bytes(sorted(set(range(256)) - set(self._present)))
+        self._gap_pattern = re.compile("[" + re.escape(to_byte_level(lacking)) + "]")
+      gap = self._gap_pattern.search
+      with_gap = [i for i, spelling in enumerate(spellings) if gap(spelling)]
       if with_gap:  # rare: spell those rows around the gap, the rest in one call
-        rows = self.encode_byte_level(spellings)
-        return pack_rows(rows, max_length, pad_id)
+        clean = np.ones(len(spellings), dtype=bool)
+        clean[with_gap] = False
+        rest = np.flatnonzero(clean)
+        ids = np.full((len(spellings), max_length), pad_id, dtype=np.int32)
+        lengths = np.zeros(len(spellings), dtype=np.int32)
+        ids[rest], lengths[rest], truncated = self._packed(
+            [spellings[i] for i in rest.tolist()], max_length, pad_id)
+        ids[with_gap], lengths[with_gap], gap_truncated = pack_rows(
+            self.encode_byte_level([spellings[i] for i in with_gap]), max_length, pad_id)
+        return ids, lengths, truncated + gap_truncated
+    return self._packed(spellings, max_length, pad_id)
+
+  def _packed(self, spellings: Sequence[str], max_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
     if self._exact_spelled is None:
       self._exact_spelled = {to_byte_level(data): token_id for data, token_id in self._exact.items()}
     exact = np.fromiter(map(self._exact_spelled.get, spellings, itertools.repeat(-1)), dtype=np.int64,
                         count=len(spellings))
     rest = np.flatnonzero(exact < 0)
     lengths = np.ones(len(spellings), dtype=np.int64)
-    flat_parts = exact.copy()
+    flat = exact
     if rest.size:
       # All words in one pre-tokenized call: one Encoding instead of one per piece.
       encoding = self._model_only.encode([spellings[i] for i in rest.tolist()], is_pretokenized=True,
@@ -228,16 +244,13 @@ class SurfaceEncoder:
       rest_ids = np.asarray(encoding.ids, dtype=np.int64)
       rest_lengths = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=rest.size)
       lengths[rest] = rest_lengths
-      # Interleave: each row's ids at its place in row order.
       starts = np.cumsum(lengths) - lengths
       flat = np.empty(int(lengths.sum()), dtype=np.int64)
       single = exact >= 0
       flat[starts[single]] = exact[single]
       rest_starts = np.cumsum(rest_lengths) - rest_lengths
-      positions = np.repeat(starts[rest] - rest_starts, rest_lengths) + np.arange(rest_ids.size)
-      flat[positions] = rest_ids
-      flat_parts = flat
-    return pack_flat(flat_parts, lengths, max_length, pad_id)
+      flat[np.repeat(starts[rest] - rest_starts, rest_lengths) + np.arange(rest_ids.size)] = rest_ids
+    return pack_flat(flat, lengths, max_length, pad_id)
 
   def encode(self, pieces: Sequence[bytes], max_length: int = 7, pad_id: int = 0):
     """(ids [N, L] int32, lengths [N] int32, num_truncated, num_unknown) for byte strings."""
