@@ -121,3 +121,18 @@ def test_learning_rate_schedule_warms_up_then_decays():
   values = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
   assert values[0] == 0 and values[1] == pytest.approx(5e-4) and values[2] == pytest.approx(1e-3)
   assert values[2] > values[3] > values[4] >= 0
+
+
+def test_offender_check_lists_replicated_parameters_largest_first():
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import PartitionSpec as P
+  from train import mesh as mesh_lib
+  from train.config import MeshConfig
+  mesh = mesh_lib.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
+  params = {"small": jnp.zeros((4,)), "big": jnp.zeros((64, 64)), "bigger": jnp.zeros((128, 64))}
+  logical = {"small": P("embed"), "big": P("vocab", "embed"), "bigger": P("mlp", "embed")}
+  replicated = mesh_lib.param_shardings(logical, params, mesh, mesh_lib.RULE_TABLES["replicated"])
+  offenders = mesh_lib.unsharded_offenders(replicated, params, 1000)
+  assert [name for name, _, _ in offenders] == ["bigger", "big"]
+  assert mesh_lib.unsharded_offenders(mesh_lib.param_shardings(logical, params, mesh, mesh_lib.RULES), params, 1000) == []
