@@ -161,7 +161,7 @@ def test_trained_tokenizers_load_from_files_and_view_bytes(trained, name, tmp_pa
       assert tokenizer.decode_bytes(ids) == "".join(" " + w for w in words).encode(), line
 
 
-@pytest.mark.parametrize("which", ["qwen", "mistral", "wordpiece"])
+@pytest.mark.parametrize("which", [pytest.param("qwen", marks=pytest.mark.slow), "mistral", "wordpiece"])
 def test_to_hf_loads_in_transformers_and_tokenizes_identically(which, qwen, trained, tmp_path):
   transformers = pytest.importorskip("transformers")
   if which == "qwen":
