@@ -3,70 +3,50 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Sequence
 
 import numpy as np
 
 from zett.dynamic.merge import BaseBatch
 
-_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
-def _byte_level_decoder() -> dict[str, int]:
-  """Inverse of GPT-2's bytes_to_unicode: printable stand-in character -> byte."""
-  printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-      range(ord("®"), ord("ÿ") + 1))
-  chars, extra = {}, 0
-  for b in range(256):
-    if b in printable:
-      chars[chr(b)] = b
-    else:
-      chars[chr(256 + extra)] = b
-      extra += 1
-  return chars
+_VOCAB_CACHE: dict[int, tuple[Any, list[bytes], frozenset[int]]] = {}
 
 
 def backend_tokenizer(tokenizer: Any):
-  """The `tokenizers.Tokenizer` behind a transformers fast tokenizer (or the tokenizer itself)."""
-  backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
-  if not hasattr(backend, "encode_batch") or not hasattr(backend, "to_str"):
-    raise TypeError(f"need a tokenizers.Tokenizer or a transformers fast tokenizer, got {type(tokenizer).__name__}")
-  return backend
+  """The `tokenizers.Tokenizer` behind a zett `Tokenizer`, a transformers fast tokenizer, or itself."""
+  for backend in (getattr(tokenizer, "backend_tokenizer", None), getattr(tokenizer, "backend", None), tokenizer):
+    if hasattr(backend, "encode_batch") and hasattr(backend, "to_str"):
+      return backend
+  raise TypeError(f"need a tokenizers.Tokenizer, a zett Tokenizer or a transformers fast tokenizer, "
+                  f"got {type(tokenizer).__name__}")
 
 
 def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
   """The base vocabulary as raw bytes, and the ids of special tokens.
 
-  Byte-level BPE tokens are mapped back to bytes ("Ġ" -> b" "), SentencePiece "▁" to a space and
-  byte-fallback "<0xAB>" to its byte. WordPiece word-initial pieces get a leading space and "##"
-  continuations lose their prefix, so that "play" + "##ing" merges into b" playing" and stays apart
-  from a word-internal b"playing".
+  Uses the canonical byte view of `zett.tokenization.byte_level`: byte-level "Ġ" -> b" ",
+  SentencePiece "▁" -> b" " and "<0xAB>" -> its byte, WordPiece word-initial pieces get a leading
+  space and "##" continuations lose their prefix (so "play" + "##ing" merges into b" playing").
+  Cached per tokenizer object (the vocabulary of a real model takes a while to convert).
   """
+  from zett.tokenization.byte_level import detect_kind, vocabulary_bytes
+  if hasattr(tokenizer, "vocab_bytes") and hasattr(tokenizer, "special_ids"):  # a zett Tokenizer
+    return list(tokenizer.vocab_bytes), frozenset(tokenizer.special_ids)
   backend = backend_tokenizer(tokenizer)
+  cached = _VOCAB_CACHE.get(id(backend))
+  if cached is not None and cached[0] is backend:
+    return cached[1], cached[2]
   spec = json.loads(backend.to_str())
-  model_type = (spec.get("model") or {}).get("type", "")
-  described = json.dumps([spec.get("pre_tokenizer"), spec.get("decoder")])
-  byte_level = '"ByteLevel"' in described
-  byte_of_char = _byte_level_decoder() if byte_level else None
   vocab = backend.get_vocab(with_added_tokens=True)
+  id_to_piece: list[str | None] = [None] * (max(vocab.values()) + 1)
+  for piece, i in vocab.items():
+    id_to_piece[i] = piece
   special = frozenset(t["id"] for t in spec.get("added_tokens", []) if t.get("special"))
-  out = [b""] * (max(vocab.values()) + 1)
-  for token, i in vocab.items():
-    if i in special:
-      out[i] = token.encode("utf-8")
-    elif byte_level:
-      try:
-        out[i] = bytes(byte_of_char[c] for c in token)
-      except KeyError:  # an added, non-special token written as plain text
-        out[i] = token.encode("utf-8")
-    elif (m := _BYTE_FALLBACK.fullmatch(token)) is not None:
-      out[i] = bytes([int(m.group(1), 16)])
-    elif model_type == "WordPiece":
-      prefix = (spec["model"].get("continuing_subword_prefix") or "##")
-      out[i] = token[len(prefix):].encode() if token.startswith(prefix) else b" " + token.encode()
-    else:
-      out[i] = token.replace("\u2581", " ").encode("utf-8")
+  prefix = (spec.get("model") or {}).get("continuing_subword_prefix") or "##"
+  out = vocabulary_bytes(id_to_piece, detect_kind(spec), set(special), prefix)
+  if len(_VOCAB_CACHE) >= 8:
+    _VOCAB_CACHE.pop(next(iter(_VOCAB_CACHE)))
+  _VOCAB_CACHE[id(backend)] = (backend, out, special)
   return out, special
 
 
