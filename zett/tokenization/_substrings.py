@@ -76,8 +76,19 @@ def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstri
   word_of = np.repeat(np.arange(word_counts.size), words.word_lengths)
   starts, lengths = np.nonzero(words.valid)
   keys = words.hashes[starts, lengths]
-  unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-  counts = np.bincount(inverse, weights=word_counts[word_of[starts]], minlength=unique.size).astype(np.int64)
+  # np.unique(return_index, return_inverse) sorts stably; any occurrence spells a key, so a plain
+  # sort and reduceat do the same job faster.
+  order = np.argsort(keys)
+  sorted_keys = keys[order]
+  is_first = np.ones(sorted_keys.size, dtype=bool)
+  is_first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+  group_starts = np.flatnonzero(is_first)
+  unique = sorted_keys[group_starts]
+  first = order[group_starts]
+  inverse = np.empty(keys.size, dtype=np.int64)
+  inverse[order] = np.cumsum(is_first) - 1
+  weights = word_counts[word_of[starts]][order]
+  counts = np.add.reduceat(weights, group_starts) if keys.size else np.zeros(0, dtype=np.int64)
   words.substring_starts, words.substring_lengths = starts, lengths
   words.substring_unique, words.unique_keys = inverse.reshape(-1), unique
   return BatchSubstrings(unique, counts, starts[first].astype(np.int64), lengths[first].astype(np.int64),
@@ -110,42 +121,40 @@ def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, pi
     hit = per_substring >= 0
     scores[starts[hit], lengths[hit]] = piece_scores[per_substring[hit]]
     ids[starts[hit], lengths[hit]] = piece_ids[per_substring[hit]]
-  # best[p]: best score of the word prefix that ends right before byte p (p = word start -> 0).
-  best = np.full(size + 1, -np.inf)
-  back = np.zeros(size + 1, dtype=np.int64)
-  best[words.word_starts] = 0.0
+  # Prefix scores live in a gapped index space: word w's prefixes are slots start_w + w + k,
+  # k = 0..len_w, so every word has its own zero-score start slot.
+  num_words = words.word_starts.size
+  slot_starts = words.word_starts + np.arange(num_words)
+  best = np.full(size + num_words + 1, -np.inf)
+  back = np.zeros(size + num_words + 1, dtype=np.int64)
+  best[slot_starts] = 0.0
   order = np.argsort(-words.word_lengths, kind="stable")
-  sorted_starts, sorted_lengths = words.word_starts[order], words.word_lengths[order]
+  sorted_slots, sorted_starts = slot_starts[order], words.word_starts[order]
+  sorted_lengths = words.word_lengths[order]
   active_counts = np.searchsorted(-sorted_lengths, -np.arange(1, int(sorted_lengths.max(initial=0)) + 1),
                                   side="right")
-  # The prefix score at a word start must read 0 even where the previous word's end wrote there.
-  start_score = np.zeros(size + 1)
-  is_start = np.zeros(size + 1, dtype=bool)
-  is_start[words.word_starts] = True
   for end in range(1, active_counts.size + 1):
-    ends = sorted_starts[:active_counts[end - 1]] + end
+    count = active_counts[end - 1]
     # Longest last piece first: on equal scores `tokenizers` keeps the path found first, i.e. the
     # one whose last piece starts earliest (its forward pass visits starts in order).
     span = np.arange(min(end, width - 1), 0, -1)
-    begins = ends[:, None] - span[None, :]
-    prefix = np.where(is_start[begins], start_score[begins], best[begins])
-    candidates = prefix + scores[begins, span[None, :]]
-    choice = np.argmax(candidates, axis=1)
-    rows = np.arange(ends.size)
-    best[ends] = candidates[rows, choice]
+    ends = sorted_slots[:count] + end
+    candidates = best[ends[:, None] - span] + scores[(sorted_starts[:count] + end)[:, None] - span, span]
+    choice = candidates.argmax(axis=1)
+    best[ends] = candidates.max(axis=1)
     back[ends] = span[choice]
   # Walk back from every word's end.
   token_starts, token_lengths = [], []
-  position = words.word_starts + words.word_lengths
-  active = position > words.word_starts
-  position, floor = position[active], words.word_starts[active]
+  nonempty = np.flatnonzero(words.word_lengths > 0)
+  position = slot_starts[nonempty] + words.word_lengths[nonempty]
+  floor, word = slot_starts[nonempty], nonempty
   while position.size:
     length = back[position]
     position = position - length
-    token_starts.append(position)
+    token_starts.append(position - word)  # back to byte positions
     token_lengths.append(length)
     keep = position > floor
-    position, floor = position[keep], floor[keep]
+    position, floor, word = position[keep], floor[keep], word[keep]
   if not token_starts:
     return np.zeros(0, dtype=np.int64), np.zeros(words.word_starts.size + 1, dtype=np.int64)
   all_starts = np.concatenate(token_starts)

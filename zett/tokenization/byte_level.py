@@ -14,7 +14,6 @@ import functools
 import re
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 
 class TokenizerError(ValueError):
@@ -147,17 +146,3 @@ def vocabulary_bytes(id_to_piece: Sequence[str | None], kind: ModelKind, special
 def printable(data: bytes) -> str:
   """Bytes spelled in the GPT-2 byte alphabet, for logs and reports."""
   return to_byte_level(data)
-
-
-def bytes_matrix(pieces: Sequence[bytes], max_length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """Pack byte strings into a zero-padded uint8 [N, max_length] matrix plus lengths [N]."""
-  lengths = np.fromiter((len(piece) for piece in pieces), dtype=np.int32, count=len(pieces))
-  width = int(lengths.max(initial=0)) if max_length is None else max_length
-  flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
-  matrix = np.zeros((len(pieces), max(width, 1)), dtype=np.uint8)
-  rows = np.repeat(np.arange(len(pieces)), lengths)
-  starts = np.cumsum(lengths) - lengths
-  cols = np.arange(flat.size) - np.repeat(starts, lengths)
-  keep = cols < matrix.shape[1]
-  matrix[rows[keep], cols[keep]] = flat[keep]
-  return matrix, lengths

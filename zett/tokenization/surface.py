@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import tokenizers
@@ -337,8 +337,3 @@ def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = 7, pad_i
     _CACHE.pop(next(iter(_CACHE)))
   _CACHE[key] = result
   return result
-
-
-def spell(tokens: Iterable[bytes], base: Tokenizer) -> list[list[int]]:
-  """Convenience: base ids for a few byte strings (no padding, no truncation)."""
-  return SurfaceEncoder(base).encode_ids(list(tokens))
