@@ -288,12 +288,12 @@ class _MergeState:
     self.heap = [self._heap_entry(key, count) for key, count in self.pair_count.items()]
     heapq.heapify(self.heap)
 
-  def _symbol(self, token: bytes) -> int:
+  def _symbol(self, token: bytes, flags: int | None = None) -> int:
     s = self.symbol_of_bytes.get(token)
     if s is None:
       s = self.symbol_of_bytes[token] = len(self.symbol_bytes)
       self.symbol_bytes.append(token)
-      self.symbol_flags.append(token_shape_flags(token))
+      self.symbol_flags.append(token_shape_flags(token) if flags is None else flags)
     return s
 
   def _heap_entry(self, key: int, count: int):
@@ -340,7 +340,10 @@ class _MergeState:
   def apply(self, key: int) -> tuple[bytes, bytes]:
     heapq.heappop(self.heap)
     a, b = key >> _SHIFT, key & _LOW_MASK
-    merged = self._symbol(self.symbol_bytes[a] + self.symbol_bytes[b])
+    flags_a, flags_b = self.symbol_flags[a], self.symbol_flags[b]
+    # A mergeable pair is well formed; whitespace-only iff both halves are.
+    merged = self._symbol(self.symbol_bytes[a] + self.symbol_bytes[b],
+                          _WELL_FORMED | (flags_a & flags_b & _ALL_WHITESPACE) | ((flags_a | flags_b) & _HAS_WHITESPACE))
     symbols, prev, nxt = self.symbols, self.prev, self.next
     changed: set[int] = set()
     # Ascending positions = left to right inside each word, which settles overlaps ("aaa").
