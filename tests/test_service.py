@@ -115,7 +115,8 @@ def test_tokenize_matches_the_library_merger(client, engine):
   response = client.post("/v1/tokenize", json={"texts": texts, "target_reduction": 0.3, "embeddings": True})
   assert response.status_code == 200, response.text
   body = response.json()
-  want = merge_batch(split_texts(engine.tokenizer.backend, texts), target_reduction=0.3)
+  want = merge_batch(split_texts(engine.tokenizer.backend, texts), target_reduction=0.3,
+                     max_token_length=engine.hypernet_config.surface_length)
   assert [d["ids"] for d in body["data"]] == [ids.tolist() for ids in want.ids]
   assert body["num_tokens"] == want.num_merged_tokens and body["stop_reason"] == "target_reduction"
   assert body["reduction"] >= 0.3 and "".join(body["data"][0]["tokens"]) == texts[0]

@@ -29,8 +29,11 @@ def __getattr__(name):  # heavy imports (jax, fastapi) only when used, so `zett 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", required=True,
-                      help="base model: HF folder, .gguf file, smollm2-135m, a hub name, or tiny-random (a demo)")
+                      help="base model: HF folder, .gguf file, smollm2-135m, a hub name, or tiny-random[:HIDDEN[:LAYERS]] "
+                           "(a random demo model with a random hypernetwork of LAYERS layers; default 64 and 1)")
   parser.add_argument("--hypernet", help="hypernetwork folder (from `zett train`); optional only for tiny-random")
+  parser.add_argument("--vocabulary", help="large-vocabulary folder from `zett.ann.build` (enables "
+                      "vocabulary='large' in /v1/generate)")
   parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
   parser.add_argument("--port", type=int, default=8000)
   parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $ZETT_API_KEY, else none)")
@@ -53,10 +56,11 @@ def load_engine(model_spec: str, hypernet_path: str | None, cache_size: int):
   """The engine for `zett serve`: `tiny-random` builds the demo, anything else loads from disk."""
   from zett.service import demo
   from zett.service.engine import Engine
-  if model_spec == demo.TINY_MODEL:
-    model = demo.tiny_model()
+  if model_spec.split(":")[0] == demo.TINY_MODEL:
+    hidden_size, hypernet_layers = demo.parse_tiny_spec(model_spec)
+    model = demo.tiny_model(hidden_size=hidden_size)
     if hypernet_path is None:
-      config, params = demo.tiny_hypernet(model)
+      config, params = demo.tiny_hypernet(model, num_layers=hypernet_layers)
       return Engine(model, config, params, cache_size=cache_size)
   else:
     from zett.models.load import load_model
@@ -75,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
   settings = load_settings(args)
   engine = load_engine(args.model, args.hypernet, settings.cache_size)
   engine.warm_up(settings.max_batch_tokens)
-  app = create_app(settings, engine)
+  large = None
+  if args.vocabulary:
+    from zett.service.generation import LargeVocabularyDecoder
+    large = LargeVocabularyDecoder(engine.model, args.vocabulary)
+  app = create_app(settings, engine, large_vocabulary=large)
   auth = "API key required" if settings.api_key else "no API key"
   print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; OpenAPI at /docs)", flush=True)
   uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()

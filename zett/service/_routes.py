@@ -128,7 +128,9 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     eos = engine.tokenizer.roles.get("eos")
     stop_ids = frozenset([eos]) if body.stop_at_eos and eos is not None else frozenset()
     if body.vocabulary == "large":  # only in the schema when the server has one
-      steps = ctx.large_vocabulary.decode(prompt_ids, body.max_new_tokens, body.temperature, body.seed, stop_ids)
+      steps = ctx.large_vocabulary.steps(body.prompt, body.max_new_tokens, body.temperature, body.seed,
+                                         body.stop_at_eos)
+      stop_ids = frozenset([ctx.large_vocabulary.tokenizer.roles.get("eos")]) if body.stop_at_eos else frozenset()
     else:
       if ctx.generator is None:
         from zett.service.generation import Generator
@@ -147,7 +149,8 @@ def _merge(engine: Engine, body, max_tokens: int):
     raise ServiceError(413, "too_many_tokens", f"the texts have {total} base tokens; the limit is {max_tokens}")
   try:
     return merge_batch(batch, max_merges=body.max_merges, target_reduction=body.target_reduction,
-                       min_frequency=body.min_frequency)
+                       min_frequency=body.min_frequency,
+                       max_token_length=body.max_token_length or engine.hypernet_config.surface_length)
   except MergeInputError as error:
     raise ServiceError(422, "invalid_batch", str(error)) from None
 

@@ -32,6 +32,17 @@ def _stdlib_text(max_bytes: int) -> str:
   return "".join(parts)
 
 
+def parse_tiny_spec(spec: str) -> tuple[int, int]:
+  """"tiny-random[:HIDDEN[:LAYERS]]" -> (hidden size, hypernetwork layers)."""
+  parts = spec.split(":")
+  if parts[0] != TINY_MODEL or len(parts) > 3 or not all(p.isdigit() and int(p) > 0 for p in parts[1:]):
+    raise ValueError(f"{spec!r}: expected {TINY_MODEL}[:HIDDEN[:LAYERS]], e.g. {TINY_MODEL}:256:3")
+  numbers = [int(p) for p in parts[1:]] + [64, 1][len(parts) - 1:]
+  if numbers[0] % 32:
+    raise ValueError(f"{spec!r}: HIDDEN must be a multiple of 32")
+  return numbers[0], numbers[1]
+
+
 def tiny_tokenizer(vocab_size: int = 512, train_bytes: int = 300_000):
   """A byte-level BPE `tokenizers.Tokenizer`; ids 0, 1, 2 are <|endoftext|>, <s>, </s>."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

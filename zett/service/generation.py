@@ -82,3 +82,26 @@ def _choose(logits_bv, key, temperature):
   greedy = jnp.argmax(logits_bv, axis=-1).astype(jnp.int32)
   sampled = jax.random.categorical(key, logits_bv / jnp.maximum(temperature, 1e-6), axis=-1).astype(jnp.int32)
   return jnp.where(temperature > 0, sampled, greedy)
+
+
+class LargeVocabularyDecoder:
+  """Generation with a large vocabulary built by `zett.ann.build` (next tokens through the ANN index).
+
+  The prompt is tokenized with the large vocabulary itself, as `zett.ann.generate` does.
+  """
+
+  def __init__(self, model, vocab_dir):
+    from zett.ann.generate import LargeVocabGenerator
+    self.generator = LargeVocabGenerator(model, vocab_dir)
+    self.tokenizer = self.generator.tokenizer
+
+  def steps(self, prompt: str, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
+            stop_at_eos: bool = True) -> Iterator[tuple[int, bytes]]:
+    """Yields (large-vocabulary id, token bytes) per generated token."""
+    prompt_ids = self.tokenizer.encode(prompt)
+    bos = self.tokenizer.roles.get("bos")
+    if self.tokenizer.add_bos and bos is not None:
+      prompt_ids = [bos] + prompt_ids
+    for token, _ in self.generator.generate_ids(prompt_ids, max_new_tokens, temperature=temperature, seed=seed,
+                                                stop_at_eos=stop_at_eos):
+      yield token, self.tokenizer.vocab_bytes[token]

@@ -117,6 +117,9 @@ def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
         default=None, ge=0.0, lt=1.0, description="Stop once the batch is this fraction shorter (e.g. 0.2).")
     max_merges: int | None = Field(default=None, ge=0, description="Merge budget.")
     min_frequency: int = Field(default=1, ge=1, description="Never merge a pair seen fewer times.")
+    max_token_length: int | None = Field(
+        default=None, ge=1, description="Never make a token of more base tokens than this; default: the "
+        "hypernetwork's surface length L, so every new token's embedding sees its whole spelling.")
     embeddings: bool = Field(default=False, description="Also return input embeddings of the new tokens (base64).")
 
   class GenerateRequest(_Strict):

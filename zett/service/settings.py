@@ -27,10 +27,12 @@ class ServiceSettings:
   """Merge concurrent /v1/embeddings requests into one hypernetwork call."""
   max_batch_tokens: int = 1024
   """Most distinct uncached tokens in one merged hypernetwork call."""
-  batch_wait_ms: float = 2.0
-  """How long the batcher waits for more requests after the first one arrives."""
+  batch_wait_ms: float = 0.0
+  """How long the batcher waits for more requests after the first one arrives. 0: take what is queued
+  now; requests that arrive during a hypernetwork call form the next batch, so batches still grow with
+  load, and a lone request never waits (a timer wait costs a scheduler slice on a busy CPU)."""
   cache_size: int = 8192
-  """Entries of the LRU cache of predicted embeddings (keyed by token bytes)."""
+  """Entries of the LRU cache of predicted embeddings (keyed by token bytes); 0 disables it."""
   max_new_tokens: int = 256
   """Most tokens one /v1/generate call may produce."""
   max_texts_per_request: int = 256
@@ -40,13 +42,15 @@ class ServiceSettings:
 
   def __post_init__(self):
     positive = ("max_tokens_per_request", "max_token_chars", "max_body_bytes", "max_concurrent_jobs",
-                "max_batch_tokens", "cache_size", "max_new_tokens", "max_texts_per_request")
+                "max_batch_tokens", "max_new_tokens", "max_texts_per_request")
     for name in positive:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"service setting {name} must be a positive integer, got {value!r}")
-    if not isinstance(self.max_queued_jobs, int) or self.max_queued_jobs < 0:
-      raise ValueError(f"service setting max_queued_jobs must be >= 0, got {self.max_queued_jobs!r}")
+    for name in ("max_queued_jobs", "cache_size"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"service setting {name} must be an integer >= 0, got {value!r}")
     if not self.request_timeout_s > 0:
       raise ValueError(f"service setting request_timeout_s must be > 0, got {self.request_timeout_s!r}")
     if not self.batch_wait_ms >= 0:
