@@ -62,6 +62,23 @@ def test_sharded_save_and_load_round_trip(tmp_path):
   _reload_torch(out)  # transformers reads the index too
 
 
+def test_bfloat16_params_export_and_reload(tmp_path):
+  import jax.numpy as jnp
+  from zett.models.load import cast_params
+  model = tiny_llama(vocab_size=64, hidden_size=32)
+  bf16 = cast_params(model.params, jnp.bfloat16)
+  out = hf.save_pretrained(type(model)(**{**model.__dict__, "params": bf16}), tmp_path / "bf16")
+  assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+  assert SafetensorsFile(out / hf.SINGLE_FILE)["model.norm.weight"].dtype == jnp.bfloat16
+  loaded = hf.load_pretrained(out, param_dtype=jnp.bfloat16)
+  assert loaded.params["embed_tokens"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(loaded.params["embed_tokens"], np.float32),
+                                np.asarray(bf16["embed_tokens"], np.float32))
+  reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.bfloat16)
+  np.testing.assert_array_equal(reloaded.model.embed_tokens.weight.detach().float().numpy(),
+                                np.asarray(bf16["embed_tokens"], np.float32))
+
+
 def _tiny_tokenizer():
   from tokenizers import Tokenizer, models, pre_tokenizers
   vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate("the cat sat on a mat".split())}}

@@ -248,13 +248,18 @@ def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype=jnp.
                                 config.head_dim, dtype)
 
 
-def init_params(config: LlamaConfig, seed: int = 0) -> Params:
+def init_params(config: LlamaConfig, rng: int | jax.Array = 0) -> Params:
   """Random float32 params: normal(0, 0.02) matrices, unit norm scales, zero biases.
+
+  Args:
+    rng: an int seed or a JAX PRNG key.
 
   Filled with numpy from the abstract shapes rather than by `module.init`, whose XLA compile of the
   whole forward costs tens of seconds on a loaded CPU even for tiny configs.
   """
-  rng = np.random.default_rng(seed)
+  if not isinstance(rng, (int, np.integer)):
+    rng = np.asarray(jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng)
+  rng = np.random.default_rng(rng)
   abstract = abstract_params(config)
 
   def fill(path, leaf):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -59,17 +60,28 @@ def load_model(spec: str | Path, dtype=jnp.float32, param_dtype=jnp.float32) -> 
       name (downloaded with `huggingface_hub`, needs network).
     dtype: compute dtype of the module (float32 or bfloat16).
     param_dtype: dtype the params are stored in (float32 unless you want bf16 weights).
+
+  GGUF loads are cached per process (same file, same dtypes -> the same immutable `BaseModel`).
   """
   if str(spec).lower() in (DEFAULT_MODEL, "smollm2-135m-instruct"):
     spec = default_gguf_path()
   path = Path(spec)
   if str(spec).endswith(".gguf"):
-    from zett.interop import gguf
-    return gguf.load_gguf(path, dtype=dtype, param_dtype=param_dtype)
+    resolved = path.resolve()
+    mtime = resolved.stat().st_mtime_ns if resolved.is_file() else None
+    return _load_gguf_cached(str(resolved), mtime, jnp.dtype(dtype), jnp.dtype(param_dtype))
   from zett.interop import hf
   if path.exists():
     return hf.load_pretrained(path, dtype=dtype, param_dtype=param_dtype)
   return hf.load_from_hub(str(spec), dtype=dtype, param_dtype=param_dtype)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_gguf_cached(path: str, mtime_ns: int | None, dtype, param_dtype) -> BaseModel:
+  # GGUF loads (parse + dequantize + tokenizer conversion) take tens of seconds; the result is
+  # immutable (frozen dataclass, jax arrays), so callers in one process share it. mtime keys out edits.
+  from zett.interop import gguf
+  return gguf.load_gguf(path, dtype=dtype, param_dtype=param_dtype)
 
 
 def file_sha256(paths) -> str:
