@@ -1,11 +1,13 @@
 """An encoder base (tiny XLM-R: tied embeddings + LM-head bias) trains with masked-LM and a predicted output bias."""
 
 import numpy as np
+import pytest
 
 from tests._train_helpers import TINY_CONFIG
 from train.config import load_train_config
 
 
+@pytest.mark.slow
 def test_tiny_xlmr_trains_with_masked_lm_and_a_predicted_output_bias(tmp_path):
   from train.loop import train
   messages = []

@@ -10,7 +10,11 @@ from typing import Any
 
 
 def _tensorboard_writer(log_dir: Path):
-  for module in ("tensorboardX", "torch.utils.tensorboard"):
+  import importlib.util
+  for module, needs in (("tensorboardX", "tensorboardX"), ("torch.utils.tensorboard", "tensorboard")):
+    # Checked first: importing torch only to find tensorboard missing costs seconds at every start-up.
+    if importlib.util.find_spec(needs) is None:
+      continue
     try:
       writer_cls = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
       return writer_cls(str(log_dir))
