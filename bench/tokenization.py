@@ -160,15 +160,19 @@ def bench_sampler(quick: bool) -> float:
   for name, chunks in (("Python stdlib source", code), (source, multilingual)):
     batches = [chunks[i * batch_size:(i + 1) * batch_size] for i in range(len(chunks) // batch_size)]
     batches = (batches * (1 + (warmup + measured) // max(len(batches), 1)))[:warmup + measured]
-    sampler = TokenizerSampler(smollm2, vocab_size=32768, history_batches=16, sequence_length=128)
-    for texts in batches[:warmup]:
-      sampler.sample(texts)
-    start = _clock()
-    for texts in batches[warmup:]:
-      batch = sampler.sample(texts)
-    wall, cpu = _since(start)
-    fill = batch.attention_mask.sum(1).mean()
-    print(f"{name:<40}{'TokenizerSampler':<22}{measured / wall:>14.1f}{measured / cpu:>13.1f}{fill:>12.1f}")
+    rows = batch_size * 128 + len(smollm2.special_ids)  # never fewer rows than tokens in a batch
+    for label, options in (("TokenizerSampler", {}), (f"  .. {rows:,} rows", {"batch_vocab_size": rows})):
+      sampler = TokenizerSampler(smollm2, vocab_size=32768, history_batches=16, sequence_length=128, **options)
+      for texts in batches[:warmup]:
+        sampler.sample(texts)
+      start = _clock()
+      for texts in batches[warmup:]:
+        batch = sampler.sample(texts)
+      wall, cpu = _since(start)
+      fill = batch.attention_mask.sum(1).mean()
+      print(f"{name if not options else '':<40}{label:<22}{measured / wall:>14.1f}{measured / cpu:>13.1f}{fill:>12.1f}")
+      if not options:
+        full_cpu = cpu
     reference = ReferenceSampler(smollm2)
     for texts in batches[:warmup]:  # fill the reference's window with the same text (counting only)
       reference.window.append(collections.Counter())
@@ -177,10 +181,10 @@ def bench_sampler(quick: bool) -> float:
       reference.sample(texts)
     ref_wall, ref_cpu = _since(start)
     print(f"{'':<40}{'reference':<22}{reference_batches / ref_wall:>14.2f}{reference_batches / ref_cpu:>13.2f}")
-    ratio = (measured / cpu) / (reference_batches / ref_cpu)
-    print(f"{'':<40}{'speed-up (cpu)':<22}{ratio:>26.1f}x")
-    worst = min(worst, measured / cpu)
-  print(f"\nslowest text: {worst:.1f} batches/s per core (goal >= 20)")
+    ratio = (measured / full_cpu) / (reference_batches / ref_cpu)
+    print(f"{'':<40}{'speed-up (cpu, full)':<22}{ratio:>26.1f}x")
+    worst = min(worst, measured / full_cpu)
+  print(f"\nslowest text, whole vocabulary embedded: {worst:.1f} batches/s per core (goal >= 20)")
   return worst
 
 

@@ -81,42 +81,56 @@ def _byte_score(scores: np.ndarray) -> float:
 
 
 class _SurfaceCache:
-  """Surface forms per piece hash key, kept across steps (consecutive windows share most pieces)."""
+  """Spelling and surface form per piece hash key, kept across steps (windows share most pieces).
 
-  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, max_entries: int = 2_000_000):
+  Surface forms are computed on first use only, so a restricted batch vocabulary pays for the rows
+  it embeds, not for the whole sampled vocabulary.
+  """
+
+  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, max_entries: int = 1_000_000):
     self.encoder, self.max_length, self.pad_id, self.max_entries = encoder, max_length, pad_id, max_entries
     self.clear()
 
   def clear(self) -> None:
-    self.keys = np.zeros(0, dtype=np.uint64)  # sorted
+    self.keys = np.zeros(0, dtype=np.uint64)  # sorted, with `slots` alongside
     self.slots = np.zeros(0, dtype=np.int64)
-    self.ids = np.zeros((0, self.max_length), dtype=np.int32)
-    self.lengths = np.zeros(0, dtype=np.int32)
-    self.spellings: list[str] = []
+    self.ids = np.zeros((1024, self.max_length), dtype=np.int32)
+    self.lengths = np.zeros(1024, dtype=np.int32)  # 0 = not spelled in base subtokens yet
+    self.spellings: list[str] = []  # a new list: batches keep pointing at the old one
 
   def lookup(self, keys: np.ndarray, spell_missing) -> np.ndarray:
-    """Slots of `keys`, encoding the missing ones (`spell_missing(mask) -> byte-level strings`)."""
+    """Slots of `keys`, adding the missing ones (`spell_missing(indices) -> byte-level strings`)."""
     if self.keys.size + keys.size > self.max_entries:
       self.clear()
     index = np.searchsorted(self.keys, keys)
     found = index < self.keys.size
     found[found] = self.keys[index[found]] == keys[found]
+    slots = np.where(found, self.slots[np.minimum(index, max(self.keys.size - 1, 0))] if self.keys.size else -1, -1)
     missing = np.flatnonzero(~found)
     if missing.size:
-      spellings = spell_missing(missing)
-      ids, lengths, _ = self.encoder.encode_byte_level_packed(spellings, self.max_length, self.pad_id)
-      first_slot = self.lengths.size
-      self.ids = np.concatenate([self.ids, ids])
-      self.lengths = np.concatenate([self.lengths, lengths])
-      self.spellings += spellings
+      first = len(self.spellings)
+      self.spellings += spell_missing(missing)
+      new_slots = np.arange(first, first + missing.size)
       order = np.argsort(keys[missing], kind="stable")
-      new_keys = keys[missing][order]
-      new_slots = first_slot + order
-      where = np.searchsorted(self.keys, new_keys)
-      self.keys = np.insert(self.keys, where, new_keys)
-      self.slots = np.insert(self.slots, where, new_slots)
-      index = np.searchsorted(self.keys, keys)
-    return self.slots[index]
+      where = np.searchsorted(self.keys, keys[missing][order])
+      self.keys = np.insert(self.keys, where, keys[missing][order])
+      self.slots = np.insert(self.slots, where, new_slots[order])
+      slots[missing] = new_slots
+      if len(self.spellings) > self.lengths.size:  # grow by doubling: amortised O(1) per piece
+        capacity = max(2 * self.lengths.size, len(self.spellings))
+        self.ids = np.resize(self.ids, (capacity, self.max_length))
+        self.lengths = np.concatenate([self.lengths, np.zeros(capacity - self.lengths.size, np.int32)])
+    return slots
+
+  def surfaces(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N, L], lengths [N]) of `slots`, spelling the ones not spelled yet."""
+    todo = np.unique(slots[self.lengths[slots] == 0])
+    if todo.size:
+      spellings = self.spellings
+      ids, lengths, _ = self.encoder.encode_byte_level_packed([spellings[i] for i in todo.tolist()],
+                                                              self.max_length, self.pad_id)
+      self.ids[todo], self.lengths[todo] = ids, lengths
+    return self.ids[slots], self.lengths[slots]
 
 
 class TokenizerSampler:
@@ -331,8 +345,19 @@ class TokenizerSampler:
       out[:num_rows] = values if self.batch_vocab_size == 0 else values[token_ids]
       return out
 
-    surface_ids = padded(np.concatenate([self._fixed_ids, self._surface.ids[slots]]), 0)
-    surface_lengths = padded(np.concatenate([self._fixed_lengths, self._surface.lengths[slots]]), 1)
+    num_fixed = self.num_specials + 256
+    if self.batch_vocab_size == 0:
+      piece_ids, piece_lengths = self._surface.surfaces(slots)
+      surface_ids = padded(np.concatenate([self._fixed_ids, piece_ids]), 0)
+      surface_lengths = padded(np.concatenate([self._fixed_lengths, piece_lengths]), 1)
+    else:  # rows are the chosen tokens: fixed rows from the table, pieces spelled on demand
+      fixed = token_ids < num_fixed
+      surface_ids = np.zeros((rows, self.surface_max_length), dtype=np.int32)
+      surface_lengths = np.ones(rows, dtype=np.int32)
+      surface_ids[:num_rows][fixed] = self._fixed_ids[token_ids[fixed]]
+      surface_lengths[:num_rows][fixed] = self._fixed_lengths[token_ids[fixed]]
+      piece_ids, piece_lengths = self._surface.surfaces(slots[token_ids[~fixed] - num_fixed])
+      surface_ids[:num_rows][~fixed], surface_lengths[:num_rows][~fixed] = piece_ids, piece_lengths
     special_base_ids = padded(np.concatenate([self.special_base_ids,
                                               np.full(sampled_total - self.num_specials, -1, np.int32)]), -1)
     token_bytes = padded(np.concatenate([np.zeros(self.num_specials, np.int32), np.ones(256, np.int32),
