@@ -157,3 +157,14 @@ def test_missing_weights_file(saved_folder):
   (saved_folder / hf.SINGLE_FILE).unlink()
   with pytest.raises(ModelLoadError, match="no model.safetensors"):
     hf.load_pretrained(saved_folder)
+
+
+def test_unsupported_config_option(saved_folder):
+  config = json.loads((saved_folder / "config.json").read_text())
+  (saved_folder / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_type": "yarn",
+                                                                                      "rope_theta": 1e4}}))
+  with pytest.raises(ModelLoadError, match=r"config\.json: unsupported.*yarn"):
+    hf.load_pretrained(saved_folder)
+  (saved_folder / "config.json").write_text("{not json")
+  with pytest.raises(ModelLoadError, match=r"config\.json: not valid JSON"):
+    hf.load_pretrained(saved_folder)
