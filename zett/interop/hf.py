@@ -123,22 +123,22 @@ def _shards(tensors: dict[str, np.ndarray], max_shard_bytes: int) -> list[dict[s
   return shards + [current]
 
 
-def _model_card(model: BaseModel, auto_class: str, num_params: int) -> str:
-  return (f"---\nlibrary_name: transformers\n---\n\n# {model.name}\n\n"
+def _model_card(name: str, model: BaseModel, auto_class: str, num_params: int) -> str:
+  return (f"---\nlibrary_name: transformers\n---\n\n# {name}\n\n"
           f"Exported by zett from `{model.name}` (family `{model.family.name}`, {num_params:,} parameters; source "
           f"weights sha256 `{model.weights_sha256}`).\n\n"
           f"```python\nfrom transformers import {auto_class}, AutoTokenizer\n"
           f"model = {auto_class}.from_pretrained(\"path/to/this/folder\")\n```\n")
 
 
-def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                    name: str | None = None) -> Path:
+def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
+                    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, name: str | None = None) -> Path:
   """Writes `model` as a Hugging Face folder that `transformers` loads as is.
 
   Writes config.json, model.safetensors (or shards + model.safetensors.index.json when larger than
   `max_shard_bytes`), the tokenizer (`tokenizer`, else `model.tokenizer`, if any) and a README.md card.
   Everything is written to a temporary sibling folder first and renamed into place, so `out_dir` is
-  never left half-written; an existing `out_dir` is replaced.
+  never left half-written; an existing `out_dir` is replaced. `name` titles the model card.
   """
   out_dir = Path(out_dir)
   out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -167,18 +167,12 @@ def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None, max_s
     if tokenizer is not None:
       tokenizer.save_pretrained(str(tmp))
     num_params = int(sum(a.size for a in tensors.values()))
-    (tmp / "README.md").write_text(_model_card(model if name is None else _renamed(model, name), auto_class,
-                                               num_params))
+    (tmp / "README.md").write_text(_model_card(name or out_dir.name, model, auto_class, num_params))
     _replace_dir(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out_dir
-
-
-def _renamed(model: BaseModel, name: str) -> BaseModel:
-  import dataclasses
-  return dataclasses.replace(model, name=name)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -1,4 +1,4 @@
-"""`load_model`: one entry point from a model spec (HF folder, hub name, GGUF file, embedded default) to a `BaseModel`."""
+"""`load_model`: from a model spec (HF folder, hub name, GGUF file, the embedded default) to a `BaseModel`."""
 
 from __future__ import annotations
 
