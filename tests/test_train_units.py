@@ -136,3 +136,14 @@ def test_offender_check_lists_replicated_parameters_largest_first():
   offenders = mesh_lib.unsharded_offenders(replicated, params, 1000)
   assert [name for name, _, _ in offenders] == ["bigger", "big"]
   assert mesh_lib.unsharded_offenders(mesh_lib.param_shardings(logical, params, mesh, mesh_lib.RULES), params, 1000) == []
+
+
+def test_parquet_source_reads_its_text_column(tmp_path):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  path = tmp_path / "docs.parquet"
+  pq.write_table(pa.table({"body": [f"parquet document {i} " * 10 for i in range(20)], "id": list(range(20))}), path)
+  batcher = TextBatcher(DataConfig(sources=(DataSource(path=str(path), text_field="body"),), heldout_permille=0,
+                                   batch_size=2, sequence_length=16))
+  texts = batcher.next_texts()
+  assert len(texts) == 2 and all(t.startswith("parquet document") or "parquet document" in t for t in texts)

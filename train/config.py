@@ -182,6 +182,7 @@ class CheckpointConfig:
   directory: str = ""
   """Where orbax checkpoints go; "" = <run_dir>/checkpoints."""
   save_every_steps: int = 1000
+  """In optimiser updates (checkpoints are labelled by micro-step, so a SIGTERM save mid-accumulation is exact)."""
   max_to_keep: int = 3
   save_on_sigterm: bool = True
   async_save: bool = False
@@ -195,7 +196,7 @@ class CheckpointConfig:
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   every_steps: int = 1000
-  """Held-out evaluation interval (also run at step 0 and at the end); 0 disables."""
+  """Held-out evaluation interval in optimiser updates (also run at step 0 and at the end); 0 disables."""
   heldout_tokenizers: tuple[str, ...] = ()
   """Fixed tokenizers (any `zett.tokenization.load_tokenizer` spec) evaluated on the held-out text."""
   num_sampled_tokenizers: int = 1
@@ -215,6 +216,7 @@ class LoggingConfig:
   tensorboard: bool = True
   """Also write TensorBoard scalars when a writer package is installed."""
   every_steps: int = 10
+  """Metrics interval in micro-steps (the host waits for the device only here)."""
   progress_bar: bool = True
 
 
