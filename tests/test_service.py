@@ -63,8 +63,12 @@ def test_healthz_is_public_and_metrics_need_the_key(server, client):
   bare = httpx.get(server.url + "/healthz")
   assert bare.status_code == 200 and bare.json()["model"].startswith("tiny-random")
   assert httpx.get(server.url + "/metrics").status_code == 401
+  client.get("/v1/jobs/not-a-job")
   text = client.get("/metrics").text
-  assert "zett_requests_total" in text and "zett_embedding_cache_hit_rate" in text
+  assert 'zett_requests_total{method="GET",route="/healthz",status="200"}' in text
+  # Labelled by route template, never by raw path (bounded label values).
+  assert 'route="/v1/jobs/{job_id}",status="404"' in text and "not-a-job" not in text
+  assert "zett_request_duration_seconds_bucket" in text and "zett_embedding_cache_hit_rate" in text
 
 
 def test_openapi_schema_lists_every_endpoint(server):

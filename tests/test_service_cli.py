@@ -79,5 +79,6 @@ def test_zett_serve_from_model_and_hypernet_folders(tmp_path):
   finally:
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=30)
-  assert process.returncode == 0, output
+  # Ctrl-C: uvicorn shuts down gracefully, then the zett CLI reports the interrupt (exit 130).
+  assert process.returncode in (0, 130) and "Application shutdown complete" in output, output
   assert f"on http://127.0.0.1:{port}" in output and "API key required" in output
