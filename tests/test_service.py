@@ -18,7 +18,7 @@ from zett.service import ServiceSettings, create_app, serve_in_thread
 from zett.service.demo import shared_tiny_engine, tiny_tokenizer
 from zett.tokenization import SurfaceEncoder
 
-API_KEY = "test-key-Ω"[:8]
+API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 SETTINGS = ServiceSettings(api_key=API_KEY, max_tokens_per_request=512, max_body_bytes=1 << 20, max_new_tokens=16,
                            max_concurrent_jobs=1, max_queued_jobs=2, request_timeout_s=120.0)

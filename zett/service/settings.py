@@ -55,5 +55,7 @@ class ServiceSettings:
       raise ValueError(f"service setting request_timeout_s must be > 0, got {self.request_timeout_s!r}")
     if not self.batch_wait_ms >= 0:
       raise ValueError(f"service setting batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
-    if self.api_key is not None and not self.api_key:
-      raise ValueError("service setting api_key must be non-empty when given")
+    if self.api_key is not None and (not self.api_key or not self.api_key.isascii() or not self.api_key.isprintable()
+                                     or " " in self.api_key):
+      # HTTP headers are Latin-1 bytes: a key with other characters (or spaces) could never be sent as given.
+      raise ValueError("service setting api_key must be a non-empty string of printable ASCII without spaces")
