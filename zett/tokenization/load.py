@@ -133,12 +133,16 @@ class Tokenizer:
 def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, int | str] | None = None,
                  extra_special: Sequence[int] = (), add_bos: bool = False) -> Tokenizer:
   """Wrap a `tokenizers.Tokenizer`, finding its special tokens and (if not given) their roles."""
-  state = json.loads(backend.to_str())
-  kind = byte_level.detect_kind(state)
+  # Only the small components are serialised: the whole tokenizer.json of a 150k vocabulary takes seconds.
+  components = {"model": {"type": type(backend.model).__name__}}
+  for part in ("pre_tokenizer", "decoder"):
+    value = getattr(backend, part)
+    components[part] = json.loads(value.__getstate__()) if value is not None else None
+  kind = byte_level.detect_kind(components)
   vocab = backend.get_vocab(with_added_tokens=True)
   if not vocab:
     raise TokenizerError(f"{name}: the vocabulary is empty")
-  special_ids = {entry["id"] for entry in state.get("added_tokens", []) if entry.get("special")}
+  special_ids = {token_id for token_id, token in backend.get_added_tokens_decoder().items() if token.special}
   special_ids.update(extra_special)
   resolved: dict[str, int] = {}
   for role, value in (roles or {}).items():
