@@ -317,3 +317,19 @@ def test_request_timeout_is_a_504(engine):
   finally:
     engine.embed = original
     running.stop()
+
+
+def test_a_server_bug_is_a_json_500_and_the_server_keeps_answering(engine, monkeypatch):
+  running = serve_in_thread(create_app(ServiceSettings(batching=False), engine))
+
+  def broken(tokens):
+    raise RuntimeError("simulated bug")
+  try:
+    monkeypatch.setattr(engine, "embed", broken)
+    response = httpx.post(running.url + "/v1/embeddings", json={"tokens": ["x"]}, timeout=30)
+    assert response.status_code == 500 and response.json()["error"]["type"] == "internal_error"
+    assert "simulated bug" not in response.text  # internals stay in the server log
+    monkeypatch.undo()
+    assert httpx.post(running.url + "/v1/embeddings", json={"tokens": ["x"]}, timeout=30).status_code == 200
+  finally:
+    running.stop()

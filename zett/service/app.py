@@ -7,6 +7,7 @@ and a 4xx status; the server keeps serving.
 import asyncio
 import base64
 import contextlib
+import logging
 import shutil
 import tempfile
 import time
@@ -26,6 +27,7 @@ from zett.service.metrics import ServiceMetrics
 from zett.service.settings import ServiceSettings
 
 
+_log = logging.getLogger("zett.service")
 _ERRORS = {code: {"model": schemas.ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 504)}
 
 
@@ -101,6 +103,12 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
       message = f"no such endpoint: {request.method} {request.url.path}"
     return error_response(error.status_code, kinds.get(error.status_code, "http_error"), message,
                            headers=getattr(error, "headers", None))
+
+  @app.exception_handler(Exception)
+  async def _internal_error(request, error: Exception):
+    # A bug, not a client error: log the traceback, answer in the same JSON shape (no internals leaked).
+    _log.exception("unhandled error in %s %s", request.method, request.url.path)
+    return error_response(500, "internal_error", f"internal error ({type(error).__name__}); see the server log")
 
   async def within_timeout(awaitable):
     try:
