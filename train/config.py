@@ -184,6 +184,11 @@ class CheckpointConfig:
   save_every_steps: int = 1000
   """In optimiser updates (checkpoints are labelled by micro-step, so a SIGTERM save mid-accumulation is exact)."""
   max_to_keep: int = 3
+  """Rolling checkpoints kept; those at multiples of `keep_every_steps` are kept on top of these."""
+  keep_every_steps: int = 0
+  """Keep every checkpoint at a multiple of this many optimiser updates for good (0: only the rolling ones)."""
+  save_every_minutes: float = 0.0
+  """Also save when this much wall time passed since the last save (preemptible machines); 0 disables."""
   save_on_sigterm: bool = True
   async_save: bool = False
   """Write in a background thread (faster on accelerators; off by default so CPU runs stay simple)."""
@@ -191,6 +196,8 @@ class CheckpointConfig:
   def __post_init__(self):
     if self.save_every_steps < 1 or self.max_to_keep < 1:
       raise ConfigError("checkpoint.save_every_steps and checkpoint.max_to_keep must be >= 1")
+    if self.keep_every_steps < 0 or self.save_every_minutes < 0:
+      raise ConfigError("checkpoint.keep_every_steps and checkpoint.save_every_minutes must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)

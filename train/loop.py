@@ -144,7 +144,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         progress.update(1, **postfix)
         if eval_sets and (_is_update_boundary(done, config.eval.every_steps, accumulation) or done == total):
           run_eval(done)
-        if _is_update_boundary(done, config.checkpoint.save_every_steps, accumulation) or done == total:
+        if run.checkpointer.should_save(done) or done == total:
           run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
                                 config_record)
         if stop.requested:

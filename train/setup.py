@@ -129,7 +129,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
   """Builds a `Run` (on `devices`, default all); every input error is raised before anything is compiled."""
   check_sources(config.data)
   check_tokenizer_specs(config.eval.heldout_tokenizers)
-  checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint)
+  checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint, config.optimizer.grad_accumulation_steps)
   latest = checkpointer.latest_step()
   if resume and latest is None:
     raise CheckpointError(f"--resume: no checkpoint in {checkpointer.directory}")
