@@ -1,7 +1,7 @@
 """Forward throughput: our jitted Flax Llama vs transformers (PyTorch) on SmolLM2-135M, same weights, same run.
 
-  python bench/forward.py            # batch 8 x 256, float32, 5 timed iterations each
-  python bench/forward.py --quick    # batch 2 x 128, 2 timed iterations
+  python bench/forward.py            # batch 8 x 256, float32, 3 interleaved timed rounds
+  python bench/forward.py --quick    # batch 2 x 128, 2 rounds
 
 Both sides compute full float32 logits [B, T, V]; timings start after warm-up (XLA compile, torch first call).
 """
@@ -32,7 +32,7 @@ def _time(fn, iterations: int) -> list[float]:
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--quick", action="store_true", help="batch 2 x 128, 2 iterations")
+  parser.add_argument("--quick", action="store_true", help="batch 2 x 128, 2 rounds")
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--length", type=int, default=None)
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   batch = args.batch or (2 if args.quick else 8)
   length = args.length or (128 if args.quick else 256)
-  iterations = args.iterations or (2 if args.quick else 5)
+  iterations = args.iterations or (2 if args.quick else 3)
 
   import torch
   import transformers
@@ -62,7 +62,6 @@ def main(argv=None) -> dict:
   start = time.perf_counter()
   forward(params, ids, mask).block_until_ready()
   compile_s = time.perf_counter() - start
-  ours = _time(lambda: forward(params, ids, mask).block_until_ready(), iterations)
 
   # The reference gets exactly our weights through the HF name mapping (what save_pretrained writes).
   torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
@@ -81,13 +80,18 @@ def main(argv=None) -> dict:
   start = time.perf_counter()
   reference_logits = torch_forward()
   warmup_s = time.perf_counter() - start
-  theirs = _time(torch_forward, iterations)
+  # Interleaved rounds, so both sides see the same drift in machine load (the CPU is shared).
+  ours, theirs = [], []
+  for _ in range(iterations):
+    ours += _time(lambda: forward(params, ids, mask).block_until_ready(), 1)
+    theirs += _time(torch_forward, 1)
   max_diff = float(np.abs(np.asarray(forward(params, ids, mask)) - reference_logits.numpy()).max())
 
   tokens = batch * length
   ours_tps, theirs_tps = tokens / statistics.median(ours), tokens / statistics.median(theirs)
   print(f"SmolLM2-135M forward, batch {batch} x {length}, {args.dtype}, {jax.devices()[0].platform} (JAX) / "
-        f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads); median of {iterations}; "
+        f"cpu (torch {torch.__version__}, {torch.get_num_threads()} threads); median of {iterations} interleaved "
+        f"rounds; "
         f"max |logit diff| {max_diff:.2e}")
   print(f"| implementation | warm-up s | median s/batch | tokens/s |")
   print(f"|---|---|---|---|")
