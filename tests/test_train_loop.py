@@ -29,7 +29,7 @@ def test_step0_predictions_equal_heuristic_and_base_bits_per_byte(tmp_path, unse
   from train.vocab import encoded_vocabulary, target_vocabulary
   from zett.tokenization import load_tokenizer
 
-  config = _config(tmp_path)
+  config = _config(tmp_path, "eval.vocab_chunk_rows=96")  # 512 rows in 6 chunks (padded to 576)
   run = prepare(config)
   base = run.base.embeddings
   vocab = target_vocabulary(load_tokenizer(str(unseen_tokenizer)), run.base_tokenizer, 7)

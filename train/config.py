@@ -210,10 +210,12 @@ class EvalConfig:
   """Freshly sampled tokenizers evaluated on the held-out text (fixed seeds, so comparable across steps)."""
   include_base_tokenizer: bool = True
   """Also evaluate the base model's own tokenizer through the hypernetwork."""
+  vocab_chunk_rows: int = 8192
+  """Vocabulary rows the hypernetwork embeds at once during evaluation (bounds memory for large tokenizers)."""
 
   def __post_init__(self):
-    if self.every_steps < 0 or self.num_sampled_tokenizers < 0:
-      raise ConfigError("eval.every_steps and eval.num_sampled_tokenizers must be >= 0")
+    if self.every_steps < 0 or self.num_sampled_tokenizers < 0 or self.vocab_chunk_rows < 1:
+      raise ConfigError("eval.every_steps, eval.num_sampled_tokenizers must be >= 0 and eval.vocab_chunk_rows >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,19 +41,37 @@ def _eval_sets(run: Run, sampler) -> list[EncodedVocabulary]:
   return sets
 
 
+def _predict_vocabulary(run: Run, params, batch: dict[str, np.ndarray], chunk_rows: int):
+  """Predicted `Embeddings` of all vocabulary rows of `batch`, `chunk_rows` at a time."""
+  predict, _ = run.eval_fn
+  parts = []
+  for start in range(0, batch["surface_ids"].shape[0], chunk_rows):
+    rows = slice(start, start + chunk_rows)
+    parts.append(predict(params, batch["surface_ids"][rows], batch["surface_lengths"][rows],
+                         batch["special_base_ids"][rows], run.base_params))
+  return jax.tree.map(lambda *chunks: jax.numpy.concatenate(chunks), *parts)
+
+
 def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) -> dict[str, float]:
   """Held-out bits per byte under each tokenizer (full vocabulary in the softmax, padding excluded)."""
   config = run.config
   batch_size = config.data.batch_size
-  rows = round_up(max(s.vocab.size for s in sets), run.mesh.shape["data"])
+  largest = max(s.vocab.size for s in sets)
+  # One static row count for every tokenizer (one compilation), split into equal chunks divisible by the mesh.
+  chunk_rows = round_up(min(config.eval.vocab_chunk_rows, largest), run.mesh.shape["data"])
+  rows = round_up(largest, chunk_rows)
   texts = texts + [""] * (round_up(len(texts), batch_size) - len(texts))
+  _, sums_fn = run.eval_fn
   results = {}
   for encoded in sets:
     nll = target_bytes = 0.0
+    predicted = None
     for start in range(0, len(texts), batch_size):
       token_rows = encoded.encode(texts[start:start + batch_size])
       batch = build_batch(encoded.vocab, token_rows, config.data.sequence_length, rows)
-      sums = jax.device_get(run.eval_fn(params, _device_batch(run, batch), run.base_params))
+      if predicted is None:
+        predicted = _predict_vocabulary(run, params, batch, chunk_rows)
+      sums = jax.device_get(sums_fn(predicted, _device_batch(run, batch), run.base_params))
       nll += float(sums[0])
       target_bytes += float(sums[1])
     results[f"bpb/{encoded.name}"] = bits_per_byte(nll, target_bytes)

@@ -45,7 +45,8 @@ class Run:
   state: Any
   state_shardings: Any
   train_step: Callable
-  eval_fn: Callable
+  eval_fn: tuple[Callable, Callable]
+  """(predict chunk of vocabulary rows, LM sums of a batch given predicted rows); see `train.step.jit_eval`."""
   checkpointer: Checkpointer
   report: str
   resumed_step: int | None
@@ -189,7 +190,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
 
   batch_sh = batch_shardings(mesh)
   train_step = jit_train_step(spec, optimizer, shardings, batch_sh, base_shardings, replicated)
-  eval_fn = jit_eval(spec, shardings.params, batch_sh, base_shardings, replicated)
+  eval_fn = jit_eval(spec, shardings.params, base_shardings, replicated)
   return Run(config, base, base_tokenizer, hypernet_config, spec, mesh, optimizer, base_params, state, shardings,
              train_step, eval_fn, checkpointer, report, resumed_step, data_state)
 

@@ -69,6 +69,11 @@ def _mlm_corrupt(spec: LossSpec, batch, rng):
 def loss_and_metrics(spec: LossSpec, params, batch, base_params, rng):
   """Total loss (scalar) and metric sums; the nll / byte sums give bits per byte over the predicted tokens."""
   predicted, base = predict_embeddings(spec, params, batch, base_params)
+  return loss_from_embeddings(spec, predicted, base, batch, base_params, rng)
+
+
+def loss_from_embeddings(spec: LossSpec, predicted: Embeddings, base: Embeddings, batch, base_params, rng):
+  """The loss given the batch vocabulary's predicted embeddings (rows aligned with the batch's vocabulary arrays)."""
   ids_bt = batch["token_ids"]
   mask_bt = batch["attention_mask"] > 0
   if spec.causal:
@@ -120,9 +125,10 @@ def train_step(spec: LossSpec, optimizer: optax.GradientTransformation, state: T
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
-def eval_sums(spec: LossSpec, params, batch, base_params, rng):
+def eval_sums(spec: LossSpec, predicted: Embeddings, batch, base_params):
   """(nll_sum, target_bytes, num_targets) of one evaluation batch (fixed rng so MLM masks repeat)."""
-  _, metrics = loss_and_metrics(spec, params, batch, base_params, rng)
+  base = spec.base_family.get_embeddings(spec.base_config, base_params)
+  _, metrics = loss_from_embeddings(spec, predicted, base, batch, base_params, jax.random.key(0))
   return metrics["nll_sum"], metrics["target_bytes"], metrics["num_targets"]
 
 
@@ -134,10 +140,20 @@ def jit_train_step(spec: LossSpec, optimizer, state_shardings, batch_shardings, 
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
-def jit_eval(spec: LossSpec, param_shardings, batch_shardings, base_shardings, replicated):
-  def run(params, batch, base_params):
-    return eval_sums(spec, params, batch, base_params, jax.random.key(0))
-  return jax.jit(run, in_shardings=(param_shardings, batch_shardings, base_shardings), out_shardings=replicated)
+def jit_eval(spec: LossSpec, param_shardings, base_shardings, replicated):
+  """(predict, sums): the hypernetwork over one chunk of vocabulary rows, and the LM sums given all rows.
+
+  Evaluation embeds a whole tokenizer once per evaluation, chunk by chunk, so memory stays bounded for large
+  vocabularies and the prediction is not repeated for every batch of held-out text.
+  """
+  def predict(params, surface_ids, surface_lengths, special_base_ids, base_params):
+    base = spec.base_family.get_embeddings(spec.base_config, base_params)
+    return Hypernet(spec.hypernet_config, spec.compute_dtype).apply(
+        {"params": params}, surface_ids, surface_lengths, base, special_base_ids)
+  predict_jit = jax.jit(predict, in_shardings=(param_shardings, None, None, None, base_shardings))
+  sums_jit = jax.jit(lambda predicted, batch, base_params: eval_sums(spec, predicted, batch, base_params),
+                     out_shardings=replicated)
+  return predict_jit, sums_jit
 
 
 def bits_per_byte(nll_sum_nats: float, num_bytes: float) -> float:
