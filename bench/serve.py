@@ -34,9 +34,10 @@ def _free_port() -> int:
     return sock.getsockname()[1]
 
 
-def _start_server(model: str, hypernet: str | None, batching: bool, port: int) -> subprocess.Popen:
+def _start_server(model: str, hypernet: str | None, batching: bool, port: int,
+                  max_batch_tokens: int) -> subprocess.Popen:
   command = [sys.executable, "-m", "zett", "serve", "--model", model, "--port", str(port),
-             "--set", "cache_size=0", "--set", "max_batch_tokens=1024"]
+             "--set", "cache_size=0", "--set", f"max_batch_tokens={max_batch_tokens}"]
   if hypernet:
     command += ["--hypernet", hypernet]
   if not batching:
@@ -100,6 +101,7 @@ def main(argv=None) -> int:
   parser.add_argument("--model", default="tiny-random", help="base model spec for `zett serve` (default: tiny-random)")
   parser.add_argument("--hypernet", help="hypernetwork folder (needed for any model but tiny-random)")
   parser.add_argument("--tokens-per-request", type=int, default=16)
+  parser.add_argument("--max-batch-tokens", type=int, default=1024, help="the batched server's merge limit")
   args = parser.parse_args(argv)
   rounds, duration_s = (1, 2.0) if args.quick else (3, 3.0)
 
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
   try:
     for batching in (True, False):
       port = _free_port()
-      servers[batching] = (f"http://127.0.0.1:{port}", _start_server(args.model, args.hypernet, batching, port))
+      servers[batching] = (f"http://127.0.0.1:{port}", _start_server(args.model, args.hypernet, batching, port, args.max_batch_tokens))
     for url, process in servers.values():
       _wait_ready(url, process)
     samples = {key: [] for key in itertools.product((True, False), CONCURRENCY)}
@@ -143,7 +145,7 @@ def main(argv=None) -> int:
     rows[key] = (rps_values[len(rps_values) // 2], p50, p99, sum(r[2] for r in runs), cpu_values[len(cpu_values) // 2])
 
   print(f"\nPOST /v1/embeddings, {args.model}, {args.tokens_per_request} uncached tokens per request, "
-        f"{rounds} x {duration_s:g} s per cell, loopback")
+        f"max_batch_tokens {args.max_batch_tokens}, {rounds} x {duration_s:g} s per cell, loopback")
   print(f"{'clients':>7} | {'batched req/s':>13} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} | "
         f"{'unbatched req/s':>15} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms':>7} | {'req/s ratio':>11} {'CPU ratio':>9}")
   for clients in CONCURRENCY:
