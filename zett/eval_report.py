@@ -80,6 +80,27 @@ def _token_byte_counts(text: str, offsets) -> np.ndarray:
   return np.array([(e - s) / sharing[(s, e)] for s, e in spans], dtype=np.float64)
 
 
+_LOGITS_BUDGET_BYTES = 1 << 29
+
+
+def _rows_per_batch(model: BaseModel, length: int, requested: int) -> int:
+  """`requested`, lowered so one batch's float32 logits stay under 512 MiB (large vocabularies)."""
+  vocab_size = getattr(model.config, "vocab_size", None)
+  if not vocab_size:
+    return requested
+  return max(1, min(requested, _LOGITS_BUDGET_BYTES // (length * vocab_size * 4)))
+
+
+def _target_log_probs_fn(model: BaseModel):
+  """jitted (params, input_ids, attention_mask, target_ids) -> natural-log p(target) [B, T]; the [B, T, V]
+  logits never leave the device (a 151k vocabulary would make them gigabytes)."""
+  def fn(params, ids, mask, targets):
+    logits = model.module.apply({"params": params}, input_ids=ids, attention_mask=mask).logits
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+  return jax.jit(fn)
+
+
 def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=None, mask_fraction: float = 0.15,
                             max_length: int = 512, seed: int = 0, batch_size: int = 8,
                             mask_token_id: int | None = None) -> tuple[float, int]:
@@ -116,10 +137,10 @@ def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
       windows.append((ids[start:stop], chosen - start, nbytes))
   if not windows:
     raise EvalInputError("no text to evaluate (every window was empty)")
-  apply = jax.jit(lambda params, ids, mask: model.module.apply({"params": params}, input_ids=ids,
-                                                               attention_mask=mask).logits)
+  target_log_probs = _target_log_probs_fn(model)
   total_bits, total_bytes, total_masked = 0.0, 0, 0
   length = max(len(w[0]) for w in windows)
+  batch_size = _rows_per_batch(model, length, batch_size)
   for first in range(0, len(windows), batch_size):
     group = windows[first:first + batch_size]
     ids = np.zeros((batch_size, length), np.int32)
@@ -130,10 +151,10 @@ def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
       attention[row, :len(window_ids)] = 1
       masked_inputs[row, :len(window_ids)] = window_ids
       masked_inputs[row, positions] = mask_id
-    log_probs = np.asarray(jax.nn.log_softmax(apply(model.params, jnp.asarray(masked_inputs),
-                                                    jnp.asarray(attention)), axis=-1))
+    log_probs = np.asarray(target_log_probs(model.params, jnp.asarray(masked_inputs), jnp.asarray(attention),
+                                            jnp.asarray(ids)))
     for row, (_, positions, nbytes) in enumerate(group):
-      total_bits -= float(log_probs[row, positions, ids[row, positions]].sum()) / math.log(2)
+      total_bits -= float(log_probs[row, positions].sum()) / math.log(2)
       total_bytes += nbytes
       total_masked += len(positions)
   return total_bits / max(total_bytes, 1), total_masked
@@ -183,9 +204,9 @@ def _causal_bits_per_byte(model: BaseModel, texts: Sequence[str], max_length: in
     for first in range(0, len(ids), step):
       chunk = ids[first:first + step]
       windows.append(([start_id] if start_id is not None else []) + list(chunk))
-  apply = jax.jit(lambda params, ids, mask: model.module.apply({"params": params}, input_ids=ids,
-                                                               attention_mask=mask).logits)
+  target_log_probs = _target_log_probs_fn(model)
   length = max((len(w) for w in windows), default=1)
+  batch_size = _rows_per_batch(model, length, batch_size)
   total_bits = 0.0
   for first in range(0, len(windows), batch_size):
     ids = np.zeros((batch_size, length), np.int32)
@@ -193,9 +214,10 @@ def _causal_bits_per_byte(model: BaseModel, texts: Sequence[str], max_length: in
     for row, window in enumerate(windows[first:first + batch_size]):
       ids[row, :len(window)] = window
       mask[row, :len(window)] = 1
-    log_probs = jax.nn.log_softmax(apply(model.params, jnp.asarray(ids), jnp.asarray(mask))[:, :-1], axis=-1)
-    target_log_probs = np.asarray(jnp.take_along_axis(log_probs, jnp.asarray(ids[:, 1:, None]), axis=-1)[..., 0])
-    total_bits -= float((target_log_probs * mask[:, 1:]).sum()) / math.log(2)
+    # Position t predicts token t+1; the last column's target is a dummy (masked out).
+    targets = np.concatenate([ids[:, 1:], np.zeros((batch_size, 1), np.int32)], axis=1)
+    log_probs = np.asarray(target_log_probs(model.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(targets)))
+    total_bits -= float((log_probs[:, :-1] * mask[:, 1:]).sum()) / math.log(2)
   return total_bits / sum(len(t.encode("utf-8")) for t in texts)
 
 
