@@ -65,6 +65,7 @@ def test_results_do_not_depend_on_batch_size(base):
   np.testing.assert_array_equal(np.asarray(a.params["lm_head"]), np.asarray(b.params["lm_head"]))
 
 
+@pytest.mark.slow
 def test_initialised_hypernetwork_equals_fvt(base):
   """At initialisation the residual hypernetwork predicts the subtoken mean, i.e. FVT."""
   config = config_for_base(base, hidden_size=32, num_layers=1)
