@@ -148,7 +148,8 @@ def test_generate_streams_greedy_tokens_equal_to_uncached_decoding(client, engin
   got = [data["id"] for kind, data in events if kind == "token"]
   # Reference: a full causal forward pass over the whole sequence every step, no KV cache (right padding
   # to one fixed length, so it compiles once; causal attention makes the padding invisible).
-  ids = [engine.tokenizer.roles["bos"]] + engine.tokenizer.encode(prompt)
+  bos = [engine.tokenizer.roles["bos"]] if engine.tokenizer.add_bos else []
+  ids = bos + engine.tokenizer.encode(prompt)
   model = engine.model
   width = 128  # one compilation for both prompts
   assert len(ids) + 6 <= width

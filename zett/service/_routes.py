@@ -50,7 +50,9 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     """Dynamic tokenization: split by the base tokenizer, then merge frequent pairs batch-wide (batch-level BPE).
 
     With no stopping rule merging goes to word level; `target_reduction`, `max_merges` and
-    `min_frequency` stop it earlier.
+    `min_frequency` stop it earlier, and no token grows beyond `max_token_length` base tokens
+    (default: the hypernetwork's surface length). New tokens get ids from the base vocabulary size
+    up, with their spelling in base ids and (if asked) their predicted input embedding.
     """
     utf8(body.texts, "texts")
     result = await ctx.within_timeout(asyncio.to_thread(_merge, engine, body, settings.max_tokens_per_request))
@@ -123,7 +125,7 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
       raise ServiceError(413, "too_many_tokens", f"the prompt has {len(prompt_ids)} tokens; the limit is "
                          f"{settings.max_tokens_per_request}")
     bos = engine.tokenizer.roles.get("bos")
-    if bos is not None:
+    if engine.tokenizer.add_bos and bos is not None:  # the base tokenizer's own convention
       prompt_ids = [bos] + prompt_ids
     eos = engine.tokenizer.roles.get("eos")
     stop_ids = frozenset([eos]) if body.stop_at_eos and eos is not None else frozenset()
