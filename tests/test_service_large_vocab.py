@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from zett.service import ServiceSettings, create_app, serve_in_thread
-from zett.service.demo import _stdlib_text, shared_tiny_engine
+from zett.service.demo import shared_tiny_engine, stdlib_text
 from zett.service.generation import LargeVocabularyDecoder
 
 
@@ -15,7 +15,7 @@ def vocabulary(tmp_path_factory):
   from zett.ann.build import build_vocabulary, train_bpe_vocabulary
   from zett.ann.index import IndexSpec
   engine = shared_tiny_engine()
-  text = _stdlib_text(200_000)
+  text = stdlib_text(200_000)
   tokenizer = train_bpe_vocabulary([text[i:i + 5000] for i in range(0, len(text), 5000)], 1500, engine.tokenizer)
   folder = tmp_path_factory.mktemp("large-vocab")
   build_vocabulary(folder, engine.model, tokenizer, hypernet=(engine.hypernet_config, engine.hypernet_params),

@@ -20,7 +20,8 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<s>", "</s>")
 
 
 @functools.cache
-def _stdlib_text(max_bytes: int) -> str:
+def stdlib_text(max_bytes: int) -> str:
+  """The first `max_bytes` or so of the Python standard library source (always on disk: no downloads)."""
   folder = Path(sysconfig.get_paths()["stdlib"])
   parts, total = [], 0
   for path in sorted(folder.glob("*.py")):
@@ -51,7 +52,7 @@ def tiny_tokenizer(vocab_size: int = 512, train_bytes: int = 300_000):
   tokenizer.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-  text = _stdlib_text(train_bytes)
+  text = stdlib_text(train_bytes)
   tokenizer.train_from_iterator([text[i:i + 10_000] for i in range(0, len(text), 10_000)], trainer)
   return tokenizer
 
