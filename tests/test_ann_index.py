@@ -29,7 +29,7 @@ def clustered_store(tmp_path_factory):
   return _store_from(tmp_path_factory.mktemp("idx"), "clustered", _clustered(rng, 20000)), rng
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["pq", "hnsw", "hnsw-l2", "ivf"])
 def test_retrieves_maximum_inner_product_not_cosine(tmp_path, kind):
   rng = np.random.default_rng(1)
   # Short vectors point almost exactly at the queries; long ones point ~37 degrees away and win on inner product.
@@ -53,7 +53,8 @@ def test_retrieves_maximum_inner_product_not_cosine(tmp_path, kind):
   np.testing.assert_array_equal(ids[:, 0], exact_ids)
 
 
-@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(kind="ivf", ivf_lists=128, ivf_probe=32)], ids=["hnsw", "ivf"])
+@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(kind="hnsw"), IndexSpec(kind="ivf", ivf_lists=128, ivf_probe=32)],
+                         ids=["pq", "hnsw", "ivf"])
 def test_recall_against_exact_on_clustered_data(clustered_store, spec):
   store, rng = clustered_store
   table = np.asarray(store.table, np.float32)
@@ -75,12 +76,13 @@ def test_recall_against_exact_on_clustered_data(clustered_store, spec):
 
 def test_save_load_roundtrip_and_vocabulary_check(tmp_path, clustered_store):
   store, rng = clustered_store
-  index = build_index(store, IndexSpec(hnsw_ef_search=64), progress=False)
+  index = build_index(store, IndexSpec(), query_sample=rng.normal(size=(64, DIM)), progress=False)
   saved = index.save(tmp_path / "ix")
   queries = rng.normal(size=(20, DIM))
   loaded = load_index(store, saved)
   np.testing.assert_array_equal(loaded.topk(queries, k=3)[1], index.topk(queries, k=3)[1])
   assert loaded.spec == index.spec
+  np.testing.assert_array_equal(loaded.query_scale, index.query_scale)
 
   table = np.asarray(store.table, np.float32)
   other = _store_from(tmp_path, "other", table, vocab=[f"x{i}" for i in range(len(table))])
@@ -94,3 +96,20 @@ def test_save_load_roundtrip_and_vocabulary_check(tmp_path, clustered_store):
     load_index(store, saved)
   with pytest.raises(IndexMismatchError, match="unreadable"):
     load_index(store, saved, verify_file=False)
+
+
+def test_query_scale_rescues_a_massive_dimension(tmp_path):
+  """Hidden states with one huge dimension: weighting the quantizer by the query scale keeps recall."""
+  rng = np.random.default_rng(3)
+  table = _clustered(rng, 20000)
+  store = _store_from(tmp_path, "massive", table)
+  scale = np.ones(DIM)
+  scale[5] = 40.0
+  queries = rng.normal(size=(400, DIM)) * scale
+  exact_ids = exact_topk(store, queries, k=1)[1][:, 0]
+  spec = IndexSpec(candidates=64)
+  weighted = build_index(store, spec, query_sample=queries[:200], progress=False)
+  plain = build_index(store, spec, progress=False)
+  weighted_recall = np.mean(weighted.topk(queries[200:])[1][:, 0] == exact_ids[200:])
+  plain_recall = np.mean(plain.topk(queries[200:])[1][:, 0] == exact_ids[200:])
+  assert weighted_recall > plain_recall + 0.2, (weighted_recall, plain_recall)

@@ -149,9 +149,21 @@ def _hypernet_embed_fns(hypernet, base_embeddings, surface, batch_size: int):
   return input_fn, output_fn if config.predict_output_embeddings else None
 
 
+def sample_hidden_states(model, num_sequences: int = 4, length: int = 128, seed: int = 0) -> np.ndarray:
+  """Final hidden states [num_sequences * length, D] of the base model on random base-token sequences.
+
+  Only their per-dimension scale is used (to weight the ANN index); the "massive" dimensions of LM
+  hidden states come from the network, not the text, so random tokens show them as real text does.
+  """
+  import jax.numpy as jnp
+  ids = np.random.default_rng(seed).integers(0, model.config.vocab_size, size=(num_sequences, length))
+  out = model.module.apply({"params": model.params}, input_ids=jnp.asarray(ids, jnp.int32), compute_logits=False)
+  return np.asarray(out.hidden_states, np.float32).reshape(-1, model.config.hidden_size)
+
+
 def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | str, hypernet=None,
                      batch_size: int = 4096, index_spec: IndexSpec | None = IndexSpec(),
-                     progress: bool = True) -> Path:
+                     query_sample: np.ndarray | None = None, progress: bool = True) -> Path:
   """Predicts a vocabulary's embeddings for `model` into stores, and indexes the scored store.
 
   Args:
@@ -162,6 +174,8 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
       mean-of-subtokens (FVT) heuristic.
     batch_size: tokens per prediction batch (= store chunk).
     index_spec: ANN index to build over the output embeddings (None: no index).
+    query_sample: base-model hidden states [N, D] that set the index's query scale (default:
+      `sample_hidden_states(model)`).
   """
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +215,10 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
     try:
       load_index(scored)  # already built for this vocabulary
     except IndexMismatchError:
-      build_index(scored, index_spec, bias_v=_load_bias(out), progress=progress).save(scored.path)
+      if query_sample is None:
+        query_sample = sample_hidden_states(model)
+      build_index(scored, index_spec, bias_v=_load_bias(out), query_sample=query_sample,
+                  progress=progress).save(scored.path)
   return out
 
 
