@@ -35,8 +35,10 @@ def test_sigterm_and_resume_give_identical_parameters(tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
 
-  # Evaluating every step slows the run down enough to land the signal in the middle; eval never touches training.
-  process = subprocess.Popen(zett_train_command(*_common(interrupted), "eval.every_steps=1"), env=env, cwd=REPO,
+  # Evaluating every step (3 sampled tokenizers + the base's) slows the run down enough to land the signal in the
+  # middle; evaluation never touches the training state, data or sampler.
+  slow_eval = ("eval.every_steps=1", "eval.num_sampled_tokenizers=3")
+  process = subprocess.Popen(zett_train_command(*_common(interrupted), *slow_eval), env=env, cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 600
   while time.time() < deadline and process.poll() is None:
@@ -50,7 +52,7 @@ def test_sigterm_and_resume_give_identical_parameters(tmp_path):
   assert summary["stopped_by_signal"] and 10 <= summary["steps"] < 20, summary
   assert not (interrupted / "hypernet").exists()
 
-  resumed = subprocess.run(zett_train_command(*_common(interrupted), "eval.every_steps=1", "--resume"), env=env,
+  resumed = subprocess.run(zett_train_command(*_common(interrupted), *slow_eval, "--resume"), env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   expected = load_file(str(straight / "hypernet" / "hypernet.safetensors"))
@@ -63,6 +65,6 @@ def test_sigterm_and_resume_give_identical_parameters(tmp_path):
     assert record["loss"] == losses[record["step"]], record["step"]
 
   # Resuming a finished run, or starting over an existing run without --resume, are clear errors.
-  again = subprocess.run(zett_train_command(*_common(interrupted), "eval.every_steps=1"), env=env, cwd=REPO,
+  again = subprocess.run(zett_train_command(*_common(interrupted), *slow_eval), env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=300)
   assert again.returncode == 2 and "pass --resume" in again.stderr
