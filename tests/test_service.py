@@ -181,6 +181,7 @@ def test_transfer_job_end_to_end(client, engine, tmp_path):
   job_id = response.json()["id"]
   job = _wait_for(client, job_id)
   assert job["status"] == "succeeded", job
+  assert job["info"]["target_vocab_size"] == 300 and job["info"]["method"] == "hypernet"
   assert job_id in [j["id"] for j in client.get("/v1/jobs").json()["jobs"]]
   tar_bytes = client.get(job["result_url"]).content
   with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:

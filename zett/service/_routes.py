@@ -179,8 +179,8 @@ def _transfer_job(engine: Engine, tokenizer, name: str):
         batch_size=engine.batch_rows(tokenizer.vocab_size), progress=False)
     record = dataclasses.replace(record, tokenizer=name)
     folder = transfer_lib.export(model, record, work_dir / "model")
-    return folder, {"seconds": record.seconds, "num_special_tokens": record.num_special_tokens,
-                    "num_identical_tokens": record.num_identical_tokens}
+    # The record's scalar facts (method, vocabulary size, timings...) go into the job's info.
+    return folder, {k: v for k, v in record.to_json().items() if isinstance(v, (bool, int, float, str))}
   return run
 
 
