@@ -42,7 +42,7 @@ def test_every_method_fills_the_target_vocabulary_and_keeps_special_tokens(base,
   embed = np.asarray(model.params["embed_tokens"])
   assert embed.shape == (target.vocab_size, 32) and np.isfinite(embed).all()
   assert model.config.vocab_size == target.vocab_size
-  assert record.num_special_tokens == 3 and record.method == method
+  assert record.num_copied_special_tokens == 3 and record.method == method
   base_embed = np.asarray(base.params["embed_tokens"])
   base_ids = base_tokenizer().backend.get_vocab()
   for content in ("<s>", "<|endoftext|>", "<pad>"):  # special tokens keep the base's rows

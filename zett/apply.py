@@ -100,7 +100,7 @@ def apply_transfer(base: BaseModel, transferred: BaseModel, finetuned: BaseModel
   out_record = TransferRecord(
       base=finetuned.name, base_weights_sha256=finetuned.weights_sha256, tokenizer=record.get("tokenizer", target.name),
       method=f"{method} (applied from base {base.name}; delta mapped with {map_method})",
-      target_vocab_size=target.size, num_special_tokens=int((target.special_base_ids >= 0).sum()),
+      target_vocab_size=target.size, num_copied_special_tokens=int((target.special_base_ids >= 0).sum()),
       num_identical_tokens=int(((target.surface_lengths == 1) & (target.special_base_ids < 0)).sum()),
       hypernet=record.get("hypernet"), hypernet_sha256=record.get("hypernet_sha256"))
   return model, out_record

@@ -54,7 +54,8 @@ class TransferRecord:
   tokenizer: str
   method: str
   target_vocab_size: int
-  num_special_tokens: int
+  num_copied_special_tokens: int
+  """Target special tokens that copy a base special token's embeddings (matched by role or content)."""
   num_identical_tokens: int
   """Target tokens whose bytes equal one base token (spelled by a single base subtoken)."""
   hypernet: str | None = None
@@ -234,7 +235,7 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   special = target.special_base_ids >= 0
   record = TransferRecord(
       base=base.name, base_weights_sha256=base.weights_sha256, tokenizer=target.name, method=method,
-      target_vocab_size=target.size, num_special_tokens=int(special.sum()),
+      target_vocab_size=target.size, num_copied_special_tokens=int(special.sum()),
       num_identical_tokens=int(((target.surface_lengths == 1) & ~special).sum()),
       hypernet=hypernet_path, hypernet_sha256=hypernet_sha, seconds=round(time.perf_counter() - started, 3))
   return model, record
@@ -311,7 +312,8 @@ def model_card(model: BaseModel, record: TransferRecord) -> str:
       f"| base model | `{record.base}` |",
       f"| base weights sha256 | `{record.base_weights_sha256}` |",
       f"| target tokenizer | `{record.tokenizer}` ({record.target_vocab_size:,} tokens, "
-      f"{record.num_special_tokens} special, {record.num_identical_tokens:,} identical to base tokens) |",
+      f"{record.num_copied_special_tokens} special tokens copied from the base, "
+      f"{record.num_identical_tokens:,} identical to base tokens) |",
       f"| method | `{record.method}` |",
   ]
   if record.hypernet is not None or record.hypernet_sha256 is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,12 @@ def as_tokenizer(spec, what: str = "tokenizer"):
     raise MissingTokenizerError(f"{what}: {e}") from None
 
 
+def short_name(name: str) -> str:
+  """A local path's last component (for model names and tables); hub names and others unchanged."""
+  path = Path(name)
+  return path.name if path.exists() else name
+
+
 def to_transformers(tokenizer):
   """The `transformers` fast tokenizer equivalent to a zett `Tokenizer` (via its lossless `to_hf`)."""
   from transformers import AutoTokenizer
@@ -72,6 +79,6 @@ def build_target_vocabulary(target, base_tokenizer, surface_length: int) -> Targ
   target = as_tokenizer(target, "target tokenizer")
   base = as_tokenizer(base_tokenizer, "base model tokenizer")
   forms = surface_forms(target, base, max_length=surface_length)
-  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=target.name,
+  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=short_name(target.name),
                           surface_ids=forms.ids, surface_lengths=forms.lengths,
                           special_base_ids=forms.special_base_ids)
