@@ -57,8 +57,13 @@ class DataConfig:
   """Held-out sequences used by periodic evaluation."""
   seed: int = 0
   """Seed of the source-mixing draw (the text order itself is the sources' own order)."""
+  shards: int = 0
+  """Logical data shards (`train.distributed`), each read by one process; 0 = one per process. Fix it (to a multiple
+  of every process count you will use) to get the same global batches, and to resume, on any process count."""
 
   def __post_init__(self):
+    if self.shards < 0:
+      raise ConfigError(f"data.shards must be >= 0, got {self.shards}")
     if not self.sources:
       raise ConfigError("data.sources: at least one text source is required")
     if self.batch_size < 1 or self.sequence_length < 2:

@@ -17,8 +17,8 @@ import numpy as np
 
 from train.batch import build_batch, round_up
 from train.checkpoint import StopOnSignal
+from train import distributed
 from train.config import TrainConfig, to_dict
-from train.data import TextBatcher, heldout_texts
 from train.metrics import MetricsWriter, Progress
 from train.setup import Run, batch_shardings, prepare
 from train.step import bits_per_byte
@@ -26,7 +26,9 @@ from train.vocab import EncodedVocabulary, encoded_vocabulary, fixed_vocabularie
 
 
 def _device_batch(run: Run, batch: dict[str, np.ndarray]):
-  # TODO(issue 10): multi-process runs assemble global arrays with jax.make_array_from_process_local_data.
+  # Every process holds the whole (global) batch; each fills only its addressable devices (train.distributed).
+  if jax.process_count() > 1:
+    return distributed.global_device_batch(batch, batch_shardings(run.mesh))
   return jax.device_put(batch, batch_shardings(run.mesh))
 
 
@@ -91,8 +93,11 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
   log(f"base: {run.base.name} ({run.base.family.name}, {'causal' if run.spec.causal else 'masked'} LM objective)")
   log(run.report)
 
-  batcher = TextBatcher(config.data, process_index, process_count)
-  heldout = heldout_texts(config.data, process_index, process_count) if config.eval.every_steps else []
+  # Multi-process: each process reads its data shards, all see the global batch (one sampled tokenizer per step).
+  batcher = distributed.ShardedTextBatcher(config.data, process_index, process_count)
+  heldout = list(distributed.heldout_for_all(config.data)) if config.eval.every_steps else []
+  if process_count > 1:
+    log(distributed.describe_processes())
   sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
                          config.data.sequence_length, run.mesh.shape["data"], not run.spec.causal, heldout,
                          config.data.batch_size)
@@ -151,7 +156,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         timing["host_seconds"] += time.perf_counter() - host_start
         state, metrics = run.train_step(state, device_batch, run.base_params)
         pending.append(metrics)
-        tokens = int(batch["attention_mask"].sum()) * process_count
+        tokens = int(batch["attention_mask"].sum())  # the batch is global
         timing["tokens"] += tokens
         timing["interval_tokens"] += tokens
         done = step + 1
@@ -162,10 +167,12 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         progress.update(1, **postfix)
         if eval_sets and (_is_update_boundary(done, config.eval.every_steps, accumulation) or done == total):
           run_eval(done)
-        if run.checkpointer.should_save(done) or done == total:
+        # Saves are collective: every process must take the same branch (time-based saves, SIGTERM on one host).
+        save_now, stop_now = distributed.agree_any(run.checkpointer.should_save(done), stop.requested)
+        if save_now or done == total:
           run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
                                 config_record)
-        if stop.requested:
+        if stop_now:
           log(f"SIGTERM: saving step {done} and stopping")
           run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
                                 config_record)
@@ -180,10 +187,10 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     last = flush(done)
   summary.update(steps=done, final=last, eval=eval_history, wall_seconds=time.perf_counter() - wall_start,
                  tokens=timing["tokens"], params=state.params, hypernet_config=run.hypernet_config)
+  host_params = distributed.to_host(state.params) if done == total else None  # collective: all processes
   if done == total and is_main:
     from hypernet.io import save_hypernet
-    summary["hypernet_dir"] = str(save_hypernet(run_dir / "hypernet", run.hypernet_config,
-                                                jax.device_get(state.params)))
+    summary["hypernet_dir"] = str(save_hypernet(run_dir / "hypernet", run.hypernet_config, host_params))
     log(f"saved the hypernetwork to {summary['hypernet_dir']}")
   return summary
 
