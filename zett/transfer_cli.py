@@ -77,7 +77,11 @@ def run_eval(args: argparse.Namespace) -> int:
   results = evaluate_models(models, texts, max_length=args.max_length, batch_size=args.batch_size)
   print(format_table(results))
   write_json(results, args.json, text_source=args.text)
-  write_bar_chart(results, args.png)
+  try:
+    write_bar_chart(results, args.png)
+  except ImportError:  # matplotlib is the optional `plot` extra
+    print(f"wrote {args.json}; no chart: install matplotlib (pip install 'zett[plot]') for {args.png}")
+    return 0
   print(f"wrote {args.json} and {args.png}")
   return 0
 
