@@ -62,8 +62,9 @@ class IndexSpec:
   ivf_lists: int = 0
   """0 = about 4 * sqrt(V)."""
   ivf_probe: int = 32
-  candidates: int = 256
-  """Candidates fetched per query and rescored exactly."""
+  candidates: int = 1024
+  """Candidates fetched per query and rescored exactly (1024: recall@1 0.997 on SmolLM2 hidden
+  states with the default "pq" index, vs 0.976 at 256; rescoring 1024 rows costs ~1 ms)."""
 
   def __post_init__(self):
     if self.kind not in ("pq", "hnsw", "hnsw-l2", "ivf", "flat"):
