@@ -1,11 +1,12 @@
 """Training steps/s of the tiny config on 1, 2, 4 and 8 simulated CPU devices (and 2 processes x 4), same run.
 
-    python bench/scaling.py [--steps 12] [--batch-size 8] [--quick] [dotted.overrides ...]
+    python bench/scaling.py [--steps 8] [--rounds 2] [--batch-size 8] [--quick] [dotted.overrides ...]
 
 Each row is a fresh interpreter (`XLA_FLAGS=--xla_force_host_platform_device_count=N`) running the same global batch
 (`data.batch_size`, identical texts and sampled tokenizers) on a ("data" = N, "model" = 1) mesh. Timed: the jitted
 step only (device time, median of `--steps` steps after 2 warm-up steps), and the whole loop step including the host's
-text reading and tokenizer sampling. The "2 proc x 4" row runs two `jax.distributed` processes on localhost (gloo
+text reading and tokenizer sampling. Layouts run in interleaved rounds (1, 2, 4, 8, 2x4, 1, 2, ...) and each keeps its
+best round, so a load change on the shared machine does not favour one layout. The "2 proc x 4" row runs two `jax.distributed` processes on localhost (gloo
 collectives) and also times the per-step exchange of texts between processes.
 
 Simulated devices share this machine's cores, so this measures the partitioning and collective overhead of the
@@ -101,9 +102,10 @@ def _run_row(args, devices_per_process: int, processes: int, tmp: Path) -> dict:
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default=str(REPO / "configs" / "tiny.yaml"))
-  parser.add_argument("--steps", type=int, default=12)
+  parser.add_argument("--steps", type=int, default=8)
+  parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; each layout keeps its best")
   parser.add_argument("--batch-size", type=int, default=8, help="global sequences per step (divisible by 8)")
-  parser.add_argument("--quick", action="store_true", help="4 steps, no 2-process row")
+  parser.add_argument("--quick", action="store_true", help="4 steps, 1 round, no 2-process row")
   parser.add_argument("--timeout", type=int, default=900)
   parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--run-dir", help=argparse.SUPPRESS)
@@ -116,16 +118,20 @@ def main(argv=None) -> int:
     _worker(args)
     return 0
   if args.quick:
-    args.steps = 4
+    args.steps, args.rounds = 4, 1
   import tempfile
   layouts = [(1, 1), (2, 1), (4, 1), (8, 1)] + ([] if args.quick else [(4, 2)])
-  rows = []
+  best: dict[tuple[int, int], dict] = {}
   with tempfile.TemporaryDirectory() as tmp:
-    for devices, processes in layouts:
-      rows.append((devices, processes, _run_row(args, devices, processes, Path(tmp))))
+    for round_index in range(args.rounds):
+      for devices, processes in layouts:
+        r = _run_row(args, devices, processes, Path(tmp) / str(round_index))
+        if (devices, processes) not in best or r["device_step_s"] < best[devices, processes]["device_step_s"]:
+          best[devices, processes] = r
+  rows = [(devices, processes, best[devices, processes]) for devices, processes in layouts]
   one = rows[0][2]
-  print(f"tiny config, global batch {args.batch_size} x seq, {args.steps} timed steps, {os.cpu_count()} CPU cores "
-        "(simulated devices share them)")
+  print(f"tiny config, global batch {args.batch_size} sequences, {args.steps} timed steps, best of {args.rounds} "
+        f"round(s), {os.cpu_count()} CPU cores (simulated devices share them)")
   print(f"{'layout':<14}{'device step/s':>14}{'loop step/s':>13}{'read+exchange ms':>18}{'last loss':>11}"
         f"{'ratio (device)':>16}")
   for devices, processes, r in rows:
