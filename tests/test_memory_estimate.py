@@ -26,10 +26,9 @@ def test_tiny_estimate_is_within_20_percent_of_the_measured_step(tmp_path):
   estimate = memory.estimate(load_train_config(TINY_CONFIG, []), devices=1).total
   # Hypernetwork activations dominate the tiny step; a model that ignores them would be off by >3x.
   # The device-memory measure: XLA's buffer assignment for the compiled step (memory_stats() is None on CPU).
+  # Process RSS growth is not compared: it also counts lazily loaded libraries and caches (seen from 33 MB to
+  # 2.7 GB for the same step depending on what the interpreter had loaded before), so it cannot bound anything.
   assert abs(estimate - measured["xla"]) / measured["xla"] < 0.2, (estimate, measured)
-  # Process RSS growth during the step also counts allocator and thread-pool overheads (measured 33-35 MB against
-  # 26 MB of buffers), so it gets a looser bound; it guards against the XLA figure itself being off.
-  assert abs(estimate - measured["rss"]) / measured["rss"] < 0.3, (estimate, measured)
 
 
 @pytest.mark.parametrize("target", ["v4-32", "8xh100-80gb"])
