@@ -41,8 +41,12 @@ from zett.ann.build import base_tokenizer_of, build_vocabulary, train_bpe_vocabu
 from zett.tokenization import load_tokenizer  # noqa: E402
 
 
-def _corpus(max_bytes: int) -> tuple[list[str], list[str]]:
-  """(training documents, held-out documents): stdlib .py files, plus English licence text held out."""
+def _corpus(max_bytes: int) -> tuple[list[str], list[str], list[str]]:
+  """(training, calibration, held-out documents): stdlib .py files and English licence text.
+
+  Calibration text (for the index's query scale) and held-out text (for recall) share no document
+  and no half of a licence.
+  """
   root = Path(sysconfig.get_paths()["stdlib"])
   files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts)
   held_out_files = files[::97]
@@ -56,10 +60,13 @@ def _corpus(max_bytes: int) -> tuple[list[str], list[str]]:
     if total >= max_bytes:
       break
   held = [p.read_text(encoding="utf-8", errors="replace") for p in held_out_files[:40]]
+  calibration = [p.read_text(encoding="utf-8", errors="replace") for p in held_out_files[40:60]]
   for english in (root / "LICENSE.txt", Path("/usr/share/common-licenses/GPL-3")):
     if english.exists():
-      held.append(english.read_text(encoding="utf-8", errors="replace"))
-  return train, held
+      text = english.read_text(encoding="utf-8", errors="replace")
+      calibration.append(text[:len(text) // 2])
+      held.append(text[len(text) // 2:])
+  return train, calibration, held
 
 
 def _hidden_states(model, token_ids: list[int], count: int, window: int = 128, batch: int = 8) -> np.ndarray:
@@ -228,7 +235,7 @@ def main(argv=None) -> None:
   print(f"vocabulary {vocab_size:,} tokens; workdir {work}; faiss threads {faiss.omp_get_max_threads()}", flush=True)
   model = load_model("smollm2-135m")
   base = base_tokenizer_of(model)
-  train_texts, held_texts = _corpus(corpus_bytes)
+  train_texts, calibration_texts, held_texts = _corpus(corpus_bytes)
 
   tokenizer_path = work / "bpe_tokenizer.json"
   if not tokenizer_path.exists():
@@ -247,8 +254,8 @@ def main(argv=None) -> None:
     timings["store_s"] = time.perf_counter() - start
     timings_path.write_text(json.dumps(timings))
   store = EmbeddingStore(vocab_dir / "input")
-  # The index's query scale comes from training text; recall is measured on held-out text.
-  query_sample = _hidden_states(model, base.encode("\n".join(train_texts[:20])), 512)
+  # The index's query scale comes from calibration text; recall is measured on other, held-out text.
+  query_sample = _hidden_states(model, base.encode("\n".join(calibration_texts)), 512)
   if "index_s" not in timings:
     start = time.perf_counter()
     build_index(store, IndexSpec(), query_sample=query_sample).save()

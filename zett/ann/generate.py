@@ -124,7 +124,10 @@ class LargeVocabGenerator:
       raise ValueError("the prompt is empty after tokenization")
     if max(prompt_ids) >= self.tokenizer.vocab_size:
       raise ValueError(f"prompt id {max(prompt_ids)} is outside the vocabulary ({self.tokenizer.vocab_size})")
-    cache = self.model.family.init_cache(self.model.config, 1, len(prompt_ids) + max_new_tokens, jnp.float32)
+    # Cache lengths rounded up to 128 slots: one compilation serves many prompt/answer lengths
+    # (unused slots stay masked out, so results do not change).
+    cache_length = -(-(len(prompt_ids) + max_new_tokens) // 128) * 128
+    cache = self.model.family.init_cache(self.model.config, 1, cache_length, jnp.float32)
     rng = np.random.default_rng(seed)
     eos = self.tokenizer.roles.get("eos")
     self.stats = GenerationStats(prompt_tokens=len(prompt_ids))

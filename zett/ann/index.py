@@ -7,7 +7,7 @@ reduction (append `sqrt(M^2 - |e|^2)` to each row and 0 to each query, so L2-nea
 product). An output bias is folded in exactly as one more column: `[e, b] . [h, 1] = h . e + b`.
 
 Chosen by measurement on real SmolLM2 hidden states (bench/million_vocab.py): the default is an
-exhaustive 4-bit product-quantized scan ("fast scan", 2 dimensions per code), with vectors scaled
+exhaustive 4-bit product-quantized scan ("fast scan", one code per dimension), with vectors scaled
 per dimension by the hidden states' RMS (`query_scale_from`). Graph indexes (faiss HNSW, hnswlib,
 usearch) and IVF reach only ~0.6-0.75 recall@1 there at useful speeds: LM hidden states are far
 out of the embeddings' distribution (one "massive" dimension carries most of the logit variance),
@@ -53,9 +53,9 @@ class IndexSpec:
   "ivf" (inverted lists, inner product) or "flat" (exact, for reference)."""
   storage: str = "SQfp16"
   """faiss vector codec inside hnsw/ivf indexes: "Flat" (float32), "SQfp16", "SQ8"."""
-  pq_dims_per_code: int = 0
-  """"pq": dimensions per 4-bit code (2 -> D/2 codes, D/4 bytes per vector). 0 = 1 for D <= 256
-  (small vectors: the scan is cheap, spend bytes on precision), else 2."""
+  pq_dims_per_code: int = 1
+  """"pq": dimensions per 4-bit code (1 -> D codes, D/2 bytes per vector). Measured at 1M x 576
+  on SmolLM2 states, 1024 candidates: 1 -> recall@1 0.987 at 24 ms, 2 -> 0.913 at 13 ms."""
   hnsw_neighbors: int = 32
   hnsw_ef_construction: int = 100
   hnsw_ef_search: int = 256
@@ -74,7 +74,7 @@ class IndexSpec:
 
 
 def _pq_dims_per_code(spec: IndexSpec, dim: int) -> int:
-  return spec.pq_dims_per_code or (1 if dim <= 256 else 2)
+  return spec.pq_dims_per_code
 
 
 def _index_dim(spec: IndexSpec, dim: int, has_bias: bool) -> int:
