@@ -19,7 +19,10 @@ hour on this 2-core CPU, and the speed/recall question does not depend on which 
 the vectors. The 1M run takes ~20-30 min on 2 shared cores (artifacts are cached in --workdir);
 --quick uses 100k tokens.
 
-  python bench/million_vocab.py [--quick] [--workdir DIR]
+  python bench/million_vocab.py [--quick] [--compare] [--workdir DIR]
+
+Measured (2-core CPU, 1M x 576, 1024 candidates): recall@1 0.974, selection 22.8 ms vs 112.6 ms
+exact (4.9x), generation 13.6 vs 2.7 tokens/s; the >= 10x at >= 0.99 goal is not met on CPU.
 """
 
 from __future__ import annotations
