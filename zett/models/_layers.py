@@ -141,3 +141,12 @@ def positions_from_mask(mask_bt):
   """Position ids counting real tokens only (left padding shifts them); padding slots get 0."""
   mask_bt = mask_bt.astype(jnp.int32)
   return jnp.maximum(jnp.cumsum(mask_bt, axis=-1) - 1, 0)
+
+
+def vocabulary_logits(hidden_btd, lm_head_vd, bias_v, dtype):
+  """float32 logits [B, T, V] = hidden @ lm_head.T (+ bias), with the matmul in `dtype`."""
+  logits = jnp.einsum("btd,vd->btv", hidden_btd, jnp.asarray(lm_head_vd).astype(dtype),
+                      preferred_element_type=jnp.float32)
+  if bias_v is not None:
+    logits = logits + jnp.asarray(bias_v).astype(jnp.float32)
+  return logits

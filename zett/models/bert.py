@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.models import _layers
-from zett.models._layers import param
+from zett.models._layers import param, vocabulary_logits
 from zett.models._norm_act import LayerNorm, activation, check_activation
 from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
 
@@ -208,10 +208,7 @@ class BertModule(nn.Module):
         bias_v = output_bias
       elif output_bias is not None:
         bias_v = output_bias
-      logits = jnp.einsum("btd,vd->btv", hidden_btd, jnp.asarray(lm_head_vd).astype(dtype),
-                          preferred_element_type=jnp.float32)
-      if bias_v is not None:
-        logits = logits + jnp.asarray(bias_v).astype(jnp.float32)
+      logits = vocabulary_logits(hidden_btd, lm_head_vd, bias_v, dtype)
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=None)
 
 

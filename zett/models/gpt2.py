@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.models import _layers
-from zett.models._layers import KVCache, param
+from zett.models._layers import KVCache, param, vocabulary_logits
 from zett.models._norm_act import LayerNorm, activation, check_activation
 from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
 
@@ -193,10 +193,7 @@ class GPT2Module(nn.Module):
     if compute_logits:
       if output_embeddings is not None:
         lm_head_vd = output_embeddings
-      logits = jnp.einsum("btd,vd->btv", hidden_btd, jnp.asarray(lm_head_vd).astype(dtype),
-                          preferred_element_type=jnp.float32)
-      if output_bias is not None:
-        logits = logits + jnp.asarray(output_bias).astype(jnp.float32)
+      logits = vocabulary_logits(hidden_btd, lm_head_vd, output_bias, dtype)
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=new_cache)
 
 

@@ -232,9 +232,7 @@ class LlamaModule(nn.Module):
     if compute_logits:
       if output_embeddings is not None:
         lm_head_vd = output_embeddings
-      logits = jnp.einsum("btd,vd->btv", hidden_btd, lm_head_vd.astype(dtype), preferred_element_type=jnp.float32)
-      if output_bias is not None:
-        logits = logits + output_bias.astype(jnp.float32)
+      logits = _layers.vocabulary_logits(hidden_btd, lm_head_vd, output_bias, dtype)
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=new_cache)
 
 
