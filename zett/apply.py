@@ -28,9 +28,9 @@ import numpy as np
 
 from zett.baselines import make_baseline
 from zett.models.family import Embeddings
-from zett.models.load import BaseModel, params_sha256
-from zett.transfer import (TRANSFER_RECORD_NAME, TransferError, TransferRecord, _embed_vocabulary, _with_special_ids,
-                           target_vocabulary)
+from zett.models.load import BaseModel
+from zett.transfer import (TRANSFER_RECORD_NAME, TransferError, TransferRecord, _embed_vocabulary,
+                           target_vocabulary, with_new_vocabulary)
 
 _LINEAR_METHODS = ("fvt", "lexical", "mean")
 
@@ -91,12 +91,7 @@ def apply_transfer(base: BaseModel, transferred: BaseModel, finetuned: BaseModel
                              f"delta ({map_method}) → {target.name}")
   new = Embeddings(*(None if t is None else np.asarray(t, np.float32) + m
                      for t, m in zip(transferred.embeddings, mapped)))
-  config, params = finetuned.family.set_embeddings(finetuned.config, finetuned.params, new)
-  config = _with_special_ids(config, transferred.tokenizer)
-  dtype = getattr(finetuned.module, "dtype", jnp.float32)
-  model = BaseModel(family=finetuned.family, config=config, module=finetuned.family.make_module(config, dtype),
-                    params=params, tokenizer=transferred.tokenizer, name=f"{finetuned.name}@{target.name}",
-                    weights_sha256=params_sha256(params))
+  model = with_new_vocabulary(finetuned, new, transferred.tokenizer, f"{finetuned.name}@{target.name}")
   out_record = TransferRecord(
       base=finetuned.name, base_weights_sha256=finetuned.weights_sha256, tokenizer=record.get("tokenizer", target.name),
       method=f"{method} (applied from base {base.name}; delta mapped with {map_method})",

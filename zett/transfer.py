@@ -195,6 +195,15 @@ def _with_special_ids(config, tokenizer):
   return dataclasses.replace(config, **updates)
 
 
+def with_new_vocabulary(model: BaseModel, embeddings: Embeddings, tokenizer, name: str) -> BaseModel:
+  """`model` with its vocabulary-sized parameters replaced by `embeddings` and `tokenizer`'s special ids."""
+  config, params = model.family.set_embeddings(model.config, model.params, embeddings)
+  config = _with_special_ids(config, tokenizer)
+  dtype = getattr(model.module, "dtype", jnp.float32)
+  return BaseModel(family=model.family, config=config, module=model.family.make_module(config, dtype),
+                   params=params, tokenizer=tokenizer, name=name, weights_sha256=params_sha256(params))
+
+
 def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str = "hypernet",
                          batch_size: int | None = None, max_memory_bytes: int | None = None, seed: int = 0,
                          progress: bool = True) -> tuple[BaseModel, TransferRecord]:
@@ -226,12 +235,7 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
                           target.special_base_ids, seed=seed)
   new = _embed_vocabulary(embed, target, base_embeddings, size, progress, f"{method} → {target.name}")
 
-  new_config, new_params = base.family.set_embeddings(base.config, base.params, new)
-  new_config = _with_special_ids(new_config, target.hf_tokenizer)
-  dtype = getattr(base.module, "dtype", jnp.float32)
-  model = BaseModel(family=base.family, config=new_config, module=base.family.make_module(new_config, dtype),
-                    params=new_params, tokenizer=target.hf_tokenizer, name=f"{base.name}@{target.name}",
-                    weights_sha256=params_sha256(new_params))
+  model = with_new_vocabulary(base, new, target.hf_tokenizer, f"{base.name}@{target.name}")
   special = target.special_base_ids >= 0
   record = TransferRecord(
       base=base.name, base_weights_sha256=base.weights_sha256, tokenizer=target.name, method=method,
