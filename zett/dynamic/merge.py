@@ -308,28 +308,29 @@ class _MergeState:
       heapq.heappop(heap)  # stale: the count changed after this entry was pushed
     return None
 
-  def _remove_pair(self, q: int, changed: set[int]) -> None:
+  def _pair_key(self, q: int) -> int | None:
+    """Key of the pair starting at position q, or None if q ends its sequence or the pair may not merge."""
     r = self.next[q]
     if r == -1:
-      return
+      return None
     a, b = self.symbols[q], self.symbols[r]
     if (not _flags_allow(self.symbol_flags[a], self.symbol_flags[b])
         or self.base_length[q] + self.base_length[r] > self.max_token_length):
+      return None
+    return a << _SHIFT | b
+
+  def _remove_pair(self, q: int, changed: set[int]) -> None:
+    key = self._pair_key(q)
+    if key is None:
       return
-    key = a << _SHIFT | b
     self.pair_count[key] -= self.weight[q]
     self.pair_positions[key].discard(q)
     changed.add(key)
 
   def _add_pair(self, q: int, changed: set[int]) -> None:
-    r = self.next[q]
-    if r == -1:
+    key = self._pair_key(q)
+    if key is None:
       return
-    a, b = self.symbols[q], self.symbols[r]
-    if (not _flags_allow(self.symbol_flags[a], self.symbol_flags[b])
-        or self.base_length[q] + self.base_length[r] > self.max_token_length):
-      return
-    key = a << _SHIFT | b
     self.pair_count[key] = self.pair_count.get(key, 0) + self.weight[q]
     positions = self.pair_positions.get(key)
     if positions is None:
