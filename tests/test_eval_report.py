@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.transfer_setup import base_tokenizer
-from zett.eval_report import (EvalInputError, evaluate_models, format_table, masked_lm_bits_per_byte, read_texts,
-                              write_bar_chart, write_json)
+from zett.eval_report import EvalInputError, evaluate_models, format_table, read_texts, write_bar_chart, write_json
+from zett.evaluation import causal_lm_bits_per_byte, masked_lm_bits_per_byte
 from zett.models.family import ModelOutput
 from zett.models.load import BaseModel
 from zett.transfer_vocab import to_transformers
@@ -66,6 +66,17 @@ def test_causal_bits_per_byte_matches_hand_computation(max_length):
   n_tokens = sum(len(base_tokenizer().encode(t)) for t in TEXTS)
   assert result.num_tokens == n_tokens
   assert result.tokens_per_byte == pytest.approx(n_tokens / sum(len(t.encode()) for t in TEXTS))
+
+
+def test_causal_bits_per_byte_is_the_same_through_any_tokenizer_wrapper():
+  model = _toy(causal=True)
+  through_transformers = causal_lm_bits_per_byte(model, TEXTS, max_length=6, batch_size=2)
+  through_zett = causal_lm_bits_per_byte(model, TEXTS, tokenizer=base_tokenizer(), max_length=6, batch_size=2)
+  assert through_zett == pytest.approx(through_transformers, rel=1e-6)
+  n_tokens = sum(len(base_tokenizer().encode(t)) for t in TEXTS)
+  assert through_zett["num_text_tokens"] == through_zett["num_scored_tokens"] == n_tokens
+  with pytest.raises(EvalInputError, match="empty"):
+    causal_lm_bits_per_byte(model, [""])
 
 
 def test_masked_lm_bits_per_byte_on_masked_positions_matches_hand_computation():

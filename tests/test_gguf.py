@@ -148,12 +148,13 @@ def test_smollm2_greedy_continuation_matches_transformers(smollm2, smollm2_refer
 @pytest.mark.slow
 def test_smollm2_bits_per_byte_matches_transformers(smollm2, smollm2_reference):
   import torch
-  from zett.evaluation import causal_lm_bits_per_byte, lm_eval_batches, prefix_token_id
+  from zett.evaluation import causal_lm_bits_per_byte, lm_eval_batches, start_token_id
   ours = causal_lm_bits_per_byte(smollm2, texts=[PARAGRAPH], max_length=64, batch_size=2)
   assert ours["num_bytes"] == len(PARAGRAPH.encode()) and ours["num_scored_tokens"] > 60
   total_nats = 0.0
-  prefix = prefix_token_id(smollm2.tokenizer, smollm2.config)
-  for batch in lm_eval_batches(smollm2.tokenizer, [PARAGRAPH], max_length=64, batch_size=2, prefix_id=prefix):
+  start = start_token_id(smollm2.tokenizer, smollm2.config)
+  assert start is not None
+  for batch in lm_eval_batches(smollm2.tokenizer, [PARAGRAPH], max_length=64, batch_size=2, start_id=start):
     mask = torch.as_tensor(batch["attention_mask"], dtype=torch.long)
     with torch.no_grad():
       logits = smollm2_reference(input_ids=torch.as_tensor(batch["input_ids"], dtype=torch.long), attention_mask=mask,
