@@ -172,30 +172,47 @@ class SubstringWindow:
   """Substring counts summed over the last `capacity` batches, with a spelling for each key.
 
   Each key's spelling is located in the newest batch that contains it (that batch stays in the
-  window as long as the key does), packed as batch << 40 | offset << 8 | length.
+  window as long as the key does), packed as batch << 40 | offset << 8 | length. `slots` holds
+  each key's entry in the sampler's surface cache (-1: not spelled yet), so a piece chosen again
+  costs no lookup; it goes when the key leaves the window.
   """
 
-  def __init__(self, capacity: int):
+  def __init__(self, capacity: int, merge=None):
     self.capacity = capacity
+    self.merge = merge  # compiled `merge_window`, or None for the numpy path
     self.batches: list[tuple[int, BatchSubstrings]] = []  # (batch number, substrings), oldest first
     self.keys = np.zeros(0, dtype=np.uint64)
     self.counts = np.zeros(0, dtype=np.int64)
     self.locations = np.zeros(0, dtype=np.int64)
+    self.slots = np.zeros(0, dtype=np.int64)
     self._buffers: dict[int, str] = {}
     self._next_batch = 0
 
   def add(self, batch: BatchSubstrings) -> None:
     number = self._next_batch
     self._next_batch += 1
-    expired = self.batches[0] if len(self.batches) >= self.capacity else None
+    expired = self.batches.pop(0) if len(self.batches) >= self.capacity else None
+    locations = (number << 40) | (batch.offsets << 8) | batch.lengths
+    if self.merge is not None:
+      none = np.zeros(0, dtype=np.uint64)
+      self.keys, self.counts, self.locations, self.slots = self.merge(
+          self.keys, self.counts, self.locations, self.slots, batch.keys, batch.counts, locations,
+          none if expired is None else expired[1].keys, none.astype(np.int64) if expired is None else expired[1].counts,
+          expired is not None)
+    else:
+      self._add_numpy(batch, locations, expired)
+    if expired is not None:
+      del self._buffers[expired[0]]
+    self.batches.append((number, batch))
+    self._buffers[number] = batch.buffer
+
+  def _add_numpy(self, batch: BatchSubstrings, locations: np.ndarray, expired) -> None:
     if expired is not None:  # subtract first, compact once at the end
-      self.batches.pop(0)
       self.counts[np.searchsorted(self.keys, expired[1].keys)] -= expired[1].counts
     index = np.searchsorted(self.keys, batch.keys)
     found = index < self.keys.size
     found[found] = self.keys[index[found]] == batch.keys[found]
     hit = index[found]
-    locations = (number << 40) | (batch.offsets << 8) | batch.lengths
     self.counts[hit] += batch.counts[found]
     self.locations[hit] = locations[found]
     new = ~found
@@ -203,12 +220,11 @@ class SubstringWindow:
     self.keys = np.insert(self.keys, where, batch.keys[new])
     self.counts = np.insert(self.counts, where, batch.counts[new])
     self.locations = np.insert(self.locations, where, locations[new])
+    self.slots = np.insert(self.slots, where, -1)
     if expired is not None:
       keep = self.counts > 0
-      self.keys, self.counts, self.locations = self.keys[keep], self.counts[keep], self.locations[keep]
-      del self._buffers[expired[0]]
-    self.batches.append((number, batch))
-    self._buffers[number] = batch.buffer
+      self.keys, self.counts = self.keys[keep], self.counts[keep]
+      self.locations, self.slots = self.locations[keep], self.slots[keep]
 
   def lengths(self, positions: np.ndarray) -> np.ndarray:
     """Byte length of the keys at `positions`."""

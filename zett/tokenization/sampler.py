@@ -20,10 +20,10 @@ import regex
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from zett.tokenization import byte_level
+from zett.tokenization import _fast, byte_level
 from zett.tokenization._substrings import BatchWords, SubstringWindow, count_substrings, hash_words, segment
 from zett.tokenization.load import Tokenizer, from_backend
-from zett.tokenization.surface import SurfaceEncoder, pack_rows
+from zett.tokenization.surface import SurfaceEncoder, pack_flat, pack_rows
 
 # GPT-2's pre-tokenizer split (what `pre_tokenizers.ByteLevel(use_regex=True)` uses).
 PRETOKEN_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -81,54 +81,47 @@ def _byte_score(scores: np.ndarray) -> float:
 
 
 class _SurfaceCache:
-  """Spelling and surface form per piece hash key, kept across steps (windows share most pieces).
+  """Spelling and surface form of every piece the window's keys point at (`SubstringWindow.slots`).
 
-  Surface forms are computed on first use only, so a restricted batch vocabulary pays for the rows
-  it embeds, not for the whole sampled vocabulary.
+  Windows share most pieces from step to step, so a piece is spelled in base subtokens once while
+  its key stays in the window. Surface forms are computed on first use only, so a restricted batch
+  vocabulary pays for the rows it embeds, not for the whole sampled vocabulary.
   """
 
-  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, max_entries: int = 1_000_000):
+  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, speller=None,
+               max_entries: int = 1_000_000):
     self.encoder, self.max_length, self.pad_id, self.max_entries = encoder, max_length, pad_id, max_entries
+    self.speller = speller  # compiled BPE (`_fast.BpeSpeller`), or None: the encoder's Rust model
     self.clear()
 
   def clear(self) -> None:
-    self.keys = np.zeros(0, dtype=np.uint64)  # sorted, with `slots` alongside
-    self.slots = np.zeros(0, dtype=np.int64)
     self.ids = np.zeros((1024, self.max_length), dtype=np.int32)
     self.lengths = np.zeros(1024, dtype=np.int32)  # 0 = not spelled in base subtokens yet
     self.spellings: list[str] = []  # a new list: batches keep pointing at the old one
 
-  def lookup(self, keys: np.ndarray, spell_missing) -> np.ndarray:
-    """Slots of `keys`, adding the missing ones (`spell_missing(indices) -> byte-level strings`)."""
-    if self.keys.size + keys.size > self.max_entries:
-      self.clear()
-    index = np.searchsorted(self.keys, keys)
-    found = index < self.keys.size
-    found[found] = self.keys[index[found]] == keys[found]
-    slots = np.where(found, self.slots[np.minimum(index, max(self.keys.size - 1, 0))] if self.keys.size else -1, -1)
-    missing = np.flatnonzero(~found)
-    if missing.size:
-      first = len(self.spellings)
-      self.spellings += spell_missing(missing)
-      new_slots = np.arange(first, first + missing.size)
-      order = np.argsort(keys[missing], kind="stable")
-      where = np.searchsorted(self.keys, keys[missing][order])
-      self.keys = np.insert(self.keys, where, keys[missing][order])
-      self.slots = np.insert(self.slots, where, new_slots[order])
-      slots[missing] = new_slots
-      if len(self.spellings) > self.lengths.size:  # grow by doubling: amortised O(1) per piece
-        capacity = max(2 * self.lengths.size, len(self.spellings))
-        self.ids = np.resize(self.ids, (capacity, self.max_length))
-        self.lengths = np.concatenate([self.lengths, np.zeros(capacity - self.lengths.size, np.int32)])
-    return slots
+  def add(self, spellings: list[str]) -> np.ndarray:
+    """Slots for new pieces (the caller checked `full` first)."""
+    first = len(self.spellings)
+    self.spellings += spellings
+    if len(self.spellings) > self.lengths.size:  # grow by doubling: amortised O(1) per piece
+      capacity = max(2 * self.lengths.size, len(self.spellings))
+      self.ids = np.resize(self.ids, (capacity, self.max_length))
+      self.lengths = np.concatenate([self.lengths, np.zeros(capacity - self.lengths.size, np.int32)])
+    return np.arange(first, len(self.spellings))
+
+  def full(self, adding: int) -> bool:
+    return len(self.spellings) + adding > self.max_entries
 
   def surfaces(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(ids [N, L], lengths [N]) of `slots`, spelling the ones not spelled yet."""
     todo = np.unique(slots[self.lengths[slots] == 0])
     if todo.size:
-      spellings = self.spellings
-      ids, lengths, _ = self.encoder.encode_byte_level_packed([spellings[i] for i in todo.tolist()],
-                                                              self.max_length, self.pad_id)
+      spellings = [self.spellings[i] for i in todo.tolist()]
+      if self.speller is not None:
+        flat, full_lengths = self.speller.spell(spellings)
+        ids, lengths, _ = pack_flat(flat, full_lengths, self.max_length, self.pad_id)
+      else:
+        ids, lengths, _ = self.encoder.encode_byte_level_packed(spellings, self.max_length, self.pad_id)
       self.ids[todo], self.lengths[todo] = ids, lengths
     return self.ids[slots], self.lengths[slots]
 
@@ -149,18 +142,23 @@ class TokenizerSampler:
     batch_vocab_size: 0 = embed the whole sampled vocabulary (Vmax = max_vocab_size); else the
       static number of rows: specials + the batch's tokens + uniformly sampled negatives.
     prepend_bos / append_eos: add the base's bos / eos special to every sequence.
+    compiled: use the numba kernels (`_fast`); None = when numba is installed. Both paths give
+      the same batches; the numpy path is the reference and the fallback.
   """
 
   def __init__(self, base: Tokenizer, vocab_size: int = 32768, noise_std: float = 1.0, history_batches: int = 16,
                seed: int = 0, min_vocab_size: int | None = None, max_piece_bytes: int = 16, min_count: int = 2,
                sequence_length: int = 128, surface_max_length: int = 7, batch_vocab_size: int = 0,
-               prepend_bos: bool = False, append_eos: bool = False):
+               prepend_bos: bool = False, append_eos: bool = False, compiled: bool | None = None):
     if vocab_size < 257:
       raise ValueError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
     if min_vocab_size is not None and not 257 <= min_vocab_size <= vocab_size:
       raise ValueError(f"min_vocab_size must be in [257, vocab_size={vocab_size}], got {min_vocab_size}")
     if history_batches < 1 or max_piece_bytes < 2 or sequence_length < 1 or noise_std < 0:
       raise ValueError("history_batches >= 1, max_piece_bytes >= 2, sequence_length >= 1 and noise_std >= 0 needed")
+    if compiled and not _fast.AVAILABLE:
+      raise ValueError("compiled=True needs numba (pip install numba)")
+    self.compiled = _fast.AVAILABLE if compiled is None else compiled
     self.base = base
     self.vocab_size, self.min_vocab_size, self.noise_std = vocab_size, min_vocab_size, noise_std
     self.history_batches, self.seed, self.max_piece_bytes = history_batches, seed, max_piece_bytes
@@ -179,12 +177,13 @@ class TokenizerSampler:
     encoder = SurfaceEncoder(base)
     self._base_unk = base.roles.get("unk", -1)
     pad_id = base.roles.get("pad", 0)
-    self._surface = _SurfaceCache(encoder, surface_max_length, pad_id)
+    speller = _fast.BpeSpeller.create(encoder) if self.compiled else None
+    self._surface = _SurfaceCache(encoder, surface_max_length, pad_id, speller)
     special_rows = [[int(b)] for b in self.special_base_ids]
     byte_rows = encoder.encode_ids([bytes([b]) for b in range(256)])
     self._fixed_ids, self._fixed_lengths, _ = pack_rows(special_rows + byte_rows, surface_max_length, pad_id)
     self._special_pieces = tuple(base.id_to_piece[int(b)] or "" for b in self.special_base_ids)
-    self._window = SubstringWindow(history_batches)
+    self._window = SubstringWindow(history_batches, _fast.merge_window if self.compiled else None)
     self._window_texts: collections.deque[list[str]] = collections.deque(maxlen=history_batches)
     self._batches_seen = 0
 
@@ -240,9 +239,16 @@ class TokenizerSampler:
     return candidates[top], scores, 256 + wanted
 
   def _slots(self, positions: np.ndarray) -> np.ndarray:
-    """Surface-cache slots of the chosen window positions (new pieces get spelled now)."""
-    keys = self._window.keys[positions]
-    return self._surface.lookup(keys, lambda missing: self._window.spellings(positions[missing]))
+    """Surface-cache slots of the chosen window positions (new pieces get a slot now)."""
+    window, cache = self._window, self._surface
+    missing = np.flatnonzero(window.slots[positions] < 0)
+    if missing.size:
+      if cache.full(missing.size):
+        cache.clear()
+        window.slots[:] = -1
+        missing = np.arange(positions.size)
+      window.slots[positions[missing]] = cache.add(window.spellings(positions[missing]))
+    return window.slots[positions]
 
   def _standalone(self, spellings: Sequence[str], scores: np.ndarray, name: str) -> Tokenizer:
     """A standalone zett Tokenizer for a sampled vocabulary, ids as in `SampledBatch.pieces`.
@@ -283,7 +289,8 @@ class TokenizerSampler:
     piece_keys = self._window.keys[positions]  # sorted: positions ascend
     piece_ids = self.num_specials + 256 + np.arange(positions.size)
     byte_ids = self.num_specials + np.arange(256)
-    return segment(words, piece_keys, piece_ids, scores, byte_ids, _byte_score(scores))
+    viterbi = _fast.segment if self.compiled else segment
+    return viterbi(words, piece_keys, piece_ids, scores, byte_ids, _byte_score(scores))
 
   def _sequences(self, ids: np.ndarray, starts: np.ndarray, word_ids: list[list[int]]) -> list[np.ndarray]:
     body = self.sequence_length - (self._bos is not None) - (self._eos is not None)
@@ -382,7 +389,7 @@ class TokenizerSampler:
   def set_state(self, state: dict[str, Any]) -> None:
     if state.get("version") != 1:
       raise ValueError(f"unknown sampler state version {state.get('version')!r}")
-    self._window = SubstringWindow(self.history_batches)
+    self._window = SubstringWindow(self.history_batches, self._window.merge)
     self._window_texts.clear()
     for texts in state["window_texts"]:
       self._observe(texts)
