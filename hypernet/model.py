@@ -98,6 +98,9 @@ class Hypernet(nn.Module):
 
   config: HypernetConfig
   dtype: Any = jnp.float32
+  remat: bool = False
+  """Recompute each encoder layer in the backward pass instead of keeping its activations (`nn.remat`); a training
+  memory switch, not part of `HypernetConfig`, so saved hypernetworks are unaffected."""
 
   @nn.compact
   def __call__(self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None):
@@ -121,8 +124,9 @@ class Hypernet(nn.Module):
     x = x + positions[:L].astype(self.dtype)[None]
     # Padding rows (length 0) still attend to position 0 so softmax stays finite.
     key_mask = mask_vl.at[:, 0].set(True)
+    layer = nn.remat(_EncoderLayer) if self.remat else _EncoderLayer
     for i in range(c.num_layers):
-      x = _EncoderLayer(c, self.dtype, name=f"layer_{i}")(x, key_mask)
+      x = layer(c, self.dtype, name=f"layer_{i}")(x, key_mask)
     pooled = nn.LayerNorm(name="final_norm", dtype=self.dtype)(x[:, 0])
 
     zeros = nn.initializers.zeros_init()

@@ -151,6 +151,9 @@ class BertModule(nn.Module):
   """
   config: BertConfig
   dtype: Any = jnp.float32
+  remat: bool = False
+  """Recompute each layer in the backward pass instead of keeping its activations (`nn.remat`): only the layer
+  inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
 
   @nn.compact
   def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
@@ -185,7 +188,10 @@ class BertModule(nn.Module):
 
     bias_b1ts = jnp.where(attention_mask[:, None, None, :] > 0, 0.0,
                           np.finfo(np.float32).min).astype(jnp.float32)
-    layers = nn.scan(_EncoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+    # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
+    # forward pass) and lets XLA optimise the recomputed layer.
+    layer = nn.remat(_EncoderLayer, prevent_cse=False) if self.remat else _EncoderLayer
+    layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
                      in_axes=(nn.broadcast,), length=cfg.num_hidden_layers,
                      metadata_params={nn.PARTITION_NAME: "layers"})
     hidden_btd, _ = layers(cfg, dtype, name="layers")(hidden_btd, bias_b1ts)
@@ -212,8 +218,8 @@ class BertModule(nn.Module):
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=None)
 
 
-def make_module(config: BertConfig, dtype=jnp.float32) -> BertModule:
-  return BertModule(config, dtype)
+def make_module(config: BertConfig, dtype=jnp.float32, remat: bool = False) -> BertModule:
+  return BertModule(config, dtype, remat)
 
 
 def init_params(config: BertConfig, rng) -> Params:

@@ -140,6 +140,9 @@ class GPT2Module(nn.Module):
   """GPT-2 following the calling convention in `zett.models.family` (no output bias of its own)."""
   config: GPT2Config
   dtype: Any = jnp.float32
+  remat: bool = False
+  """Recompute each layer in the backward pass instead of keeping its activations (`nn.remat`): only the layer
+  inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
 
   @nn.compact
   def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
@@ -173,7 +176,10 @@ class GPT2Module(nn.Module):
     hidden_btd = hidden_btd + jnp.take(positions_pd, position_ids, axis=0).astype(dtype)
     bias_b1ts = _layers.attention_bias(key_mask, query_offset, length)
 
-    blocks = nn.scan(_Block, variable_axes={"params": 0}, split_rngs={"params": True},
+    # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
+    # forward pass) and lets XLA optimise the recomputed layer.
+    block = nn.remat(_Block, prevent_cse=False) if self.remat else _Block
+    blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                      in_axes=(nn.broadcast, nn.broadcast, 0, 0), length=cfg.num_hidden_layers,
                      metadata_params={nn.PARTITION_NAME: "layers"})
     layer_caches = None if cache is None else (cache.key, cache.value)
@@ -197,8 +203,8 @@ class GPT2Module(nn.Module):
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=new_cache)
 
 
-def make_module(config: GPT2Config, dtype=jnp.float32) -> GPT2Module:
-  return GPT2Module(config, dtype)
+def make_module(config: GPT2Config, dtype=jnp.float32, remat: bool = False) -> GPT2Module:
+  return GPT2Module(config, dtype, remat)
 
 
 def init_cache(config: GPT2Config, batch_size: int, max_length: int, dtype=jnp.float32) -> KVCache:

@@ -180,6 +180,9 @@ class LlamaModule(nn.Module):
   """A Llama-style decoder following the calling convention in `zett.models.family`."""
   config: LlamaConfig
   dtype: Any = jnp.float32
+  remat: bool = False
+  """Recompute each layer in the backward pass instead of keeping its activations (`nn.remat`): only the layer
+  inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
 
   @nn.compact
   def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
@@ -212,7 +215,10 @@ class LlamaModule(nn.Module):
     cos_btd, sin_btd = _layers.rotary_cos_sin(position_ids, inv_freq)
     bias_b1ts = _layers.attention_bias(key_mask, query_offset, length, cfg.sliding_window)
 
-    layers = nn.scan(_DecoderLayer, variable_axes={"params": 0}, split_rngs={"params": True},
+    # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
+    # forward pass) and lets XLA optimise the recomputed layer.
+    layer = nn.remat(_DecoderLayer, prevent_cse=False) if self.remat else _DecoderLayer
+    layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
                      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
                      length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})
     layer_caches = None if cache is None else (cache.key, cache.value)
@@ -236,8 +242,8 @@ class LlamaModule(nn.Module):
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=new_cache)
 
 
-def make_module(config: LlamaConfig, dtype=jnp.float32) -> LlamaModule:
-  return LlamaModule(config, dtype)
+def make_module(config: LlamaConfig, dtype=jnp.float32, remat: bool = False) -> LlamaModule:
+  return LlamaModule(config, dtype, remat)
 
 
 def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype=jnp.float32) -> KVCache:
