@@ -13,8 +13,9 @@ What each term covers:
   device's batch-vocabulary rows (`sampler.batch_vocab_size`: tokens of the batch + negatives, split over "data"), and
   the [sequences, tokens, batch vocabulary] logits.
 
-Remat (`remat=True`) keeps only each layer's input and recomputes one layer at a time in the backward pass; the
-models have no switch for it yet, so it is shown as a what-if column.
+Remat (the config's `remat: true`) keeps only each layer's input and recomputes one layer at a time in the backward
+pass, in the base and in the hypernetwork. The estimate follows the configured value; with remat off the table adds a
+"with remat" what-if column.
 """
 
 from __future__ import annotations
@@ -229,8 +230,13 @@ def _activation_bytes(config: TrainConfig, base_config, hypernet_config, mesh_sh
 # ----------------------------------------------------------------------------------------------- estimate
 
 
-def estimate(config: TrainConfig, devices: int, remat: bool = False) -> MemoryEstimate:
-  """Per-device memory of `config` on `devices` devices (the config's mesh), from abstract shapes."""
+def estimate(config: TrainConfig, devices: int, remat: bool | None = None) -> MemoryEstimate:
+  """Per-device memory of `config` on `devices` devices (the config's mesh), from abstract shapes.
+
+  Args:
+    remat: estimate with (True) or without (False) rematerialisation; None follows `config.remat`.
+  """
+  remat = config.remat if remat is None else remat
   from hypernet import HypernetConfig
   from hypernet.model import abstract_params
   from train.state import make_optimizer
@@ -273,7 +279,7 @@ def estimate(config: TrainConfig, devices: int, remat: bool = False) -> MemoryEs
 
 def dry_run(config: TrainConfig, target: str | None = None, devices: int | None = None,
             device_memory_gib: float | None = None) -> str:
-  """The `--dry-run` table: per-device memory as configured and with remat, against the device capacity."""
+  """The `--dry-run` table: per-device memory as configured (and, if remat is off, with it), against the capacity."""
   preset = None
   if target is not None:
     key = target.lower()
@@ -282,20 +288,27 @@ def dry_run(config: TrainConfig, target: str | None = None, devices: int | None 
     preset = TARGETS[key]
   devices = devices or (preset.devices if preset else jax.device_count())
   capacity = device_memory_gib or (preset.memory_gib if preset else None)
-  plain = estimate(config, devices)
-  rematted = estimate(config, devices, remat=True)
+  configured = estimate(config, devices)
+  # With remat off, show what turning it on would give; with it on, the configured column already is that.
+  what_if = None if config.remat else estimate(config, devices, remat=True)
   where = f"{target} ({preset.note})" if preset else f"{devices} device(s)"
-  lines = [f"dry run: {config.model.base} on {where}, mesh {plain.mesh}",
-           f"  hypernetwork {plain.params['hypernetwork']:,} params, base {plain.params['base']:,} params; "
+  heading = "as configured" + (" (remat)" if config.remat else "")
+  lines = [f"dry run: {config.model.base} on {where}, mesh {configured.mesh}, remat {'on' if config.remat else 'off'}",
+           f"  hypernetwork {configured.params['hypernetwork']:,} params, base {configured.params['base']:,} params; "
            f"{config.data.batch_size} sequences x {config.data.sequence_length} tokens per micro-step, "
            f"{config.optimizer.grad_accumulation_steps} micro-step(s) per update",
-           f"  {'per device':<34}{'as configured':>15}{'with remat*':>15}"]
-  for name, value in plain.components.items():
-    lines.append(f"  {name:<34}{value / GiB:>12.3f} GiB{rematted.components[name] / GiB:>11.3f} GiB")
-  lines.append(f"  {'total':<34}{plain.total / GiB:>12.3f} GiB{rematted.total / GiB:>11.3f} GiB")
+           f"  {'per device':<34}{heading:>23}" + ("" if what_if is None else f"{'with remat*':>15}")]
+
+  def row(name, value, other):
+    return f"  {name:<34}{value / GiB:>19.3f} GiB" + ("" if other is None else f"{other / GiB:>11.3f} GiB")
+  for name, value in configured.components.items():
+    lines.append(row(name, value, None if what_if is None else what_if.components[name]))
+  lines.append(row("total", configured.total, None if what_if is None else what_if.total))
   if capacity:
     verdict = lambda total: "fits" if total <= 0.9 * capacity * GiB else "DOES NOT FIT"  # noqa: E731
-    lines.append(f"  {'capacity (90% usable)':<34}{0.9 * capacity:>12.3f} GiB -> {verdict(plain.total)} as "
-                 f"configured, {verdict(rematted.total)} with remat")
-  lines.append("  * remat keeps one activation per layer; the models have no switch for it yet (what-if).")
+    line = f"  {'capacity (90% usable)':<34}{0.9 * capacity:>19.3f} GiB -> {verdict(configured.total)} as configured"
+    lines.append(line + ("" if what_if is None else f", {verdict(what_if.total)} with remat"))
+  if what_if is not None:
+    lines.append("  * what-if: remat keeps one activation per layer and recomputes the rest in the backward pass; "
+                 "turn it on with `remat=true`.")
   return "\n".join(lines)

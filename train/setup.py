@@ -24,8 +24,9 @@ from train.step import LossSpec, jit_eval, jit_train_step
 from train.vocab import base_tokenizer_of, check_tokenizer_specs
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Sections that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps")
+# Sections that may change between a run and its resumption without changing its results (remat trades memory for
+# compute only, so a run that no longer fits can resume with it on).
+_RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps", "remat")
 
 
 class TrainSetupError(ValueError):
@@ -54,7 +55,14 @@ class Run:
 
 
 def load_base(config: TrainConfig):
-  """The frozen base `BaseModel` (float32 or bf16 weights as configured)."""
+  """The frozen base `BaseModel` (float32 or bf16 weights as configured; its module rematerialises if `remat`)."""
+  base = _load_base(config)
+  if config.remat:
+    base = dataclasses.replace(base, module=base.module.clone(remat=True))
+  return base
+
+
+def _load_base(config: TrainConfig):
   compute = _DTYPES[config.model.compute_dtype]
   param = _DTYPES[config.model.param_dtype]
   spec = config.model.base
@@ -150,7 +158,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
   causal = base.family.is_causal if config.model.objective == "auto" else config.model.objective == "causal"
   spec = LossSpec(hypernet_config, base.family, base.config, base.module, causal,
                   aux_loss_weight=config.hypernet.aux_loss_weight, mlm_probability=config.model.mlm_probability,
-                  compute_dtype=_DTYPES[config.model.compute_dtype])
+                  compute_dtype=_DTYPES[config.model.compute_dtype], remat=config.remat)
 
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   if config.data.batch_size % mesh.shape["data"]:

@@ -40,12 +40,17 @@ class LossSpec:
   aux_loss_weight: float = 0.5
   mlm_probability: float = 0.15
   compute_dtype: Any = jnp.float32
+  remat: bool = False
+  """Recompute the hypernetwork's layers in the backward pass (the base's own switch is `base_module.remat`)."""
+
+  def hypernet(self) -> Hypernet:
+    return Hypernet(self.hypernet_config, self.compute_dtype, self.remat)
 
 
 def predict_embeddings(spec: LossSpec, params, batch, base_params) -> tuple[Embeddings, Embeddings]:
   """(predicted embeddings of the batch vocabulary, the frozen base embeddings)."""
   base = spec.base_family.get_embeddings(spec.base_config, base_params)
-  predicted = Hypernet(spec.hypernet_config, spec.compute_dtype).apply(
+  predicted = spec.hypernet().apply(
       {"params": params}, batch["surface_ids"], batch["surface_lengths"], base, batch["special_base_ids"])
   return predicted, base
 
@@ -148,7 +153,7 @@ def jit_eval(spec: LossSpec, param_shardings, base_shardings, replicated):
   """
   def predict(params, surface_ids, surface_lengths, special_base_ids, base_params):
     base = spec.base_family.get_embeddings(spec.base_config, base_params)
-    return Hypernet(spec.hypernet_config, spec.compute_dtype).apply(
+    return spec.hypernet().apply(
         {"params": params}, surface_ids, surface_lengths, base, special_base_ids)
   predict_jit = jax.jit(predict, in_shardings=(param_shardings, None, None, None, base_shardings))
   sums_jit = jax.jit(lambda predicted, batch, base_params: eval_sums(spec, predicted, batch, base_params),
