@@ -299,9 +299,37 @@ def test_failed_and_unfinished_jobs_have_no_result(server, client):
   try:
     response = client.get(f"/v1/jobs/{pending.id}/result")
     assert response.status_code == 409 and response.json()["error"]["type"] == "job_not_finished"
+    response = client.delete(f"/v1/jobs/{pending.id}")  # still running: refused, nothing lost
+    assert response.status_code == 409 and response.json()["error"]["type"] == "job_active"
   finally:
     release.set()
   assert _wait_for(client, pending.id)["status"] == "succeeded"
+  assert client.delete(f"/v1/jobs/{pending.id}").status_code == 204
+  assert not (jobs.root / pending.id).exists()
+  assert client.get(f"/v1/jobs/{pending.id}").status_code == 404
+  assert client.delete(f"/v1/jobs/{pending.id}").json()["error"]["type"] == "unknown_job"
+  assert pending.id not in [j["id"] for j in client.get("/v1/jobs").json()["jobs"]]
+
+
+def test_finished_jobs_expire_after_the_retention_period(tmp_path):
+  from zett.service.jobs import JobManager, UnknownJobError
+
+  def produce(work_dir):
+    (work_dir / "out").mkdir()
+    return work_dir / "out", {}
+  jobs = JobManager(tmp_path, retention_s=0.5)
+  try:
+    job = jobs.submit("transfer", produce)
+    deadline = time.time() + 10
+    while jobs.get(job.id).status != "succeeded" and time.time() < deadline:
+      time.sleep(0.02)
+    assert (tmp_path / job.id / "result.tar").is_file()
+    time.sleep(0.6)
+    with pytest.raises(UnknownJobError):
+      jobs.get(job.id)
+    assert not (tmp_path / job.id).exists() and jobs.list() == []
+  finally:
+    jobs.shutdown()
 
 
 def test_request_timeout_is_a_504(engine):

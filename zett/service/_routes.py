@@ -10,12 +10,12 @@ from typing import Any, Callable
 
 import numpy as np
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from zett.service import schemas
 from zett.service.engine import EmbeddingBatcher, Engine
 from zett.service.errors import ServiceError, utf8
-from zett.service.jobs import SUCCEEDED, JobManager, JobQueueFullError, UnknownJobError
+from zett.service.jobs import SUCCEEDED, JobActiveError, JobManager, JobQueueFullError, UnknownJobError
 from zett.service.metrics import ServiceMetrics
 from zett.service.settings import ServiceSettings
 
@@ -96,6 +96,18 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
   async def get_job(job_id: str):
     """Status of one job."""
     return _job_info(_find_job(ctx.jobs, job_id))
+
+  @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response, tags=["transfer"],
+              responses={404: {"model": schemas.ErrorResponse}, 409: {"model": schemas.ErrorResponse}})
+  async def delete_job(job_id: str):
+    """Deletes a finished job's record and result (finished jobs also expire after `job_retention_s`)."""
+    try:
+      ctx.jobs.delete(job_id)
+    except UnknownJobError:
+      raise ServiceError(404, "unknown_job", f"no job with id {job_id!r}") from None
+    except JobActiveError as error:
+      raise ServiceError(409, "job_active", str(error)) from None
+    return Response(status_code=204)
 
   @app.get("/v1/jobs/{job_id}/result", tags=["transfer"], response_class=FileResponse,
            responses={200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},

@@ -62,7 +62,7 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
                              on_batch)
   temp_jobs_dir = None if settings.jobs_dir else tempfile.mkdtemp(prefix="zett-jobs-")
   jobs = JobManager(settings.jobs_dir or temp_jobs_dir, settings.max_concurrent_jobs, settings.max_queued_jobs,
-                    on_finish=lambda job: metrics.jobs.labels(job.status).inc())
+                    on_finish=lambda job: metrics.jobs.labels(job.status).inc(), retention_s=settings.job_retention_s)
   for status in ("queued", "running"):
     metrics.add_gauge(f"zett_jobs_{status}", f"Transfer jobs {status} now.",
                       lambda status=status: jobs.counts()[status])

@@ -2,7 +2,8 @@
 
 A job runs in a worker thread owned by the server, not by the request that created it, so it keeps
 running when the client disconnects; its record (`job.json`) and result (`result.tar`) live in the
-job's folder, and a server restarted on the same `jobs_dir` lists earlier jobs again.
+job's folder, and a server restarted on the same `jobs_dir` lists earlier jobs again. Finished jobs are
+deleted (folder and all) `retention_s` seconds after they finish, or earlier on request (`delete`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class JobQueueFullError(RuntimeError):
   """As many jobs as allowed are already running and queued."""
 
 
+class JobActiveError(RuntimeError):
+  """The job is still queued or running, so it cannot be deleted."""
+
+
 @dataclasses.dataclass
 class Job:
   """One background job, as listed by GET /v1/jobs."""
@@ -58,8 +63,12 @@ class JobManager:
   (plus a dict of facts for the record); anything it raises marks the job failed with the message.
   """
 
-  def __init__(self, root: str | Path, max_concurrent: int = 1, max_queued: int = 16, on_finish=None):
+  def __init__(self, root: str | Path, max_concurrent: int = 1, max_queued: int = 16, on_finish=None,
+               retention_s: float = 0.0):
+    """`retention_s`: finished jobs older than this are deleted (checked whenever jobs are listed,
+    looked up or submitted); 0 keeps them until deleted by hand."""
     self.root = Path(root)
+    self.retention_s = retention_s
     self.root.mkdir(parents=True, exist_ok=True)
     self.max_concurrent = max_concurrent
     self.max_queued = max_queued
@@ -91,6 +100,7 @@ class JobManager:
              info: dict | None = None) -> Job:
     """Queues `fn(work_dir) -> (folder to pack, facts)`; raises JobQueueFullError when full."""
     with self._lock:
+      self._expire()
       active = sum(j.status in (QUEUED, RUNNING) for j in self._jobs.values())
       if active >= self.max_concurrent + self.max_queued:
         raise JobQueueFullError(
@@ -132,8 +142,31 @@ class JobManager:
       if self._on_finish is not None:
         self._on_finish(job)
 
+  def _expire(self) -> None:
+    """Deletes finished jobs past the retention period. Call with the lock held."""
+    if not self.retention_s:
+      return
+    cutoff = time.time() - self.retention_s
+    for job in [j for j in self._jobs.values() if j.finished_at is not None and j.finished_at < cutoff]:
+      self._remove(job)
+
+  def _remove(self, job: Job) -> None:
+    del self._jobs[job.id]
+    shutil.rmtree(self.root / job.id, ignore_errors=True)
+
+  def delete(self, job_id: str) -> None:
+    """Deletes a finished job's record and result; raises UnknownJobError or JobActiveError."""
+    with self._lock:
+      job = self._jobs.get(job_id)
+      if job is None:
+        raise UnknownJobError(job_id)
+      if job.status in (QUEUED, RUNNING):
+        raise JobActiveError(f"job {job_id} is {job.status}; only finished jobs can be deleted")
+      self._remove(job)
+
   def get(self, job_id: str) -> Job:
     with self._lock:
+      self._expire()
       job = self._jobs.get(job_id)
       if job is None:
         raise UnknownJobError(job_id)
@@ -142,6 +175,7 @@ class JobManager:
   def list(self) -> list[Job]:
     """All jobs, newest first."""
     with self._lock:
+      self._expire()
       jobs = [dataclasses.replace(j, info=dict(j.info)) for j in self._jobs.values()]
     return sorted(jobs, key=lambda j: j.created_at, reverse=True)
 

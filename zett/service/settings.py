@@ -39,6 +39,9 @@ class ServiceSettings:
   """Most texts in one /v1/tokenize request."""
   jobs_dir: str | None = None
   """Where transfer jobs write their results; None means a temporary folder removed at shutdown."""
+  job_retention_s: float = 86400.0
+  """Finished transfer jobs (record and result tar) are deleted this many seconds after they finish; 0 keeps
+  them until `DELETE /v1/jobs/{id}`."""
 
   def __post_init__(self):
     positive = ("max_tokens_per_request", "max_token_chars", "max_body_bytes", "max_concurrent_jobs",
@@ -53,6 +56,8 @@ class ServiceSettings:
         raise ValueError(f"service setting {name} must be an integer >= 0, got {value!r}")
     if not self.request_timeout_s > 0:
       raise ValueError(f"service setting request_timeout_s must be > 0, got {self.request_timeout_s!r}")
+    if not self.job_retention_s >= 0:
+      raise ValueError(f"service setting job_retention_s must be >= 0, got {self.job_retention_s!r}")
     if not self.batch_wait_ms >= 0:
       raise ValueError(f"service setting batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
     if self.api_key is not None and (not self.api_key or not self.api_key.isascii() or not self.api_key.isprintable()
