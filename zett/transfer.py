@@ -341,7 +341,7 @@ def export(model: BaseModel, record: TransferRecord, out_dir: str | Path, overwr
   Everything is written to a hidden staging folder next to `out_dir` and renamed into place at the end,
   so a failure never leaves a half-written `out_dir`.
   """
-  from zett.interop.hf import save_pretrained
+  from zett.interop.hf import replace_folder, save_pretrained
   out = check_output_folder(out_dir, overwrite)
   out.parent.mkdir(parents=True, exist_ok=True)
   staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
@@ -349,13 +349,7 @@ def export(model: BaseModel, record: TransferRecord, out_dir: str | Path, overwr
     folder = save_pretrained(model, staging / "model", name=model.name)
     (folder / "README.md").write_text(model_card(model, record))
     (folder / TRANSFER_RECORD_NAME).write_text(json.dumps(record.to_json(), indent=2, default=str) + "\n")
-    if out.exists():
-      old = out.with_name(f".{out.name}.old-{os.getpid()}")
-      os.rename(out, old)
-      os.rename(folder, out)
-      shutil.rmtree(old, ignore_errors=True)
-    else:
-      os.rename(folder, out)
+    replace_folder(folder, out)
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   return out

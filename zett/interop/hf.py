@@ -172,14 +172,15 @@ def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
         tokenizer.save_pretrained(str(tmp))
     num_params = int(sum(a.size for a in tensors.values()))
     (tmp / "README.md").write_text(_model_card(name or out_dir.name, model, auto_class, num_params))
-    _replace_dir(tmp, out_dir)
+    replace_folder(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out_dir
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
+def replace_folder(src: Path, dst: Path) -> None:
+  """Moves folder `src` to `dst`, replacing what is there with two renames (never a half-written `dst`)."""
   if dst.exists():
     old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
     os.rename(dst, old)
