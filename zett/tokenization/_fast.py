@@ -54,49 +54,45 @@ def _piece_index(unique_keys, piece_keys):
 
 
 @_jit
-def _viterbi(codes, word_starts, word_lengths, substring_starts, substring_lengths, substring_piece, width,
-             piece_ids, piece_scores, byte_ids, byte_score):
-  size = codes.size
-  piece_at = np.full((size, width), -1, dtype=np.int64)  # piece index of the substring [start, start + l)
-  for s in range(substring_starts.size):
-    piece_at[substring_starts[s], substring_lengths[s]] = substring_piece[s]
+def _viterbi(codes, word_starts, word_lengths, substring_starts, substring_lengths, substring_piece, piece_ids,
+             piece_scores, byte_ids, byte_score):
+  # Forward ("push") DP over the substrings, which come sorted by start: a prefix end hears from
+  # the earliest start (longest last piece) first and strict '>' keeps the first best, which is
+  # `tokenizers`' tie rule and `_substrings.segment`'s.
   num_words = word_starts.size
   longest = 0
   for w in range(num_words):
     longest = max(longest, word_lengths[w])
   best = np.empty(longest + 1)
   back = np.empty(longest + 1, dtype=np.int64)
-  token_ids = np.empty(size, dtype=np.int64)
+  back_id = np.empty(longest + 1, dtype=np.int64)
+  token_ids = np.empty(codes.size, dtype=np.int64)
   offsets = np.zeros(num_words + 1, dtype=np.int64)
-  reversed_ids = np.empty(longest, dtype=np.int64)
-  count = 0
+  reversed_ids = np.empty(max(longest, 1), dtype=np.int64)
+  count = s = 0
   for w in range(num_words):
     start, length = word_starts[w], word_lengths[w]
     best[0] = 0.0
-    for end in range(1, length + 1):
-      # Longest last piece first, strict '>' keeps the first best: `tokenizers`' tie rule.
-      top, top_span = -np.inf, 1
-      for span in range(min(end, width - 1), 0, -1):
-        if span == 1:
-          score = byte_score
-        else:
-          piece = piece_at[start + end - span, span]
-          if piece < 0:
-            continue
-          score = piece_scores[piece]
-        candidate = best[end - span] + score
-        if candidate > top:
-          top, top_span = candidate, span
-      best[end], back[end] = top, top_span
-    # Walk back, then write the word's tokens in order.
+    for e in range(1, length + 1):
+      best[e] = -np.inf
+    for position in range(length):
+      here = best[position]
+      while s < substring_starts.size and substring_starts[s] == start + position:
+        piece = substring_piece[s]
+        if piece >= 0:
+          end = position + substring_lengths[s]
+          candidate = here + piece_scores[piece]
+          if candidate > best[end]:
+            best[end], back[end], back_id[end] = candidate, substring_lengths[s], piece_ids[piece]
+        s += 1
+      candidate = here + byte_score
+      if candidate > best[position + 1]:
+        best[position + 1], back[position + 1] = candidate, 1
+        back_id[position + 1] = byte_ids[codes[start + position]]
     n, position = 0, length
     while position > 0:
-      span = back[position]
-      position -= span
-      if span == 1:
-        reversed_ids[n] = byte_ids[codes[start + position]]
-      else:
-        reversed_ids[n] = piece_ids[piece_at[start + position, span]]
+      reversed_ids[n] = back_id[position]
+      position -= back[position]
       n += 1
     for k in range(n):
       token_ids[count + k] = reversed_ids[n - 1 - k]
@@ -113,9 +109,88 @@ def segment(words, piece_keys: np.ndarray, piece_ids: np.ndarray, piece_scores: 
   else:
     substring_piece = np.full(words.substring_starts.size, -1, dtype=np.int64)
   return _viterbi(words.codes, words.word_starts, words.word_lengths, words.substring_starts.astype(np.int64),
-                  words.substring_lengths.astype(np.int64), substring_piece, words.hashes.shape[1],
-                  piece_ids.astype(np.int64), piece_scores.astype(np.float64), byte_ids.astype(np.int64),
-                  float(byte_score))
+                  words.substring_lengths.astype(np.int64), substring_piece, piece_ids.astype(np.int64),
+                  piece_scores.astype(np.float64), byte_ids.astype(np.int64), float(byte_score))
+
+
+# -- substring counting -----------------------------------------------------------------------------
+
+
+@_jit
+def _hash_count(codes, word_starts, word_lengths, word_counts, max_length, multiplier):
+  """Every in-word whole-character substring of 2..max_length bytes, deduplicated by hash table.
+
+  Hashes are `_substrings.hash_words`' polynomial ones; substrings come in (start, length) order,
+  so a key's first occurrence is the one numpy's `np.nonzero` order finds first.
+  """
+  size = codes.size
+  # Exact number of substrings first: fresh arrays cost page faults, so size them tightly.
+  limit = 0
+  for w in range(word_starts.size):
+    start, end = word_starts[w], word_starts[w] + word_lengths[w]
+    for p in range(start, end):
+      if (codes[p] & 0xC0) != 0x80:
+        for q in range(p + 2, min(p + max_length, end) + 1):
+          if q == end or (codes[q] & 0xC0) != 0x80:
+            limit += 1
+  bits = 4
+  while (1 << bits) < 2 * max(limit, 1):
+    bits += 1
+  mask = (1 << bits) - 1
+  table = np.full(1 << bits, -1, dtype=np.int32)
+  keys = np.empty(limit, dtype=np.uint64)
+  counts = np.zeros(limit, dtype=np.int64)
+  firsts = np.empty(limit, dtype=np.int64)
+  lengths = np.empty(limit, dtype=np.int64)
+  sub_starts = np.empty(limit, dtype=np.int64)
+  sub_lengths = np.empty(limit, dtype=np.int64)
+  sub_unique = np.empty(limit, dtype=np.int64)
+  golden = np.uint64(0x9E3779B97F4A7C15)
+  shift = np.uint64(64 - bits)
+  unique = found = 0
+  for w in range(word_starts.size):
+    start, end, weight = word_starts[w], word_starts[w] + word_lengths[w], word_counts[w]
+    for p in range(start, end):
+      if (codes[p] & 0xC0) == 0x80:
+        continue  # pieces start on a character
+      h = np.uint64(codes[p]) + np.uint64(1)
+      for length in range(2, max_length + 1):
+        q = p + length
+        if q > end:
+          break
+        h = h * multiplier + np.uint64(codes[q - 1]) + np.uint64(1)
+        if q < size and q < end and (codes[q] & 0xC0) == 0x80:
+          continue  # ... and end on one
+        slot = np.int64((h * golden) >> shift)
+        while True:
+          index = table[slot]
+          if index < 0:
+            index = unique
+            table[slot] = index
+            keys[unique], firsts[unique], lengths[unique] = h, p, length
+            unique += 1
+            break
+          if keys[index] == h:
+            break
+          slot = (slot + 1) & mask
+        counts[index] += weight
+        sub_starts[found], sub_lengths[found], sub_unique[found] = p, length, index
+        found += 1
+  return (keys[:unique], counts[:unique], firsts[:unique], lengths[:unique], sub_starts[:found],
+          sub_lengths[:found], sub_unique[:found])
+
+
+def hash_count(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndarray, word_counts: np.ndarray,
+               max_length: int):
+  """Compiled `hash_words` + `count_substrings`: (sorted keys, counts, first offsets, lengths,
+  substring starts, substring lengths, substring -> sorted key index)."""
+  from zett.tokenization._substrings import HASH_MULTIPLIER
+  keys, counts, firsts, lengths, starts, sub_lengths, sub_unique = _hash_count(
+      codes, word_starts, word_lengths, word_counts, max_length, HASH_MULTIPLIER)
+  order = np.argsort(keys)
+  rank = np.empty_like(order)
+  rank[order] = np.arange(order.size)
+  return keys[order], counts[order], firsts[order], lengths[order], starts, sub_lengths, rank[sub_unique]
 
 
 # -- window ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import numpy as np
 
 from zett.tokenization.byte_level import to_byte_level
 
-_HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplication is invertible mod 2^64
+HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplication is invertible mod 2^64
 
 
 @dataclasses.dataclass
@@ -34,8 +34,9 @@ class BatchWords:
   joined: bytes              # the same bytes
   word_starts: np.ndarray    # int64 [W]
   word_lengths: np.ndarray   # int64 [W]
-  hashes: np.ndarray         # uint64 [P, max_length + 1]; column l = hash of bytes [p, p + l)
-  valid: np.ndarray          # bool [P, max_length + 1]; the substring stays inside its word (l >= 2)
+  max_length: int            # longest substring counted, in bytes
+  hashes: np.ndarray | None = None  # uint64 [P, max_length + 1]; column l = hash of bytes [p, p + l) (numpy path)
+  valid: np.ndarray | None = None   # bool [P, max_length + 1]; the substring stays inside its word (l >= 2)
   substring_starts: np.ndarray | None = None   # int64 [S] start of each valid substring (set by counting)
   substring_lengths: np.ndarray | None = None  # int64 [S]
   substring_unique: np.ndarray | None = None   # int64 [S] index into the batch's sorted distinct keys
@@ -63,12 +64,12 @@ def hash_words(words_utf8: list[bytes], max_length: int) -> BatchWords:
     for length in range(2, max_length + 1):
       if size < length:
         break
-      current = current[:-1] * _HASH_MULTIPLIER + values[length - 1:]
+      current = current[:-1] * HASH_MULTIPLIER + values[length - 1:]
       count = size - length + 1
       hashes[:count, length] = current
       valid[:count, length] = ((word_of[:count] == word_of[length - 1:]) & boundary[:count]
                                & boundary[length:length + count])
-  return BatchWords(codes, joined, word_starts, word_lengths, hashes, valid)
+  return BatchWords(codes, joined, word_starts, word_lengths, max_length, hashes, valid)
 
 
 def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstrings:
@@ -84,7 +85,8 @@ def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstri
   is_first[1:] = sorted_keys[1:] != sorted_keys[:-1]
   group_starts = np.flatnonzero(is_first)
   unique = sorted_keys[group_starts]
-  first = order[group_starts]
+  # Spell each key at its first occurrence in (start, length) order, as the compiled path does.
+  first = np.minimum.reduceat(order, group_starts) if keys.size else np.zeros(0, dtype=np.int64)
   inverse = np.empty(keys.size, dtype=np.int64)
   inverse[order] = np.cumsum(is_first) - 1
   weights = word_counts[word_of[starts]][order]

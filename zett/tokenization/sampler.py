@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,7 +22,9 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from zett.tokenization import _fast, byte_level
-from zett.tokenization._substrings import BatchWords, SubstringWindow, count_substrings, hash_words, segment
+from zett.tokenization.byte_level import to_byte_level
+from zett.tokenization._substrings import (BatchSubstrings, BatchWords, SubstringWindow, count_substrings, hash_words,
+                                           segment)
 from zett.tokenization.load import Tokenizer, from_backend
 from zett.tokenization.surface import SurfaceEncoder, pack_flat, pack_rows
 
@@ -199,22 +202,39 @@ class TokenizerSampler:
 
   # -- window ------------------------------------------------------------------------------------
 
-  def _observe(self, texts: Sequence[str]) -> tuple[BatchWords, list[list[int]]]:
-    """Adds a batch to the window; returns its distinct words and each text's word indices."""
+  def _observe(self, texts: Sequence[str]) -> tuple[BatchWords, np.ndarray, np.ndarray]:
+    """Adds a batch to the window.
+
+    Returns its distinct words, and each text's word indices as CSR (flat word ids, offsets [B + 1]).
+    """
     counter: collections.Counter[str] = collections.Counter()
     per_text = [_PRETOKEN.findall(text) for text in texts]
     for words in per_text:
       counter.update(words)
-    words = list(counter)
-    index = {word: i for i, word in enumerate(words)}
-    word_ids = [[index[w] for w in text_words] for text_words in per_text]
-    utf8 = [w.encode("utf-8") for w in words]
-    counts = np.fromiter(counter.values(), dtype=np.int64, count=len(words))
-    hashed = hash_words(utf8, self.max_piece_bytes)
-    self._window.add(count_substrings(hashed, counts))
+    index = {word: i for i, word in enumerate(counter)}
+    text_lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
+    word_ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(per_text)), dtype=np.int64,
+                           count=int(text_lengths.sum()))
+    text_offsets = np.concatenate([[0], np.cumsum(text_lengths)])
+    utf8 = [w.encode("utf-8") for w in counter]
+    counts = np.fromiter(counter.values(), dtype=np.int64, count=len(utf8))
+    if self.compiled:
+      joined = b"".join(utf8)
+      codes = np.frombuffer(joined, dtype=np.uint8)
+      word_lengths = np.fromiter(map(len, utf8), dtype=np.int64, count=len(utf8))
+      word_starts = np.cumsum(word_lengths) - word_lengths
+      keys, key_counts, firsts, lengths, starts, sub_lengths, sub_unique = _fast.hash_count(
+          codes, word_starts, word_lengths, counts, self.max_piece_bytes)
+      hashed = BatchWords(codes, joined, word_starts, word_lengths, self.max_piece_bytes, None, None, starts,
+                          sub_lengths, sub_unique, keys)
+      substrings = BatchSubstrings(keys, key_counts, firsts, lengths, to_byte_level(joined))
+    else:
+      hashed = hash_words(utf8, self.max_piece_bytes)
+      substrings = count_substrings(hashed, counts)
+    self._window.add(substrings)
     self._window_texts.append(list(texts))
     self._batches_seen += 1
-    return hashed, word_ids
+    return hashed, word_ids, text_offsets
 
   # -- sampling ----------------------------------------------------------------------------------
 
@@ -292,21 +312,29 @@ class TokenizerSampler:
     viterbi = _fast.segment if self.compiled else segment
     return viterbi(words, piece_keys, piece_ids, scores, byte_ids, _byte_score(scores))
 
-  def _sequences(self, ids: np.ndarray, starts: np.ndarray, word_ids: list[list[int]]) -> list[np.ndarray]:
+  def _sequences(self, ids: np.ndarray, starts: np.ndarray, word_ids: np.ndarray,
+                 text_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids of every text, truncated and with bos/eos: (flat ids, text of each, column of each)."""
     body = self.sequence_length - (self._bos is not None) - (self._eos is not None)
-    sequences = []
-    for text_words in word_ids:
-      words = np.asarray(text_words, dtype=np.int64)
-      lengths = starts[words + 1] - starts[words]
-      total = int(lengths.sum())
-      offsets = np.repeat(starts[words] - (np.cumsum(lengths) - lengths), lengths)
-      tokens = ids[offsets + np.arange(total)][:body]
-      if self._bos is not None:
-        tokens = np.concatenate([[self._bos], tokens])
-      if self._eos is not None:
-        tokens = np.concatenate([tokens, [self._eos]])
-      sequences.append(tokens)
-    return sequences
+    lengths = starts[word_ids + 1] - starts[word_ids]  # tokens per word occurrence
+    position = np.cumsum(lengths) - lengths  # first token of each occurrence in the batch's stream
+    token_of = np.repeat(starts[word_ids] - position, lengths) + np.arange(int(lengths.sum()))
+    first = np.concatenate([[0], np.cumsum(lengths)])[text_offsets]  # stream position of each text
+    text_of = np.repeat(np.arange(text_offsets.size - 1), np.diff(first))
+    columns = np.arange(token_of.size) - first[text_of]
+    keep = columns < body
+    tokens, text_of, columns = ids[token_of[keep]], text_of[keep], columns[keep]
+    counts = np.minimum(np.diff(first), body)
+    if self._bos is not None:
+      texts = np.arange(counts.size)
+      tokens = np.concatenate([np.full(counts.size, self._bos), tokens])
+      text_of, columns = np.concatenate([texts, text_of]), np.concatenate([np.full(counts.size, -1), columns]) + 1
+    if self._eos is not None:
+      shift = int(self._bos is not None)
+      tokens = np.concatenate([tokens, np.full(counts.size, self._eos)])
+      text_of = np.concatenate([text_of, np.arange(counts.size)])
+      columns = np.concatenate([columns, counts + shift])
+    return tokens, text_of, columns
 
   def sample(self, texts: Sequence[str], step: int | None = None) -> SampledBatch:
     """Adds `texts` to the window, samples a tokenizer from it and tokenizes `texts` with it.
@@ -316,15 +344,15 @@ class TokenizerSampler:
     if not texts:
       raise ValueError("sample() needs at least one text")
     step = self._batches_seen if step is None else step
-    words, word_ids = self._observe(texts)
+    words, word_ids, text_offsets = self._observe(texts)
     rng = np.random.default_rng([self.seed, step])
     positions, scores, _ = self._pick_pieces(rng)
     slots = self._slots(positions)
     ids, starts = self._encode_words(words, positions, scores)
-    sequences = self._sequences(ids, starts, word_ids)
+    tokens, text_of, columns = self._sequences(ids, starts, word_ids, text_offsets)
     sampled_total = self.num_specials + 256 + slots.size
     if self.batch_vocab_size:
-      used = np.unique(np.concatenate(sequences + [np.arange(self.num_specials)]))
+      used = np.unique(np.concatenate([tokens, np.arange(self.num_specials)]))
       if used.size > self.batch_vocab_size:
         raise ValueError(f"the batch uses {used.size} distinct tokens but batch_vocab_size is "
                          f"{self.batch_vocab_size}; raise batch_vocab_size (>= batch tokens + specials)")
@@ -339,12 +367,9 @@ class TokenizerSampler:
     num_rows, rows = token_ids.size, self.rows
     row_of = np.full(sampled_total, -1, dtype=np.int64)
     row_of[token_ids] = np.arange(num_rows)
-    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-    flat = row_of[np.concatenate(sequences)] if sequences else np.zeros(0, dtype=np.int64)
-    batch_rows = np.repeat(np.arange(len(sequences)), lengths)
-    columns = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    lengths = np.bincount(text_of, minlength=len(texts))
     input_ids = np.full((len(texts), self.sequence_length), self._pad, dtype=np.int32)
-    input_ids[batch_rows, columns] = flat
+    input_ids[text_of, columns] = row_of[tokens]
     attention_mask = (np.arange(self.sequence_length)[None, :] < lengths[:, None]).astype(np.int32)
 
     def padded(values: np.ndarray, fill) -> np.ndarray:
