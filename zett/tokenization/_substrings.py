@@ -43,13 +43,13 @@ class BatchWords:
   unique_keys: np.ndarray | None = None        # uint64 sorted distinct keys of the batch
 
 
-def hash_words(words_utf8: list[bytes], max_length: int) -> BatchWords:
-  """Polynomial hashes of every in-word, whole-character substring of 2..max_length bytes."""
-  joined = b"".join(words_utf8)
-  codes = np.frombuffer(joined, dtype=np.uint8)
-  word_lengths = np.fromiter(map(len, words_utf8), dtype=np.int64, count=len(words_utf8))
-  word_starts = np.cumsum(word_lengths) - word_lengths
-  word_of = np.repeat(np.arange(len(words_utf8)), word_lengths)
+def hash_words(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndarray, max_length: int) -> BatchWords:
+  """Polynomial hashes of every in-word, whole-character substring of 2..max_length bytes.
+
+  Args:
+    codes: uint8 [P] UTF-8 bytes of the distinct words, concatenated; word_starts/word_lengths: int64 [W].
+  """
+  word_of = np.repeat(np.arange(word_lengths.size), word_lengths)
   size = codes.size
   hashes = np.zeros((size, max_length + 1), dtype=np.uint64)
   valid = np.zeros((size, max_length + 1), dtype=bool)
@@ -69,7 +69,7 @@ def hash_words(words_utf8: list[bytes], max_length: int) -> BatchWords:
       hashes[:count, length] = current
       valid[:count, length] = ((word_of[:count] == word_of[length - 1:]) & boundary[:count]
                                & boundary[length:length + count])
-  return BatchWords(codes, joined, word_starts, word_lengths, max_length, hashes, valid)
+  return BatchWords(codes, codes.tobytes(), word_starts, word_lengths, max_length, hashes, valid)
 
 
 def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstrings:

@@ -207,34 +207,45 @@ class TokenizerSampler:
 
     Returns its distinct words, and each text's word indices as CSR (flat word ids, offsets [B + 1]).
     """
-    counter: collections.Counter[str] = collections.Counter()
-    per_text = [_PRETOKEN.findall(text) for text in texts]
-    for words in per_text:
-      counter.update(words)
-    index = {word: i for i, word in enumerate(counter)}
-    text_lengths = np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text))
-    word_ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(per_text)), dtype=np.int64,
-                           count=int(text_lengths.sum()))
-    text_offsets = np.concatenate([[0], np.cumsum(text_lengths)])
-    utf8 = [w.encode("utf-8") for w in counter]
-    counts = np.fromiter(counter.values(), dtype=np.int64, count=len(utf8))
+    words = _fast.pretokenize(texts) if self.compiled else None
+    if words is None:
+      codes, word_lengths, counts, word_ids, token_ends = self._pretokenize(texts)
+    else:
+      codes, word_lengths, counts, word_ids, token_ends = words
+    text_offsets = np.concatenate([[0], token_ends])
+    joined = codes.tobytes()
+    word_starts = np.cumsum(word_lengths) - word_lengths
     if self.compiled:
-      joined = b"".join(utf8)
-      codes = np.frombuffer(joined, dtype=np.uint8)
-      word_lengths = np.fromiter(map(len, utf8), dtype=np.int64, count=len(utf8))
-      word_starts = np.cumsum(word_lengths) - word_lengths
       keys, key_counts, firsts, lengths, starts, sub_lengths, sub_unique = _fast.hash_count(
           codes, word_starts, word_lengths, counts, self.max_piece_bytes)
       hashed = BatchWords(codes, joined, word_starts, word_lengths, self.max_piece_bytes, None, None, starts,
                           sub_lengths, sub_unique, keys)
       substrings = BatchSubstrings(keys, key_counts, firsts, lengths, to_byte_level(joined))
     else:
-      hashed = hash_words(utf8, self.max_piece_bytes)
+      hashed = hash_words(codes, word_starts, word_lengths, self.max_piece_bytes)
       substrings = count_substrings(hashed, counts)
     self._window.add(substrings)
     self._window_texts.append(list(texts))
     self._batches_seen += 1
     return hashed, word_ids, text_offsets
+
+  @staticmethod
+  def _pretokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Reference of `_fast.pretokenize`: (UTF-8 of the distinct words, their byte lengths, their
+    counts, word of every pre-token, cumulative pre-tokens per text)."""
+    counter: collections.Counter[str] = collections.Counter()
+    per_text = [_PRETOKEN.findall(text) for text in texts]
+    for words in per_text:
+      counter.update(words)
+    index = {word: i for i, word in enumerate(counter)}
+    token_ends = np.cumsum(np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text)))
+    word_ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(per_text)), dtype=np.int64,
+                           count=int(token_ends[-1]) if token_ends.size else 0)
+    utf8 = [w.encode("utf-8") for w in counter]
+    codes = np.frombuffer(b"".join(utf8), dtype=np.uint8)
+    word_lengths = np.fromiter(map(len, utf8), dtype=np.int64, count=len(utf8))
+    counts = np.fromiter(counter.values(), dtype=np.int64, count=len(utf8))
+    return codes, word_lengths, counts, word_ids, token_ends
 
   # -- sampling ----------------------------------------------------------------------------------
 
