@@ -351,24 +351,19 @@ def hash_count(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndar
 
 @_jit
 def merge_window(keys, counts, locations, slots, batch_keys, batch_counts, batch_locations, expired_keys,
-                 expired_counts, drop_empty):
+                 expired_counts, drop_empty, out_keys, out_counts, out_locations, out_slots):
   """One merge of the window's sorted arrays with a new batch (and minus the expired batch).
 
-  Returns new (keys, counts, locations, slots): a key already in the window gets the batch's count
-  added and the batch's location; new keys come with slot -1 (not spelled yet). With `drop_empty`,
-  keys whose count fell to zero leave.
+  Writes the new (keys, counts, locations, slots) to the `out_*` buffers (room for both inputs)
+  and returns their length: a key already in the window gets the batch's count added and the
+  batch's location; new keys come with slot -1 (not spelled yet). With `drop_empty`, keys whose
+  count fell to zero leave. `counts` is updated in place.
   """
-  counts = counts.copy()
   j = 0
   for i in range(expired_keys.size):  # expired keys are all in the window, both sorted
     while keys[j] != expired_keys[i]:
       j += 1
     counts[j] -= expired_counts[i]
-  total = keys.size + batch_keys.size
-  out_keys = np.empty(total, dtype=keys.dtype)
-  out_counts = np.empty(total, dtype=counts.dtype)
-  out_locations = np.empty(total, dtype=locations.dtype)
-  out_slots = np.empty(total, dtype=slots.dtype)
   i = j = n = 0
   while i < keys.size or j < batch_keys.size:
     if j >= batch_keys.size or (i < keys.size and keys[i] < batch_keys[j]):
@@ -387,54 +382,85 @@ def merge_window(keys, counts, locations, slots, batch_keys, batch_counts, batch
       n += 1
       i += 1
       j += 1
-  return out_keys[:n].copy(), out_counts[:n].copy(), out_locations[:n].copy(), out_slots[:n].copy()
+  return n
 
 
 # -- BPE spelling ------------------------------------------------------------------------------------
 
 
+_NO_PAIR = np.uint64(0xFFFFFFFFFFFFFFFF)  # ids < 2^32, so no real pair key is all ones
+
+
 @_jit
-def _pair_rank(pair_keys, pair_ranks, left, right):
+def _pair_table(pair_keys, pair_ranks, pair_new):
+  """Open-addressing table (keys, ranks, new ids) of the merges, 4x oversized: ~1 probe a lookup."""
+  bits = 4
+  while (1 << bits) < 4 * max(pair_keys.size, 1):
+    bits += 1
+  keys = np.full(1 << bits, _NO_PAIR, dtype=np.uint64)
+  ranks = np.empty(1 << bits, dtype=np.int64)
+  new = np.empty(1 << bits, dtype=np.int64)
+  mask = (1 << bits) - 1
+  for m in range(pair_keys.size):
+    slot = np.int64((pair_keys[m] * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+    while keys[slot] != _NO_PAIR and keys[slot] != pair_keys[m]:
+      slot = (slot + 1) & mask
+    keys[slot], ranks[slot], new[slot] = pair_keys[m], pair_ranks[m], pair_new[m]
+  return keys, ranks, new
+
+
+@_jit
+def _pair_slot(keys, left, right):
+  """Table slot of the merge (left, right), or -1."""
   key = (np.uint64(left) << np.uint64(32)) | np.uint64(right)
-  index = np.searchsorted(pair_keys, key)
-  if index < pair_keys.size and pair_keys[index] == key:
-    return pair_ranks[index]
+  bits = 0
+  while (1 << bits) < keys.size:
+    bits += 1
+  mask = keys.size - 1
+  slot = np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits))
+  while keys[slot] != _NO_PAIR:
+    if keys[slot] == key:
+      return slot
+    slot = (slot + 1) & mask
   return -1
 
 
 @_jit
-def _bpe(codes, starts, lengths, byte_ids, pair_keys, pair_ranks, pair_new):
-  """BPE of each byte string: repeatedly merge the adjacent pair of lowest rank, leftmost first."""
+def _bpe(codes, starts, lengths, byte_ids, table_keys, table_ranks, table_new):
+  """BPE of each byte string: repeatedly merge the adjacent pair of lowest rank, leftmost first.
+
+  That is the `tokenizers` BPE order (its heap pops the lowest (rank, position)); a stale heap
+  entry is skipped there and never exists here.
+  """
   out = np.empty(codes.size, dtype=np.int64)
   out_lengths = np.empty(starts.size, dtype=np.int64)
   longest = 1
   for p in range(starts.size):
     longest = max(longest, lengths[p])
   symbols = np.empty(longest, dtype=np.int64)
-  ranks = np.empty(longest, dtype=np.int64)  # rank of (symbols[k], symbols[k + 1]); -1: no merge
+  slots = np.empty(longest, dtype=np.int64)  # table slot of (symbols[k], symbols[k + 1]); -1: no merge
   written = 0
   for p in range(starts.size):
     m = lengths[p]
     for k in range(m):
       symbols[k] = byte_ids[codes[starts[p] + k]]
     for k in range(m - 1):
-      ranks[k] = _pair_rank(pair_keys, pair_ranks, symbols[k], symbols[k + 1])
+      slots[k] = _pair_slot(table_keys, symbols[k], symbols[k + 1])
     while m > 1:
       at = -1
       for k in range(m - 1):
-        if ranks[k] >= 0 and (at < 0 or ranks[k] < ranks[at]):
+        if slots[k] >= 0 and (at < 0 or table_ranks[slots[k]] < table_ranks[slots[at]]):
           at = k
       if at < 0:
         break
-      symbols[at] = pair_new[np.searchsorted(pair_keys, (np.uint64(symbols[at]) << np.uint64(32))
-                                             | np.uint64(symbols[at + 1]))]
+      symbols[at] = table_new[slots[at]]
       for k in range(at + 1, m - 1):
-        symbols[k], ranks[k] = symbols[k + 1], ranks[k + 1]
+        symbols[k], slots[k] = symbols[k + 1], slots[k + 1]
       m -= 1
       if at > 0:
-        ranks[at - 1] = _pair_rank(pair_keys, pair_ranks, symbols[at - 1], symbols[at])
+        slots[at - 1] = _pair_slot(table_keys, symbols[at - 1], symbols[at])
       if at < m - 1:
-        ranks[at] = _pair_rank(pair_keys, pair_ranks, symbols[at], symbols[at + 1])
+        slots[at] = _pair_slot(table_keys, symbols[at], symbols[at + 1])
     for k in range(m):
       out[written + k] = symbols[k]
     written += m
@@ -452,8 +478,8 @@ class BpeSpeller:
 
   def __init__(self, encoder, exact: dict[str, int], whole: dict[str, int], byte_ids: np.ndarray,
                pair_keys: np.ndarray, pair_ranks: np.ndarray, pair_new: np.ndarray):
-    self._encoder, self._exact, self._whole = encoder, exact, whole
-    self._byte_ids, self._pair_keys, self._pair_ranks, self._pair_new = byte_ids, pair_keys, pair_ranks, pair_new
+    self._encoder, self._exact, self._whole, self._byte_ids = encoder, exact, whole, byte_ids
+    self._table = _pair_table(pair_keys, pair_ranks, pair_new)
 
   @classmethod
   def create(cls, encoder) -> BpeSpeller | None:
@@ -476,12 +502,10 @@ class BpeSpeller:
       merge_of[(vocab[left] << 32) | vocab[right]] = (rank, vocab[left + right])
     pair_keys = np.fromiter(merge_of.keys(), dtype=np.uint64, count=len(merge_of))
     values = np.array(list(merge_of.values()), dtype=np.int64).reshape(-1, 2)
-    order = np.argsort(pair_keys)
     # Pieces that are base tokens spell as themselves, even where BPE would not reach them.
     exact = {to_byte_level(data): token_id for data, token_id in encoder._exact.items()}
     whole = vocab if model.get("ignore_merges") else {}
-    return cls(encoder, exact, whole, byte_ids, pair_keys[order], values[order, 0].copy(),
-               values[order, 1].copy())
+    return cls(encoder, exact, whole, byte_ids, pair_keys, values[:, 0].copy(), values[:, 1].copy())
 
   def spell(self, spellings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(flat base ids, ids per spelling) for non-empty byte-level spellings."""
@@ -503,13 +527,12 @@ class BpeSpeller:
     clean = np.minimum.reduceat(self._byte_ids[codes], rest_starts) >= 0
     parts = []
     if clean.all():
-      parts.append((rest, *_bpe(codes, rest_starts, rest_lengths, self._byte_ids, self._pair_keys,
-                                self._pair_ranks, self._pair_new)))
+      parts.append((rest, *_bpe(codes, rest_starts, rest_lengths, self._byte_ids, *self._table)))
     else:
       selected = np.repeat(clean, rest_lengths)
       clean_lengths = rest_lengths[clean]
       parts.append((rest[clean], *_bpe(codes[selected], np.cumsum(clean_lengths) - clean_lengths, clean_lengths,
-                                       self._byte_ids, self._pair_keys, self._pair_ranks, self._pair_new)))
+                                       self._byte_ids, *self._table)))
       rows = self._encoder.encode_byte_level([strings[i] for i in np.flatnonzero(~clean).tolist()])
       row_lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
       parts.append((rest[~clean], np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,

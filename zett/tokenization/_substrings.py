@@ -189,6 +189,22 @@ class SubstringWindow:
     self.slots = np.zeros(0, dtype=np.int64)
     self._buffers: dict[int, str] = {}
     self._next_batch = 0
+    self._spare: tuple[np.ndarray, ...] = ()  # the compiled merge writes here, then the two swap
+
+  def _merge(self, batch: BatchSubstrings, locations: np.ndarray, expired) -> None:
+    needed = self.keys.size + batch.keys.size
+    spare = self._spare
+    if not spare or spare[0].size < needed:  # reused, not reallocated: fresh pages cost page faults
+      capacity = needed + needed // 2
+      spare = (np.empty(capacity, np.uint64), np.empty(capacity, np.int64), np.empty(capacity, np.int64),
+               np.empty(capacity, np.int64))
+    none = np.zeros(0, dtype=np.uint64)
+    n = self.merge(self.keys, self.counts, self.locations, self.slots, batch.keys, batch.counts, locations,
+                   none if expired is None else expired[1].keys,
+                   none.astype(np.int64) if expired is None else expired[1].counts, expired is not None, *spare)
+    current = (self.keys, self.counts, self.locations, self.slots)
+    self._spare = tuple(array.base if array.base is not None else array for array in current)
+    self.keys, self.counts, self.locations, self.slots = (array[:n] for array in spare)
 
   def add(self, batch: BatchSubstrings) -> None:
     number = self._next_batch
@@ -196,11 +212,7 @@ class SubstringWindow:
     expired = self.batches.pop(0) if len(self.batches) >= self.capacity else None
     locations = (number << 40) | (batch.offsets << 8) | batch.lengths
     if self.merge is not None:
-      none = np.zeros(0, dtype=np.uint64)
-      self.keys, self.counts, self.locations, self.slots = self.merge(
-          self.keys, self.counts, self.locations, self.slots, batch.keys, batch.counts, locations,
-          none if expired is None else expired[1].keys, none.astype(np.int64) if expired is None else expired[1].counts,
-          expired is not None)
+      self._merge(batch, locations, expired)
     else:
       self._add_numpy(batch, locations, expired)
     if expired is not None:
