@@ -99,8 +99,8 @@ class Hypernet(nn.Module):
   config: HypernetConfig
   dtype: Any = jnp.float32
   remat: bool = False
-  """Recompute each encoder layer in the backward pass instead of keeping its activations (`nn.remat`); a training
-  memory switch, not part of `HypernetConfig`, so saved hypernetworks are unaffected."""
+  """Recompute each encoder layer in the backward pass instead of keeping its activations (`jax.checkpoint` in a
+  scan); a training memory switch, not part of `HypernetConfig`, so saved hypernetworks are unaffected."""
 
   @nn.compact
   def __call__(self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None):
@@ -124,9 +124,11 @@ class Hypernet(nn.Module):
     x = x + positions[:L].astype(self.dtype)[None]
     # Padding rows (length 0) still attend to position 0 so softmax stays finite.
     key_mask = mask_vl.at[:, 0].set(True)
-    layer = nn.remat(_EncoderLayer) if self.remat else _EncoderLayer
-    for i in range(c.num_layers):
-      x = layer(c, self.dtype, name=f"layer_{i}")(x, key_mask)
+    if self.remat and c.num_layers and not self.is_initializing():
+      x = self._rematerialised_layers(x, key_mask)
+    else:
+      for i in range(c.num_layers):
+        x = _EncoderLayer(c, self.dtype, name=f"layer_{i}")(x, key_mask)
     pooled = nn.LayerNorm(name="final_norm", dtype=self.dtype)(x[:, 0])
 
     zeros = nn.initializers.zeros_init()
@@ -153,6 +155,23 @@ class Hypernet(nn.Module):
       if pred_bias is not None:
         pred_bias = jnp.where(is_special, jnp.take(base.bias, src).astype(jnp.float32), pred_bias)
     return Embeddings(pred_in, pred_out, pred_bias)
+
+  def _rematerialised_layers(self, x_vlh, key_mask_vl):
+    """The encoder layers as a scan over their stacked params, each layer recomputed in its backward pass.
+
+    Not a loop of `nn.remat` layers: nothing orders the recomputations of such a loop, and XLA (on CPU at least)
+    schedules them all at the start of the backward pass, so memory does not drop. A scan runs them one layer at a
+    time. The params keep their `layer_{i}` names; stacking them copies only the (small) body weights.
+    """
+    per_layer = [nn.meta.unbox(self.variables["params"][f"layer_{i}"]) for i in range(self.config.num_layers)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
+    layer = _EncoderLayer(self.config, self.dtype, parent=None)  # unbound: applied to each layer's params in turn
+
+    def body(x, params):
+      return layer.apply({"params": params}, x, key_mask_vl), None
+    # prevent_cse=False is safe inside scan (its loop keeps XLA from merging recomputation and forward pass).
+    x_vlh, _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), x_vlh, stacked)
+    return x_vlh
 
 
 def init_hypernet(config: HypernetConfig, base: Embeddings, rng, dtype=jnp.float32):

@@ -96,6 +96,14 @@ def hypernet_config_for(config: TrainConfig, base, base_tokenizer_name: str):
   return hypernet_config
 
 
+def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
+  """The step's static description: objective, loss weights, compute dtype, remat (base module from `load_base`)."""
+  causal = base.family.is_causal if config.model.objective == "auto" else config.model.objective == "causal"
+  return LossSpec(hypernet_config, base.family, base.config, base.module, causal,
+                  aux_loss_weight=config.hypernet.aux_loss_weight, mlm_probability=config.model.mlm_probability,
+                  compute_dtype=_DTYPES[config.model.compute_dtype], remat=config.remat)
+
+
 def _check_same_base(saved, current, where: str) -> None:
   for field, what in (("embedding_dim", "width"), ("base_vocab_size", "vocabulary size"),
                       ("predict_output_embeddings", "untied output embeddings"),
@@ -155,10 +163,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
   if saved_config is not None:
     from hypernet.config import HypernetConfig
     _check_same_base(HypernetConfig(**saved_config["hypernet"]), hypernet_config, f"checkpoint {checkpointer.directory}")
-  causal = base.family.is_causal if config.model.objective == "auto" else config.model.objective == "causal"
-  spec = LossSpec(hypernet_config, base.family, base.config, base.module, causal,
-                  aux_loss_weight=config.hypernet.aux_loss_weight, mlm_probability=config.model.mlm_probability,
-                  compute_dtype=_DTYPES[config.model.compute_dtype], remat=config.remat)
+  spec = loss_spec(config, base, hypernet_config)
 
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   if config.data.batch_size % mesh.shape["data"]:
