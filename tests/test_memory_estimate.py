@@ -81,3 +81,45 @@ def test_dry_run_cli_and_bad_target():
   assert "mesh {'data': 2, 'model': 2}" in done.stdout and "fits as configured" in done.stdout
   with pytest.raises(memory.DryRunError, match="unknown"):
     memory.dry_run(_config("tiny.yaml"), target="v9-1024")
+
+
+def test_dry_run_follows_the_configured_remat():
+  off = _config("llama-7b.yaml")
+  on = _config("llama-7b.yaml", "remat=true")
+  table_off, table_on = memory.dry_run(off, target="v4-32"), memory.dry_run(on, target="v4-32")
+  assert "remat off" in table_off and "with remat*" in table_off and "what-if" in table_off
+  assert "remat on" in table_on and "as configured (remat)" in table_on
+  assert "with remat" not in table_on and "what-if" not in table_on
+  # The configured value drives the estimate; the what-if of a run without remat is the same number.
+  assert memory.estimate(on, 16).total == pytest.approx(memory.estimate(off, 16, remat=True).total)
+  assert memory.estimate(on, 16).total < 0.7 * memory.estimate(off, 16).total
+  assert memory.estimate(on, 16, remat=False).total == pytest.approx(memory.estimate(off, 16).total)
+
+
+def _measured_step_bytes(config) -> int:
+  """XLA's buffer assignment for the compiled training step of `config` on one device (nothing is run)."""
+  import jax
+  from train.data import TextBatcher
+  from train.setup import batch_shardings, prepare
+  from train.vocab import make_sampler
+  run = prepare(config, devices=jax.devices()[:1])
+  sampler = make_sampler(config.sampler, run.base_tokenizer, config.hypernet.surface_max_length,
+                         config.data.sequence_length, 1, False, [], config.data.batch_size)
+  batch = jax.device_put(sampler.sample_batch(TextBatcher(config.data).next_texts(), 0), batch_shardings(run.mesh))
+  stats = run.train_step.lower(run.state, batch, run.base_params).compile().memory_analysis()
+  return (stats.argument_size_in_bytes + stats.temp_size_in_bytes + stats.output_size_in_bytes
+          - stats.alias_size_in_bytes)
+
+
+@pytest.mark.slow
+def test_remat_from_the_config_lowers_the_compiled_step_as_estimated(tmp_path):
+  # Four hypernetwork layers and 256-token sequences: activations dominate, so remat must show in XLA's numbers.
+  overrides = ["hypernet.num_layers=4", "data.sequence_length=256"]
+  measured, estimated = {}, {}
+  for remat in ("false", "true"):
+    config = load_train_config(TINY_CONFIG, overrides + [f"remat={remat}", f"run_dir={tmp_path / remat}"])
+    measured[remat] = _measured_step_bytes(config)
+    estimated[remat] = memory.estimate(config, devices=1).total
+  assert measured["true"] < 0.5 * measured["false"], measured
+  for remat in measured:
+    assert abs(estimated[remat] - measured[remat]) / measured[remat] < 0.3, (remat, estimated, measured)

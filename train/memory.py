@@ -14,8 +14,9 @@ What each term covers:
   the [sequences, tokens, batch vocabulary] logits.
 
 Remat (the config's `remat: true`) keeps only each layer's input and recomputes one layer at a time in the backward
-pass, in the base and in the hypernetwork. The estimate follows the configured value; with remat off the table adds a
-"with remat" what-if column.
+pass, in the base and in the hypernetwork: the activation terms then count the kept layer inputs, and the term "remat:
+layer being recomputed" the larger of one base layer and one hypernetwork layer. The estimate follows the configured
+value; with remat off the table adds a "with remat" what-if column.
 """
 
 from __future__ import annotations
@@ -209,11 +210,14 @@ def _activation_bytes(config: TrainConfig, base_config, hypernet_config, mesh_sh
   hn_inputs = 4 * hypernet_config.input_width + c * hypernet_config.input_width + 2 * c * h
 
   if remat:  # keep each layer's input; recompute (and hold) one layer at a time in the backward pass
-    base_act = tokens * (base_layers * c * d + base_layer)
-    hn_act = positions * (hn_inputs + hn_layers * c * h + hn_layer)
+    base_act = tokens * base_layers * c * d
+    hn_act = positions * (hn_inputs + hn_layers * c * h)
+    # The base's backward pass ends before the hypernetwork's begins, so only the larger recomputed layer counts.
+    recomputed = max(tokens * base_layer, positions * hn_layer)
   else:
     base_act = tokens * base_layers * base_layer
     hn_act = positions * (hn_inputs + hn_layers * hn_layer)
+    recomputed = 0.0
   # The backward pass frees a layer's saved tensors as it consumes them, so beyond them only the gradient of the
   # widest tensor being processed is in flight.
   base_widest = c * max(d, ((3 if gated else 2) * base_config.intermediate_size) // model)
@@ -223,7 +227,8 @@ def _activation_bytes(config: TrainConfig, base_config, hypernet_config, mesh_sh
   logits = 4 * 4 * tokens * rows
   # Predicted embeddings of all rows (every device needs them for its sequences): f32 in/out + gradients.
   tables = 2 * 4 * rows * hypernet_config.embedding_dim * (2 if hypernet_config.predict_output_embeddings else 1)
-  return {"activations: base": base_act, "activations: hypernetwork": hn_act, "logits (batch vocabulary)": logits,
+  return {"activations: base": base_act, "activations: hypernetwork": hn_act, "remat: layer being recomputed": recomputed,
+          "logits (batch vocabulary)": logits,
           "predicted embedding tables": tables, "gradients in flight": in_flight}
 
 
