@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import tokenizers  # noqa: E402
 from tokenizers import models, pre_tokenizers  # noqa: E402
 
-from zett.tokenization import TokenizerSampler, _fast, load_tokenizer, surface, to_byte_level  # noqa: E402
+from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, load_tokenizer, surface, to_byte_level  # noqa: E402
 from zett.tokenization.sampler import PRETOKEN_PATTERN  # noqa: E402
 
 HANDBOOK = "/usr/share/doc/debian-handbook/html"
@@ -99,7 +99,7 @@ def bench_surface_forms(quick: bool) -> tuple[float, float]:
   scale = qwen.vocab_size / len(ordinary)
   same = np.array_equal(rows, forms.ids[ordinary])
   speller_row = None
-  speller = _fast.BpeSpeller.create(surface.SurfaceEncoder(smollm2))
+  speller = _fast_bpe.BpeSpeller.create(surface.SurfaceEncoder(smollm2))
   if speller is not None:  # the sampler's compiled speller on the whole vocabulary (not yet used by surface_forms)
     every = [i for i in range(qwen.vocab_size) if i not in qwen.special_ids]
     spellings = [to_byte_level(qwen.vocab_bytes[i]) for i in every]

@@ -1,6 +1,6 @@
 """The sampler's compiled (numba) path gives exactly what its numpy reference path gives.
 
-Each kernel in `zett.tokenization._fast` is checked against the code it replaces: the regex
+Each kernel (`zett.tokenization._fast*`) is checked against the code it replaces: the regex
 pre-tokenizer, substring hashing/counting, the window merge, the Unigram Viterbi and the
 `tokenizers` BPE model that spells new pieces; then whole sampled batches are compared.
 """
@@ -14,8 +14,8 @@ import pytest
 
 from tests._tokenization_text import multilingual_lines, stdlib_lines
 from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
-from zett.tokenization import TokenizerSampler, _fast, load_tokenizer, to_byte_level
-from zett.tokenization._substrings import SubstringWindow, count_substrings, hash_words, segment
+from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, _fast_pretokenize, load_tokenizer, to_byte_level
+from zett.tokenization._substrings import SubstringWindow, count_substrings, hash_words, pretokenize, segment
 from zett.tokenization.surface import SurfaceEncoder, pack_flat
 
 pytestmark = pytest.mark.skipif(not _fast.AVAILABLE, reason="numba is not installed")
@@ -43,7 +43,7 @@ def _assert_same(a, b):
 
 
 def _words(texts: list[str], max_length: int = 16):
-  codes, lengths, counts, _, _ = TokenizerSampler._pretokenize(texts)
+  codes, lengths, counts, _, _ = pretokenize(texts)
   return codes, np.cumsum(lengths) - lengths, lengths, counts
 
 
@@ -67,11 +67,11 @@ def test_compiled_pretokenizer_matches_the_regex():
   rng = random.Random(0)
   cases = [_random_texts(rng) for _ in range(1500)] + _batches(4) + [[""], ["", " "], ["a", "", "b "]]
   for texts in cases:
-    expected = TokenizerSampler._pretokenize(texts)
-    got = _fast.pretokenize(texts)
+    expected = pretokenize(texts)
+    got = _fast_pretokenize.pretokenize(texts)
     for name, want, have in zip(("codes", "lengths", "counts", "word ids", "text ends"), expected, got):
       np.testing.assert_array_equal(have, want, err_msg=f"{name} for {texts!r}")
-  assert _fast.pretokenize(["lone \ud800 surrogate"]) is None  # left to the reference path
+  assert _fast_pretokenize.pretokenize(["lone \ud800 surrogate"]) is None  # left to the reference path
 
 
 def test_compiled_substring_counting_matches_numpy():
@@ -124,7 +124,7 @@ def _spellings(tokenizer) -> list[str]:
 
 def test_bpe_speller_matches_the_rust_model(smollm2):
   encoder = SurfaceEncoder(smollm2)
-  speller = _fast.BpeSpeller.create(encoder)
+  speller = _fast_bpe.BpeSpeller.create(encoder)
   assert speller is not None
   qwen = load_tokenizer(str(qwen_tiktoken_path()))
   # Every Qwen token (151k byte strings) plus pieces with bytes SmolLM2 has no token for.
@@ -140,7 +140,7 @@ def test_bpe_speller_matches_the_rust_model(smollm2):
 def test_bpe_speller_with_an_ignore_merges_base(smollm2):
   qwen = load_tokenizer(str(qwen_tiktoken_path()))
   encoder = SurfaceEncoder(qwen)
-  speller = _fast.BpeSpeller.create(encoder)
+  speller = _fast_bpe.BpeSpeller.create(encoder)
   assert speller is not None
   spellings = _spellings(smollm2)[::2] + ["ĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠ", "ĊĊĊĊ"]
   flat, lengths = speller.spell(spellings)

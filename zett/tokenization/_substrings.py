@@ -1,19 +1,29 @@
-"""Vectorised substring counting for the tokenizer sampler.
+"""Pre-tokenization and vectorised substring counting for the tokenizer sampler (numpy path).
 
 Substrings are counted over the *distinct* pre-tokens of a batch (weighted by how often each
 occurs), never across pre-token boundaries, as 64-bit polynomial hashes computed with numpy. The
 window over the last K batches is a sorted key array merged incrementally (searchsorted + insert),
 so one batch costs O(distinct substrings) numpy work, not a Python loop over substrings.
+
+This is the reference path; `_fast`, `_fast_pretokenize` and `_fast_bpe` hold compiled twins that
+give the same arrays, and the sampler uses them when numba is installed.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
+from typing import Sequence
 
 import numpy as np
+import regex
 
 from zett.tokenization.byte_level import to_byte_level
 
+# GPT-2's pre-tokenizer split (what `pre_tokenizers.ByteLevel(use_regex=True)` uses).
+PRETOKEN_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+_PRETOKEN = regex.compile(PRETOKEN_PATTERN)
 HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplication is invertible mod 2^64
 
 
@@ -41,6 +51,28 @@ class BatchWords:
   substring_lengths: np.ndarray | None = None  # int64 [S]
   substring_unique: np.ndarray | None = None   # int64 [S] index into the batch's sorted distinct keys
   unique_keys: np.ndarray | None = None        # uint64 sorted distinct keys of the batch
+
+
+def pretokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """A batch's pre-tokens, deduplicated.
+
+  Returns (UTF-8 bytes of the distinct words in first-occurrence order, their byte lengths, their
+  counts, the word of every pre-token in text order, cumulative pre-tokens per text). The
+  reference for `_fast_pretokenize.pretokenize`.
+  """
+  counter: collections.Counter[str] = collections.Counter()
+  per_text = [_PRETOKEN.findall(text) for text in texts]
+  for words in per_text:
+    counter.update(words)
+  index = {word: i for i, word in enumerate(counter)}
+  token_ends = np.cumsum(np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text)))
+  word_ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(per_text)), dtype=np.int64,
+                         count=int(token_ends[-1]) if token_ends.size else 0)
+  utf8 = [w.encode("utf-8") for w in counter]
+  codes = np.frombuffer(b"".join(utf8), dtype=np.uint8)
+  word_lengths = np.fromiter(map(len, utf8), dtype=np.int64, count=len(utf8))
+  counts = np.fromiter(counter.values(), dtype=np.int64, count=len(utf8))
+  return codes, word_lengths, counts, word_ids, token_ends
 
 
 def hash_words(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndarray, max_length: int) -> BatchWords:

@@ -13,24 +13,19 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 from typing import Any, Sequence
 
 import numpy as np
-import regex
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from zett.tokenization import _fast, byte_level
+from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize, byte_level
 from zett.tokenization.byte_level import to_byte_level
-from zett.tokenization._substrings import (BatchSubstrings, BatchWords, SubstringWindow, count_substrings, hash_words,
-                                           segment)
+from zett.tokenization._substrings import (PRETOKEN_PATTERN, BatchSubstrings, BatchWords, SubstringWindow,
+                                           count_substrings, hash_words, pretokenize, segment)
 from zett.tokenization.load import Tokenizer, from_backend
 from zett.tokenization.surface import SurfaceEncoder, pack_flat, pack_rows
 
-# GPT-2's pre-tokenizer split (what `pre_tokenizers.ByteLevel(use_regex=True)` uses).
-PRETOKEN_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-_PRETOKEN = regex.compile(PRETOKEN_PATTERN)
 _BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
 
 
@@ -94,7 +89,7 @@ class _SurfaceCache:
   def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, speller=None,
                max_entries: int = 1_000_000):
     self.encoder, self.max_length, self.pad_id, self.max_entries = encoder, max_length, pad_id, max_entries
-    self.speller = speller  # compiled BPE (`_fast.BpeSpeller`), or None: the encoder's Rust model
+    self.speller = speller  # compiled BPE (`_fast_bpe.BpeSpeller`), or None: the encoder's Rust model
     self.clear()
 
   def clear(self) -> None:
@@ -180,7 +175,7 @@ class TokenizerSampler:
     encoder = SurfaceEncoder(base)
     self._base_unk = base.roles.get("unk", -1)
     pad_id = base.roles.get("pad", 0)
-    speller = _fast.BpeSpeller.create(encoder) if self.compiled else None
+    speller = _fast_bpe.BpeSpeller.create(encoder) if self.compiled else None
     self._surface = _SurfaceCache(encoder, surface_max_length, pad_id, speller)
     special_rows = [[int(b)] for b in self.special_base_ids]
     byte_rows = encoder.encode_ids([bytes([b]) for b in range(256)])
@@ -207,9 +202,9 @@ class TokenizerSampler:
 
     Returns its distinct words, and each text's word indices as CSR (flat word ids, offsets [B + 1]).
     """
-    words = _fast.pretokenize(texts) if self.compiled else None
+    words = _fast_pretokenize.pretokenize(texts) if self.compiled else None
     if words is None:
-      codes, word_lengths, counts, word_ids, token_ends = self._pretokenize(texts)
+      codes, word_lengths, counts, word_ids, token_ends = pretokenize(texts)
     else:
       codes, word_lengths, counts, word_ids, token_ends = words
     text_offsets = np.concatenate([[0], token_ends])
@@ -228,24 +223,6 @@ class TokenizerSampler:
     self._window_texts.append(list(texts))
     self._batches_seen += 1
     return hashed, word_ids, text_offsets
-
-  @staticmethod
-  def _pretokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Reference of `_fast.pretokenize`: (UTF-8 of the distinct words, their byte lengths, their
-    counts, word of every pre-token, cumulative pre-tokens per text)."""
-    counter: collections.Counter[str] = collections.Counter()
-    per_text = [_PRETOKEN.findall(text) for text in texts]
-    for words in per_text:
-      counter.update(words)
-    index = {word: i for i, word in enumerate(counter)}
-    token_ends = np.cumsum(np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text)))
-    word_ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(per_text)), dtype=np.int64,
-                           count=int(token_ends[-1]) if token_ends.size else 0)
-    utf8 = [w.encode("utf-8") for w in counter]
-    codes = np.frombuffer(b"".join(utf8), dtype=np.uint8)
-    word_lengths = np.fromiter(map(len, utf8), dtype=np.int64, count=len(utf8))
-    counts = np.fromiter(counter.values(), dtype=np.int64, count=len(utf8))
-    return codes, word_lengths, counts, word_ids, token_ends
 
   # -- sampling ----------------------------------------------------------------------------------
 

@@ -1,0 +1,167 @@
+"""Compiled twin of the sampler's regex pre-tokenizer + word counting (`_substrings.pretokenize`).
+
+GPT-2's pattern (`sampler.PRETOKEN_PATTERN`) is a handful of character-class runs, so it is
+scanned directly over code points; each code point's class is read off the `regex` module itself,
+so both paths agree on what a letter, number or space is. `regex.findall` + a Counter were the
+largest cost of a multilingual batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import numpy as np
+import regex
+
+from zett.tokenization._fast import _jit
+
+# -- pre-tokenization --------------------------------------------------------------------------------
+
+_OTHER, _LETTER, _NUMBER, _SPACE = 0, 1, 2, 3
+
+
+@functools.cache
+def _classes() -> np.ndarray:
+  """uint8 [0x110000]: each code point's class for the pre-token pattern, as `regex` itself sees it."""
+  everything = "".join(map(chr, range(0x110000)))
+  table = np.zeros(0x110000, dtype=np.uint8)  # _OTHER: [^\s\p{L}\p{N}]
+  for value, pattern in ((_LETTER, r"\p{L}+"), (_NUMBER, r"\p{N}+"), (_SPACE, r"\s+")):
+    for match in regex.finditer(pattern, everything):
+      table[match.start():match.end()] = value
+  return table
+
+
+@_jit
+def _run(points, classes, i, end, value):
+  while i < end and classes[points[i]] == value:
+    i += 1
+  return i
+
+
+@_jit
+def _next_pretoken(points, classes, i, end):
+  """End of the pre-token at i: `sampler.PRETOKEN_PATTERN`'s alternatives, tried in its order."""
+  c = points[i]
+  if c == 39 and i + 1 < end:  # 's 't 're 've 'm 'll 'd
+    d = points[i + 1]
+    if d == 115 or d == 116 or d == 109 or d == 100:
+      return i + 2
+    if i + 2 < end:
+      e = points[i + 2]
+      if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):
+        return i + 3
+  kind = classes[c]
+  if c == 32 and i + 1 < end and classes[points[i + 1]] != _SPACE:  # ' ?' before a letter/number/other run
+    return _run(points, classes, i + 2, end, classes[points[i + 1]])
+  if kind != _SPACE:
+    return _run(points, classes, i + 1, end, kind)
+  j = _run(points, classes, i + 1, end, _SPACE)
+  if j == end:
+    return j  # \s+(?!\S) to the end
+  if j - i >= 2:
+    return j - 1  # \s+(?!\S) leaves the last space to the next pre-token
+  return j  # \s+
+
+
+@_jit
+def _pretokenize(points, text_ends, classes):
+  """Pre-tokens of every text, deduplicated: (word of each pre-token, first occurrence, length, count)."""
+  size = points.size
+  bits = 4
+  while (1 << bits) < 2 * max(size, 1):
+    bits += 1
+  mask = (1 << bits) - 1
+  table = np.full(1 << bits, -1, dtype=np.int32)
+  word_of = np.empty(size, dtype=np.int64)
+  starts = np.empty(size, dtype=np.int64)
+  lengths = np.empty(size, dtype=np.int64)
+  counts = np.zeros(size, dtype=np.int64)
+  hashes = np.empty(size, dtype=np.uint64)
+  golden = np.uint64(0x9E3779B97F4A7C15)
+  shift = np.uint64(64 - bits)
+  token_ends = np.empty(text_ends.size, dtype=np.int64)
+  tokens = words = 0
+  begin = 0
+  for t in range(text_ends.size):
+    end = text_ends[t]
+    i = begin
+    while i < end:
+      j = _next_pretoken(points, classes, i, end)
+      h = np.uint64(j - i)
+      for k in range(i, j):
+        h = h * np.uint64(0x100000001B3) + np.uint64(points[k])
+      slot = np.int64((h * golden) >> shift)
+      while True:
+        word = table[slot]
+        if word < 0:
+          word = words
+          table[slot] = word
+          starts[word], lengths[word], hashes[word] = i, j - i, h
+          words += 1
+          break
+        if hashes[word] == h and lengths[word] == j - i:
+          same = True
+          for k in range(j - i):
+            if points[starts[word] + k] != points[i + k]:
+              same = False
+              break
+          if same:
+            break
+        slot = (slot + 1) & mask
+      counts[word] += 1
+      word_of[tokens] = word
+      tokens += 1
+      i = j
+    begin = end
+    token_ends[t] = tokens
+  return word_of[:tokens], starts[:words], lengths[:words], counts[:words], token_ends
+
+
+@_jit
+def _utf8(points, starts, lengths):
+  """UTF-8 bytes of the words (code point runs), concatenated, and each word's byte length."""
+  total = 0
+  for w in range(starts.size):
+    for k in range(starts[w], starts[w] + lengths[w]):
+      c = points[k]
+      total += 1 if c < 0x80 else 2 if c < 0x800 else 3 if c < 0x10000 else 4
+  codes = np.empty(total, dtype=np.uint8)
+  byte_lengths = np.empty(starts.size, dtype=np.int64)
+  n = 0
+  for w in range(starts.size):
+    first = n
+    for k in range(starts[w], starts[w] + lengths[w]):
+      c = points[k]
+      if c < 0x80:
+        codes[n] = c
+        n += 1
+      elif c < 0x800:
+        codes[n], codes[n + 1] = 0xC0 | (c >> 6), 0x80 | (c & 0x3F)
+        n += 2
+      elif c < 0x10000:
+        codes[n], codes[n + 1], codes[n + 2] = 0xE0 | (c >> 12), 0x80 | ((c >> 6) & 0x3F), 0x80 | (c & 0x3F)
+        n += 3
+      else:
+        codes[n], codes[n + 1] = 0xF0 | (c >> 18), 0x80 | ((c >> 12) & 0x3F)
+        codes[n + 2], codes[n + 3] = 0x80 | ((c >> 6) & 0x3F), 0x80 | (c & 0x3F)
+        n += 4
+    byte_lengths[w] = n - first
+  return codes, byte_lengths
+
+
+def pretokenize(texts: Sequence[str]):
+  """Compiled pre-tokenization + word counting, as the sampler's `_PRETOKEN.findall` + Counter.
+
+  Returns (UTF-8 bytes of the distinct words in first-occurrence order, their byte lengths, their
+  counts, the word of every pre-token in text order, cumulative pre-tokens per text), or None for text the
+  compiled path leaves to the reference (lone surrogates, which UTF-8 cannot encode).
+  """
+  try:
+    points = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+  except UnicodeEncodeError:
+    return None
+  text_ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
+  word_of, starts, lengths, counts, token_ends = _pretokenize(points, text_ends, _classes())
+  codes, byte_lengths = _utf8(points, starts, lengths)
+  return codes, byte_lengths, counts, word_of, token_ends
