@@ -54,14 +54,35 @@ class MeshError(ValueError):
 
 
 def make_mesh(config: MeshConfig, devices=None) -> Mesh:
-  """A ("data", "model") mesh over `devices` (default: all devices of all processes)."""
+  """A ("data", "model") mesh over `devices` (default: all devices of all processes), laid out by `device_grid`."""
   devices = list(jax.devices() if devices is None else devices)
   model = config.model
   data = config.data if config.data != -1 else len(devices) // model
   if data < 1 or data * model != len(devices):
     raise MeshError(f"mesh data={config.data} x model={config.model} does not fit {len(devices)} devices "
                     f"(the product must equal the device count)")
-  return Mesh(np.asarray(devices, dtype=object).reshape(data, model), MESH_AXES)
+  return Mesh(device_grid(data, model, devices), MESH_AXES)
+
+
+def device_grid(data: int, model: int, devices) -> np.ndarray:
+  """[data, model] array of `devices` that follows the interconnect.
+
+  TPU: `mesh_utils.create_device_mesh` lays the axes along the chips' physical torus ("model", the chattiest axis,
+  on the nearest neighbours). Several slices (TPU multislice: devices carry distinct `slice_index`): each slice gets a
+  [data / slices, model] block and "data" alone crosses the slower data-centre network, so tensor-parallel traffic
+  never leaves a slice. Device sets the topology helpers reject (a CPU or a subset of a slice, a "data" axis the
+  slices do not divide) fall back to the devices in the given order.
+  """
+  from jax.experimental import mesh_utils
+  devices = list(devices)
+  slices = sorted({getattr(d, "slice_index", 0) for d in devices})
+  try:
+    if len(slices) > 1 and data % len(slices) == 0:
+      return mesh_utils.create_hybrid_device_mesh((data // len(slices), model), (len(slices), 1), devices)
+    return mesh_utils.create_device_mesh((data, model), devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    # The helpers raise these for device sets without a known topology; the plain order is still a valid mesh.
+    return np.asarray(devices, dtype=object).reshape(data, model)
 
 
 def logical_to_spec(logical_axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh,
