@@ -7,7 +7,11 @@ pre-tokenizer, substring hashing/counting, the window merge, the Unigram Viterbi
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +22,7 @@ from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, _fast_pretoken
 from zett.tokenization._substrings import SubstringWindow, count_substrings, hash_words, pretokenize, segment
 from zett.tokenization.surface import SurfaceEncoder, pack_flat
 
-pytestmark = pytest.mark.skipif(not _fast.AVAILABLE, reason="numba is not installed")
+needs_numba = pytest.mark.skipif(not _fast.AVAILABLE, reason="numba is not installed")
 
 B, T = 16, 64
 
@@ -63,6 +67,7 @@ def _random_texts(rng: random.Random) -> list[str]:
   return [one() for _ in range(rng.randint(1, 4))]
 
 
+@needs_numba
 def test_compiled_pretokenizer_matches_the_regex():
   rng = random.Random(0)
   cases = [_random_texts(rng) for _ in range(1500)] + _batches(4) + [[""], ["", " "], ["a", "", "b "]]
@@ -74,6 +79,7 @@ def test_compiled_pretokenizer_matches_the_regex():
   assert _fast_pretokenize.pretokenize(["lone \ud800 surrogate"]) is None  # left to the reference path
 
 
+@needs_numba
 def test_compiled_substring_counting_matches_numpy():
   for texts in _batches(3) + [["ab", "a", "日本語の文章", "x" * 40]]:
     codes, starts, lengths, counts = _words(texts)
@@ -90,6 +96,7 @@ def test_compiled_substring_counting_matches_numpy():
     np.testing.assert_array_equal(sub_unique, words.substring_unique)
 
 
+@needs_numba
 def test_compiled_viterbi_matches_numpy_including_ties():
   rng = np.random.default_rng(0)
   codes, starts, lengths, counts = _words(_batches(2)[1])
@@ -106,6 +113,7 @@ def test_compiled_viterbi_matches_numpy_including_ties():
     np.testing.assert_array_equal(offsets, expected_offsets)
 
 
+@needs_numba
 def test_compiled_window_merge_matches_numpy():
   numpy_window, compiled_window = SubstringWindow(3), SubstringWindow(3, _fast.merge_window)
   for step, texts in enumerate(_batches(7)):
@@ -122,6 +130,7 @@ def _spellings(tokenizer) -> list[str]:
   return [to_byte_level(data) for i, data in enumerate(tokenizer.vocab_bytes) if data and i not in tokenizer.special_ids]
 
 
+@needs_numba
 def test_bpe_speller_matches_the_rust_model(smollm2):
   encoder = SurfaceEncoder(smollm2)
   speller = _fast_bpe.BpeSpeller.create(encoder)
@@ -137,6 +146,7 @@ def test_bpe_speller_matches_the_rust_model(smollm2):
   assert truncated == expected_truncated > 0
 
 
+@needs_numba
 def test_bpe_speller_with_an_ignore_merges_base(smollm2):
   qwen = load_tokenizer(str(qwen_tiktoken_path()))
   encoder = SurfaceEncoder(qwen)
@@ -147,11 +157,13 @@ def test_bpe_speller_with_an_ignore_merges_base(smollm2):
   np.testing.assert_array_equal(pack_flat(flat, lengths, 7, 0)[0], encoder.encode_byte_level_packed(spellings, 7, 0)[0])
 
 
+@needs_numba
 @pytest.mark.parametrize("options", [
     dict(min_vocab_size=600, sequence_length=512),
     dict(batch_vocab_size=1200, prepend_bos=True, append_eos=True, sequence_length=16),
     dict(history_batches=2, vocab_size=4096, noise_std=0.0),
 ], ids=["full-vocabulary", "batch-vocabulary", "short-window"])
+@needs_numba
 def test_compiled_and_numpy_samplers_give_identical_batches(smollm2, options):
   options = {**dict(vocab_size=2048, history_batches=4, sequence_length=T, seed=0), **options}
   numpy_sampler = TokenizerSampler(smollm2, compiled=False, **options)
@@ -168,6 +180,7 @@ def test_compiled_and_numpy_samplers_give_identical_batches(smollm2, options):
   assert numpy_sampler.sample_fixed(5).encode_batch(texts) == compiled_sampler.sample_fixed(5).encode_batch(texts)
 
 
+@needs_numba
 def test_paths_agree_across_surface_cache_resets_and_resume(smollm2):
   options = dict(vocab_size=2048, history_batches=3, sequence_length=T, seed=3)
   numpy_sampler = TokenizerSampler(smollm2, compiled=False, **options)
@@ -183,3 +196,30 @@ def test_paths_agree_across_surface_cache_resets_and_resume(smollm2):
     expected = numpy_sampler.sample(texts)
     _assert_same(expected, resumed.sample(texts))
     _assert_same(expected, compiled_sampler.sample(texts))
+
+
+def test_without_numba_the_numpy_path_runs(tmp_path):
+  script = tmp_path / "no_numba.py"
+  script.write_text(
+      "import sys\n"
+      "sys.modules['numba'] = None  # import numba -> ImportError, as on a machine without it\n"
+      "from zett.assets import smollm2_gguf_path\n"
+      "from zett.tokenization import TokenizerSampler, _fast, load_tokenizer\n"
+      "assert not _fast.AVAILABLE\n"
+      "base = load_tokenizer(str(smollm2_gguf_path()))\n"
+      "sampler = TokenizerSampler(base, vocab_size=512, history_batches=2, sequence_length=64)\n"
+      "assert not sampler.compiled\n"
+      "texts = ['def f(x):\\n    return x + 1', 'Съешь же ещё этих мягких булок']\n"
+      "batch = sampler.sample(texts)\n"
+      "assert [batch.decode(i) for i in range(2)] == [t.encode() for t in texts]\n"
+      "try:\n"
+      "  TokenizerSampler(base, vocab_size=512, compiled=True)\n"
+      "except ValueError as error:\n"
+      "  assert 'numba' in str(error)\n"
+      "else:\n"
+      "  raise AssertionError('compiled=True without numba must fail')\n"
+      "print('ok')\n")
+  root = Path(__file__).resolve().parents[1]
+  result = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+  assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -31,7 +31,12 @@ except ImportError:  # pragma: no cover - exercised on machines without numba
 
 
 def _jit(function):
-  return numba.njit(cache=True, nogil=True)(function) if AVAILABLE else function
+  if not AVAILABLE:
+    return function
+  try:  # compiled once per checkout, then loaded from __pycache__ (or numba's user-wide cache)
+    return numba.njit(cache=True, nogil=True)(function)
+  except RuntimeError:  # no writable cache location: compile once per process instead
+    return numba.njit(nogil=True)(function)
 
 
 # -- Viterbi -----------------------------------------------------------------------------------------
