@@ -19,6 +19,7 @@ import pytest
 from tests._tokenization_text import multilingual_lines, stdlib_lines
 from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, _fast_pretokenize, load_tokenizer, to_byte_level
+from zett.tokenization.byte_level import from_byte_level
 from zett.tokenization._substrings import SubstringWindow, count_substrings, hash_words, pretokenize, segment
 from zett.tokenization.surface import SurfaceEncoder, pack_flat
 
@@ -144,6 +145,9 @@ def test_bpe_speller_matches_the_rust_model(smollm2):
   np.testing.assert_array_equal(ids, expected_ids)
   np.testing.assert_array_equal(clipped, expected_lengths)
   assert truncated == expected_truncated > 0
+  from_bytes = speller.spell_bytes([from_byte_level(spelling) for spelling in spellings])  # surface_forms' entry
+  np.testing.assert_array_equal(from_bytes[0], flat)
+  np.testing.assert_array_equal(from_bytes[1], lengths)
 
 
 @needs_numba
@@ -155,6 +159,8 @@ def test_bpe_speller_with_an_ignore_merges_base(smollm2):
   spellings = _spellings(smollm2)[::2] + ["ĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠ", "ĊĊĊĊ"]
   flat, lengths = speller.spell(spellings)
   np.testing.assert_array_equal(pack_flat(flat, lengths, 7, 0)[0], encoder.encode_byte_level_packed(spellings, 7, 0)[0])
+  from_bytes = speller.spell_bytes([from_byte_level(spelling) for spelling in spellings])
+  np.testing.assert_array_equal(from_bytes[0], flat)
 
 
 @needs_numba

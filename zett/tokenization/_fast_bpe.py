@@ -103,9 +103,11 @@ class BpeSpeller:
   `tokenizers` model as before.
   """
 
-  def __init__(self, encoder, exact: dict[str, int], whole: dict[str, int], byte_ids: np.ndarray,
-               pair_keys: np.ndarray, pair_ranks: np.ndarray, pair_new: np.ndarray):
-    self._encoder, self._exact, self._whole, self._byte_ids = encoder, exact, whole, byte_ids
+  def __init__(self, encoder, whole: dict[str, int], byte_ids: np.ndarray, pair_keys: np.ndarray,
+               pair_ranks: np.ndarray, pair_new: np.ndarray):
+    self._encoder, self._whole, self._byte_ids = encoder, whole, byte_ids
+    self._exact: dict[str, int] | None = None
+    self._whole_bytes: dict[bytes, int] | None = None
     self._table = _pair_table(pair_keys, pair_ranks, pair_new)
 
   @classmethod
@@ -120,35 +122,58 @@ class BpeSpeller:
     vocab: dict[str, int] = model["vocab"]
     # A byte without a token (-1) is dropped by the model; the encoder spells such pieces around it.
     byte_ids = np.array([vocab.get(bytes_to_unicode()[b], -1) for b in range(256)], dtype=np.int64)
-    # Like the Rust builder: a later duplicate merge overwrites an earlier one.
-    merge_of: dict[int, tuple[int, int]] = {}
-    for rank, merge in enumerate(model["merges"]):
-      left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-      if left not in vocab or right not in vocab or left + right not in vocab:
-        return None  # the Rust model refuses such a file; do not guess
-      merge_of[(vocab[left] << 32) | vocab[right]] = (rank, vocab[left + right])
-    pair_keys = np.fromiter(merge_of.keys(), dtype=np.uint64, count=len(merge_of))
-    values = np.array(list(merge_of.values()), dtype=np.int64).reshape(-1, 2)
-    # Pieces that are base tokens spell as themselves, even where BPE would not reach them.
-    exact = {to_byte_level(data): token_id for data, token_id in encoder._exact.items()}
+    merges = model["merges"]
+    pairs = [merge.split(" ", 1) for merge in merges] if merges and isinstance(merges[0], str) else merges
+    lookup = lambda strings: np.fromiter(map(vocab.get, strings, itertools.repeat(-1)), dtype=np.int64,  # noqa: E731
+                                         count=len(pairs))
+    left, right = lookup(p[0] for p in pairs), lookup(p[1] for p in pairs)
+    merged = lookup(p[0] + p[1] for p in pairs)
+    if (left < 0).any() or (right < 0).any() or (merged < 0).any():
+      return None  # the Rust model refuses such a file; do not guess
+    # Like the Rust builder: a later duplicate merge overwrites an earlier one (keep each key's last rank).
+    keys = (left.astype(np.uint64) << np.uint64(32)) | right.astype(np.uint64)
+    unique_keys, first_from_end = np.unique(keys[::-1], return_index=True)
+    last = keys.size - 1 - first_from_end
     whole = vocab if model.get("ignore_merges") else {}
-    return cls(encoder, exact, whole, byte_ids, pair_keys, values[:, 0].copy(), values[:, 1].copy())
+    return cls(encoder, whole, byte_ids, unique_keys, last, merged[last])
 
   def spell(self, spellings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(flat base ids, ids per spelling) for non-empty byte-level spellings."""
-    exact = np.fromiter(map(self._exact.get, spellings, [-1] * len(spellings)), dtype=np.int64,
-                        count=len(spellings))
-    if self._whole:
-      whole = np.fromiter(map(self._whole.get, spellings, [-1] * len(spellings)), dtype=np.int64,
-                          count=len(spellings))
-      exact = np.where(exact >= 0, exact, whole)
-    lengths = np.ones(len(spellings), dtype=np.int64)
+    if self._exact is None:  # pieces that are base tokens spell as themselves, even where BPE would not reach them
+      self._exact = {to_byte_level(data): token_id for data, token_id in self._encoder._exact.items()}
+    exact = self._lookup(self._exact, self._whole, spellings)
     rest = np.flatnonzero(exact < 0)
-    if not rest.size:
-      return exact, lengths
     strings = [spellings[i] for i in rest.tolist()]
     codes = np.frombuffer(from_byte_level("".join(strings)), dtype=np.uint8)
-    rest_lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    return self._spell_rest(exact, rest, codes, np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)),
+                            lambda rows: self._encoder.encode_byte_level([strings[i] for i in rows]))
+
+  def spell_bytes(self, pieces: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """`spell` for raw byte strings: no round trip through the byte-level alphabet."""
+    if self._whole and self._whole_bytes is None:
+      self._whole_bytes = {from_byte_level(piece): token_id for piece, token_id in self._whole.items()}
+    exact = self._lookup(self._encoder._exact, self._whole_bytes, pieces)
+    rest = np.flatnonzero(exact < 0)
+    chosen = [pieces[i] for i in rest.tolist()]
+    codes = np.frombuffer(b"".join(chosen), dtype=np.uint8)
+    return self._spell_rest(exact, rest, codes, np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen)),
+                            lambda rows: self._encoder.encode_ids([chosen[i] for i in rows]))
+
+  @staticmethod
+  def _lookup(exact_of: dict, whole_of: dict | None, keys: Sequence) -> np.ndarray:
+    """Id of each key that is a base token (or, with ignore_merges, a whole vocabulary entry), else -1."""
+    exact = np.fromiter(map(exact_of.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(keys))
+    if whole_of:
+      whole = np.fromiter(map(whole_of.get, keys, itertools.repeat(-1)), dtype=np.int64, count=len(keys))
+      exact = np.where(exact >= 0, exact, whole)
+    return exact
+
+  def _spell_rest(self, exact: np.ndarray, rest: np.ndarray, codes: np.ndarray, rest_lengths: np.ndarray,
+                  spell_with_encoder) -> tuple[np.ndarray, np.ndarray]:
+    """BPE of the `rest` rows (their bytes concatenated in `codes`), merged with the exact ids."""
+    lengths = np.ones(exact.size, dtype=np.int64)
+    if not rest.size:
+      return exact, lengths
     rest_starts = np.cumsum(rest_lengths) - rest_lengths
     # A byte the base has no token for (rare: controls, non-UTF-8 bytes) takes the encoder's rule.
     clean = np.minimum.reduceat(self._byte_ids[codes], rest_starts) >= 0
@@ -160,7 +185,7 @@ class BpeSpeller:
       clean_lengths = rest_lengths[clean]
       parts.append((rest[clean], *_bpe(codes[selected], np.cumsum(clean_lengths) - clean_lengths, clean_lengths,
                                        self._byte_ids, *self._table)))
-      rows = self._encoder.encode_byte_level([strings[i] for i in np.flatnonzero(~clean).tolist()])
+      rows = spell_with_encoder(np.flatnonzero(~clean).tolist())
       row_lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
       parts.append((rest[~clean], np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
                                               count=int(row_lengths.sum())), row_lengths))

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tokenizers
@@ -69,6 +69,9 @@ def pack_flat(flat: np.ndarray, full_lengths: np.ndarray, max_length: int,
   return ids, lengths, int((full_lengths > max_length).sum())
 
 
+_NOT_BUILT = object()
+
+
 class SurfaceEncoder:
   """Spells byte strings with a base tokenizer's model; exact base tokens map to their own id."""
 
@@ -86,6 +89,7 @@ class SurfaceEncoder:
       if pieces[token_id] is not None and token_id not in base.special_ids:
         self._exact.setdefault(base.vocab_bytes[token_id], token_id)
     self._exact_spelled: dict[str, int] | None = None
+    self._speller: Any = _NOT_BUILT  # compiled BPE (`_fast_bpe.BpeSpeller`), None where it does not apply
     self._gap_pattern = None
     self._byte_ids = np.array([self._exact.get(bytes([b]), -1) for b in range(256)], dtype=np.int64)
     if base.kind in (ModelKind.SENTENCEPIECE_BPE, ModelKind.UNIGRAM):
@@ -205,6 +209,18 @@ class SurfaceEncoder:
         rows[index] = encoding.ids
     return rows  # type: ignore[return-value]
 
+  def encode_bytes_packed(self, pieces: Sequence[bytes], max_length: int,
+                          pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids [N, L], lengths [N], truncated) for non-empty byte strings; compiled BPE where it applies."""
+    if self._speller is _NOT_BUILT:
+      from zett.tokenization import _fast_bpe
+      self._speller = _fast_bpe.BpeSpeller.create(self)
+    if self._speller is not None:
+      return pack_flat(*self._speller.spell_bytes(pieces), max_length, pad_id)
+    if self.base.kind in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
+      return self.encode_byte_level_packed([to_byte_level(p) for p in pieces], max_length, pad_id)
+    return pack_rows(self.encode_ids(pieces), max_length, pad_id)
+
   def encode_byte_level_packed(self, spellings: Sequence[str], max_length: int,
                                pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
     """`encode_byte_level` packed to (ids [N, L], lengths [N], truncated): one Rust call, no per-row lists."""
@@ -318,17 +334,10 @@ def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = 7, pad_i
     special_rows = np.flatnonzero(special_base_ids >= 0)
     for token_id in special_rows.tolist():
       pieces[token_id] = b" "  # placeholder: the row becomes the base special below
-    if base.kind in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
-      ids, lengths, truncated = encoder.encode_byte_level_packed([to_byte_level(p) for p in pieces], max_length,
-                                                                 pad_id)
-      ids[special_rows] = pad_id
-      ids[special_rows, 0] = special_base_ids[special_rows]
-      lengths[special_rows] = 1
-    else:
-      rows = encoder.encode_ids(pieces)
-      for token_id in special_rows:
-        rows[token_id] = [int(special_base_ids[token_id])]
-      ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
+    ids, lengths, truncated = encoder.encode_bytes_packed(pieces, max_length, pad_id)
+    ids[special_rows] = pad_id
+    ids[special_rows, 0] = special_base_ids[special_rows]
+    lengths[special_rows] = 1
     unknown_id = base.roles.get("unk")
     unknown = 0 if unknown_id is None else int(np.any((ids == unknown_id) & (special_base_ids < 0)[:, None]
                                                       & (np.arange(max_length) < lengths[:, None]), axis=1).sum())
