@@ -12,11 +12,11 @@ import pytest
 
 from hypernet.config import config_for_base
 from hypernet.model import Hypernet, init_hypernet
+from tests._train_helpers import REPO, TINY_CONFIG, subprocess_env
 from train.config import load_train_config
 from train.step import LossSpec, loss_and_metrics
 from zett.models import bert, gpt2
 from zett.testing.tiny import tiny_llama
-from tests._train_helpers import REPO, TINY_CONFIG, subprocess_env
 
 _ROWS, _LENGTH, _SEQUENCES, _TOKENS = 96, 7, 2, 192
 

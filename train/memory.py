@@ -227,8 +227,8 @@ def _activation_bytes(config: TrainConfig, base_config, hypernet_config, mesh_sh
   logits = 4 * 4 * tokens * rows
   # Predicted embeddings of all rows (every device needs them for its sequences): f32 in/out + gradients.
   tables = 2 * 4 * rows * hypernet_config.embedding_dim * (2 if hypernet_config.predict_output_embeddings else 1)
-  return {"activations: base": base_act, "activations: hypernetwork": hn_act, "remat: layer being recomputed": recomputed,
-          "logits (batch vocabulary)": logits,
+  return {"activations: base": base_act, "activations: hypernetwork": hn_act,
+          "remat: layer being recomputed": recomputed, "logits (batch vocabulary)": logits,
           "predicted embedding tables": tables, "gradients in flight": in_flight}
 
 
@@ -241,11 +241,11 @@ def estimate(config: TrainConfig, devices: int, remat: bool | None = None) -> Me
   Args:
     remat: estimate with (True) or without (False) rematerialisation; None follows `config.remat`.
   """
-  remat = config.remat if remat is None else remat
   from hypernet import HypernetConfig
   from hypernet.model import abstract_params
   from train.state import make_optimizer
 
+  remat = config.remat if remat is None else remat
   mesh_shape = mesh_shape_for(config, devices)
   rules = RULE_TABLES[config.mesh.rules]
   family, base_config, base_boxed = _abstract_base(config)
