@@ -56,7 +56,8 @@ class Family:
   config_to_hf: Callable[[Any], dict[str, Any]]
   """Our config -> HF config.json dict that `transformers` loads (architectures, model_type, ...)."""
   make_module: Callable[..., Any]
-  """(config, dtype=jnp.float32) -> flax.linen.Module following the calling convention above."""
+  """(config, dtype=jnp.float32, remat=False) -> flax.linen.Module following the calling convention above;
+  remat=True recomputes each layer in the backward pass (a runtime switch, not part of the config)."""
   params_from_hf: Callable[[Any, Mapping[str, np.ndarray]], Params]
   """(config, {hf_name: array}) -> our params; raises MissingTensorError / ShapeError naming the tensor."""
   params_to_hf: Callable[[Any, Params], dict[str, np.ndarray]]
