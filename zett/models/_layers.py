@@ -150,3 +150,16 @@ def vocabulary_logits(hidden_btd, lm_head_vd, bias_v, dtype):
   if bias_v is not None:
     logits = logits + jnp.asarray(bias_v).astype(jnp.float32)
   return logits
+
+
+def init_module_params(module: nn.Module, rng) -> Any:
+  """Random float32 params of a family module (plain arrays). Jitted: linen's eager init runs the scanned
+  layers op by op, which is much slower to dispatch."""
+  init = jax.jit(lambda key: module.init(key, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
+  return nn.meta.unbox(init(rng))
+
+
+def module_logical_axes(module: nn.Module) -> Any:
+  """The logical `PartitionSpec` of every parameter of a family module, without allocating them."""
+  abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), input_ids=jnp.zeros((1, 2), jnp.int32)))
+  return nn.get_partition_spec(abstract)["params"]

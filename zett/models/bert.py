@@ -224,15 +224,12 @@ def make_module(config: BertConfig, dtype=jnp.float32, remat: bool = False) -> B
 
 def init_params(config: BertConfig, rng) -> Params:
   """Random float32 params (plain arrays; `logical_param_axes` gives their logical axis names)."""
-  # Jitted: linen's eager init runs the scanned layers op by op, which is much slower to dispatch.
-  init = jax.jit(lambda key: BertModule(config).init(key, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
-  return nn.meta.unbox(init(rng))
+  return _layers.init_module_params(BertModule(config), rng)
 
 
 def logical_param_axes(config: BertConfig) -> Params:
   """The logical `PartitionSpec` of every parameter (same tree as the params), without allocating them."""
-  abstract = jax.eval_shape(lambda: BertModule(config).init(jax.random.key(0), input_ids=jnp.zeros((1, 2), jnp.int32)))
-  return nn.get_partition_spec(abstract)["params"]
+  return _layers.module_logical_axes(BertModule(config))
 
 
 # --- Hugging Face name mapping --------------------------------------------------------------------------------------

@@ -215,15 +215,12 @@ def init_cache(config: GPT2Config, batch_size: int, max_length: int, dtype=jnp.f
 
 def init_params(config: GPT2Config, rng) -> Params:
   """Random float32 params (plain arrays; `logical_param_axes` gives their logical axis names)."""
-  # Jitted: linen's eager init runs the scanned layers op by op, which is much slower to dispatch.
-  init = jax.jit(lambda key: GPT2Module(config).init(key, input_ids=jnp.zeros((1, 2), jnp.int32))["params"])
-  return nn.meta.unbox(init(rng))
+  return _layers.init_module_params(GPT2Module(config), rng)
 
 
 def logical_param_axes(config: GPT2Config) -> Params:
   """The logical `PartitionSpec` of every parameter (same tree as the params), without allocating them."""
-  abstract = jax.eval_shape(lambda: GPT2Module(config).init(jax.random.key(0), input_ids=jnp.zeros((1, 2), jnp.int32)))
-  return nn.get_partition_spec(abstract)["params"]
+  return _layers.module_logical_axes(GPT2Module(config))
 
 
 # --- Hugging Face name mapping --------------------------------------------------------------------------------------
