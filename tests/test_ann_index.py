@@ -107,7 +107,7 @@ def test_query_scale_rescues_a_massive_dimension(tmp_path):
   scale[5] = 40.0
   queries = rng.normal(size=(400, DIM)) * scale
   exact_ids = exact_topk(store, queries, k=1)[1][:, 0]
-  spec = IndexSpec(candidates=64, pq_dims_per_code=2)
+  spec = IndexSpec(candidates=64, pq_bands=((1.0, 2, 1.0),))
   weighted = build_index(store, spec, query_sample=queries[:200], progress=False)
   plain = build_index(store, spec, progress=False)
   weighted_recall = np.mean(weighted.topk(queries[200:])[1][:, 0] == exact_ids[200:])

