@@ -1,10 +1,13 @@
 """The ANN index: maximum inner product (not cosine), recall on structured data, save/load checks."""
 
+import json
+
 import numpy as np
 import pytest
 
 from zett.ann import (IndexMismatchError, IndexSpec, build_index, build_store, exact_topk, load_index,
                       vocabulary_sha256)
+from zett.ann.index import _band_layout
 
 DIM = 32
 
@@ -90,6 +93,11 @@ def test_save_load_roundtrip_and_vocabulary_check(tmp_path, clustered_store):
     load_index(other, saved)
   with pytest.raises(IndexMismatchError, match="no ANN index"):
     load_index(store, tmp_path / "missing")
+  meta = json.loads((saved / "index.json").read_text())
+  (saved / "index.json").write_text(json.dumps({**meta, "format_version": 1}))
+  with pytest.raises(IndexMismatchError, match="index format 1"):
+    load_index(store, saved)
+  (saved / "index.json").write_text(json.dumps(meta))
   data = (saved / "index.faiss").read_bytes()
   (saved / "index.faiss").write_bytes(data[: len(data) // 2])
   with pytest.raises(IndexMismatchError, match="sha256"):
@@ -113,3 +121,40 @@ def test_query_scale_rescues_a_massive_dimension(tmp_path):
   weighted_recall = np.mean(weighted.topk(queries[200:])[1][:, 0] == exact_ids[200:])
   plain_recall = np.mean(plain.topk(queries[200:])[1][:, 0] == exact_ids[200:])
   assert weighted_recall > plain_recall + 0.2, (weighted_recall, plain_recall)
+
+
+def test_norm_band_layout():
+  spec = IndexSpec()
+  layout = _band_layout(spec, 1_000_000)
+  assert [(start, stop, per_code) for start, stop, per_code, _ in layout] == [
+      (0, 50_000, 1), (50_000, 150_000, 1), (150_000, 400_000, 4), (400_000, 1_000_000, 8)]
+  # Bands too small to train their own codebooks merge: finest code, summed candidate share.
+  small = _band_layout(spec, 2100)
+  assert small == [(0, 2100, 1, 1.0)]
+  assert sum(share for *_, share in _band_layout(spec, 20_000)) == pytest.approx(1.0)
+  assert _band_layout(IndexSpec(kind="hnsw"), 5000) == [(0, 5000, 1, 1.0)]
+  with pytest.raises(ValueError, match="pq_bands"):
+    IndexSpec(pq_bands=((0.5, 1, 1.0),))  # does not cover every row
+  with pytest.raises(ValueError, match="pq_bands"):
+    IndexSpec(pq_bands=((0.5, 1), (1.0, 4)))  # no candidate shares
+
+
+def test_bands_are_sorted_by_norm_and_sharded_search_matches_one_shard(clustered_store):
+  store, rng = clustered_store
+  table = np.asarray(store.table, np.float32)
+  queries = table[rng.integers(len(table), size=(200, 3))].sum(1) + 0.3 * rng.normal(size=(200, DIM))
+  one = build_index(store, IndexSpec(shards=1), progress=False)
+  three = build_index(store, IndexSpec(shards=3), progress=False)
+  assert [len(band.shards) for band in one.bands] == [1] * len(one.bands)
+  assert max(len(band.shards) for band in three.bands) == 3
+  norms = np.linalg.norm(table, axis=1)
+  assert len(one.bands) >= 3
+  for longer, shorter in zip(one.bands, one.bands[1:]):
+    assert norms[longer.rows].min() >= norms[shorter.rows].max()
+  np.testing.assert_array_equal(np.sort(np.concatenate([band.rows for band in three.bands])), np.arange(len(table)))
+  # Shards of a band share its codebooks: merging their top-k gives the unsharded candidates
+  # (up to ties in the fast scan's 16-bit quantized scores at the cut-off).
+  overlap = [len(set(a) & set(b)) / len(a) for a, b in zip(one.candidates(queries), three.candidates(queries))]
+  assert np.mean(overlap) >= 0.97, np.mean(overlap)
+  np.testing.assert_array_equal(one.topk(queries, k=1)[1], three.topk(queries, k=1)[1])
+
