@@ -56,8 +56,9 @@ def test_retrieves_maximum_inner_product_not_cosine(tmp_path, kind):
   np.testing.assert_array_equal(ids[:, 0], exact_ids)
 
 
-@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(kind="hnsw"), IndexSpec(kind="ivf", ivf_lists=128, ivf_probe=32)],
-                         ids=["pq", "hnsw", "ivf"])
+@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(pq_bands_from=0), IndexSpec(kind="hnsw"),
+                                  IndexSpec(kind="ivf", ivf_lists=128, ivf_probe=32)],
+                         ids=["pq", "pq-banded", "hnsw", "ivf"])
 def test_recall_against_exact_on_clustered_data(clustered_store, spec):
   store, rng = clustered_store
   table = np.asarray(store.table, np.float32)
@@ -124,7 +125,7 @@ def test_query_scale_rescues_a_massive_dimension(tmp_path):
 
 
 def test_norm_band_layout():
-  spec = IndexSpec()
+  spec = IndexSpec(pq_bands_from=0)
   layout = _band_layout(spec, 1_000_000)
   assert [(start, stop, per_code) for start, stop, per_code, _ in layout] == [
       (0, 50_000, 1), (50_000, 150_000, 1), (150_000, 400_000, 4), (400_000, 1_000_000, 8)]
@@ -133,6 +134,7 @@ def test_norm_band_layout():
   assert small == [(0, 2100, 1, 1.0)]
   assert sum(share for *_, share in _band_layout(spec, 20_000)) == pytest.approx(1.0)
   assert _band_layout(IndexSpec(kind="hnsw"), 5000) == [(0, 5000, 1, 1.0)]
+  assert _band_layout(IndexSpec(), 100_000) == [(0, 100_000, 1, 1.0)]  # below pq_bands_from: one fine band
   with pytest.raises(ValueError, match="pq_bands"):
     IndexSpec(pq_bands=((0.5, 1, 1.0),))  # does not cover every row
   with pytest.raises(ValueError, match="pq_bands"):
@@ -143,8 +145,8 @@ def test_bands_are_sorted_by_norm_and_sharded_search_matches_one_shard(clustered
   store, rng = clustered_store
   table = np.asarray(store.table, np.float32)
   queries = table[rng.integers(len(table), size=(200, 3))].sum(1) + 0.3 * rng.normal(size=(200, DIM))
-  one = build_index(store, IndexSpec(shards=1), progress=False)
-  three = build_index(store, IndexSpec(shards=3), progress=False)
+  one = build_index(store, IndexSpec(shards=1, pq_bands_from=0), progress=False)
+  three = build_index(store, IndexSpec(shards=3, pq_bands_from=0), progress=False)
   assert [len(band.shards) for band in one.bands] == [1] * len(one.bands)
   assert max(len(band.shards) for band in three.bands) == 3
   norms = np.linalg.norm(table, axis=1)

@@ -36,6 +36,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,11 @@ class IndexSpec:
   """"pq": norm bands, longest rows first, as (cumulative fraction of rows, dimensions per 4-bit
   code, share of the candidates). Measured at 1M x 576 on SmolLM2 states with 1024 candidates:
   recall@1 0.996 with 29% of the codes of a single band with one code per dimension (0.973 there)."""
+  pq_bands_from: int = 500_000
+  """"pq": smaller vocabularies get one band at the finest code of `pq_bands`. The bands pay off
+  at 1M rows (SmolLM2 + FVT rows: every winner among the longest 14%); at 100k half the rows are
+  base tokens spread over all lengths and the coarse bands cut recall@1 from 0.998 to 0.75,
+  while one fine band scans 100k rows in ~3 ms anyway."""
   shards: int = 0
   """"pq": each band is split into this many shards searched on parallel threads (0: one per CPU
   core, at most 8; resolved when the index is built)."""
@@ -110,6 +116,8 @@ def _band_layout(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, 
   """
   if spec.kind != "pq":
     return [(0, vocab_size, 1, 1.0)]
+  if vocab_size < spec.pq_bands_from:
+    return [(0, vocab_size, min(per_code for _, per_code, _ in spec.pq_bands), 1.0)]
   layout: list[list] = []
   start = 0
   for fraction, per_code, share in spec.pq_bands:
@@ -204,16 +212,19 @@ class _Band:
   dim: int
   share: float
   shards: list
-  index: object = None
+  """faiss indexes over consecutive slices of `rows`; shard s is searched on thread s."""
 
   def __post_init__(self):
-    import faiss
-    if len(self.shards) == 1:
-      self.index = self.shards[0]
-    else:  # searches the shards on persistent worker threads and merges their top-k
-      self.index = faiss.IndexShards(self.dim, True, True)
-      for shard in self.shards:
-        self.index.add_shard(shard)
+    self.offsets = np.cumsum([0] + [shard.ntotal for shard in self.shards])[:-1]
+
+  def merge(self, found: list[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """Store row ids [B, k] of the best approximate scores over this band's shard results."""
+    scores = np.concatenate([scores for scores, _ in found], axis=1)
+    positions = np.concatenate([np.where(ids < 0, -1, ids + offset) for (_, ids), offset in zip(found, self.offsets)],
+                               axis=1)
+    if len(found) > 1:  # one band's shards share codebooks, so their approximate scores compare
+      positions = np.take_along_axis(positions, np.argsort(-scores, axis=1, kind="stable")[:, :k], 1)
+    return np.where(positions < 0, -1, self.rows[np.maximum(positions, 0)])
 
 
 class AnnIndex:
@@ -239,6 +250,8 @@ class AnnIndex:
     self.bias_v = None if bias_v is None else np.asarray(bias_v, np.float32)
     self.query_scale = None if query_scale is None else np.asarray(query_scale, np.float32)
     self._transform = _Transform(spec, store.dim, self.bias_v, self.query_scale, max_norm)
+    self._columns = max(len(band.shards) for band in bands)
+    self._pool = ThreadPoolExecutor(self._columns - 1) if self._columns > 1 else None
     self.set_search_effort()
 
   def set_search_effort(self, hnsw_ef_search: int | None = None, ivf_probe: int | None = None) -> None:
@@ -257,11 +270,19 @@ class AnnIndex:
     queries = self._transform.queries(queries_bd)
     count = count or self.spec.candidates
     total_share = sum(band.share for band in self.bands)
-    found = []
-    for band in self.bands:
-      _, positions = band.index.search(_pad(queries, band.dim), max(1, int(np.ceil(count * band.share / total_share))))
-      found.append(np.where(positions < 0, -1, band.rows[np.maximum(positions, 0)]))
-    return np.concatenate(found, axis=1)
+    ks = [max(1, int(np.ceil(count * band.share / total_share))) for band in self.bands]
+    padded = [_pad(queries, band.dim) for band in self.bands]
+
+    def search_column(column: int) -> list:
+      return [band.shards[column].search(padded[number], ks[number]) if column < len(band.shards) else None
+              for number, band in enumerate(self.bands)]
+
+    # One thread per shard column, all bands in one go: faiss scans one query on one thread, and
+    # waking the threads once per query (not once per band) keeps the hand-off cheap.
+    futures = [self._pool.submit(search_column, column) for column in range(1, self._columns)]
+    columns = [search_column(0)] + [future.result() for future in futures]
+    return np.concatenate([band.merge([column[number] for column in columns if column[number] is not None],
+                                      ks[number]) for number, band in enumerate(self.bands)], axis=1)
 
   def topk(self, queries_bd: np.ndarray, k: int = 1, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores and ids [B, k] of the best candidates by `q . e (+ bias)`, best first."""
