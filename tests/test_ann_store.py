@@ -133,3 +133,17 @@ def test_building_a_store_larger_than_the_memory_limit(tmp_path):
   result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr
   assert "peak_growth_mib" in result.stdout
+
+
+def test_rows_convert_every_float16_value_exactly(tmp_path):
+  """`rows` converts through a lookup table: it must match numpy's cast bit for bit (subnormals, -0, extremes)."""
+  finite = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+  finite = finite[np.isfinite(finite)]
+  table = np.resize(finite, (len(finite) // 16 + 1) * 16).reshape(-1, 16)
+  vocab = [f"v{i}" for i in range(len(table))]
+  store = build_store(tmp_path / "all", len(table), 16, lambda r: table[r.start:r.stop], vocabulary_sha256(vocab),
+                      chunk_size=1024, progress=False)
+  ids = np.arange(len(table))[::-1].reshape(-1, 2)
+  rows = store.rows(ids)
+  assert rows.dtype == np.float32 and rows.shape == (*ids.shape, 16)
+  np.testing.assert_array_equal(rows.view(np.uint32), table[ids].astype(np.float32).view(np.uint32))
