@@ -297,6 +297,7 @@ def main(argv=None) -> None:
     timings_path.write_text(json.dumps(timings))
     index = load_index(store)
   index_bytes = sum((store.path / name).stat().st_size for name in ("index.faiss", "index_rows.npy"))
+  print(f"index layout chosen at build time: {index.calibration}", flush=True)
 
   held_ids = base.encode("\n".join(held_texts))
   queries = _hidden_states(model, held_ids, args.queries)

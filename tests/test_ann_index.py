@@ -56,7 +56,7 @@ def test_retrieves_maximum_inner_product_not_cosine(tmp_path, kind):
   np.testing.assert_array_equal(ids[:, 0], exact_ids)
 
 
-@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(pq_bands_from=0), IndexSpec(kind="hnsw"),
+@pytest.mark.parametrize("spec", [IndexSpec(), IndexSpec(pq_layout="bands"), IndexSpec(kind="hnsw"),
                                   IndexSpec(kind="ivf", ivf_lists=128, ivf_probe=32)],
                          ids=["pq", "pq-banded", "hnsw", "ivf"])
 def test_recall_against_exact_on_clustered_data(clustered_store, spec):
@@ -66,6 +66,7 @@ def test_recall_against_exact_on_clustered_data(clustered_store, spec):
   queries = table[rng.integers(len(table), size=(300, 3))].sum(1) + 0.3 * rng.normal(size=(300, DIM))
   bias = rng.normal(scale=0.5, size=len(table)).astype(np.float32)
   index = build_index(store, spec, bias_v=bias, progress=False)
+  assert (len(index.bands) >= 3) == (spec.pq_layout == "bands")
   exact_scores, exact_ids = exact_topk(store, queries, k=5, bias_v=bias)
   scores, ids = index.topk(queries, k=5)
   recall_at_1 = np.mean(ids[:, 0] == exact_ids[:, 0])
@@ -125,7 +126,7 @@ def test_query_scale_rescues_a_massive_dimension(tmp_path):
 
 
 def test_norm_band_layout():
-  spec = IndexSpec(pq_bands_from=0)
+  spec = IndexSpec()
   layout = _band_layout(spec, 1_000_000)
   assert [(start, stop, per_code) for start, stop, per_code, _ in layout] == [
       (0, 50_000, 1), (50_000, 150_000, 1), (150_000, 400_000, 4), (400_000, 1_000_000, 8)]
@@ -134,19 +135,52 @@ def test_norm_band_layout():
   assert small == [(0, 2100, 1, 1.0)]
   assert sum(share for *_, share in _band_layout(spec, 20_000)) == pytest.approx(1.0)
   assert _band_layout(IndexSpec(kind="hnsw"), 5000) == [(0, 5000, 1, 1.0)]
-  assert _band_layout(IndexSpec(), 100_000) == [(0, 100_000, 1, 1.0)]  # below pq_bands_from: one fine band
+  with pytest.raises(ValueError, match="pq_min_recall"):
+    IndexSpec(pq_min_recall=1.5)
+  with pytest.raises(ValueError, match="pq_layout"):
+    IndexSpec(pq_layout="graph")
   with pytest.raises(ValueError, match="pq_bands"):
     IndexSpec(pq_bands=((0.5, 1, 1.0),))  # does not cover every row
   with pytest.raises(ValueError, match="pq_bands"):
     IndexSpec(pq_bands=((0.5, 1), (1.0, 4)))  # no candidate shares
 
 
+def test_band_layout_and_candidates_are_chosen_by_recall_on_the_query_sample(clustered_store, tmp_path):
+  store, rng = clustered_store
+  table = np.asarray(store.table, np.float32)
+  sample = table[rng.integers(len(table), size=(300, 3))].sum(1) + 0.3 * rng.normal(size=(300, DIM))
+  # Two candidates, so recall is below 1 and the measurement has something to choose.
+  auto = build_index(store, IndexSpec(candidates=2), query_sample=sample, progress=False)
+  calibration = auto.calibration
+  recalls = calibration["sample_recall_at_1"]
+  assert set(recalls) == {"norm bands", "one band"} and all(set(r) == {"2", "4", "8"} for r in recalls.values())
+  # The recorded recall is what the chosen index does on the sample (exact score reached, ties count).
+  exact_scores = exact_topk(store, sample[:256], k=1)[0][:, 0]
+  found_scores = auto.topk(sample[:256], candidates=2)[0][:, 0]
+  assert recalls[calibration["layout"]]["2"] == pytest.approx(np.mean(np.isclose(found_scores, exact_scores,
+                                                                                  rtol=1e-5, atol=1e-5)))
+  other = "one band" if calibration["layout"] == "norm bands" else "norm bands"
+  assert recalls[calibration["layout"]]["2"] >= recalls[other]["2"]
+  assert (len(auto.bands) >= 3) == (calibration["layout"] == "norm bands")
+  # Candidates: the fewest of 1x/2x/4x reaching pq_min_recall, else the best.
+  chosen = recalls[calibration["layout"]]
+  reaching = [int(c) for c, r in chosen.items() if r >= 0.99]
+  assert calibration["candidates"] == auto.spec.candidates == (min(reaching) if reaching else
+                                                               int(max(chosen, key=chosen.get)))
+  auto.save(tmp_path)
+  loaded = load_index(store, tmp_path)
+  assert loaded.calibration == calibration and loaded.spec.candidates == auto.spec.candidates
+  unchecked = build_index(store, IndexSpec(), progress=False)
+  assert len(unchecked.bands) == 1 and unchecked.calibration["why"] == "no query sample"
+
+
 def test_bands_are_sorted_by_norm_and_sharded_search_matches_one_shard(clustered_store):
   store, rng = clustered_store
   table = np.asarray(store.table, np.float32)
   queries = table[rng.integers(len(table), size=(200, 3))].sum(1) + 0.3 * rng.normal(size=(200, DIM))
-  one = build_index(store, IndexSpec(shards=1, pq_bands_from=0), progress=False)
-  three = build_index(store, IndexSpec(shards=3, pq_bands_from=0), progress=False)
+  sample = table[rng.integers(len(table), size=(100, 3))].sum(1)
+  one = build_index(store, IndexSpec(shards=1, pq_layout="bands"), query_sample=sample, progress=False)
+  three = build_index(store, IndexSpec(shards=3, pq_layout="bands"), query_sample=sample, progress=False)
   assert [len(band.shards) for band in one.bands] == [1] * len(one.bands)
   assert max(len(band.shards) for band in three.bands) == 3
   norms = np.linalg.norm(table, axis=1)

@@ -14,7 +14,12 @@ and every band proposes its own share of the candidates. Why: inner-product winn
 (at 1M tokens every SmolLM2 winner was among the longest 14%), and a codebook trained on all rows
 pulls the long ones toward the middle, under-scoring exactly the winners (by ~1.2 logits on
 average at 1M, so the true best fell past the 8,192th candidate for 1% of states). Per-band
-codebooks remove that bias; coarse codes for the short rows pay for it. Vectors are also scaled
+codebooks remove that bias; coarse codes for the short rows pay for it. That holds only where the
+winners are long rows, so the build measures it: it builds the banded layout and one fine band,
+keeps the one with the higher recall@1 against exact search on the query sample (at 100k tokens,
+where base tokens of every length win, bands measured 0.75 and one band 0.998), and sets the
+candidate count from the same measurement (`IndexSpec.pq_min_recall`); `AnnIndex.calibration`
+records the numbers. Vectors are also scaled
 per dimension by the hidden states' RMS (`query_scale_from`) so precision goes where queries look,
 and each band's scan is split into shards searched on parallel threads (one query's fast scan is
 single-threaded in faiss). Graph indexes (faiss HNSW, hnswlib, usearch) and IVF reach only
@@ -43,7 +48,7 @@ import numpy as np
 
 from zett.ann.store import EmbeddingStore
 
-_FORMAT_VERSION = 2
+_FORMAT_VERSION = 3
 _INDEX_FILE = "index.faiss"
 _META_FILE = "index.json"
 _ROWS_FILE = "index_rows.npy"
@@ -72,11 +77,15 @@ class IndexSpec:
   """"pq": norm bands, longest rows first, as (cumulative fraction of rows, dimensions per 4-bit
   code, share of the candidates). Measured at 1M x 576 on SmolLM2 states with 1024 candidates:
   recall@1 0.996 with 29% of the codes of a single band with one code per dimension (0.973 there)."""
-  pq_bands_from: int = 500_000
-  """"pq": smaller vocabularies get one band at the finest code of `pq_bands`. The bands pay off
-  at 1M rows (SmolLM2 + FVT rows: every winner among the longest 14%); at 100k half the rows are
-  base tokens spread over all lengths and the coarse bands cut recall@1 from 0.998 to 0.75,
-  while one fine band scans 100k rows in ~3 ms anyway."""
+  pq_layout: str = "auto"
+  """"pq": "auto" (chosen by measurement, see `pq_min_recall`), "bands" or "one band"."""
+  pq_min_recall: float = 0.99
+  """"pq": what `build_index` aims for on its query sample. It builds both the norm-banded layout and
+  one band at the finest code, measures recall@1 against exact search on (up to 256 of) the sample
+  at 1x, 2x and 4x `candidates`, keeps the layout with the higher recall at 1x (ties: the bands, a
+  third of the codes), then the fewest candidates reaching this recall (else the best of the three).
+  Bands win where winners are long rows (SmolLM2 + FVT rows at 1M); one band wins at 100k, where
+  base tokens of every length win (bands 0.75 there). `AnnIndex.calibration` records the numbers."""
   shards: int = 0
   """"pq": each band is split into this many shards searched on parallel threads (0: one per CPU
   core, at most 8; resolved when the index is built)."""
@@ -105,6 +114,10 @@ class IndexSpec:
         per_code < 1 or share <= 0 for _, per_code, share in bands):
       raise ValueError(f"IndexSpec.pq_bands must be (fraction, dims per code >= 1, candidate share > 0) with "
                        f"fractions rising to 1.0, got {self.pq_bands!r}")
+    if self.pq_layout not in ("auto", "bands", "one band"):
+      raise ValueError(f"IndexSpec.pq_layout must be auto, bands or one band, got {self.pq_layout!r}")
+    if not 0.0 <= self.pq_min_recall <= 1.0:
+      raise ValueError(f"IndexSpec.pq_min_recall must be in [0, 1], got {self.pq_min_recall}")
     if self.shards < 0 or self.candidates < 1:
       raise ValueError(f"IndexSpec.shards must be >= 0 and candidates >= 1, got {self.shards}, {self.candidates}")
 
@@ -116,8 +129,6 @@ def _band_layout(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, 
   """
   if spec.kind != "pq":
     return [(0, vocab_size, 1, 1.0)]
-  if vocab_size < spec.pq_bands_from:
-    return [(0, vocab_size, min(per_code for _, per_code, _ in spec.pq_bands), 1.0)]
   layout: list[list] = []
   start = 0
   for fraction, per_code, share in spec.pq_bands:
@@ -133,6 +144,10 @@ def _band_layout(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, 
     tail = layout.pop()
     layout[-1][1:] = [tail[1], min(layout[-1][2], tail[2]), layout[-1][3] + tail[3]]
   return [tuple(band) for band in layout]
+
+
+def _single_band(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, float]]:
+  return [(0, vocab_size, min(per_code for _, per_code, _ in spec.pq_bands), 1.0)]
 
 
 def _factory(spec: IndexSpec, dim: int, pq_dims_per_code: int, vocab_size: int) -> tuple[str, int]:
@@ -252,7 +267,15 @@ class AnnIndex:
     self._transform = _Transform(spec, store.dim, self.bias_v, self.query_scale, max_norm)
     self._columns = max(len(band.shards) for band in bands)
     self._pool = ThreadPoolExecutor(self._columns - 1) if self._columns > 1 else None
+    self.calibration: dict | None = None
+    """How `build_index` chose the band layout (recall measured on the query sample), saved with the index."""
     self.set_search_effort()
+
+  def close(self) -> None:
+    """Stops the search threads (the index cannot search afterwards)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)
+      self._pool = None
 
   def set_search_effort(self, hnsw_ef_search: int | None = None, ivf_probe: int | None = None) -> None:
     """Trades speed for recall at query time (no rebuild)."""
@@ -312,6 +335,7 @@ class AnnIndex:
             "vocab_size": self.store.vocab_size, "dim": self.store.dim, "max_norm": self.max_norm,
             "spec": dataclasses.asdict(self.spec), "bands": [[len(band.rows), band.dim, band.share] for band in self.bands],
             "parts": parts, "has_bias": self.bias_v is not None, "has_query_scale": self.query_scale is not None,
+            "calibration": self.calibration,
             "index_sha256": _file_sha256(index_path), "faiss_version": faiss.__version__}
     (directory / _META_FILE).write_text(json.dumps(meta, indent=1))
     return directory
@@ -343,13 +367,13 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
 
   Args:
     bias_v: output bias [V] (folded in as one more column), or None.
-    query_sample: sample hidden states [N, D] of the base model; their per-dimension scale weights
-      the index (see `query_scale_from`). None: unweighted.
+    query_sample: sample hidden states [N, D] of the base model (not the ones recall is reported on);
+      their per-dimension scale weights the index (see `query_scale_from`). None: unweighted, one band.
     train_sample: rows per band used to train quantizers (pq, ivf).
-  """
-  import faiss
-  from tqdm.auto import tqdm
 
+  For "pq" with a query sample, the layout and candidate count are chosen by recall on the sample (see
+  `IndexSpec.pq_min_recall`); `index.calibration` records the measurement.
+  """
   if bias_v is not None:
     bias_v = np.asarray(bias_v, np.float32)
     if bias_v.shape != (store.vocab_size,):
@@ -369,10 +393,58 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
 
   # Longest rows first: they win inner products and get their own, finer codebooks.
   order = np.argsort(-_row_norms(store), kind="stable") if spec.kind == "pq" else np.arange(store.vocab_size)
+  layout = _band_layout(spec, store.vocab_size)
+  build = lambda layout: _build_bands(store, spec, transform, order, layout, train_sample, seed, progress)  # noqa: E731
+  if spec.pq_layout != "auto" or len(layout) == 1 or query_sample is None:
+    if spec.pq_layout != "bands":
+      layout = _single_band(spec, store.vocab_size)
+    index = AnnIndex(build(layout), store, spec, max_norm, bias_v, query_scale)
+    if spec.kind == "pq":
+      index.calibration = {"layout": "norm bands" if len(layout) > 1 else "one band",
+                           "why": f"pq_layout={spec.pq_layout!r}" if spec.pq_layout != "auto" else
+                           "no query sample" if query_sample is None else "too few rows for bands"}
+    return index
+  # Both layouts, measured on the sample: the higher recall@1 wins (ties: the bands, which scan fewer codes),
+  # then the fewest candidates that reach pq_min_recall.
+  ladder = (spec.candidates, 2 * spec.candidates, 4 * spec.candidates)
+  measured = []
+  for name, bands in (("norm bands", build(layout)), ("one band", build(_single_band(spec, store.vocab_size)))):
+    index = AnnIndex(bands, store, spec, max_norm, bias_v, query_scale)
+    measured.append((name, index, [_sample_recall(index, query_sample, count) for count in ladder]))
+  name, index, recalls = max(measured, key=lambda entry: entry[2][0])
+  for _, other, _ in measured:
+    if other is not index:
+      other.close()
+  reaching = [count for count, recall in zip(ladder, recalls) if recall >= spec.pq_min_recall]
+  chosen = reaching[0] if reaching else ladder[int(np.argmax(recalls))]
+  index.spec = dataclasses.replace(index.spec, candidates=chosen)
+  index.calibration = {"layout": name, "candidates": chosen, "queries": min(len(query_sample), 256),
+                       "sample_recall_at_1": {entry[0]: dict(zip(map(str, ladder), entry[2])) for entry in measured}}
+  return index
+
+
+def _sample_recall(index: AnnIndex, query_sample: np.ndarray, candidates: int, max_queries: int = 256) -> float:
+  """recall@1 of `index` against exact search on (up to `max_queries` of) the query sample.
+
+  A hit is a pick whose exact score equals the best score: rows with identical vectors (e.g. long
+  tokens whose truncated spellings coincide) tie, and no index can tell them apart.
+  """
+  queries = np.asarray(query_sample, np.float32)[:max_queries]
+  exact_scores, _ = exact_topk(index.store, queries, 1, index.bias_v)
+  found_scores, _ = index.topk(queries, 1, candidates=candidates)
+  return float(np.mean(found_scores[:, 0] >= exact_scores[:, 0] - 1e-5 * np.maximum(1.0, np.abs(exact_scores[:, 0]))))
+
+
+def _build_bands(store: EmbeddingStore, spec: IndexSpec, transform: _Transform, order: np.ndarray,
+                 layout: list[tuple[int, int, int, float]], train_sample: int, seed: int, progress: bool) -> list[_Band]:
+  import faiss
+  from tqdm.auto import tqdm
+
   rng = np.random.default_rng(seed)
   bands = []
-  with tqdm(total=store.vocab_size, unit="tok", desc="index", disable=not progress) as bar:
-    for start, stop, per_code, share in _band_layout(spec, store.vocab_size):
+  with tqdm(total=store.vocab_size, unit="tok", desc=f"index ({len(layout)} band{'s' * (len(layout) > 1)})",
+            disable=not progress) as bar:
+    for start, stop, per_code, share in layout:
       rows = np.sort(order[start:stop])
       dim = -(-transform.width // per_code) * per_code
       factory, metric = _factory(spec, dim, per_code, len(rows))
@@ -392,7 +464,7 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
           bar.update(len(ids))
         shards.append(shard)
       bands.append(_Band(rows, dim, share, shards))
-  return AnnIndex(bands, store, spec, max_norm, bias_v, query_scale)
+  return bands
 
 
 def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None,
@@ -456,7 +528,9 @@ def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None
   query_scale = np.load(directory / _SCALE_FILE) if meta.get("has_query_scale") else None
   if query_scale is not None and query_scale.shape != (store.dim,):
     raise IndexMismatchError(f"{directory / _SCALE_FILE}: shape {query_scale.shape}, expected ({store.dim},)")
-  return AnnIndex(bands, store, spec, float(meta["max_norm"]), bias_v, query_scale)
+  index = AnnIndex(bands, store, spec, float(meta["max_norm"]), bias_v, query_scale)
+  index.calibration = meta.get("calibration")
+  return index
 
 
 def exact_topk(store: EmbeddingStore, queries_bd: np.ndarray, k: int = 1, bias_v: np.ndarray | None = None,
