@@ -39,6 +39,15 @@ def _jit(function):
     return numba.njit(nogil=True)(function)
 
 
+@_jit
+def _table_bits(entries, oversize):
+  """log2 of an open-addressing table's size: the smallest power of two (>= 16) holding oversize x entries."""
+  bits = 4
+  while (1 << bits) < oversize * max(entries, 1):
+    bits += 1
+  return bits
+
+
 # -- Viterbi -----------------------------------------------------------------------------------------
 
 
@@ -136,9 +145,7 @@ def _hash_count(codes, word_starts, word_lengths, word_counts, max_length, multi
         for q in range(p + 2, min(p + max_length, end) + 1):
           if q == end or (codes[q] & 0xC0) != 0x80:
             limit += 1
-  bits = 4
-  while (1 << bits) < 2 * max(limit, 1):
-    bits += 1
+  bits = _table_bits(limit, 2)
   mask = (1 << bits) - 1
   table = np.full(1 << bits, -1, dtype=np.int32)
   keys = np.empty(limit, dtype=np.uint64)

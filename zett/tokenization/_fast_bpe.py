@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from zett.tokenization._fast import AVAILABLE, _jit
+from zett.tokenization._fast import AVAILABLE, _jit, _table_bits
 from zett.tokenization.byte_level import ModelKind, bytes_to_unicode, from_byte_level, to_byte_level
 
 _NO_PAIR = np.uint64(0xFFFFFFFFFFFFFFFF)  # ids < 2^32, so no real pair key is all ones
@@ -21,9 +21,7 @@ _NO_PAIR = np.uint64(0xFFFFFFFFFFFFFFFF)  # ids < 2^32, so no real pair key is a
 @_jit
 def _pair_table(pair_keys, pair_ranks, pair_new):
   """Open-addressing table (keys, ranks, new ids) of the merges, 4x oversized: ~1 probe a lookup."""
-  bits = 4
-  while (1 << bits) < 4 * max(pair_keys.size, 1):
-    bits += 1
+  bits = _table_bits(pair_keys.size, 4)
   keys = np.full(1 << bits, _NO_PAIR, dtype=np.uint64)
   ranks = np.empty(1 << bits, dtype=np.int64)
   new = np.empty(1 << bits, dtype=np.int64)

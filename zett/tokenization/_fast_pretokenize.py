@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import regex
 
-from zett.tokenization._fast import _jit
+from zett.tokenization._fast import _jit, _table_bits
 
 # -- pre-tokenization --------------------------------------------------------------------------------
 
@@ -68,9 +68,7 @@ def _next_pretoken(points, classes, i, end):
 def _pretokenize(points, text_ends, classes):
   """Pre-tokens of every text, deduplicated: (word of each pre-token, first occurrence, length, count)."""
   size = points.size
-  bits = 4
-  while (1 << bits) < 2 * max(size, 1):
-    bits += 1
+  bits = _table_bits(size, 2)
   mask = (1 << bits) - 1
   table = np.full(1 << bits, -1, dtype=np.int32)
   word_of = np.empty(size, dtype=np.int64)
