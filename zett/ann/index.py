@@ -55,6 +55,8 @@ _ROWS_FILE = "index_rows.npy"
 _BIAS_FILE = "index_bias.npy"
 _SCALE_FILE = "index_query_scale.npy"
 _MIN_BAND_ROWS = 1024
+_CALIBRATION_QUERIES = 256
+"""Query-sample states the build measures layouts and candidate counts on."""
 """Smaller norm bands merge into their neighbour: each band trains its own 16-centroid codebooks."""
 
 
@@ -407,10 +409,12 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
   # Both layouts, measured on the sample: the higher recall@1 wins (ties: the bands, which scan fewer codes),
   # then the fewest candidates that reach pq_min_recall.
   ladder = (spec.candidates, 2 * spec.candidates, 4 * spec.candidates)
+  queries = np.asarray(query_sample, np.float32)[:_CALIBRATION_QUERIES]
+  best_scores = exact_topk(store, queries, 1, bias_v)[0][:, 0]  # one exact pass serves every measurement
   measured = []
   for name, bands in (("norm bands", build(layout)), ("one band", build(_single_band(spec, store.vocab_size)))):
     index = AnnIndex(bands, store, spec, max_norm, bias_v, query_scale)
-    measured.append((name, index, [_sample_recall(index, query_sample, count) for count in ladder]))
+    measured.append((name, index, [_recall_at_1(index, queries, best_scores, count) for count in ladder]))
   name, index, recalls = max(measured, key=lambda entry: entry[2][0])
   for _, other, _ in measured:
     if other is not index:
@@ -418,21 +422,19 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
   reaching = [count for count, recall in zip(ladder, recalls) if recall >= spec.pq_min_recall]
   chosen = reaching[0] if reaching else ladder[int(np.argmax(recalls))]
   index.spec = dataclasses.replace(index.spec, candidates=chosen)
-  index.calibration = {"layout": name, "candidates": chosen, "queries": min(len(query_sample), 256),
+  index.calibration = {"layout": name, "candidates": chosen, "queries": len(queries),
                        "sample_recall_at_1": {entry[0]: dict(zip(map(str, ladder), entry[2])) for entry in measured}}
   return index
 
 
-def _sample_recall(index: AnnIndex, query_sample: np.ndarray, candidates: int, max_queries: int = 256) -> float:
-  """recall@1 of `index` against exact search on (up to `max_queries` of) the query sample.
+def _recall_at_1(index: AnnIndex, queries: np.ndarray, best_scores: np.ndarray, candidates: int) -> float:
+  """Share of `queries` whose pick reaches the exact best score (`exact_topk`).
 
-  A hit is a pick whose exact score equals the best score: rows with identical vectors (e.g. long
-  tokens whose truncated spellings coincide) tie, and no index can tell them apart.
+  Scores, not ids: rows with identical vectors (e.g. long tokens whose truncated spellings coincide)
+  tie, and no index can tell them apart.
   """
-  queries = np.asarray(query_sample, np.float32)[:max_queries]
-  exact_scores, _ = exact_topk(index.store, queries, 1, index.bias_v)
   found_scores, _ = index.topk(queries, 1, candidates=candidates)
-  return float(np.mean(found_scores[:, 0] >= exact_scores[:, 0] - 1e-5 * np.maximum(1.0, np.abs(exact_scores[:, 0]))))
+  return float(np.mean(found_scores[:, 0] >= best_scores - 1e-5 * np.maximum(1.0, np.abs(best_scores))))
 
 
 def _build_bands(store: EmbeddingStore, spec: IndexSpec, transform: _Transform, order: np.ndarray,
