@@ -22,6 +22,7 @@ _COMMANDS = {
     "dynamic": ("zett.dynamic.cli", "add_arguments", "run", "dynamic (batch-level BPE) tokenization"),
     "generate": ("zett.ann.cli", "add_arguments", "run",
                  "generate with a large vocabulary through an ANN index"),
+    "data": ("zett.data.cli", "add_arguments", "run", "build the training corpus offline (zett data prepare)"),
     "serve": ("zett.service", "add_arguments", "run", "serve embeddings, transfer, tokenization, generation over HTTP"),
 }
 
