@@ -45,7 +45,8 @@ def _worker(args) -> None:
   batcher = distributed.ShardedTextBatcher(config.data, jax.process_index(), jax.process_count())
   sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
                          config.data.sequence_length, run.mesh.shape["data"], not run.spec.causal, [],
-                         config.data.batch_size)
+                         config.data.batch_size,
+                         hypernet_config=run.hypernet_config, encoder_buckets=run.spec.encoder_buckets)
   state, device_s, loop_s, exchange_s, losses = run.state, [], [], [], []
   for step in range(args.steps + 2):
     t0 = time.perf_counter()

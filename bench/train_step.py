@@ -50,7 +50,8 @@ def bench_ours(run, config, steps: int):
   batcher = TextBatcher(config.data)
   sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
                          config.data.sequence_length, run.mesh.shape["data"], not run.spec.causal, [],
-                         config.data.batch_size)
+                         config.data.batch_size,
+                         hypernet_config=run.hypernet_config, encoder_buckets=run.spec.encoder_buckets)
   state, parts, tokens = run.state, {"text": [], "sampling": [], "host_to_device": [], "device_step": []}, []
   for step in range(steps + 2):  # the first two compile / warm up
     t0 = time.perf_counter()

@@ -33,6 +33,10 @@ class HypernetConfig:
   """True for bases with an LM-head output bias (BERT family)."""
   heuristic: Literal["mean", "first"] = "mean"
   """What the residual parameterisation reproduces at initialisation."""
+  keep_base_tokens: bool = True
+  """Tokens spelled by one base subtoken (the same bytes as a base token) keep that token's rows exactly, as FVT does;
+  the hypernetwork predicts only tokens the base does not have. Off: it predicts every row (the paper's setup, with
+  an auxiliary loss pulling overlapping tokens back toward their original rows)."""
   base_model: str = ""
   base_weights_sha256: str = ""
   base_tokenizer: str = ""

@@ -16,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hypernet.config import HypernetConfig
 from zett.models.family import Embeddings
@@ -81,16 +82,61 @@ def _heuristic(rows_vld, mask_vl, kind: str):
   return jnp.einsum("vl,vl...->v...", weights, rows_vld) / count
 
 
+def _needs_encoder(config: HypernetConfig, surface_lengths):
+  """Rows whose prediction comes from the encoder (the others copy a base row or are padding)."""
+  return surface_lengths >= (2 if config.keep_base_tokens else 1)
+
+
+def check_buckets(config: HypernetConfig, buckets) -> tuple[tuple[int, int], ...]:
+  """`buckets` as a tuple of (max_length, capacity) pairs; raises ValueError for an unusable spec."""
+  buckets = tuple((int(length), int(capacity)) for length, capacity in buckets)
+  lengths = [length for length, _ in buckets]
+  if not buckets or lengths != sorted(set(lengths)) or lengths[0] < 1 or lengths[-1] < config.surface_length:
+    raise ValueError(f"encoder buckets {list(buckets)}: need ascending, distinct max lengths >= 1, the last >= "
+                     f"surface_length {config.surface_length}")
+  if any(capacity < 1 for _, capacity in buckets):
+    raise ValueError(f"encoder buckets {list(buckets)}: every capacity must be >= 1")
+  return tuple((min(length, config.surface_length), capacity) for length, capacity in buckets)
+
+
+def bucket_rows(config: HypernetConfig, surface_lengths, buckets):
+  """[(row indices int32 [capacity], max_length)] per bucket; unused slots hold V (one past the last row)."""
+  need = _needs_encoder(config, surface_lengths)
+  out, lower = [], 0
+  for length, capacity in check_buckets(config, buckets):
+    chosen = need & (surface_lengths > lower) & (surface_lengths <= length)
+    out.append((jnp.nonzero(chosen, size=capacity, fill_value=surface_lengths.shape[0])[0], length))
+    lower = length
+  return out
+
+
+def bucket_overflow(config: HypernetConfig, surface_lengths, buckets) -> list[int]:
+  """Rows beyond each bucket's capacity (host side); all zero means the bucketed encoder sees every row it needs."""
+  lengths = np.asarray(surface_lengths)
+  need = np.asarray(_needs_encoder(config, lengths))
+  out, lower = [], 0
+  for length, capacity in check_buckets(config, buckets):
+    count = int((need & (lengths > lower) & (lengths <= length)).sum())
+    out.append(max(0, count - capacity))
+    lower = length
+  return out
+
+
 class Hypernet(nn.Module):
   """Predicts embeddings of target tokens from their base-subtoken spellings.
 
-  Call: `apply({"params": p}, surface_ids, surface_lengths, base, special_base_ids=None)`.
+  Call: `apply({"params": p}, surface_ids, surface_lengths, base, special_base_ids=None, buckets=None)`.
 
   Args:
     surface_ids: int32 [V, L] base-vocabulary ids spelling each target token (padding ignored).
     surface_lengths: int32 [V] number of real subtokens per row (0 = an unused padding row).
     base: the frozen base `Embeddings` (input [Vb, D], output [Vb, D] or None, bias [Vb] or None).
     special_base_ids: optional int32 [V]; a row >= 0 takes that base row unchanged (special tokens).
+    buckets: optional static `((max_length, capacity), ...)`, ascending lengths, the last >= L. The encoder then runs
+      only on the rows that need it (spelled by >= 2 subtokens with `keep_base_tokens`, else >= 1), each bucket's
+      rows packed into `capacity` slots of `max_length` positions instead of V x L padded ones. The caller
+      guarantees that no bucket holds more rows than its capacity (`bucket_overflow` counts them); the predictions
+      equal the padded path's.
 
   Returns:
     `Embeddings` for the V target tokens (output/bias present only when the config predicts them).
@@ -103,9 +149,9 @@ class Hypernet(nn.Module):
   scan); a training memory switch, not part of `HypernetConfig`, so saved hypernetworks are unaffected."""
 
   @nn.compact
-  def __call__(self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None):
+  def __call__(self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None, buckets=None):
     c = self.config
-    L = surface_ids.shape[1]
+    V, L = surface_ids.shape
     if L > c.surface_length:
       raise ValueError(f"surface forms have length {L} > configured surface_length {c.surface_length}")
     base_out = base.output if base.output is not None else base.input
@@ -113,38 +159,55 @@ class Hypernet(nn.Module):
     ids = jnp.clip(surface_ids, 0, base.input.shape[0] - 1)
     in_rows = jnp.take(base.input, ids, axis=0).astype(jnp.float32)  # [V, L, D]
     out_rows = jnp.take(base_out, ids, axis=0).astype(jnp.float32) if c.predict_output_embeddings else None
-
     features = in_rows if out_rows is None else jnp.concatenate([in_rows, out_rows], axis=-1)
-    x = _dense(c.body_hidden_size, ("hn_input", "hn_embed"), "input_projection", dtype=self.dtype)(
-        features.astype(self.dtype))
+
+    projection = _dense(c.body_hidden_size, ("hn_input", "hn_embed"), "input_projection", dtype=self.dtype)
     positions = self.param(
         "position_embeddings",
         nn.with_logical_partitioning(nn.initializers.normal(0.02), ("hn_position", "hn_embed")),
         (c.surface_length, c.body_hidden_size))
-    x = x + positions[:L].astype(self.dtype)[None]
-    # Padding rows (length 0) still attend to position 0 so softmax stays finite.
-    key_mask = mask_vl.at[:, 0].set(True)
-    if self.remat and c.num_layers and not self.is_initializing():
-      x = self._rematerialised_layers(x, key_mask)
-    else:
-      for i in range(c.num_layers):
-        x = _EncoderLayer(c, self.dtype, name=f"layer_{i}")(x, key_mask)
-    pooled = nn.LayerNorm(name="final_norm", dtype=self.dtype)(x[:, 0])
+    rematerialise = self.remat and c.num_layers and not self.is_initializing()
+    layers = [] if rematerialise else [_EncoderLayer(c, self.dtype, name=f"layer_{i}") for i in range(c.num_layers)]
+    final_norm = nn.LayerNorm(name="final_norm", dtype=self.dtype)
 
+    def encode(features_rlf, lengths_r):
+      length = features_rlf.shape[1]
+      x = projection(features_rlf.astype(self.dtype)) + positions[:length].astype(self.dtype)[None]
+      # Padding rows (length 0) still attend to position 0 so softmax stays finite.
+      key_mask = (jnp.arange(length)[None, :] < lengths_r[:, None]).at[:, 0].set(True)
+      if rematerialise:
+        x = self._rematerialised_layers(x, key_mask)
+      for layer in layers:
+        x = layer(x, key_mask)
+      return final_norm(x[:, 0])
+
+    if buckets is None:
+      pooled = encode(features, surface_lengths)
+    else:
+      pooled = jnp.zeros((V, c.body_hidden_size), self.dtype)
+      for rows, bucket_length in bucket_rows(c, surface_lengths, buckets):
+        safe_rows = jnp.minimum(rows, V - 1)  # fill slots (= V) read any row; their results are dropped below
+        encoded = encode(features[safe_rows, :bucket_length], surface_lengths[safe_rows])
+        pooled = pooled.at[rows].set(encoded.astype(pooled.dtype), mode="drop")
+
+    predicted = jnp.ones((V, 1), bool)
+    if c.keep_base_tokens:
+      predicted = (surface_lengths != 1)[:, None]
     zeros = nn.initializers.zeros_init()
     delta_in = _dense(c.embedding_dim, ("hn_embed", "hn_out"), "input_head", zeros, self.dtype)(pooled)
-    pred_in = _heuristic(in_rows, mask_vl, c.heuristic) + delta_in.astype(jnp.float32)
+    pred_in = _heuristic(in_rows, mask_vl, c.heuristic) + jnp.where(predicted, delta_in.astype(jnp.float32), 0.0)
     pred_out = None
     if c.predict_output_embeddings:
       delta_out = _dense(c.embedding_dim, ("hn_embed", "hn_out"), "output_head", zeros, self.dtype)(pooled)
-      pred_out = _heuristic(out_rows, mask_vl, c.heuristic) + delta_out.astype(jnp.float32)
+      pred_out = _heuristic(out_rows, mask_vl, c.heuristic) + jnp.where(predicted, delta_out.astype(jnp.float32), 0.0)
     pred_bias = None
     if c.predict_output_bias:
       if base.bias is None:
         raise ValueError("config predicts an output bias but the base has none")
       bias_rows = jnp.take(base.bias, ids, axis=0).astype(jnp.float32)
       delta_bias = _dense(1, ("hn_embed", None), "bias_head", zeros, self.dtype)(pooled)[:, 0]
-      pred_bias = _heuristic(bias_rows, mask_vl, c.heuristic) + delta_bias.astype(jnp.float32)
+      pred_bias = _heuristic(bias_rows, mask_vl, c.heuristic) + jnp.where(
+          predicted[:, 0], delta_bias.astype(jnp.float32), 0.0)
 
     if special_base_ids is not None:
       is_special = special_base_ids >= 0
@@ -192,9 +255,10 @@ def abstract_params(config: HypernetConfig, base: Embeddings, dtype=jnp.float32)
 
 
 def predict(config: HypernetConfig, params, surface_ids, surface_lengths, base: Embeddings,
-            special_base_ids=None, dtype=jnp.float32) -> Embeddings:
+            special_base_ids=None, dtype=jnp.float32, buckets=None) -> Embeddings:
   """Predicts embeddings for one chunk of target tokens (jit this or call `predict_jit`)."""
-  return Hypernet(config, dtype).apply({"params": params}, surface_ids, surface_lengths, base, special_base_ids)
+  return Hypernet(config, dtype).apply({"params": params}, surface_ids, surface_lengths, base, special_base_ids,
+                                       buckets)
 
 
-predict_jit = jax.jit(predict, static_argnames=("config", "dtype"))
+predict_jit = jax.jit(predict, static_argnames=("config", "dtype", "buckets"))

@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from optax import global_norm as optax_global_norm
+
+import hypernet.model
 
 from hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernet, predict,
                       save_hypernet)
@@ -118,3 +121,62 @@ def test_bfloat16_export_loads(tmp_path):
   _, params2 = load_hypernet(out)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-2, rtol=1e-2),
                params, params2)
+
+
+def _trained_like(params, seed=3, scale=0.1):
+  """Perturbs every parameter (zero-initialised heads included) so the encoder's output matters."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda p: p + scale * jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+
+
+@pytest.mark.parametrize("keep,untied,bias", [(True, False, False), (False, True, True), (True, True, False)])
+def test_bucketed_encoder_equals_padded_path(keep, untied, bias):
+  base = _base(jax.random.key(0), untied=untied, bias=bias)
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, hidden_size=64, num_layers=2, surface_length=7,
+                          predict_output_embeddings=untied, predict_output_bias=bias, keep_base_tokens=keep)
+  params = _trained_like(init_hypernet(config, base, jax.random.key(1)))
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(0, 8, 64).astype(np.int32)
+  ids = rng.integers(0, 50, (64, 7)).astype(np.int32)
+  buckets = ((2, 20), (3, 12), (7, 40))
+  assert not any(hypernet.model.bucket_overflow(config, lengths, buckets))
+  padded = predict(config, params, ids, lengths, base)
+  bucketed = predict(config, params, ids, lengths, base, buckets=buckets)
+  real = lengths > 0  # padding rows (length 0) are never read
+  for a, b in zip(padded, bucketed):
+    if a is not None:
+      np.testing.assert_allclose(np.asarray(b)[real], np.asarray(a)[real], atol=1e-5)
+  # Gradients agree too (the training step differentiates the bucketed path).
+  def loss(p, b=None):
+    return jnp.sum(predict(config, p, ids, lengths, base, buckets=b).input[real] ** 2)
+  g_padded, g_bucketed = jax.grad(loss)(params), jax.grad(lambda p: loss(p, buckets))(params)
+  for a, b in zip(jax.tree.leaves(g_padded), jax.tree.leaves(g_bucketed)):
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_bucket_specs_and_overflow_are_checked():
+  config = HypernetConfig(embedding_dim=32, base_vocab_size=50, surface_length=7)
+  for bad in [((3, 10),), ((7, 10), (3, 10)), ((3, 0), (7, 1)), ()]:
+    with pytest.raises(ValueError, match="buckets"):
+      hypernet.model.check_buckets(config, bad)
+  lengths = np.array([1, 2, 2, 3, 5, 7, 0])
+  assert hypernet.model.bucket_overflow(config, lengths, ((2, 1), (7, 5))) == [1, 0]
+  config_all = HypernetConfig(embedding_dim=32, base_vocab_size=50, surface_length=7, keep_base_tokens=False)
+  assert hypernet.model.bucket_overflow(config_all, lengths, ((2, 1), (7, 5))) == [2, 0]
+
+
+def test_keep_base_tokens_copies_single_subtoken_rows_after_training():
+  base = _base(jax.random.key(0))
+  ids, lengths = _surface(jax.random.key(2))
+  target = jnp.ones((12, 32))
+  for keep in (True, False):
+    config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4,
+                            keep_base_tokens=keep)
+    params = _trained_like(init_hypernet(config, base, jax.random.key(1)))
+    pred = predict(config, params, ids, lengths, base)
+    single = np.asarray(lengths) == 1
+    copied = np.allclose(np.asarray(pred.input)[single], np.asarray(base.input)[np.asarray(ids)[single, 0]],
+                         atol=1e-6)
+    assert copied == keep
+    grads = jax.grad(lambda p: jnp.mean((predict(config, p, ids, lengths, base).input - target) ** 2))(params)
+    assert float(optax_global_norm(grads)) > 0  # the other rows still train

@@ -147,3 +147,24 @@ def test_parquet_source_reads_its_text_column(tmp_path):
                                    batch_size=2, sequence_length=16))
   texts = batcher.next_texts()
   assert len(texts) == 2 and all(t.startswith("parquet document") or "parquet document" in t for t in texts)
+
+
+def test_fit_encoder_buckets_drops_only_unused_negatives():
+  from hypernet.config import HypernetConfig
+  from hypernet.model import bucket_overflow
+  from train.batch import fit_encoder_buckets
+  config = HypernetConfig(embedding_dim=8, base_vocab_size=100, surface_length=7)
+  lengths = np.array([1, 2, 2, 2, 3, 5, 6, 7, 1, 2], np.int32)
+  batch = {"token_ids": np.array([[1, 2, 5, 0]], np.int32), "attention_mask": np.array([[1, 1, 1, 0]], np.int32),
+           "surface_lengths": lengths, "vocab_mask": np.ones(10, bool),
+           "special_base_ids": np.full(10, -1, np.int32)}
+  buckets = ((3, 3), (7, 2))
+  fitted = fit_encoder_buckets(batch, config, buckets)
+  assert bucket_overflow(config, fitted["surface_lengths"], buckets) == [0, 0]
+  dropped = np.flatnonzero(~fitted["vocab_mask"])
+  assert dropped.size == 3 and not set(dropped) & {1, 2, 5}  # rows the text uses stay
+  assert (fitted["surface_lengths"][dropped] == 0).all()
+  assert fit_encoder_buckets(batch, config, ((3, 10), (7, 10))) is batch  # nothing to do
+  with pytest.raises(ValueError, match="encoder_buckets"):
+    fit_encoder_buckets(dict(batch, token_ids=np.array([[1, 2, 3, 4]], np.int32),
+                             attention_mask=np.ones((1, 4), np.int32)), config, ((3, 2), (7, 2)))

@@ -85,3 +85,34 @@ def build_batch(vocab: TargetVocabulary, token_rows: Sequence[Sequence[int]], se
       "vocab_mask": np.arange(vocab_rows) < vocab.size,
       "mask_token_index": np.asarray(max(vocab.mask_token_id, 0), np.int32),
   }
+
+
+def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) -> dict[str, np.ndarray]:
+  """Leaves out of the softmax (and of the encoder) the negative rows that do not fit the encoder buckets.
+
+  Negatives are a sample anyway; the rows the batch's text uses must all fit, or the configured capacities are too
+  small for this data (a clear error, never a silent change of what is trained on).
+  """
+  from hypernet.model import bucket_overflow, check_buckets
+  lengths = batch["surface_lengths"]
+  overflow = bucket_overflow(hypernet_config, lengths, buckets)
+  if not any(overflow):
+    return batch
+  used = np.zeros(lengths.shape[0], bool)
+  used[batch["token_ids"][batch["attention_mask"] > 0]] = True
+  lengths, vocab_mask = lengths.copy(), batch["vocab_mask"].copy()
+  lower = 0
+  minimum = 2 if hypernet_config.keep_base_tokens else 1
+  for (length, capacity), excess in zip(check_buckets(hypernet_config, buckets), overflow):
+    in_bucket = (lengths >= max(minimum, lower + 1)) & (lengths <= length)
+    if excess:
+      droppable = np.flatnonzero(in_bucket & ~used & (batch["special_base_ids"] < 0))
+      if droppable.size < excess:
+        raise ValueError(f"the batch's text uses {int((in_bucket & used).sum())} tokens of surface length "
+                         f"{lower + 1}..{length}, more than that encoder bucket's capacity {capacity}; raise "
+                         "hypernet.encoder_buckets")
+      dropped = droppable[-excess:]
+      lengths[dropped] = 0
+      vocab_mask[dropped] = False
+    lower = length
+  return dict(batch, surface_lengths=lengths, vocab_mask=vocab_mask)

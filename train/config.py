@@ -110,9 +110,17 @@ class HypernetSection:
   init_checkpoint: str | None = None
   """Start from a saved hypernetwork (`hypernet.io` folder) instead of the heuristic initialisation."""
   aux_loss_weight: float = 0.5
-  """Weight of the loss pulling tokens that exist in the base vocabulary toward their original embeddings."""
+  """Weight of the loss pulling tokens that exist in the base vocabulary toward their original embeddings (no effect
+  with `options.keep_base_tokens`, the default, which copies those rows exactly)."""
+  encoder_buckets: tuple[tuple[int, int], ...] = ()
+  """`[[max_length, capacity], ...]`: run the encoder only on batch-vocabulary rows that need it, packed by surface
+  length (see `hypernet.model.Hypernet`); negatives beyond a bucket's capacity are left out of that step's softmax.
+  Empty: every row padded to `surface_max_length` (the reference path; same predictions, more compute)."""
 
   def __post_init__(self):
+    if any(len(bucket) != 2 or bucket[0] < 1 or bucket[1] < 1 for bucket in self.encoder_buckets):
+      raise ConfigError(f"hypernet.encoder_buckets: each bucket is [max_length >= 1, capacity >= 1], got "
+                        f"{[list(b) for b in self.encoder_buckets]}")
     if self.num_layers < 0 or self.surface_max_length < 1:
       raise ConfigError("hypernet.num_layers must be >= 0 and hypernet.surface_max_length >= 1")
     if self.aux_loss_weight < 0:

@@ -59,13 +59,14 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
   config = run.config
   batch_size = config.data.batch_size
   largest = max(s.vocab.size for s in sets)
-  # One static row count for every tokenizer (one compilation), split into equal chunks divisible by the mesh.
+  # Equal chunks divisible by the mesh; each tokenizer pads its vocabulary only to a whole chunk (a compilation per
+  # size: padding every tokenizer to the largest one multiplied the softmax and hypernetwork work several times).
   chunk_rows = round_up(min(config.eval.vocab_chunk_rows, largest), run.mesh.shape["data"])
-  rows = round_up(largest, chunk_rows)
   texts = texts + [""] * (round_up(len(texts), batch_size) - len(texts))
   _, sums_fn = run.eval_fn
   results = {}
   for encoded in sets:
+    rows = round_up(encoded.vocab.size, chunk_rows)
     nll = target_bytes = 0.0
     predicted = None
     for start in range(0, len(texts), batch_size):
@@ -100,7 +101,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     log(distributed.describe_processes())
   sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
                          config.data.sequence_length, run.mesh.shape["data"], not run.spec.causal, heldout,
-                         config.data.batch_size)
+                         config.data.batch_size,
+                         hypernet_config=run.hypernet_config, encoder_buckets=run.spec.encoder_buckets)
   if run.data_state is not None:
     batcher.set_state(run.data_state["data"])
     sampler.set_state(run.data_state["sampler"])
@@ -187,8 +189,10 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     last = flush(done)
   summary.update(steps=done, final=last, eval=eval_history, wall_seconds=time.perf_counter() - wall_start,
                  tokens=timing["tokens"], params=state.params, hypernet_config=run.hypernet_config)
-  host_params = distributed.to_host(state.params) if done == total else None  # collective: all processes
-  if done == total and is_main:
+  # A finished run, or one stopped by SIGTERM, leaves its latest hypernetwork exported beside its checkpoints.
+  export = done == total or summary["stopped_by_signal"]
+  host_params = distributed.to_host(state.params) if export else None  # collective: all processes
+  if export and is_main:
     from hypernet.io import save_hypernet
     summary["hypernet_dir"] = str(save_hypernet(run_dir / "hypernet", run.hypernet_config, host_params))
     log(f"saved the hypernetwork to {summary['hypernet_dir']}")

@@ -101,7 +101,18 @@ def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
   causal = base.family.is_causal if config.model.objective == "auto" else config.model.objective == "causal"
   return LossSpec(hypernet_config, base.family, base.config, base.module, causal,
                   aux_loss_weight=config.hypernet.aux_loss_weight, mlm_probability=config.model.mlm_probability,
-                  compute_dtype=_DTYPES[config.model.compute_dtype], remat=config.remat)
+                  compute_dtype=_DTYPES[config.model.compute_dtype], remat=config.remat,
+                  encoder_buckets=check_encoder_buckets(config, hypernet_config))
+
+
+def check_encoder_buckets(config: TrainConfig, hypernet_config):
+  if not config.hypernet.encoder_buckets:
+    return None
+  from hypernet.model import check_buckets
+  try:
+    return check_buckets(hypernet_config, config.hypernet.encoder_buckets)
+  except ValueError as e:
+    raise ConfigError(f"hypernet.encoder_buckets: {e}") from None
 
 
 def _check_same_base(saved, current, where: str) -> None:

@@ -42,6 +42,8 @@ class LossSpec:
   compute_dtype: Any = jnp.float32
   remat: bool = False
   """Recompute the hypernetwork's layers in the backward pass (the base's own switch is `base_module.remat`)."""
+  encoder_buckets: tuple[tuple[int, int], ...] | None = None
+  """Packed encoder buckets of training batches (`Hypernet` `buckets`); None = the padded path."""
 
   def hypernet(self) -> Hypernet:
     return Hypernet(self.hypernet_config, self.compute_dtype, self.remat)
@@ -51,7 +53,8 @@ def predict_embeddings(spec: LossSpec, params, batch, base_params) -> tuple[Embe
   """(predicted embeddings of the batch vocabulary, the frozen base embeddings)."""
   base = spec.base_family.get_embeddings(spec.base_config, base_params)
   predicted = spec.hypernet().apply(
-      {"params": params}, batch["surface_ids"], batch["surface_lengths"], base, batch["special_base_ids"])
+      {"params": params}, batch["surface_ids"], batch["surface_lengths"], base, batch["special_base_ids"],
+      spec.encoder_buckets)
   return predicted, base
 
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from train.batch import TargetVocabulary
+from train.batch import TargetVocabulary, fit_encoder_buckets
 
 _MASK_CONTENTS = ("<mask>", "[MASK]", "<MASK>")
 
@@ -86,7 +86,10 @@ class SampledTokenizers:
   at every evaluation, before the first step and after a resumption.
   """
 
-  def __init__(self, sampler, eval_sampler, base, surface_max_length: int, masked: bool):
+  def __init__(self, sampler, eval_sampler, base, surface_max_length: int, masked: bool, hypernet_config=None,
+               encoder_buckets=None):
+    self._hypernet_config = hypernet_config
+    self._encoder_buckets = encoder_buckets
     self._sampler = sampler
     self._eval_sampler = eval_sampler
     self._base = base
@@ -106,7 +109,7 @@ class SampledTokenizers:
   def sample_batch(self, texts: Sequence[str], step: int) -> dict[str, np.ndarray]:
     """This step's texts under a freshly sampled tokenizer, as `train.batch.BATCH_KEYS` arrays."""
     sampled = self._sampler.sample(texts, step)
-    return {
+    batch = {
         "token_ids": sampled.input_ids.astype(np.int32),
         "attention_mask": sampled.attention_mask.astype(np.int32),
         "surface_ids": sampled.vocab_surface_ids.astype(np.int32),
@@ -118,6 +121,9 @@ class SampledTokenizers:
         # Specials are always the first rows of a sampled vocabulary, in the sampler's order.
         "mask_token_index": np.asarray(max(self._mask_row, 0), np.int32),
     }
+    if self._encoder_buckets:
+      batch = fit_encoder_buckets(batch, self._hypernet_config, self._encoder_buckets)
+    return batch
 
   def eval_vocabulary(self, index: int) -> EncodedVocabulary:
     tokenizer = self._eval_sampler.sample_fixed(index)
@@ -131,7 +137,8 @@ class SampledTokenizers:
 
 
 def make_sampler(config, base, surface_max_length: int, sequence_length: int, rows_multiple: int, masked: bool,
-                 heldout: Sequence[str], batch_size: int) -> SampledTokenizers:
+                 heldout: Sequence[str], batch_size: int, hypernet_config=None,
+                 encoder_buckets=None) -> SampledTokenizers:
   """The training sampler (and its held-out twin), with a static batch vocabulary divisible by `rows_multiple`."""
   from zett.tokenization import TokenizerSampler
   num_specials = len(base.special_ids)
@@ -149,4 +156,4 @@ def make_sampler(config, base, surface_max_length: int, sequence_length: int, ro
     raise ValueError(f"sampler.options: {e}") from None
   for start in range(0, len(heldout), batch_size):
     eval_sampler.sample(heldout[start:start + batch_size])
-  return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked)
+  return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked, hypernet_config, encoder_buckets)
