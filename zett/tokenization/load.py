@@ -132,7 +132,15 @@ class Tokenizer:
 
 def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, int | str] | None = None,
                  extra_special: Sequence[int] = (), add_bos: bool = False) -> Tokenizer:
-  """Wrap a `tokenizers.Tokenizer`, finding its special tokens and (if not given) their roles."""
+  """Wrap a `tokenizers.Tokenizer`, finding its special tokens and (if not given) their roles.
+
+  Truncation and padding a tokenizer.json may carry (sentence-embedding models ship files that cut and pad every
+  encoding to 128 tokens) are switched off on a copy: they would silently drop text from evaluation and training.
+  """
+  if backend.truncation is not None or backend.padding is not None:
+    backend = tokenizers.Tokenizer.from_str(backend.to_str())
+    backend.no_truncation()
+    backend.no_padding()
   # Only the small components are serialised: the whole tokenizer.json of a 150k vocabulary takes seconds.
   components = {"model": {"type": type(backend.model).__name__}}
   for part in ("pre_tokenizer", "decoder"):
