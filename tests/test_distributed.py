@@ -108,7 +108,10 @@ def test_two_process_checkpoint_resumes_in_one_process(runs):
   assert sorted(runs["resumed_losses"]) == [4, 5, 6]
   for step, loss in runs["resumed_losses"].items():
     assert abs(runs["two"][step] - loss) < 1e-5, (step, runs["two"][step], loss)
-  assert _max_diff(runs["resumed_params"], runs["two_params"]) < 1e-5
+  # Parameters at 2e-5: Adam divides by the gradient's own scale, so float reduction-order noise in near-zero
+  # gradients (8 devices in 2 processes vs 1) moves a weight by up to ~lr x that noise's relative size; measured
+  # 1.3e-5 on final_norm after 3 resumed steps at lr 1e-3. A resume that lost state differs by orders more.
+  assert _max_diff(runs["resumed_params"], runs["two_params"]) < 2e-5
 
 
 def test_unreachable_coordinator_fails_within_the_timeout():
