@@ -34,6 +34,7 @@ import zett
 from train.data import is_heldout
 from zett.data.documents import STDLIB_PACKAGE, Document, Extractor, plan
 from zett.data.packages import CODE_LANGUAGE, KNOWN_LANGUAGES, CorpusError, check_installed, packages_for
+from zett.models.load import file_sha256
 
 MIN_DOCUMENT_BYTES = 200
 SPLITS = ("train", "heldout")
@@ -106,14 +107,6 @@ def _write_parquet(rows: list[tuple[str, ...]], path: Path) -> None:
                  use_dictionary=["language", "domain", "split"])
 
 
-def _sha256(path: Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _counts(rows: list[tuple[str, ...]]) -> dict[str, dict[str, int]]:
   counts = {split: {"documents": 0, "bytes": 0} for split in SPLITS}
   for text, *_, split in rows:
@@ -171,7 +164,7 @@ def prepare_corpus(out: str | os.PathLike, languages: str | list[str] | tuple[st
       _write_parquet(rows[name], building / name)
       first = rows[name][0]
       counts = _counts(rows[name])
-      files[name] = {"sha256": _sha256(building / name), "language": first[1], "splits": counts,
+      files[name] = {"sha256": file_sha256(building / name), "language": first[1], "splits": counts,
                      "domains": dict(sorted(Counter(row[2] for row in rows[name]).items()))}
       languages_summary[first[1]] = counts
     summary = {
