@@ -37,6 +37,7 @@ def _batch(base_vocab: int, rng: np.random.Generator) -> dict[str, jnp.ndarray]:
       token_ids=ids, attention_mask=mask, surface_ids=surface, surface_lengths=lengths, special_base_ids=special,
       base_ids=np.where(single, surface[:, 0], -1).astype(np.int32),
       token_bytes=rng.integers(1, 6, _ROWS).astype(np.int32), vocab_mask=vocab_mask,
+      logit_offsets=np.zeros(_ROWS, np.float32),
       mask_token_index=np.asarray(0, np.int32)).items()}
 
 

@@ -112,3 +112,15 @@ def test_base_width_disagreeing_with_hypernet_checkpoint_fails_before_compilatio
   config = _config(tmp_path, f"hypernet.init_checkpoint={tmp_path / 'hn32'}")
   with pytest.raises(TrainSetupError, match="width 32.*has width 64"):
     train(config)
+
+
+def test_packed_encoder_and_weighted_negatives_train_end_to_end(tmp_path):
+  """The CPU recipe's switches through the real loop: bucketed encoder, left-out negatives, sampled-softmax weights."""
+  import math
+  from train.loop import train
+  config = _config(tmp_path, "num_train_steps=4", "eval.every_steps=0", "checkpoint.save_every_steps=4",
+                   "hypernet.encoder_buckets=[[2,96],[7,64]]", "sampler.weight_negatives=true",
+                   "hypernet.aux_loss_weight=0")
+  summary = train(config, log=lambda _: None)
+  assert summary["steps"] == 4 and math.isfinite(summary["final"]["loss"])
+  assert (tmp_path / "run" / "hypernet" / "config.json").is_file()

@@ -168,3 +168,26 @@ def test_fit_encoder_buckets_drops_only_unused_negatives():
   with pytest.raises(ValueError, match="encoder_buckets"):
     fit_encoder_buckets(dict(batch, token_ids=np.array([[1, 2, 3, 4]], np.int32),
                              attention_mask=np.ones((1, 4), np.int32)), config, ((3, 2), (7, 2)))
+
+
+def test_negative_logit_offsets_weight_each_negative_by_its_draw_chance():
+  from hypernet.config import HypernetConfig
+  from train.batch import fit_encoder_buckets, negative_logit_offsets
+  config = HypernetConfig(embedding_dim=8, base_vocab_size=100, surface_length=7)
+  # Row 0 special; rows 1, 2 used by the text; rows 3..9 negatives drawn from 100 - 3 = 97 unused tokens.
+  lengths = np.array([1, 2, 1, 2, 2, 2, 3, 1, 1, 5], np.int32)
+  drawn = {"token_ids": np.array([[1, 2, 1, 0]], np.int32), "attention_mask": np.array([[1, 1, 1, 0]], np.int32),
+           "surface_lengths": lengths, "vocab_mask": np.ones(10, bool),
+           "special_base_ids": np.array([0] + [-1] * 9, np.int32)}
+  offsets = negative_logit_offsets(drawn, drawn, 100, config)
+  assert offsets[:3].tolist() == [0, 0, 0]
+  np.testing.assert_allclose(offsets[3:], np.log(97 / 7), rtol=1e-6)
+  # Bucket (2..3) holds 1 row + 4 negatives but only 3 slots: 2 of its 4 negatives are left out; theirs count double.
+  buckets = ((3, 3), (7, 1))
+  fitted = fit_encoder_buckets(drawn, config, buckets)
+  offsets = negative_logit_offsets(drawn, fitted, 100, config, buckets)
+  kept_two_three = [r for r in (3, 4, 5, 6) if fitted["vocab_mask"][r]]
+  assert len(kept_two_three) == 2
+  np.testing.assert_allclose(offsets[kept_two_three], np.log(97 / 7 * 4 / 2), rtol=1e-6)
+  np.testing.assert_allclose(offsets[[7, 8, 9]], np.log(97 / 7), rtol=1e-6)
+  assert (offsets[~fitted["vocab_mask"]] == 0).all()

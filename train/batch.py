@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 BATCH_KEYS = ("token_ids", "attention_mask", "surface_ids", "surface_lengths", "special_base_ids", "base_ids",
-              "token_bytes", "vocab_mask", "mask_token_index")
+              "token_bytes", "vocab_mask", "logit_offsets", "mask_token_index")
 """Arrays of a batch; the first two are [B, T], `mask_token_index` is a scalar, the rest are [V'] / [V', L]."""
 
 PER_SEQUENCE_KEYS = ("token_ids", "attention_mask")
@@ -83,6 +83,7 @@ def build_batch(vocab: TargetVocabulary, token_rows: Sequence[Sequence[int]], se
       "base_ids": padded(vocab.base_ids, -1),
       "token_bytes": padded(vocab.token_bytes, 0),
       "vocab_mask": np.arange(vocab_rows) < vocab.size,
+      "logit_offsets": np.zeros(vocab_rows, np.float32),
       "mask_token_index": np.asarray(max(vocab.mask_token_id, 0), np.int32),
   }
 
@@ -116,3 +117,34 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
       vocab_mask[dropped] = False
     lower = length
   return dict(batch, surface_lengths=lengths, vocab_mask=vocab_mask)
+
+
+def negative_logit_offsets(drawn: dict[str, np.ndarray], fitted: dict[str, np.ndarray], sampled_vocab_size: int,
+                           hypernet_config=None, buckets=None) -> np.ndarray:
+  """float32 [V']: log(1 / chance of being in the batch vocabulary) for each negative row; 0 for used rows, specials
+  and padding. Adding it to the logits makes the batch-vocabulary softmax estimate the whole sampled vocabulary's.
+
+  Negatives are drawn uniformly from the sampled vocabulary's unused tokens (`drawn`: the batch as sampled);
+  `fit_encoder_buckets` may then leave some out per surface-length class (`fitted`), which lowers that class's
+  chance by kept / drawn.
+  """
+  from hypernet.model import check_buckets
+  rows = drawn["vocab_mask"].shape[0]
+  used = np.zeros(rows, bool)
+  used[drawn["token_ids"][drawn["attention_mask"] > 0]] = True
+  used |= drawn["special_base_ids"] >= 0
+  negatives = drawn["vocab_mask"] & ~used
+  offsets = np.zeros(rows, np.float32)
+  if not negatives.any():
+    return offsets
+  free = sampled_vocab_size - int((drawn["vocab_mask"] & used).sum())
+  kept = negatives & fitted["vocab_mask"]
+  classes = np.zeros(rows, np.int64)
+  if buckets:  # the rows the encoder never sees, then one class per bucket
+    minimum = 2 if hypernet_config.keep_base_tokens else 1
+    edges = [minimum - 1] + [length for length, _ in check_buckets(hypernet_config, buckets)]
+    classes = np.searchsorted(np.asarray(edges), drawn["surface_lengths"], side="left")
+  for c in np.unique(classes[kept]):
+    in_class = classes == c
+    offsets[kept & in_class] = np.log(free / negatives.sum() * (negatives & in_class).sum() / (kept & in_class).sum())
+  return offsets

@@ -139,6 +139,11 @@ class SamplerConfig:
   """Std of the log-normal noise on the piece scores."""
   history_batches: int = 16
   """Substring frequencies are counted over this many recent batches."""
+  weight_negatives: bool = False
+  """Sampled-softmax correction: each negative row of the batch vocabulary stands for all the unused tokens it was
+  drawn from (its logit gets + log(1 / its chance of being drawn)), so the loss estimates the whole sampled
+  vocabulary's softmax rather than a softmax over `batch_vocab_size` rows, whose few negatives barely punish
+  predicted rows that score too high. Off: the plain batch-vocabulary softmax."""
   options: dict[str, Any] = dataclasses.field(default_factory=dict)
   """Further sampler options by name (passed through to `TokenizerSampler`)."""
   seed: int = 0

@@ -92,7 +92,8 @@ def loss_from_embeddings(spec: LossSpec, predicted: Embeddings, base: Embeddings
   output_vd = predicted.output if predicted.output is not None else predicted.input
   out = spec.base_module.apply({"params": base_params}, inputs_embeds=inputs_embeds_btd, attention_mask=mask_bt,
                                output_embeddings=output_vd.astype(spec.compute_dtype), output_bias=predicted.bias)
-  logits_btv = jnp.where(batch["vocab_mask"], out.logits.astype(jnp.float32), _MASKED_LOGIT)
+  # logit_offsets: the sampled-softmax correction of negative rows (0 in evaluation and when it is off).
+  logits_btv = jnp.where(batch["vocab_mask"], out.logits.astype(jnp.float32) + batch["logit_offsets"], _MASKED_LOGIT)
   if spec.causal:
     logits_btv, targets_bt = logits_btv[:, :-1], ids_bt[:, 1:]
     weights_bt = (mask_bt[:, 1:] & mask_bt[:, :-1]).astype(jnp.float32)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from train.batch import TargetVocabulary, fit_encoder_buckets
+from train.batch import TargetVocabulary, fit_encoder_buckets, negative_logit_offsets
 
 _MASK_CONTENTS = ("<mask>", "[MASK]", "<MASK>")
 
@@ -87,7 +87,8 @@ class SampledTokenizers:
   """
 
   def __init__(self, sampler, eval_sampler, base, surface_max_length: int, masked: bool, hypernet_config=None,
-               encoder_buckets=None):
+               encoder_buckets=None, weight_negatives: bool = False):
+    self._weight_negatives = weight_negatives
     self._hypernet_config = hypernet_config
     self._encoder_buckets = encoder_buckets
     self._sampler = sampler
@@ -121,8 +122,12 @@ class SampledTokenizers:
         # Specials are always the first rows of a sampled vocabulary, in the sampler's order.
         "mask_token_index": np.asarray(max(self._mask_row, 0), np.int32),
     }
+    drawn = batch
     if self._encoder_buckets:
       batch = fit_encoder_buckets(batch, self._hypernet_config, self._encoder_buckets)
+    batch["logit_offsets"] = (
+        negative_logit_offsets(drawn, batch, sampled.sampled_vocab_size, self._hypernet_config, self._encoder_buckets)
+        if self._weight_negatives else np.zeros(batch["vocab_mask"].shape, np.float32))
     return batch
 
   def eval_vocabulary(self, index: int) -> EncodedVocabulary:
@@ -156,4 +161,5 @@ def make_sampler(config, base, surface_max_length: int, sequence_length: int, ro
     raise ValueError(f"sampler.options: {e}") from None
   for start in range(0, len(heldout), batch_size):
     eval_sampler.sample(heldout[start:start + batch_size])
-  return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked, hypernet_config, encoder_buckets)
+  return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked, hypernet_config, encoder_buckets,
+                           config.weight_negatives)
