@@ -66,7 +66,8 @@ def plot_curve(points: list[dict], out: Path, title: str) -> None:
 
 
 def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_json: Path | None,
-            corpus_summary: Path | None, wall_seconds: float | None) -> dict:
+            corpus_summary: Path | None, wall_seconds: float | None, tokens: int | None = None,
+            overrides: list[str] | None = None) -> dict:
   import jax.numpy as jnp
   import yaml
   from hypernet.io import file_sha256, load_hypernet, save_hypernet
@@ -85,17 +86,20 @@ def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_jso
   train_records = [m for m in metrics if m["kind"] == "train"]
   evals = [m for m in metrics if m["kind"] == "eval"]
   run_config = yaml.safe_load(config_path.read_text())
-  tokens_per_step = run_config["data"]["batch_size"] * run_config["data"]["sequence_length"]
-  tokens_before = sum(leg["tokens"] for leg in manifest["legs"])
-  leg_index = len(manifest["legs"]) + 1
   first_step = min((m["step"] for m in evals), default=0)
   last_step = max((m["step"] for m in train_records), default=first_step)
   steps = last_step - first_step
+  tokens_per_step = (tokens / max(steps, 1)) if tokens else \
+      run_config["data"]["batch_size"] * run_config["data"]["sequence_length"]
+  tokens_before = sum(leg["tokens"] for leg in manifest["legs"])
+  leg_index = len(manifest["legs"]) + 1
   points = leg_curve(metrics, leg_index, tokens_before, tokens_per_step)
   manifest["legs"].append({
       "leg": leg_index, "first_step": first_step, "last_step": last_step, "steps": steps,
-      "tokens": steps * tokens_per_step,
-      "tokens_note": "sequence slots (batch x length); packed text fills nearly every slot",
+      "tokens": int(tokens) if tokens else steps * tokens_per_step,
+      "tokens_note": "text tokens under the sampled tokenizers (the run's summary)" if tokens else
+                     "sequence slots (batch x length); packed text fills nearly every slot",
+      "overrides": list(overrides or []),
       "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores (shared with other work)",
       "wall_time_seconds": wall_seconds,
       "note": leg_note,
@@ -139,9 +143,11 @@ def main(argv=None) -> int:
   parser.add_argument("--eval-json", type=Path, help="bench/transfer_quality.py --json output")
   parser.add_argument("--corpus-summary", type=Path, help="summary.json of `zett data prepare`")
   parser.add_argument("--wall-seconds", type=float, help="wall time of the leg")
+  parser.add_argument("--tokens", type=int, help="text tokens the leg trained on (its summary's \"tokens\")")
+  parser.add_argument("--overrides", nargs="*", default=[], help="the dotted overrides the leg ran with")
   args = parser.parse_args(argv)
   manifest = publish(args.run_dir, args.config, args.name, args.leg_note, args.eval_json, args.corpus_summary,
-                     args.wall_seconds)
+                     args.wall_seconds, args.tokens, args.overrides)
   print(f"shipped zett/hypernets/{args.name}: sha256 {manifest['hypernet_sha256']} "
         f"({manifest['tokens_seen']:,} tokens over {len(manifest['legs'])} leg(s)); set it in "
         "zett.assets.SHIPPED_HYPERNETS")
