@@ -110,16 +110,18 @@ def bucket_rows(config: HypernetConfig, surface_lengths, buckets):
   return out
 
 
+def bucket_classes(config: HypernetConfig, surface_lengths, buckets) -> np.ndarray:
+  """Host side: 0 for rows the encoder never sees, i + 1 for rows of bucket i (the same split as `bucket_rows`)."""
+  lengths = np.asarray(surface_lengths)
+  edges = np.asarray([length for length, _ in check_buckets(config, buckets)])
+  return np.where(np.asarray(_needs_encoder(config, lengths)), np.searchsorted(edges, lengths, side="left") + 1, 0)
+
+
 def bucket_overflow(config: HypernetConfig, surface_lengths, buckets) -> list[int]:
   """Rows beyond each bucket's capacity (host side); all zero means the bucketed encoder sees every row it needs."""
-  lengths = np.asarray(surface_lengths)
-  need = np.asarray(_needs_encoder(config, lengths))
-  out, lower = [], 0
-  for length, capacity in check_buckets(config, buckets):
-    count = int((need & (lengths > lower) & (lengths <= length)).sum())
-    out.append(max(0, count - capacity))
-    lower = length
-  return out
+  buckets = check_buckets(config, buckets)
+  counts = np.bincount(bucket_classes(config, surface_lengths, buckets), minlength=len(buckets) + 1)[1:]
+  return [max(0, int(count) - capacity) for count, (_, capacity) in zip(counts, buckets)]
 
 
 class Hypernet(nn.Module):

@@ -94,18 +94,18 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
   Negatives are a sample anyway; the rows the batch's text uses must all fit, or the configured capacities are too
   small for this data (a clear error, never a silent change of what is trained on).
   """
-  from hypernet.model import bucket_overflow, check_buckets
+  from hypernet.model import bucket_classes, bucket_overflow, check_buckets
   lengths = batch["surface_lengths"]
   overflow = bucket_overflow(hypernet_config, lengths, buckets)
   if not any(overflow):
     return batch
   used = np.zeros(lengths.shape[0], bool)
   used[batch["token_ids"][batch["attention_mask"] > 0]] = True
+  classes = bucket_classes(hypernet_config, lengths, buckets)
   lengths, vocab_mask = lengths.copy(), batch["vocab_mask"].copy()
   lower = 0
-  minimum = 2 if hypernet_config.keep_base_tokens else 1
-  for (length, capacity), excess in zip(check_buckets(hypernet_config, buckets), overflow):
-    in_bucket = (lengths >= max(minimum, lower + 1)) & (lengths <= length)
+  for bucket, ((length, capacity), excess) in enumerate(zip(check_buckets(hypernet_config, buckets), overflow)):
+    in_bucket = classes == bucket + 1
     if excess:
       droppable = np.flatnonzero(in_bucket & ~used & (batch["special_base_ids"] < 0))
       if droppable.size < excess:
@@ -128,7 +128,7 @@ def negative_logit_offsets(drawn: dict[str, np.ndarray], fitted: dict[str, np.nd
   `fit_encoder_buckets` may then leave some out per surface-length class (`fitted`), which lowers that class's
   chance by kept / drawn.
   """
-  from hypernet.model import check_buckets
+  from hypernet.model import bucket_classes
   rows = drawn["vocab_mask"].shape[0]
   used = np.zeros(rows, bool)
   used[drawn["token_ids"][drawn["attention_mask"] > 0]] = True
@@ -139,11 +139,8 @@ def negative_logit_offsets(drawn: dict[str, np.ndarray], fitted: dict[str, np.nd
     return offsets
   free = sampled_vocab_size - int((drawn["vocab_mask"] & used).sum())
   kept = negatives & fitted["vocab_mask"]
-  classes = np.zeros(rows, np.int64)
-  if buckets:  # the rows the encoder never sees, then one class per bucket
-    minimum = 2 if hypernet_config.keep_base_tokens else 1
-    edges = [minimum - 1] + [length for length, _ in check_buckets(hypernet_config, buckets)]
-    classes = np.searchsorted(np.asarray(edges), drawn["surface_lengths"], side="left")
+  # Without buckets every negative is in one class; with them, the rows the encoder never sees and one per bucket.
+  classes = bucket_classes(hypernet_config, drawn["surface_lengths"], buckets) if buckets else np.zeros(rows, int)
   for c in np.unique(classes[kept]):
     in_class = classes == c
     offsets[kept & in_class] = np.log(free / negatives.sum() * (negatives & in_class).sum() / (kept & in_class).sum())
