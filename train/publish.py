@@ -27,15 +27,18 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def leg_curve(metrics: list[dict], leg: int, tokens_before: float, tokens_per_step: float) -> list[dict]:
-  """Held-out evaluations of one leg as curve points; tokens seen = tokens before this leg + steps x tokens/step."""
-  start_step = min((m["step"] for m in metrics if m["kind"] == "eval"), default=0)
+  """Held-out evaluations of one leg as curve points; tokens seen = tokens before this leg + steps x tokens/step.
+
+  A leg is one run folder, from its step 0 (fresh or from earlier weights) to its last step, however many times it
+  was stopped and resumed; its first evaluation need not be at step 0.
+  """
   points = []
   for record in metrics:
     if record["kind"] != "eval":
       continue
     bpb = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("bpb/")}
     points.append({"leg": leg, "step": record["step"],
-                   "tokens_seen": round(tokens_before + (record["step"] - start_step) * tokens_per_step),
+                   "tokens_seen": round(tokens_before + record["step"] * tokens_per_step),
                    "heldout_bpb": {_short_name(k): round(v, 5) for k, v in bpb.items()}})
   return points
 
@@ -67,16 +70,17 @@ def plot_curve(points: list[dict], out: Path, title: str) -> None:
 
 def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_json: Path | None,
             corpus_summary: Path | None, wall_seconds: float | None, tokens: int | None = None,
-            overrides: list[str] | None = None) -> dict:
+            overrides: list[str] | None = None, repo: Path = REPO) -> dict:
   import jax.numpy as jnp
   import yaml
   from hypernet.io import file_sha256, load_hypernet, save_hypernet
   config, params = load_hypernet(run_dir / "hypernet")
-  target = REPO / "zett" / "hypernets" / name
+  target = repo / "zett" / "hypernets" / name
   save_hypernet(target, config, params, dtype=jnp.bfloat16)
   weights_sha = file_sha256(target / "hypernet.safetensors")
 
-  manifest_dir = REPO / "checkpoints_manifest"
+  manifest_dir = repo / "checkpoints_manifest"
+  manifest_dir.mkdir(parents=True, exist_ok=True)
   manifest_path = manifest_dir / f"{name}.json"
   manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"legs": []}
   curve_path = manifest_dir / f"{name}.curve.jsonl"
@@ -86,9 +90,9 @@ def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_jso
   train_records = [m for m in metrics if m["kind"] == "train"]
   evals = [m for m in metrics if m["kind"] == "eval"]
   run_config = yaml.safe_load(config_path.read_text())
-  first_step = min((m["step"] for m in evals), default=0)
-  last_step = max((m["step"] for m in train_records), default=first_step)
-  steps = last_step - first_step
+  first_step = 0
+  last_step = max((m["step"] for m in train_records + evals), default=0)
+  steps = last_step
   tokens_per_step = (tokens / max(steps, 1)) if tokens else \
       run_config["data"]["batch_size"] * run_config["data"]["sequence_length"]
   tokens_before = sum(leg["tokens"] for leg in manifest["legs"])
