@@ -327,3 +327,96 @@ def test_hub_name_without_network_fails_clearly(monkeypatch):
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   with pytest.raises(PublishedConfigError, match="benjamin/zett-hypernetwork-nonexistent-test: not a local folder"):
     load_hypernet("benjamin/zett-hypernetwork-nonexistent-test")
+
+
+# Facts about the released hypernetworks, for checking our reading of their format without their weights (which
+# cannot be downloaded here). Sources, all in github.com/bminixhofer/zett unless said otherwise:
+#   [cfg]  the training configs that produced them, configs/zeroshot/v7:{xlmr:multilingual_long:lw=0.5_26l,
+#          tinyllama_en+code:lw=0.5_long, mistral7b_en+code:lw=0.5_long, mistral7b_multilingual:lw=0.5_long,
+#          llama3-8b_en+code:lw=0.5_long}.json: n_embd, hn_hidden_size, hn_intermediate_size, hn_num_attention_heads,
+#          hn_surface_maxlen 7, hn_rescale_embeddings true, hn_embed_using_source_embeddings true, hn_embed_lang_id,
+#          hn_model_name_or_path roberta-base, langs artifacts/26l.txt (26 languages, mix_languages false).
+#   [args] defaults of HypernetArgs in zett/model/__init__.py: hn_n_layers 3, hn_predict_bias true.
+#   [train] train.py: original_vocab_size = the base config's vocab_size, separate_out_embeddings = not
+#          tie_word_embeddings, pad_token_id = the base tokenizer's pad (else eos) id.
+#   [base] the base models' own config.json on the hub: vocab sizes and tying.
+#   [paper] ZeTT paper (arXiv 2405.07883): ~20.5M hypernetwork parameters for XLM-R, ~169M for TinyLlama.
+#   [hub]  file sizes listed on the hub (recorded in our DESIGN.md): XLM-R 82.6 MB, TinyLlama 682 MB, Mistral 2.71 GB.
+# hn_n_extra_tokens is not in any public text we could read (it comes out of their tokenizer conversion), so the
+# size checks allow up to 1.5% for the fallback table.
+RELEASED = {
+    "benjamin/zett-hypernetwork-xlm-roberta-base": dict(
+        n_embd=768, original_vocab_size=250002, separate_out_embeddings=False, hn_hidden_size=768,
+        hn_intermediate_size=1536, hn_num_attention_heads=None, hn_embed_lang_id=True, n_langs=26, pad_token_id=1,
+        heads=12, paper_params=20.5e6, hub_bytes=82.6e6),
+    "benjamin/zett-hypernetwork-TinyLlama-1.1B-intermediate-step-1431k-3T": dict(
+        n_embd=2048, original_vocab_size=32000, separate_out_embeddings=True, hn_hidden_size=2048,
+        hn_intermediate_size=4096, hn_num_attention_heads=None, hn_embed_lang_id=False, n_langs=None, pad_token_id=2,
+        heads=32, paper_params=169e6, hub_bytes=682e6),
+    "benjamin/zett-hypernetwork-Mistral-7B-v0.1": dict(
+        n_embd=4096, original_vocab_size=32000, separate_out_embeddings=True, hn_hidden_size=4096,
+        hn_intermediate_size=8192, hn_num_attention_heads=32, hn_embed_lang_id=False, n_langs=None, pad_token_id=2,
+        heads=32, paper_params=None, hub_bytes=2.71e9),
+    "benjamin/zett-hypernetwork-multilingual-Mistral-7B-v0.1": dict(
+        n_embd=4096, original_vocab_size=32000, separate_out_embeddings=True, hn_hidden_size=4096,
+        hn_intermediate_size=8192, hn_num_attention_heads=32, hn_embed_lang_id=True, n_langs=26, pad_token_id=2,
+        heads=32, paper_params=None, hub_bytes=None),
+    "benjamin/zett-hypernetwork-Meta-Llama-3-8B-experimental": dict(
+        n_embd=4096, original_vocab_size=128256, separate_out_embeddings=True, hn_hidden_size=4096,
+        hn_intermediate_size=8192, hn_num_attention_heads=32, hn_embed_lang_id=False, n_langs=None,
+        pad_token_id=128001, heads=32, paper_params=None, hub_bytes=None),
+}
+
+
+@pytest.mark.parametrize("name", list(RELEASED))
+def test_released_configs_give_the_published_shapes(name):
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+
+  from hypernet import published_model
+  fact = RELEASED[name]
+  record = {"model_type": "zett_hypernetwork", "hn_model_name_or_path": "roberta-base", "hn_surface_maxlen": 7,
+            "hn_rescale_embeddings": True, "hn_embed_using_source_embeddings": True, "hn_add_inter_token_attention":
+            False, "hn_embed_target_priors": False, "hn_inter_token_attention_bias_by_priors": True,
+            **{k: v for k, v in fact.items() if k not in ("heads", "paper_params", "hub_bytes")}}
+  config = parse_published_config(record, name, language="0" if fact["n_langs"] else None)
+  assert (config.num_heads, config.num_layers, config.surface_length) == (fact["heads"], 3, 7)
+  shapes = published_model.expected_shapes(config)
+  d, h, n_in = fact["n_embd"], fact["hn_hidden_size"], fact["n_embd"] * (1 + fact["separate_out_embeddings"])
+  assert shapes["input_projection/layers_0/kernel"] == (n_in, h)
+  assert shapes["model/encoder/layer/2/attention/self/query/kernel"] == (h, h)
+  assert shapes["model/embeddings/position_embeddings/embedding"] == (514, h)
+  assert shapes["output_projection/layers_1/kernel"] == (h, d)
+  assert ("output_projection_out/layers_1/kernel" in shapes) == fact["separate_out_embeddings"]
+  assert shapes.get("model/embeddings/lang_embedding/embedding") == ((26, h) if fact["n_langs"] else None)
+  assert shapes["in_scaler/w"] == (1, n_in) and shapes["bias_projection/kernel"] == (h, 1)
+  count = parameter_count(config)
+  if fact["paper_params"]:
+    assert abs(count / fact["paper_params"] - 1) < 0.005, count
+  if fact["hub_bytes"]:  # float32 weights; the unknown fallback table makes the file a little larger
+    assert 0 <= fact["hub_bytes"] / (4 * count) - 1 < 0.015, 4 * count
+  # The forward pass traces at full size (shapes only, nothing allocated).
+  params = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32),
+                                  _nest_shapes(shapes), is_leaf=lambda x: isinstance(x, tuple))
+  vocab = fact["original_vocab_size"]
+  base = Embeddings(jax.ShapeDtypeStruct((vocab, d), jnp.float32),
+                    jax.ShapeDtypeStruct((vocab, d), jnp.float32) if fact["separate_out_embeddings"] else None,
+                    None if fact["separate_out_embeddings"] else jax.ShapeDtypeStruct((vocab,), jnp.float32))
+  out = jax.eval_shape(functools.partial(published_model.predict, config), params,
+                       jax.ShapeDtypeStruct((8, 7), jnp.int32), jax.ShapeDtypeStruct((8,), jnp.int32), base)
+  assert out.input.shape == (8, d)
+  assert (out.output is not None) == fact["separate_out_embeddings"]
+  assert (out.bias is not None) == (not fact["separate_out_embeddings"])
+
+
+def _nest_shapes(flat):
+  tree: dict = {}
+  for name, shape in flat.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = shape
+  return tree
