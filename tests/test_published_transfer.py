@@ -109,3 +109,11 @@ def test_dynamic_cli_and_service_engine_take_a_published_hypernetwork(assets, ca
   rows = engine.predict([b" argparse", b"parser"])
   assert rows.input.shape == (2, 32) and rows.output.shape == (2, 32) and rows.bias is None
   assert np.isfinite(rows.input).all()
+
+
+def test_generate_builds_a_vocabulary_with_a_published_hypernetwork(assets, tmp_path, capsys):
+  argv = ["generate", "--model", str(assets / "base"), "--vocab", str(tmp_path / "v"), "--prompt", "def main(",
+          "--max-new-tokens", "3", "--exact", "--build-from", str(assets / "target" / "tokenizer.json"),
+          "--hypernet", str(assets / "hypernet")]
+  assert main(argv) == 0
+  assert capsys.readouterr().out.strip()
