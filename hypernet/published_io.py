@@ -190,6 +190,11 @@ def load_published_hypernet(spec: str | Path, language: str | None = None):
     raise PublishedHypernetError(f"{weights}: no position table (model/embeddings/position_embeddings)")
   config = parse_published_config(record, location, language or spec_language, num_positions=positions.shape[0])
   tokenizer = folder / "tokenizer.json"
+  if not tokenizer.is_file():
+    import warnings
+    warnings.warn(f"{location}: no tokenizer.json beside the weights; target tokens will be spelled with the base "
+                  "model's tokenizer instead of the hypernetwork's byte-level one (ids may differ for bytes the base "
+                  "spells with byte fallback)", stacklevel=2)
   config = _with_files(config, str(weights), str(tokenizer) if tokenizer.is_file() else "")
   return config, _nest(check_params(str(weights), config, flat))
 

@@ -21,6 +21,8 @@ from hypernet.published_model import parameter_count
 from zett.models.family import Embeddings
 
 torch = pytest.importorskip("torch")
+# Most folders here hold no tokenizer (prediction does not need one); the loader's warning about it is tested once.
+pytestmark = pytest.mark.filterwarnings("ignore:.*no tokenizer.json beside the weights")
 
 # Tiny layouts the issue asks for: tied XLM-R-like with a bias, untied Llama-like with a separate output head, one
 # with a language id, and their single-head variant.
@@ -254,7 +256,8 @@ def test_both_files_agree_and_safetensors_is_preferred(tmp_path):
 
 def test_special_rows_keep_base_rows(tmp_path):
   t = LAYOUTS["tied_bias"]
-  config, params = load_hypernet(_write_folder(tmp_path / "hn", t))
+  with pytest.warns(UserWarning, match="no tokenizer.json beside the weights"):
+    config, params = load_hypernet(_write_folder(tmp_path / "hn", t))
   base = _base(t)
   ids, lengths = _surfaces(t)
   special = np.full(len(ids), -1, np.int32)
