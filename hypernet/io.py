@@ -89,6 +89,13 @@ def save_hypernet(out_dir: str | Path, config: HypernetConfig, params, dtype=np.
   return out_dir
 
 
+def hypernet_weights_sha256(path: str | Path, config) -> str | None:
+  """sha256 of the weights file a hypernetwork was loaded from (recorded in config.json for zett's own)."""
+  if getattr(config, "weights_file", ""):
+    return file_sha256(config.weights_file)
+  return load_hypernet_config(path)[1].get("weights_sha256")
+
+
 def load_hypernet_config(path: str | Path) -> tuple[HypernetConfig, dict]:
   path = Path(path)
   config_file = path / CONFIG_NAME
@@ -108,10 +115,14 @@ def load_hypernet(path: str | Path, base_weights_sha256: str | None = None, veri
   """Loads (config, params) from a hypernetwork folder.
 
   Args:
-    path: the folder written by `save_hypernet`.
+    path: the folder written by `save_hypernet`, or a hypernetwork the ZeTT authors published (their folder or
+      hub name, optionally `@LANG`; see `hypernet.published_io`), which loads as a `PublishedHypernetConfig`.
     base_weights_sha256: if given, refuse a hypernetwork trained for a different base model.
     verify: check the weights file's sha256 against config.json.
   """
+  from hypernet.published_io import is_published_spec, load_published_hypernet
+  if is_published_spec(path):  # the ZeTT authors' format (a folder or a hub name); it pins no base checksum
+    return load_published_hypernet(path)
   path = Path(path)
   config, record = load_hypernet_config(path)
   weights = path / WEIGHTS_NAME

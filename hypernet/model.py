@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hypernet import published_model
 from hypernet.config import HypernetConfig
+from hypernet.published_config import PublishedHypernetConfig
 from zett.models.family import Embeddings
 
 # Logical axis names of hypernetwork parameters (the training sharding rules map these).
@@ -258,7 +260,13 @@ def abstract_params(config: HypernetConfig, base: Embeddings, dtype=jnp.float32)
 
 def predict(config: HypernetConfig, params, surface_ids, surface_lengths, base: Embeddings,
             special_base_ids=None, dtype=jnp.float32, buckets=None) -> Embeddings:
-  """Predicts embeddings for one chunk of target tokens (jit this or call `predict_jit`)."""
+  """Predicts embeddings for one chunk of target tokens (jit this or call `predict_jit`).
+
+  A `PublishedHypernetConfig` runs the ZeTT authors' architecture instead (float32; `buckets` only saves work, so
+  it is not needed there).
+  """
+  if isinstance(config, PublishedHypernetConfig):
+    return published_model.predict(config, params, surface_ids, surface_lengths, base, special_base_ids)
   return Hypernet(config, dtype).apply({"params": params}, surface_ids, surface_lengths, base, special_base_ids,
                                        buckets)
 

@@ -133,11 +133,12 @@ def _check_memory(base: BaseModel, target: str, vocab_size: int, batch_size: int
 
 def _resolve_hypernet(base: BaseModel, hypernet):
   """(config, params, path or None, weights sha256 or None) from a folder path or a (config, params) pair."""
-  from hypernet.io import load_hypernet, load_hypernet_config
+  from hypernet.io import hypernet_weights_sha256, load_hypernet
+  from hypernet.published_config import PublishedHypernetConfig
+  from hypernet.published_io import check_against_base
   if isinstance(hypernet, (str, Path)):
     config, params = load_hypernet(hypernet, base_weights_sha256=base.weights_sha256)
-    _, record = load_hypernet_config(hypernet)
-    path, sha = str(hypernet), record.get("weights_sha256")
+    path, sha = str(hypernet), hypernet_weights_sha256(hypernet, config)
   else:
     config, params = hypernet
     path, sha = None, None
@@ -146,6 +147,8 @@ def _resolve_hypernet(base: BaseModel, hypernet):
           f"hypernetwork was trained for base weights {config.base_weights_sha256[:12]}…, but {base.name} has "
           f"{base.weights_sha256[:12]}…")
   embeddings = base.embeddings
+  if isinstance(config, PublishedHypernetConfig):  # names the config.json field that does not fit
+    check_against_base(config, embeddings, base.name)
   where = path or "hypernetwork"
   if (config.embedding_dim, config.base_vocab_size) != tuple(embeddings.input.shape[::-1]):
     raise TransferError(
@@ -225,7 +228,11 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   vocab_size = target_tokenizer.vocab_size
   size = _choose_batch_size(base, vocab_size, surface_length, hypernet_config, memory, batch_size)
   _check_memory(base, target_tokenizer.name, vocab_size, size, surface_length, hypernet_config, memory)
-  target = target_vocabulary(target_tokenizer, base, surface_length)
+  if getattr(hypernet_config, "surface_tokenizer", ""):  # a published hypernetwork spells with its own tokenizer
+    from zett.tokenization.published_surface import published_target_vocabulary
+    target = published_target_vocabulary(target_tokenizer, hypernet_config)
+  else:
+    target = target_vocabulary(target_tokenizer, base, surface_length)
 
   base_embeddings = Embeddings(*(None if m is None else jnp.asarray(m, jnp.float32) for m in base.embeddings))
   if method == "hypernet":

@@ -191,7 +191,13 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
   tokenizer.backend.save(str(out / TOKENIZER_FILE))
   meta_path.write_text(json.dumps(meta, indent=1))
 
-  surface = surface_forms(tokenizer, base_tokenizer)
+  config = hypernet[0] if hypernet is not None else None
+  if getattr(config, "surface_tokenizer", ""):  # a published ZeTT hypernetwork spells with its own tokenizer
+    from zett.tokenization.published_surface import spell_like_zett_authors
+    surface = spell_like_zett_authors(tokenizer, config.surface_tokenizer, config.surface_length,
+                                      config.base_vocab_size)
+  else:
+    surface = surface_forms(tokenizer, base_tokenizer)
   base = model.embeddings
   dim = int(base.input.shape[1])
   if hypernet is not None:
