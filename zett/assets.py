@@ -50,7 +50,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # Hypernetworks shipped inside the package: name -> sha256 of its hypernet.safetensors, pinned here so that a file
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json).
 SHIPPED_HYPERNETS = {
-    "smollm2-135m": "867aaba63447515d40f84ee595b7c8df4ba9cc4f4906da0fd8fb70db7079806f",
+    "smollm2-135m": "f0bd39b46db2e38c2bdadf6c09ad02e2ddf8e2d374be8362408bb53e2258200e",
 }
 
 
