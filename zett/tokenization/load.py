@@ -148,8 +148,7 @@ def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, i
     components[part] = json.loads(value.__getstate__()) if value is not None else None
   kind = byte_level.detect_kind(components)
   vocab = backend.get_vocab(with_added_tokens=True)
-  if not vocab:
-    raise TokenizerError(f"{name}: the vocabulary is empty")
+  check_dense_ids(vocab, name)
   special_ids = {token_id for token_id, token in backend.get_added_tokens_decoder().items() if token.special}
   special_ids.update(extra_special)
   resolved: dict[str, int] = {}
@@ -169,6 +168,20 @@ def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, i
   special_ids.update(resolved.values())
   return Tokenizer(backend=backend, name=name, kind=kind, special_ids=frozenset(special_ids),
                    roles=resolved, add_bos=add_bos)
+
+
+def check_dense_ids(vocab: Mapping[str, int], name: str) -> None:
+  """Refuses a vocabulary whose ids are not exactly 0..len(vocab)-1.
+
+  Every table zett builds for a tokenizer (pieces, bytes, embedding rows) is sized by the largest id: a
+  16 KB tokenizer.json mapping one token to id 10^9 would otherwise allocate gigabytes before anything fails.
+  """
+  if not vocab:
+    raise TokenizerError(f"{name}: the vocabulary is empty")
+  piece, largest = max(vocab.items(), key=lambda item: item[1])
+  if largest >= len(vocab) or len(set(vocab.values())) != len(vocab):
+    raise TokenizerError(f"{name}: token ids must run from 0 to {len(vocab) - 1} without gaps or repeats "
+                         f"({len(vocab)} tokens), but {piece!r} has id {largest}")
 
 
 def _roles_from_config(config: Mapping[str, Any]) -> dict[str, str]:
