@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 
 # command -> (module, add-arguments function, run function, one-line help)
@@ -27,8 +28,45 @@ _COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+  """Usage errors are one line naming the flag (no usage dump; `--help` has it), exit code 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_range(low: int, high: int):
+  """An argparse `type` accepting integers in [low, high]; anything else is a one-line usage error."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      value = None
+    if value is None or not low <= value <= high:
+      raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {text!r}")
+    return value
+  return parse
+
+
+def float_range(low: float, high: float, low_open: bool = False, high_open: bool = False):
+  """An argparse `type` accepting finite numbers in the interval from `low` to `high` (ends open when asked)."""
+  interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+  def parse(text: str) -> float:
+    try:
+      value = float(text)
+    except ValueError:
+      value = math.nan
+    inside = (math.isfinite(value) and (low < value if low_open else low <= value)
+              and (value < high if high_open else value <= high))
+    if not inside:
+      raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
+    return value
+  return parse
+
+
 def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="zett", description="Free pretrained language models from their tokenizers.")
+  parser = _Parser(prog="zett", description="Free pretrained language models from their tokenizers.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   wanted = next((a for a in argv if not a.startswith("-")), None)
   for name, (module, add_fn, _, help_text) in _COMMANDS.items():

@@ -8,7 +8,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from zett.cli import float_range, int_range
 from zett.transfer import METHODS
+
+_SEEDS = int_range(0, 2**32 - 1)
+_TEXT_BYTES = int_range(1, 1 << 40)
 
 
 def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +25,11 @@ def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", choices=METHODS,
                       help="default: hypernet (--hypernet, else the shipped one for the base), else fvt")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-  parser.add_argument("--batch-size", type=int, help="target tokens per batch (default: sized to memory)")
-  parser.add_argument("--max-memory-gb", type=float, help="memory budget (default: what the OS reports free)")
-  parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+  parser.add_argument("--batch-size", type=int_range(1, 1 << 20), help="target tokens per batch (default: sized to memory)")
+  parser.add_argument("--max-memory-gb", type=float_range(0, 1 << 20, low_open=True), help="memory budget (default: what the OS reports free)")
+  parser.add_argument("--seed", type=_SEEDS, default=0, help="seed of the random baseline")
   parser.add_argument("--eval-text", help="also evaluate base and transferred model on this text (file or dataset)")
-  parser.add_argument("--eval-max-bytes", type=int, default=200_000, help="bytes of --eval-text to use")
+  parser.add_argument("--eval-max-bytes", type=_TEXT_BYTES, default=200_000, help="bytes of --eval-text to use")
   parser.add_argument("--no-progress", action="store_true")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -76,9 +80,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("models", nargs="+", metavar="MODEL_OR_DIR",
                       help="models to compare (the first is the reference for relative length)")
   parser.add_argument("--text", required=True, help="text file (.txt/.jsonl) or a datasets name")
-  parser.add_argument("--max-bytes", type=int, default=200_000, help="use at most this many bytes of text")
-  parser.add_argument("--max-length", type=int, default=512, help="tokens per evaluation window")
-  parser.add_argument("--batch-size", type=int, default=8)
+  parser.add_argument("--max-bytes", type=_TEXT_BYTES, default=200_000, help="use at most this many bytes of text")
+  parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=512, help="tokens per evaluation window")
+  parser.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="evaluation windows per forward pass")
   parser.add_argument("--json", default="eval.json", help="where to write the JSON results")
   parser.add_argument("--png", default="eval.png", help="where to write the bar chart")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")

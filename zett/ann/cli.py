@@ -10,17 +10,19 @@ import argparse
 import sys
 from pathlib import Path
 
+from zett.cli import float_range, int_range
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", required=True, help="base model: HF folder, .gguf file, or smollm2-135m")
   parser.add_argument("--vocab", required=True, help="vocabulary directory (from zett.ann.build.build_vocabulary)")
   parser.add_argument("--prompt", required=True, help="prompt text (tokenized with the large vocabulary)")
-  parser.add_argument("--max-new-tokens", type=int, default=64)
+  parser.add_argument("--max-new-tokens", type=int_range(1, 1 << 16), default=64)
   parser.add_argument("--exact", action="store_true", help="score the whole vocabulary exactly instead of the index")
-  parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  parser.add_argument("--sample-top-k", type=int, default=40, help="sample among this many best tokens")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--candidates", type=int, default=None, help="ANN candidates rescored exactly per step")
+  parser.add_argument("--temperature", type=float_range(0, 100), default=0.0, help="0 = greedy")
+  parser.add_argument("--sample-top-k", type=int_range(1, 1 << 20), default=40, help="sample among this many best tokens")
+  parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+  parser.add_argument("--candidates", type=int_range(1, 1 << 20), default=None, help="ANN candidates rescored exactly per step")
   parser.add_argument("--build-from", default=None,
                       help="build --vocab first (or resume/verify it) from this tokenizer (any format load_tokenizer reads)")
   parser.add_argument("--hypernet", default=None, help="hypernetwork checkpoint for --build-from (default: FVT mean)")

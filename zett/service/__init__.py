@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from zett.cli import int_range
 from zett.service.settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "add_arguments", "run", "create_app", "Engine", "EmbeddingBatcher", "serve_in_thread"]
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--vocabulary", help="large-vocabulary folder from `zett.ann.build` (enables "
                       "vocabulary='large' in /v1/generate)")
   parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-  parser.add_argument("--port", type=int, default=8000)
+  parser.add_argument("--port", type=int_range(1, 65535), default=8000)
   parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $ZETT_API_KEY, else none)")
   parser.add_argument("--config", help="YAML file of service settings (zett.service.ServiceSettings fields)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
