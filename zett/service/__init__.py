@@ -49,7 +49,16 @@ def load_settings(args: argparse.Namespace) -> ServiceSettings:
   import dataclasses
   from zett import config as config_lib
   settings = config_lib.load(ServiceSettings, args.config, args.set)
-  api_key = args.api_key or os.environ.get("ZETT_API_KEY") or settings.api_key
+  # A key given but empty (`--api-key "$UNSET"`) is a mistake, never "no key": it would start an open server.
+  for source, given in (("--api-key", args.api_key), ("ZETT_API_KEY", os.environ.get("ZETT_API_KEY"))):
+    if given is not None:
+      if not given.strip():
+        raise ValueError(f"{source} is empty or blank (an unset shell variable?); give a key, or leave "
+                         f"{source} out to serve without one")
+      api_key = given
+      break
+  else:
+    api_key = settings.api_key
   return dataclasses.replace(settings, api_key=api_key, batching=settings.batching and not args.no_batching)
 
 
