@@ -59,7 +59,11 @@ def load_settings(args: argparse.Namespace) -> ServiceSettings:
       break
   else:
     api_key = settings.api_key
-  return dataclasses.replace(settings, api_key=api_key, batching=settings.batching and not args.no_batching)
+  hosts = settings.allowed_hosts
+  if args.host not in ("0.0.0.0", "::", "") and args.host.lower() not in hosts:  # the address it listens on
+    hosts = (*hosts, args.host.lower())
+  return dataclasses.replace(settings, api_key=api_key, batching=settings.batching and not args.no_batching,
+                             allowed_hosts=hosts)
 
 
 def load_engine(model_spec: str, hypernet_path: str | None, cache_size: int):
