@@ -112,3 +112,14 @@ def test_huge_or_sparse_token_ids_are_refused_before_anything_is_sized_by_them(t
   from zett.dynamic.split import vocab_bytes
   with pytest.raises(TokenizerError, match="without gaps"):
     vocab_bytes(tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")))
+
+
+@pytest.mark.parametrize("content,match", [("{not json", "not a valid JSON file"), ("[1, 2]", "expected a JSON object"),
+                                           (b"\xff\xfe", "not a valid JSON file")])
+def test_a_malformed_tokenizer_config_names_the_file(tmp_path, content, match):
+  _byte_level_bpe({"a": 0, "b": 1}).save(str(tmp_path / "tokenizer.json"))
+  side = tmp_path / "tokenizer_config.json"
+  side.write_bytes(content if isinstance(content, bytes) else content.encode())
+  for spec in (tmp_path, tmp_path / "tokenizer.json"):
+    with pytest.raises(TokenizerError, match=f"tokenizer_config.json: {match}"):
+      load_tokenizer(spec)

@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
       raise
     print(f"zett {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # the user's file system: a full disk, a read-only folder, a path under a file
+    if getattr(args, "debug", False):
+      raise
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"zett {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+    return 2
   return int(result or 0)
 
 

@@ -310,6 +310,14 @@ def check_output_folder(out_dir: str | Path, overwrite: bool) -> Path:
     raise OutputExistsError(f"{out}: output folder exists (pass --overwrite / overwrite=True to replace it)")
   if out.exists() and not out.is_dir():
     raise OutputExistsError(f"{out}: exists and is not a folder")
+  # The nearest existing folder above must be a writable folder: found now, not after minutes of work.
+  above = out.absolute().parent
+  while not above.exists():
+    above = above.parent
+  if not above.is_dir():
+    raise TransferError(f"{out}: cannot be created, {above} is a file")
+  if not os.access(above, os.W_OK | os.X_OK):
+    raise TransferError(f"{out}: cannot be created, {above} is not writable")
   return out
 
 

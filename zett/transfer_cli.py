@@ -42,15 +42,18 @@ def run_transfer(args: argparse.Namespace) -> int:
   if args.hypernet and args.method not in (None, "hypernet"):
     raise ValueError(f"--hypernet was given but --method is {args.method}; drop one of them")
   target = as_tokenizer(args.tokenizer, "target tokenizer")  # a missing tokenizer fails before loading the model
+  texts = None
+  if args.eval_text:  # a bad --eval-text fails before the transfer, not after it
+    from zett.eval_report import read_texts
+    texts = read_texts(args.eval_text, max_bytes=args.eval_max_bytes)
   base = load_model(args.base)
   hypernet, method = _choose_hypernet(args, base)
   max_memory = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
   model, record = transfer_with_record(base, target, hypernet=hypernet, method=method,
                                        batch_size=args.batch_size, max_memory_bytes=max_memory, seed=args.seed,
                                        progress=not args.no_progress)
-  if args.eval_text:
-    from zett.eval_report import evaluate_models, format_table, read_texts
-    texts = read_texts(args.eval_text, max_bytes=args.eval_max_bytes)
+  if texts is not None:
+    from zett.eval_report import evaluate_models, format_table
     results = evaluate_models([(f"{base.name} (original)", base), (f"{model.name} ({method})", model)], texts)
     print(format_table(results))
     record = dataclasses.replace(record, evaluation=[dataclasses.asdict(r) for r in results])
@@ -91,6 +94,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
   from zett.eval_report import evaluate_models, format_table, read_texts, write_bar_chart, write_json
   from zett.models.load import load_model
+  for flag, path in (("--json", args.json), ("--png", args.png)):  # before the evaluation, not after it
+    check_output_file(flag, path)
   texts = read_texts(args.text, max_bytes=args.max_bytes)
   models = [(_label(spec), load_model(spec)) for spec in args.models]
   results = evaluate_models(models, texts, max_length=args.max_length, batch_size=args.batch_size)
@@ -103,6 +108,17 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
   print(f"wrote {args.json} and {args.png}")
   return 0
+
+
+def check_output_file(flag: str, path: str | Path) -> None:
+  """Refuses an output file whose folder is missing or not writable, naming the flag."""
+  import os
+  folder = Path(path).absolute().parent
+  if not folder.is_dir():
+    raise ValueError(f"{flag} {path}: the folder {folder} does not exist" if not folder.exists()
+                     else f"{flag} {path}: {folder} is not a folder")
+  if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+    raise ValueError(f"{flag} {path}: not writable here (permission denied)")
 
 
 def _label(spec: str) -> str:

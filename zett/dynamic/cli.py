@@ -37,13 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_paragraphs(path: str | Path) -> list[str]:
+  from zett.text_files import read_text
   path = Path(path)
-  if not path.is_file():
-    raise DynamicRunError(f"{path}: no such text file")
-  try:
-    text = path.read_text(encoding="utf-8")
-  except UnicodeDecodeError as e:
-    raise DynamicRunError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  text = read_text(path)  # UTF-8 only, never binary: the same check as every command
   paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
   if not paragraphs:
     raise DynamicRunError(f"{path}: the file has no text")

@@ -195,6 +195,19 @@ def _roles_from_config(config: Mapping[str, Any]) -> dict[str, str]:
   return roles
 
 
+def _read_side_config(path: Path) -> dict[str, Any]:
+  """A tokenizer_config.json beside the tokenizer ({} if absent); malformed is an error naming the file."""
+  if not path.exists():
+    return {}
+  try:
+    config = json.loads(path.read_text(encoding="utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise TokenizerError(f"{path}: not a valid JSON file ({error})") from None
+  if not isinstance(config, dict):
+    raise TokenizerError(f"{path}: expected a JSON object, got {type(config).__name__}")
+  return config
+
+
 def _load_tokenizer_json(path: Path, name: str) -> tokenizers.Tokenizer:
   try:
     return tokenizers.Tokenizer.from_file(str(path))
@@ -203,8 +216,7 @@ def _load_tokenizer_json(path: Path, name: str) -> tokenizers.Tokenizer:
 
 
 def _load_hf_folder(folder: Path, name: str) -> Tokenizer:
-  config_path = folder / "tokenizer_config.json"
-  config = json.loads(config_path.read_text()) if config_path.exists() else {}
+  config = _read_side_config(folder / "tokenizer_config.json")
   roles = _roles_from_config(config)
   add_bos = bool(config.get("add_bos_token", False))
   if (folder / "tokenizer.json").exists():
@@ -301,10 +313,7 @@ def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -
       head = path.read_bytes()[:4096]
       if b'"config"' in head and b'"vocab"' in head and b'"model"' not in head:
         return _load_converted(path, _formats.load_tekken)
-      config_path = path.parent / "tokenizer_config.json"
-      config = {}
-      if config_path.exists():
-        config = json.loads(config_path.read_text())
+      config = _read_side_config(path.parent / "tokenizer_config.json")
       return from_backend(_load_tokenizer_json(path, name), name, _roles_from_config(config),
                           add_bos=bool(config.get("add_bos_token", False)))
     raise TokenizerError(f"{path}: unrecognised tokenizer file (expected tokenizer.json, .model, .gguf, "
