@@ -50,6 +50,9 @@ def _cases(d):
       ([*transfer, "--out", str(d / "out"), "--eval-text", str(d / "latin1.txt")], "latin1.txt", "not UTF-8"),
       (["transfer", "--base", "b", "--tokenizer", str(d / "badtok"), "--out", str(d / "out")],
        "tokenizer_config.json", "not a valid JSON file"),
+      (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "p", "--build-from",
+        str(d / "missing.json")], "missing.json", "no such file"),
+      (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "caf\udce9"], "--prompt", "not valid UTF-8"),
   ]
 
 
@@ -62,7 +65,14 @@ def test_user_mistakes_are_one_line_naming_the_file(files):
     lines = stderr.strip().splitlines()
     assert code == 2 and "Traceback" not in stderr and len(lines) == 1, (argv, code, stderr)
     assert names in lines[0] and says in lines[0], (argv, stderr)
-  assert not (files / "out").exists()
+  assert not (files / "out").exists() and not (files / "vocab").exists()  # nothing left behind by a failed start
+
+
+def test_a_failed_vocabulary_build_leaves_no_empty_folder(tmp_path):
+  from zett.ann.build import build_vocabulary
+  with pytest.raises(ValueError, match="missing.json: no such file"):
+    build_vocabulary(tmp_path / "vocab", None, str(tmp_path / "missing.json"))
+  assert not (tmp_path / "vocab").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

@@ -34,14 +34,22 @@ def run(args: argparse.Namespace) -> int:
   from zett.ann.generate import LargeVocabGenerator
   from zett.models.load import load_model
 
+  try:
+    args.prompt.encode("utf-8")
+  except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
+    raise ValueError("--prompt is not valid UTF-8 text") from None
+  tokenizer = None
+  if args.build_from:  # a missing or broken tokenizer fails before the model loads
+    from zett.tokenization import load_tokenizer
+    tokenizer = load_tokenizer(args.build_from)
   model = load_model(args.model)
   vocab = Path(args.vocab)
-  if args.build_from:  # resumes an interrupted build; a finished one is only verified
+  if tokenizer is not None:  # resumes an interrupted build; a finished one is only verified
     hypernet = None
     if args.hypernet:
       from hypernet.io import load_hypernet
       hypernet = load_hypernet(args.hypernet, base_weights_sha256=model.weights_sha256)
-    build_vocabulary(vocab, model, args.build_from, hypernet=hypernet)
+    build_vocabulary(vocab, model, tokenizer, hypernet=hypernet)
   generator = LargeVocabGenerator(model, vocab, load_ann_index=not args.exact, candidates=args.candidates)
   for piece in generator.generate(args.prompt, args.max_new_tokens, exact=args.exact,
                                   temperature=args.temperature, sample_top_k=args.sample_top_k, seed=args.seed):
