@@ -102,3 +102,14 @@ def test_zett_serve_with_an_unset_shell_variable_as_key_exits_2_before_loading(t
   assert process.returncode == 2 and "Traceback" not in process.stderr
   assert process.stderr.strip().splitlines() == ["zett serve: error: --api-key is empty or blank (an unset shell "
                                                  "variable?); give a key, or leave --api-key out to serve without one"]
+
+
+def test_the_bind_address_joins_the_allowed_host_names(monkeypatch):
+  monkeypatch.delenv("ZETT_API_KEY", raising=False)
+  assert load_settings(_parse("--model", "m")).allowed_hosts == ("localhost", "127.0.0.1", "::1")
+  assert load_settings(_parse("--model", "m", "--host", "10.1.2.3")).allowed_hosts[-1] == "10.1.2.3"
+  assert "0.0.0.0" not in load_settings(_parse("--model", "m", "--host", "0.0.0.0")).allowed_hosts
+  assert load_settings(_parse("--model", "m", "--set", "allowed_hosts=[zett.internal]")).allowed_hosts == (
+      "zett.internal", "127.0.0.1")
+  with pytest.raises(ValueError, match="allowed_hosts"):
+    load_settings(_parse("--model", "m", "--set", "allowed_hosts=[]"))

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     large = LargeVocabularyDecoder(engine.model, args.vocabulary)
   app = create_app(settings, engine, large_vocabulary=large)
   auth = "API key required" if settings.api_key else "no API key"
-  print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; OpenAPI at /docs)", flush=True)
+  print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; Host names answered: "
+        f"{', '.join(settings.allowed_hosts)}; OpenAPI at /docs)", flush=True)
   uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
   return 0
