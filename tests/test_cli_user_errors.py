@@ -27,6 +27,8 @@ def files(tmp_path):
   backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   (tmp_path / "tok").mkdir()
   backend.save(str(tmp_path / "tok" / "tokenizer.json"))
+  huge = tokenizers.Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 10**9}, merges=[("a", "b")]))
+  huge.save(str(tmp_path / "huge-id.json"))
   (tmp_path / "badtok").mkdir()
   backend.save(str(tmp_path / "badtok" / "tokenizer.json"))
   (tmp_path / "badtok" / "tokenizer_config.json").write_text("{broken")
@@ -50,6 +52,10 @@ def _cases(d):
       ([*transfer, "--out", str(d / "out"), "--eval-text", str(d / "latin1.txt")], "latin1.txt", "not UTF-8"),
       (["transfer", "--base", "b", "--tokenizer", str(d / "badtok"), "--out", str(d / "out")],
        "tokenizer_config.json", "not a valid JSON file"),
+      (["eval", str(d / "texts" / "model"), "--text", str(d / "good.txt")], "model", "no such model file or folder"),
+      (["eval", str(d / "missing.gguf"), "--text", str(d / "good.txt")], "missing.gguf", "no such"),
+      ([*transfer[:4], str(d / "texts" / "tok"), "--out", str(d / "out")], "tok", "no such file or folder"),
+      ([*transfer[:4], str(d / "huge-id.json"), "--out", str(d / "out")], "huge-id.json", "has id 1000000000"),
       (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "p", "--build-from",
         str(d / "missing.json")], "missing.json", "no such file"),
       (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "caf\udce9"], "--prompt", "not valid UTF-8"),

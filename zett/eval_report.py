@@ -100,11 +100,12 @@ def write_bar_chart(results: Sequence[EvalResult], path: str | Path) -> Path:
 def read_texts(spec: str, max_bytes: int | None = None, split: str = "validation") -> list[str]:
   """Texts from a .txt file (documents split at blank lines), a .jsonl file ("text" field), or a
   `datasets` name/path (its "text" column), at most `max_bytes` UTF-8 bytes in all (`zett.text_files`)."""
+  from zett.interop.hub import could_be_hub_name
   from zett.text_files import cut_to_bytes, read_documents
   path = Path(spec)
   if path.exists():
     out = read_documents(path, max_bytes)
-  elif path.suffix or str(spec).startswith((".", "/", "~")) or Path(str(spec).split("/")[0]).is_dir():
+  elif not could_be_hub_name(spec):
     raise EvalInputError(f"{spec}: no such text file")
   else:
     try:

@@ -318,6 +318,7 @@ def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -
                           add_bos=bool(config.get("add_bos_token", False)))
     raise TokenizerError(f"{path}: unrecognised tokenizer file (expected tokenizer.json, .model, .gguf, "
                          ".tiktoken or a tekken .json)")
-  if path.suffix or name.startswith((".", "/", "~")):
+  from zett.interop.hub import could_be_hub_name
+  if not could_be_hub_name(name):
     raise TokenizerError(f"{name}: no such file or folder")
   return _load_hub(name)
