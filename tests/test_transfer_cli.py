@@ -154,3 +154,24 @@ def test_transfer_killed_mid_export_leaves_nothing_after_the_rerun(assets, tmp_p
   umask = os.umask(0)
   os.umask(umask)
   assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder, not mkdtemp's 0700
+
+
+def test_transfer_terminated_mid_export_cleans_up_before_it_exits(assets, tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  out = tmp_path / "transferred"
+  argv = ["transfer", "--base", str(assets / "base"), "--tokenizer", str(assets / "target"), "--out", str(out),
+          "--method", "fvt", "--no-progress"]
+  process = subprocess.Popen([sys.executable, "-c", _HANG_IN_EXPORT, *argv], env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 120
+  while not list(tmp_path.glob(".transferred.*.staging/**/model.safetensors")):
+    assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
+  assert list(tmp_path.iterdir()) == []  # the staging folder did not outlive the process

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import signal
 import sys
 
 # command -> (module, add-arguments function, run function, one-line help)
@@ -76,6 +77,10 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
   return parser
 
 
+def _interrupt(signum, frame):
+  raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = _build_parser(argv)
@@ -84,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 2
   module, _, run_fn, _ = _COMMANDS[args.command]
+  # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove staging folders before the process goes (training
+  # and the server install their own handlers while they run).
+  signal.signal(signal.SIGTERM, _interrupt)
   try:
     result = getattr(importlib.import_module(module), run_fn)(args)
   except KeyboardInterrupt:
