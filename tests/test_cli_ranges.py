@@ -31,6 +31,10 @@ COMMANDS = {
               {"--num-processes": BAD, "--process-id": BAD_BUT_ZERO, "--distributed-timeout": BAD, "--devices": BAD,
                "--device-memory-gib": BAD}),
 }
+# Service settings go through `--set KEY=VALUE`.
+SERVE_SETTINGS = {"max_body_bytes": BAD, "max_tokens_per_request": BAD, "max_new_tokens": BAD,
+                  "request_timeout_s": BAD, "max_job_results_bytes": BAD, "cache_size": BAD_BUT_ZERO,
+                  "job_retention_s": BAD_BUT_ZERO}
 # Config fields go through the same checks as dotted overrides (key=value).
 TRAIN_FIELDS = {"data.batch_size": BAD, "data.sequence_length": BAD, "optimizer.learning_rate": BAD,
                 "num_train_steps": BAD, "sampler.vocab_size": BAD, "hypernet.surface_max_length": BAD}
@@ -60,6 +64,9 @@ def _env():
 def _cases(command):
   base, flags = COMMANDS[command]
   cases = [(flag, value, base + [f"{flag}={value}"]) for flag, values in flags.items() for value in values]
+  if command == "serve":
+    cases += [(key, value, base + ["--set", f"{key}={value}"]) for key, values in SERVE_SETTINGS.items()
+              for value in values]
   if command == "train":
     cases += [(key, value, base + [f"{key}={value}"]) for key, values in TRAIN_FIELDS.items() for value in values]
   return cases

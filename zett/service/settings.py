@@ -69,6 +69,14 @@ class ServiceSettings:
       raise ValueError(f"service setting batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
     if not self.allowed_hosts or not all(isinstance(h, str) and h.strip() for h in self.allowed_hosts):
       raise ValueError(f"service setting allowed_hosts must list host names (or \"*\"), got {self.allowed_hosts!r}")
+    # Upper bounds: a few extra zeros in a setting would otherwise size buffers, caches or waits absurdly.
+    for name, high in (("max_tokens_per_request", 1 << 24), ("max_token_chars", 1 << 16), ("max_body_bytes", 1 << 34),
+                       ("max_concurrent_jobs", 256), ("max_queued_jobs", 1 << 16), ("max_batch_tokens", 1 << 20),
+                       ("cache_size", 1 << 26), ("max_new_tokens", 1 << 20), ("max_texts_per_request", 1 << 20),
+                       ("max_job_results_bytes", 1 << 50), ("request_timeout_s", 7 * 86400),
+                       ("job_retention_s", 366 * 86400), ("batch_wait_ms", 60_000)):
+      if getattr(self, name) > high:
+        raise ValueError(f"service setting {name} must be at most {high:,}, got {getattr(self, name)!r}")
     if self.api_key is not None and (not self.api_key or not self.api_key.isascii() or not self.api_key.isprintable()
                                      or " " in self.api_key):
       # HTTP headers are Latin-1 bytes: a key with other characters (or spaces) could never be sent as given.

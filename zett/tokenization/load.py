@@ -261,6 +261,7 @@ def _load_converted(path: Path, convert) -> Tokenizer:
       meta = json.loads(meta_path.read_text())
       backend = tokenizers.Tokenizer.from_file(str(json_path))
       backend.encode_special_tokens = meta["encode_special_tokens"]
+      check_dense_ids(backend.get_vocab(with_added_tokens=True), str(json_path))
       return Tokenizer(backend=backend, name=str(path), kind=ModelKind(meta["kind"]),
                        special_ids=frozenset(meta["special_ids"]), roles=meta["roles"], add_bos=meta["add_bos"])
     except Exception:  # a damaged cache entry: convert again
