@@ -48,9 +48,14 @@ def new_staging_folder(out: str | os.PathLike) -> Path:
 
 
 def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
+  # Read, not set-and-restore: os.umask(0) would briefly apply to every thread (the service exports in workers).
+  try:
+    for line in Path("/proc/self/status").read_text().splitlines():
+      if line.startswith("Umask:"):
+        return int(line.split()[1], 8)
+  except (OSError, ValueError, IndexError):
+    pass
+  return 0o022
 
 
 def replace_folder(src: Path, dst: Path) -> None:
