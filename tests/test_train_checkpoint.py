@@ -76,7 +76,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   shardings = jax.tree.map(lambda _: sharding, _state(0))
   said = []
-  step, restored, data_state, _ = reopened.restore_newest_intact(_state(0), shardings, 3, log=said.append)
+  step, restored, data_state, _ = reopened.restore_newest_intact(_state(0), shardings, log=said.append)
   assert step == 2 and data_state == {"position": 2}
   for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(_state(2))):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
@@ -99,6 +99,21 @@ def test_no_intact_checkpoint_is_one_clear_error_listing_each(tmp_path):
   reopened = Checkpointer(tmp_path / "ckpt", CheckpointConfig(max_to_keep=5))
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   with pytest.raises(CheckpointError, match=r"no intact checkpoint in .*ckpt: step 2 \(.*manifest.*\); step 1") as e:
-    reopened.restore_newest_intact(_state(0), jax.tree.map(lambda _: sharding, _state(0)), 2, log=lambda _: None)
+    reopened.restore_newest_intact(_state(0), jax.tree.map(lambda _: sharding, _state(0)), log=lambda _: None)
   assert "\n" not in str(e.value)
   assert reopened.all_steps_newest_first() == [2, 1]  # nothing is moved when there is nothing to resume from
+
+
+def test_a_checkpoint_with_a_damaged_config_is_skipped_too(tmp_path):
+  checkpointer = Checkpointer(tmp_path / "ckpt", CheckpointConfig(max_to_keep=5))
+  for step in (1, 2):
+    checkpointer.save(step, _state(step), {"position": step}, {"train": {"seed": step}})
+  checkpointer.close()
+  (tmp_path / "ckpt" / "2" / "config" / "metadata").write_text("{")
+  reopened = Checkpointer(tmp_path / "ckpt", CheckpointConfig(max_to_keep=5))
+  said = []
+  assert reopened.newest_readable_config(log=said.append) == (1, {"train": {"seed": 1}})
+  assert "skipping checkpoint" in said[0] and str(tmp_path / "ckpt" / "2") in said[0]
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  step, *_ = reopened.restore_newest_intact(_state(0), jax.tree.map(lambda _: sharding, _state(0)), log=said.append)
+  assert step == 1 and reopened.all_steps_newest_first() == [1]

@@ -88,15 +88,15 @@ class Checkpointer:
         log(f"--resume: skipping checkpoint {self.directory / str(step)}: {_reason(error)}")
     raise CheckpointError(f"--resume: no intact checkpoint in {self.directory}: " + ("; ".join(problems) or "none"))
 
-  def restore_newest_intact(self, abstract_state, shardings, newest: int, log=print):
-    """(step, state, data_state, config) of the newest checkpoint at or before `newest` that restores whole.
+  def restore_newest_intact(self, abstract_state, shardings, log=print):
+    """(step, state, data_state, config) of the newest checkpoint that restores whole.
 
     Checkpoints that fail (a truncated array file, broken metadata, an empty manifest) are named in `log` with the
     reason and moved aside to `skipped-STEP-...` in the same directory, so the resumed run can save those steps anew.
     Raises CheckpointError, listing every reason, when none restores.
     """
     problems, damaged = [], []
-    for step in [s for s in self.all_steps_newest_first() if s <= newest]:
+    for step in self.all_steps_newest_first():
       try:
         self._read_every_array_file(step)
         state, data, config = self.restore(abstract_state, shardings, step)

@@ -169,7 +169,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
                           "pass --resume to continue or choose a new run_dir")
   saved_config = None
   if resume:
-    latest, saved_config = checkpointer.newest_readable_config(log)
+    _, saved_config = checkpointer.newest_readable_config(log)
   if saved_config is not None:
     _check_resume_config(config, saved_config, checkpointer)
 
@@ -214,7 +214,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   data_state = None
   resumed_step = None
   if resume:
-    resumed_step, state, data_state, _ = checkpointer.restore_newest_intact(state, shardings, latest, log)
+    resumed_step, state, data_state, _ = checkpointer.restore_newest_intact(state, shardings, log)
 
   batch_sh = batch_shardings(mesh)
   train_step = jit_train_step(spec, optimizer, shardings, batch_sh, base_shardings, replicated)
