@@ -11,6 +11,7 @@ import importlib
 import math
 import signal
 import sys
+import threading
 
 # command -> (module, add-arguments function, run function, one-line help)
 _COMMANDS = {
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
   module, _, run_fn, _ = _COMMANDS[args.command]
   # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove staging folders before the process goes (training
   # and the server install their own handlers while they run).
-  signal.signal(signal.SIGTERM, _interrupt)
+  in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+  previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
   try:
     result = getattr(importlib.import_module(module), run_fn)(args)
   except KeyboardInterrupt:
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     where = f"{e.filename}: " if e.filename else ""
     print(f"zett {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
     return 2
+  finally:
+    if in_main_thread:
+      signal.signal(signal.SIGTERM, previous_handler)
   return int(result or 0)
 
 

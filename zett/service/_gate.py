@@ -51,7 +51,7 @@ class Gate:
       await send(message)
 
     try:
-      if await self._handle(scope, receive, send_and_record) is CLIENT_CLOSED:
+      if await self._handle(scope, receive, send_and_record) == CLIENT_CLOSED:
         status[0] = CLIENT_CLOSED
     finally:
       route = scope.get("route")
