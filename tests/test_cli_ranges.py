@@ -17,7 +17,7 @@ BAD_BUT_ZERO = tuple(v for v in BAD if v != "0")  # flags where 0 has a meaning 
 # command -> (arguments that are otherwise complete, {flag: bad values})
 COMMANDS = {
     "transfer": (["transfer", "--base", "b", "--tokenizer", "t", "--out", "o"],
-                 {"--batch-size": BAD, "--max-memory-gb": BAD, "--seed": BAD_BUT_ZERO, "--eval-max-bytes": BAD}),
+                 {"--batch-size": BAD + ("1000000000",), "--max-memory-gb": BAD, "--seed": BAD_BUT_ZERO, "--eval-max-bytes": BAD}),
     "eval": (["eval", "m", "--text", "t"], {"--max-bytes": BAD, "--max-length": BAD, "--batch-size": BAD}),
     "dynamic": (["dynamic", "--text", "t"],
                 {"--reduction": BAD_BUT_ZERO, "--merges": BAD_BUT_ZERO, "--min-frequency": BAD,
@@ -36,7 +36,7 @@ SERVE_SETTINGS = {"max_body_bytes": BAD, "max_tokens_per_request": BAD, "max_new
                   "request_timeout_s": BAD, "max_job_results_bytes": BAD, "cache_size": BAD_BUT_ZERO,
                   "job_retention_s": BAD_BUT_ZERO}
 # Config fields go through the same checks as dotted overrides (key=value).
-TRAIN_FIELDS = {"data.batch_size": BAD, "data.sequence_length": BAD, "optimizer.learning_rate": BAD,
+TRAIN_FIELDS = {"data.batch_size": BAD + ("100000000",), "data.sequence_length": BAD, "optimizer.learning_rate": BAD,
                 "num_train_steps": BAD, "sampler.vocab_size": BAD, "hypernet.surface_max_length": BAD}
 
 # Runs every case through `zett.cli.main` in one interpreter per command (a process per case would take minutes).

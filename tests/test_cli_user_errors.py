@@ -56,6 +56,10 @@ def _cases(d):
       (["eval", str(d / "missing.gguf"), "--text", str(d / "good.txt")], "missing.gguf", "no such"),
       ([*transfer[:4], str(d / "texts" / "tok"), "--out", str(d / "out")], "tok", "no such file or folder"),
       ([*transfer[:4], str(d / "huge-id.json"), "--out", str(d / "out")], "huge-id.json", "has id 1000000000"),
+      (["train", "configs/tiny.yaml", f"run_dir={d / 'run'}", f"data.sources=[{{path: {d / 'binary.txt'}}}]"],
+       "binary.txt", "binary data, not text"),
+      (["train", "configs/tiny.yaml", f"run_dir={d / 'run'}", f"data.sources=[{{path: {d / 'latin1.txt'}}}]"],
+       "latin1.txt", "not UTF-8 text"),
       (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "p", "--build-from",
         str(d / "missing.json")], "missing.json", "no such file"),
       (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "caf\udce9"], "--prompt", "not valid UTF-8"),
@@ -71,7 +75,7 @@ def test_user_mistakes_are_one_line_naming_the_file(files):
     lines = stderr.strip().splitlines()
     assert code == 2 and "Traceback" not in stderr and len(lines) == 1, (argv, code, stderr)
     assert names in lines[0] and says in lines[0], (argv, stderr)
-  assert not (files / "out").exists() and not (files / "vocab").exists()  # nothing left behind by a failed start
+  assert not (files / "out").exists() and not (files / "vocab").exists() and not (files / "run").exists()  # nothing left behind by a failed start
 
 
 def test_a_failed_vocabulary_build_leaves_no_empty_folder(tmp_path):

@@ -52,6 +52,19 @@ def read_text(path: str | os.PathLike, max_bytes: int | None = None, enough=None
   return "".join(parts)
 
 
+def check_text_prefix(path: str | os.PathLike, prefix_bytes: int = 1 << 16) -> None:
+  """Raises TextFileError if the file's first `prefix_bytes` are binary or not UTF-8: a cheap check before long
+  work (training) on files read later in a stream."""
+  path = Path(path)
+  with open(path, "rb") as f:
+    head = f.read(prefix_bytes)
+  _checked(path, head, 0)
+  try:
+    codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut by the prefix is fine
+  except UnicodeDecodeError as error:
+    raise TextFileError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
 def cut_to_bytes(texts, max_bytes: int | None) -> list[str]:
   """`texts` until `max_bytes` UTF-8 bytes; the last one is cut at a character boundary to fit."""
   out, total = [], 0
