@@ -17,7 +17,8 @@ BAD_BUT_ZERO = tuple(v for v in BAD if v != "0")  # flags where 0 has a meaning 
 # command -> (arguments that are otherwise complete, {flag: bad values})
 COMMANDS = {
     "transfer": (["transfer", "--base", "b", "--tokenizer", "t", "--out", "o"],
-                 {"--batch-size": BAD + ("1000000000",), "--max-memory-gb": BAD, "--seed": BAD_BUT_ZERO, "--eval-max-bytes": BAD}),
+                 {"--batch-size": BAD + ("1000000000",), "--max-memory-gb": BAD, "--seed": BAD_BUT_ZERO,
+                  "--eval-max-bytes": BAD}),
     "eval": (["eval", "m", "--text", "t"], {"--max-bytes": BAD, "--max-length": BAD, "--batch-size": BAD}),
     "dynamic": (["dynamic", "--text", "t"],
                 {"--reduction": BAD_BUT_ZERO, "--merges": BAD_BUT_ZERO, "--min-frequency": BAD,

@@ -62,7 +62,8 @@ def _cases(d):
        "latin1.txt", "not UTF-8 text"),
       (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "p", "--build-from",
         str(d / "missing.json")], "missing.json", "no such file"),
-      (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "caf\udce9"], "--prompt", "not valid UTF-8"),
+      (["generate", "--model", "m", "--vocab", str(d / "vocab"), "--prompt", "caf\udce9"], "--prompt",
+       "not valid UTF-8"),
   ]
 
 
@@ -75,7 +76,8 @@ def test_user_mistakes_are_one_line_naming_the_file(files):
     lines = stderr.strip().splitlines()
     assert code == 2 and "Traceback" not in stderr and len(lines) == 1, (argv, code, stderr)
     assert names in lines[0] and says in lines[0], (argv, stderr)
-  assert not (files / "out").exists() and not (files / "vocab").exists() and not (files / "run").exists()  # nothing left behind by a failed start
+  # Nothing is left behind by a failed start.
+  assert not (files / "out").exists() and not (files / "vocab").exists() and not (files / "run").exists()
 
 
 def test_a_failed_vocabulary_build_leaves_no_empty_folder(tmp_path):

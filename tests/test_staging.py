@@ -27,5 +27,6 @@ def test_a_published_folder_has_mkdir_permissions_and_replaces_the_old_one(tmp_p
   replace_folder(staging, tmp_path / "out")
   umask = os.umask(0)
   os.umask(umask)
-  assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in (tmp_path / "out").iterdir()] == ["new.txt"]
+  assert [p.name for p in tmp_path.iterdir()] == ["out"]
+  assert [p.name for p in (tmp_path / "out").iterdir()] == ["new.txt"]
   assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -25,8 +25,10 @@ def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", choices=METHODS,
                       help="default: hypernet (--hypernet, else the shipped one for the base), else fvt")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-  parser.add_argument("--batch-size", type=int_range(1, 1 << 20), help="target tokens per batch (default: sized to memory)")
-  parser.add_argument("--max-memory-gb", type=float_range(0, 1 << 20, low_open=True), help="memory budget (default: what the OS reports free)")
+  parser.add_argument("--batch-size", type=int_range(1, 1 << 20),
+                      help="target tokens per batch (default: sized to memory)")
+  parser.add_argument("--max-memory-gb", type=float_range(0, 1 << 20, low_open=True),
+                      help="memory budget (default: what the OS reports free)")
   parser.add_argument("--seed", type=_SEEDS, default=0, help="seed of the random baseline")
   parser.add_argument("--eval-text", help="also evaluate base and transferred model on this text (file or dataset)")
   parser.add_argument("--eval-max-bytes", type=_TEXT_BYTES, default=200_000, help="bytes of --eval-text to use")

@@ -20,9 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--max-new-tokens", type=int_range(1, 1 << 16), default=64)
   parser.add_argument("--exact", action="store_true", help="score the whole vocabulary exactly instead of the index")
   parser.add_argument("--temperature", type=float_range(0, 100), default=0.0, help="0 = greedy")
-  parser.add_argument("--sample-top-k", type=int_range(1, 1 << 20), default=40, help="sample among this many best tokens")
+  parser.add_argument("--sample-top-k", type=int_range(1, 1 << 20), default=40,
+                      help="sample among this many best tokens")
   parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
-  parser.add_argument("--candidates", type=int_range(1, 1 << 20), default=None, help="ANN candidates rescored exactly per step")
+  parser.add_argument("--candidates", type=int_range(1, 1 << 20), default=None,
+                      help="ANN candidates rescored exactly per step")
   parser.add_argument("--build-from", default=None,
                       help="build --vocab first (or resume/verify it) from this tokenizer (any format load_tokenizer reads)")
   parser.add_argument("--hypernet", default=None, help="hypernetwork checkpoint for --build-from (default: FVT mean)")

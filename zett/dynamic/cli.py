@@ -19,18 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="hypernetwork folder (save_hypernet); default: a fresh one, i.e. mean of subtoken embeddings")
   parser.add_argument("--text", required=True, help="UTF-8 text file; paragraphs (blank-line separated) are examples")
   rule = parser.add_mutually_exclusive_group()
-  rule.add_argument("--reduction", type=float_range(0, 1, high_open=True), default=None, help="target sequence-length reduction in [0, 1)")
+  rule.add_argument("--reduction", type=float_range(0, 1, high_open=True), default=None,
+                    help="target sequence-length reduction in [0, 1)")
   rule.add_argument("--merges", type=int_range(0, 1 << 24), default=None, help="merge budget per batch")
   rule.add_argument("--word-level", action="store_true", help="merge until no pair is left (the default)")
-  parser.add_argument("--min-frequency", type=int_range(1, 1 << 31), default=1, help="never merge pairs rarer than this in a batch")
+  parser.add_argument("--min-frequency", type=int_range(1, 1 << 31), default=1,
+                      help="never merge pairs rarer than this in a batch")
   parser.add_argument("--max-token-length", type=int_range(0, 1024), default=None,
                       help="longest new token in base tokens (default: the hypernetwork's surface length; 0 = no limit)")
   parser.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="paragraphs per batch")
   parser.add_argument("--max-batches", type=int_range(1, 1 << 20), default=4)
-  parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=256, help="base tokens per example (truncated)")
+  parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=256,
+                      help="base tokens per example (truncated)")
   parser.add_argument("--prompt-fraction", type=float_range(0, 1, low_open=True, high_open=True), default=0.5,
                       help="decoders: share of each example prefilled with merged tokens; the rest is scored")
-  parser.add_argument("--cache-size", type=int_range(0, 1 << 24), default=8192, help="LRU cache of new-token embeddings")
+  parser.add_argument("--cache-size", type=int_range(0, 1 << 24), default=8192,
+                      help="LRU cache of new-token embeddings")
   parser.add_argument("--generate", type=int_range(0, 1 << 16), default=0,
                       help="decoders: greedy tokens to generate after the merged prefill of the first example")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
