@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import jax
@@ -24,6 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from hypernet.config import HypernetConfig
 from zett.models.family import Embeddings
+from zett.staging import new_staging_folder, replace_folder
 
 WEIGHTS_NAME = "hypernet.safetensors"
 CONFIG_NAME = "config.json"
@@ -67,8 +66,7 @@ def _unflatten(flat):
 def save_hypernet(out_dir: str | Path, config: HypernetConfig, params, dtype=np.float32) -> Path:
   """Writes config.json + hypernet.safetensors atomically (temp folder, then rename)."""
   out_dir = Path(out_dir)
-  out_dir.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+  tmp = new_staging_folder(out_dir)
   try:
     flat = {k: np.asarray(jax.device_get(v)).astype(dtype) for k, v in _flatten(params).items()}
     if dtype == jnp.bfloat16:
@@ -80,9 +78,7 @@ def save_hypernet(out_dir: str | Path, config: HypernetConfig, params, dtype=np.
         "weights_sha256": file_sha256(tmp / WEIGHTS_NAME),
     }
     (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
-    if out_dir.exists():
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    replace_folder(tmp, out_dir)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

@@ -46,6 +46,10 @@ def test_yaml_and_overrides(tmp_path):
     (["steps=3", "steps=4"], "given twice"),
     (["steps"], "key.path=value"),
     (["steps=-1"], "steps must be >= 0"),
+    (["optimizer.learning_rate=nan"], "learning_rate: expected a finite number"),
+    (["optimizer.learning_rate=.inf"], "learning_rate: expected a finite number"),
+    (["optimizer.betas=[0.9, -.inf]"], r"betas\[1\]: expected a finite number"),
+    (["steps=inf"], "expected an integer"),
 ])
 def test_bad_overrides(overrides, match):
   with pytest.raises(zconfig.ConfigError, match=match):

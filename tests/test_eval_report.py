@@ -111,9 +111,44 @@ def test_read_texts(tmp_path):
   path = tmp_path / "t.txt"
   path.write_text("one\n\ntwo\n\n\nthree")
   assert read_texts(str(path)) == ["one", "two", "\nthree"]
-  assert read_texts(str(path), max_bytes=2) == ["one"]
+  assert read_texts(str(path), max_bytes=2) == ["on"]  # the limit cuts inside a document
   with pytest.raises(EvalInputError, match="no such text file"):
     read_texts(str(tmp_path / "missing.txt"))
   (tmp_path / "empty.txt").write_text("")
   with pytest.raises(EvalInputError, match="no text"):
     read_texts(str(tmp_path / "empty.txt"))
+
+
+def test_a_byte_limit_cuts_inside_a_document_at_a_character_boundary(tmp_path):
+  path = tmp_path / "one-paragraph.txt"
+  path.write_text("é" * 100_000)  # 200,000 bytes, no blank line: one document
+  texts = read_texts(str(path), max_bytes=8001)
+  assert texts == ["é" * 4000]  # 8,000 bytes: the 8,001st byte would split a character
+  assert read_texts(str(path), max_bytes=None) == ["é" * 100_000]
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"ok\n\n\xff\xfe bad", r"bad.txt: not UTF-8 text \(invalid start byte at byte 4\)"),
+    (b"ELF\0\0\1binary", r"bad.txt: binary data, not text \(a NUL byte at offset 3\)"),
+])
+def test_invalid_utf8_and_binary_text_are_refused(tmp_path, content, match):
+  (tmp_path / "bad.txt").write_bytes(content)
+  with pytest.raises(ValueError, match=match):
+    read_texts(str(tmp_path / "bad.txt"))
+
+
+def test_jsonl_lines_without_text_name_the_file_and_line(tmp_path):
+  path = tmp_path / "docs.jsonl"
+  path.write_text('{"text": "fine"}\n\n{"body": "no text"}\n')
+  with pytest.raises(ValueError, match=r'docs.jsonl: line 3 has no "text" string field'):
+    read_texts(str(path))
+  path.write_text('{"text": "fine"}\n{"text": \n')
+  with pytest.raises(ValueError, match="docs.jsonl: line 2 is not JSON"):
+    read_texts(str(path))
+
+
+def test_a_missing_local_path_is_missing_not_a_failed_download(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "texts").mkdir()
+  with pytest.raises(EvalInputError, match="^texts/held_out: no such text file$"):
+    read_texts("texts/held_out")

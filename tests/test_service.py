@@ -198,7 +198,7 @@ def test_transfer_job_survives_client_disconnect(server, client):
   body = json.dumps({"tokenizer": _target_tokenizer_json(), "name": "hang-up"}).encode()
   host, port = server.url.removeprefix("http://").split(":")
   with socket.create_connection((host, int(port))) as sock:  # send the request, hang up without reading
-    sock.sendall(b"POST /v1/transfer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /v1/transfer HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
     time.sleep(0.3)
   deadline = time.monotonic() + 60

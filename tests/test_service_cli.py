@@ -83,3 +83,33 @@ def test_zett_serve_from_model_and_hypernet_folders(tmp_path):
   # Ctrl-C: uvicorn shuts down gracefully, then the zett CLI reports the interrupt (exit 130).
   assert process.returncode in (0, 130) and "Application shutdown complete" in output, output
   assert f"on http://127.0.0.1:{port}" in output and "API key required" in output
+
+
+@pytest.mark.parametrize("key", ["", "   ", "\t"])
+def test_an_empty_or_blank_api_key_is_an_error_not_an_open_server(monkeypatch, key):
+  monkeypatch.delenv("ZETT_API_KEY", raising=False)
+  with pytest.raises(ValueError, match="--api-key is empty or blank"):
+    load_settings(_parse("--model", "m", "--api-key", key))
+  monkeypatch.setenv("ZETT_API_KEY", key)
+  with pytest.raises(ValueError, match="ZETT_API_KEY is empty or blank"):
+    load_settings(_parse("--model", "m"))
+
+
+def test_zett_serve_with_an_unset_shell_variable_as_key_exits_2_before_loading(tmp_path):
+  env = {k: v for k, v in os.environ.items() if k != "ZETT_API_KEY"}
+  process = subprocess.run([sys.executable, "-m", "zett", "serve", "--model", "tiny-random", "--api-key", ""],
+                           env=env, capture_output=True, text=True, timeout=120)
+  assert process.returncode == 2 and "Traceback" not in process.stderr
+  assert process.stderr.strip().splitlines() == ["zett serve: error: --api-key is empty or blank (an unset shell "
+                                                 "variable?); give a key, or leave --api-key out to serve without one"]
+
+
+def test_the_bind_address_joins_the_allowed_host_names(monkeypatch):
+  monkeypatch.delenv("ZETT_API_KEY", raising=False)
+  assert load_settings(_parse("--model", "m")).allowed_hosts == ("localhost", "127.0.0.1", "::1")
+  assert load_settings(_parse("--model", "m", "--host", "10.1.2.3")).allowed_hosts[-1] == "10.1.2.3"
+  assert "0.0.0.0" not in load_settings(_parse("--model", "m", "--host", "0.0.0.0")).allowed_hosts
+  assert load_settings(_parse("--model", "m", "--set", "allowed_hosts=[zett.internal]")).allowed_hosts == (
+      "zett.internal", "127.0.0.1")
+  with pytest.raises(ValueError, match="allowed_hosts"):
+    load_settings(_parse("--model", "m", "--set", "allowed_hosts=[]"))

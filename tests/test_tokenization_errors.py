@@ -100,3 +100,26 @@ def test_base_that_cannot_spell_a_byte_says_which(tmp_path):
   backend.add_special_tokens(["<unk>"])
   forms = surface_forms(target, load_tokenizer(backend))
   assert forms.num_unknown == 256 - len(ascii_only)
+
+
+def test_huge_or_sparse_token_ids_are_refused_before_anything_is_sized_by_them(tmp_path):
+  # One token at id 10^9 in a 3-token vocabulary: every table sized by the largest id would take gigabytes.
+  _byte_level_bpe({"a": 0, "b": 1, "ab": 10**9}, [("a", "b")]).save(str(tmp_path / "tokenizer.json"))
+  with pytest.raises(TokenizerError, match=r"tokenizer.json: token ids must run from 0 to 2.*'ab' has id 1000000000"):
+    load_tokenizer(tmp_path / "tokenizer.json")
+  with pytest.raises(TokenizerError, match="without gaps"):
+    load_tokenizer(tmp_path)  # the folder loader too
+  from zett.dynamic.split import vocab_bytes
+  with pytest.raises(TokenizerError, match="without gaps"):
+    vocab_bytes(tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json")))
+
+
+@pytest.mark.parametrize("content,match", [("{not json", "not a valid JSON file"), ("[1, 2]", "expected a JSON object"),
+                                           (b"\xff\xfe", "not a valid JSON file")])
+def test_a_malformed_tokenizer_config_names_the_file(tmp_path, content, match):
+  _byte_level_bpe({"a": 0, "b": 1}).save(str(tmp_path / "tokenizer.json"))
+  side = tmp_path / "tokenizer_config.json"
+  side.write_bytes(content if isinstance(content, bytes) else content.encode())
+  for spec in (tmp_path, tmp_path / "tokenizer.json"):
+    with pytest.raises(TokenizerError, match=f"tokenizer_config.json: {match}"):
+      load_tokenizer(spec)

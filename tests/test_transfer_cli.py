@@ -109,3 +109,69 @@ def test_bad_input_gives_one_clear_error_and_no_folder(assets, tmp_path, capsys)
   assert "exists" in _error(capsys) and list(out.iterdir()) == []
   assert main(["transfer", "--tokenizer", str(assets / "target"), "--method", "mean", "--overwrite", *common]) == 0
   assert (out / "model.safetensors").is_file()
+
+
+# Runs the real `zett transfer`, but hangs right after the weights are written inside the staging folder.
+_HANG_IN_EXPORT = """
+import sys, time
+import zett.interop.hf as hf
+original = hf.write_safetensors
+def write_then_hang(*args, **kwargs):
+  original(*args, **kwargs)
+  time.sleep(600)
+hf.write_safetensors = write_then_hang
+from zett.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_transfer_killed_mid_export_leaves_nothing_after_the_rerun(assets, tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  out = tmp_path / "transferred"
+  argv = ["transfer", "--base", str(assets / "base"), "--tokenizer", str(assets / "target"), "--out", str(out),
+          "--method", "fvt", "--no-progress"]
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  process = subprocess.Popen([sys.executable, "-c", _HANG_IN_EXPORT, *argv], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".transferred.*.staging/**/model.safetensors")):
+      assert process.poll() is None, process.stderr.read()
+      assert time.monotonic() < deadline, "the export never started"
+      time.sleep(0.05)
+  finally:
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+  assert list(tmp_path.glob(".transferred.*.staging")) and not out.exists()  # killed mid-export, as intended
+
+  rerun = subprocess.run([sys.executable, "-m", "zett", *argv], env=env, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["transferred"]  # no staging folder survives the rerun
+  umask = os.umask(0)
+  os.umask(umask)
+  assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a normal folder, not mkdtemp's 0700
+
+
+def test_transfer_terminated_mid_export_cleans_up_before_it_exits(assets, tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  out = tmp_path / "transferred"
+  argv = ["transfer", "--base", str(assets / "base"), "--tokenizer", str(assets / "target"), "--out", str(out),
+          "--method", "fvt", "--no-progress"]
+  process = subprocess.Popen([sys.executable, "-c", _HANG_IN_EXPORT, *argv], env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 120
+  while not list(tmp_path.glob(".transferred.*.staging/**/model.safetensors")):
+    assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=60)
+  assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted", stderr
+  assert list(tmp_path.iterdir()) == []  # the staging folder did not outlive the process

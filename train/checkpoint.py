@@ -9,6 +9,8 @@ written here; it reloads from its own files. Saves happen every N updates, every
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import threading
 import time
@@ -23,6 +25,17 @@ from train.config import CheckpointConfig
 
 class CheckpointError(ValueError):
   """A checkpoint directory that cannot be resumed from."""
+
+
+SKIPPED_PREFIX = "skipped-"  # checkpoints that failed to restore are moved aside under this name (orbax ignores it)
+
+
+def _reason(error: Exception) -> str:
+  """One line about why a checkpoint did not restore (tensorstore errors name the file)."""
+  text = " ".join(str(error).split()) or "no message"
+  text = re.sub(r'(Error opening "\w+" driver: )+', "", text)  # tensorstore's chain of driver layers
+  text = re.sub(r" \[tensorstore_spec.*", "", text)
+  return f"{type(error).__name__}: {text[:500]}"
 
 
 class Checkpointer:
@@ -60,6 +73,68 @@ class Checkpointer:
     self._last_save_time = self._clock()
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), config=ocp.args.JsonSave(config_dict)))
+
+  def all_steps_newest_first(self) -> list[int]:
+    return sorted(self._manager.all_steps(), reverse=True)
+
+  def newest_readable_config(self, log=print) -> tuple[int, dict[str, Any]]:
+    """(step, saved config) of the newest checkpoint whose config item reads; raises CheckpointError if none."""
+    problems = []
+    for step in self.all_steps_newest_first():
+      try:
+        return step, self.read_config(step)
+      except Exception as error:  # orbax and tensorstore raise many types for damaged files
+        problems.append(f"step {step} ({_reason(error)})")
+        log(f"--resume: skipping checkpoint {self.directory / str(step)}: {_reason(error)}")
+    raise CheckpointError(f"--resume: no intact checkpoint in {self.directory}: " + ("; ".join(problems) or "none"))
+
+  def restore_newest_intact(self, abstract_state, shardings, log=print):
+    """(step, state, data_state, config) of the newest checkpoint that restores whole.
+
+    Checkpoints that fail (a truncated array file, broken metadata, an empty manifest) are named in `log` with the
+    reason and moved aside to `skipped-STEP-...` in the same directory, so the resumed run can save those steps anew.
+    Raises CheckpointError, listing every reason, when none restores.
+    """
+    problems, damaged = [], []
+    for step in self.all_steps_newest_first():
+      try:
+        self._read_every_array_file(step)
+        state, data, config = self.restore(abstract_state, shardings, step)
+      except Exception as error:  # orbax and tensorstore raise many types for damaged files
+        problems.append(f"step {step} ({_reason(error)})")
+        damaged.append(step)
+        log(f"--resume: skipping damaged checkpoint {self.directory / str(step)}: {_reason(error)}")
+        continue
+      for bad in damaged:
+        self._set_aside(bad)
+      if damaged:
+        self._manager.reload()
+        log(f"--resume: resuming from step {step}; damaged checkpoints moved to {self.directory}/{SKIPPED_PREFIX}*")
+      return step, state, data, config
+    raise CheckpointError(f"--resume: no intact checkpoint in {self.directory}: " + "; ".join(problems))
+
+  def _read_every_array_file(self, step: int) -> None:
+    """Reads every stored array value of `step` once, synchronously.
+
+    A damaged OCDBT file (empty manifest, truncated data file) then fails here with tensorstore's message naming the
+    file. Left to orbax's parallel restore, the failure strands the other reads, whose callbacks print a traceback
+    each into a closed event loop.
+    """
+    import tensorstore as ts
+    folder = self.directory / str(step) / "state"
+    if not (folder / "manifest.ocdbt").is_file():  # not an OCDBT checkpoint: orbax checks it alone
+      return
+    store = ts.KvStore.open({"driver": "ocdbt", "base": f"file://{folder}"}).result()
+    for key in store.list().result():
+      store.read(key).result()
+
+  def _set_aside(self, step: int) -> None:
+    folder = self.directory / str(step)
+    if jax.process_index() == 0 and folder.is_dir():  # one process renames on a shared file system
+      try:
+        os.rename(folder, self.directory / f"{SKIPPED_PREFIX}{step}-{int(time.time())}")
+      except OSError:
+        pass
 
   def restore(self, abstract_state, shardings, step: int | None = None):
     """(state placed with `shardings`, data_state, config_dict) of `step` (default: latest)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from zett import config as zett_config
-from zett.config import ConfigError
+from zett.config import ConfigError, check_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,12 @@ class DataConfig:
       raise ConfigError("data.batch_size must be >= 1 and data.sequence_length >= 2")
     if not 0 <= self.heldout_permille < 1000:
       raise ConfigError(f"data.heldout_permille must be in [0, 1000), got {self.heldout_permille}")
+    # Upper bounds catch typos (an extra few zeros) before anything is allocated from them.
+    check_range("data.batch_size", self.batch_size, 1, 1 << 16)
+    check_range("data.sequence_length", self.sequence_length, 2, 1 << 20)
+    check_range("data.bytes_per_sequence", self.bytes_per_sequence, 0, 1 << 26)
+    check_range("data.heldout_num_sequences", self.heldout_num_sequences, 0, 1 << 20)
+    check_range("data.shards", self.shards, 0, 1 << 16)
 
   @property
   def sequence_bytes(self) -> int:
@@ -125,6 +131,8 @@ class HypernetSection:
       raise ConfigError("hypernet.num_layers must be >= 0 and hypernet.surface_max_length >= 1")
     if self.aux_loss_weight < 0:
       raise ConfigError(f"hypernet.aux_loss_weight must be >= 0, got {self.aux_loss_weight}")
+    check_range("hypernet.num_layers", self.num_layers, 0, 256)
+    check_range("hypernet.surface_max_length", self.surface_max_length, 1, 256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +161,9 @@ class SamplerConfig:
       raise ConfigError(f"sampler.vocab_size must exceed the 256 byte pieces, got {self.vocab_size}")
     if self.batch_vocab_size < 0 or self.history_batches < 1:
       raise ConfigError("sampler.batch_vocab_size must be >= 0 and sampler.history_batches >= 1")
+    check_range("sampler.vocab_size", self.vocab_size, 257, 1 << 24)
+    check_range("sampler.history_batches", self.history_batches, 1, 1 << 16)
+    check_range("sampler.noise_std", self.noise_std, 0, 100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +188,13 @@ class OptimizerConfig:
       raise ConfigError("optimizer: learning_rate must be > 0, warmup_steps >= 0, grad_accumulation_steps >= 1")
     if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
       raise ConfigError("optimizer.b1 and optimizer.b2 must be in [0, 1)")
+    check_range("optimizer.learning_rate", self.learning_rate, 0, 10)
+    check_range("optimizer.end_learning_rate_ratio", self.end_learning_rate_ratio, 0, 1)
+    check_range("optimizer.eps", self.eps, 0, 1)
+    check_range("optimizer.weight_decay", self.weight_decay, 0, 100)
+    check_range("optimizer.max_grad_norm", self.max_grad_norm, 0, 1e6)
+    check_range("optimizer.grad_accumulation_steps", self.grad_accumulation_steps, 1, 1 << 16)
+    check_range("optimizer.warmup_steps", self.warmup_steps, 0, 1 << 40)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +252,8 @@ class EvalConfig:
   def __post_init__(self):
     if self.every_steps < 0 or self.num_sampled_tokenizers < 0 or self.vocab_chunk_rows < 1:
       raise ConfigError("eval.every_steps, eval.num_sampled_tokenizers must be >= 0 and eval.vocab_chunk_rows >= 1")
+    check_range("eval.vocab_chunk_rows", self.vocab_chunk_rows, 1, 1 << 24)
+    check_range("eval.num_sampled_tokenizers", self.num_sampled_tokenizers, 0, 1024)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,8 +290,7 @@ class TrainConfig:
   more compute per step; results are the same up to float rounding."""
 
   def __post_init__(self):
-    if self.num_train_steps < 1:
-      raise ConfigError(f"num_train_steps must be >= 1, got {self.num_train_steps}")
+    check_range("num_train_steps", self.num_train_steps, 1, 1 << 40)
     if self.sampler.batch_vocab_size and self.sampler.batch_vocab_size > self.sampler.vocab_size + 512:
       raise ConfigError("sampler.batch_vocab_size cannot exceed sampler.vocab_size (plus special tokens)")
 

@@ -76,9 +76,13 @@ def _builder_for(file: str) -> str:
 
 
 def check_sources(config: DataConfig) -> None:
-  """Raises DataError for a missing local path; cheap, run before any model is loaded or compiled."""
+  """Raises DataError for a missing local path, TextFileError for a text file that starts binary or not UTF-8; cheap,
+  run before any model is loaded or compiled."""
+  from zett.text_files import check_text_prefix
   for source in config.sources:
-    resolve_local_files(source)
+    for file in resolve_local_files(source) or ():
+      if _builder_for(file) == "text":
+        check_text_prefix(file)
 
 
 def _open_dataset(source: DataSource, process_index: int, process_count: int):
@@ -112,6 +116,14 @@ def _cut_utf8(data: bytes, limit: int) -> int:
   return cut
 
 
+def _utf8_or_error(examples: Iterator, path: str) -> Iterator:
+  """`examples`, with a decoding failure deep in a stream reported as a DataError naming the source."""
+  try:
+    yield from examples
+  except UnicodeDecodeError as error:
+    raise DataError(f"data source {path}: not UTF-8 text ({error.reason} at byte {error.start} of a file)") from None
+
+
 class _PackedSource:
   """Documents of one source, concatenated and cut into chunks of at most `chunk_bytes` bytes."""
 
@@ -134,7 +146,7 @@ class _PackedSource:
         self._dataset.set_epoch(self._epoch)
         self._iterator = iter(self._dataset)
       produced = False
-      for example in self._iterator:
+      for example in _utf8_or_error(self._iterator, self.source.path):
         if self.source.text_field not in example:
           raise DataError(f"data source {self.source.path}: no column {self.source.text_field!r} "
                           f"(columns: {', '.join(example)}); set data.sources[].text_field")

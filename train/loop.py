@@ -81,6 +81,27 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
   return results
 
 
+class TrainingDivergedError(ValueError):
+  """The loss or gradient norm stopped being finite: nothing after the last good checkpoint is saved."""
+
+
+def _check_finite(pending: list, step: int, checkpointer) -> None:
+  """Raises TrainingDivergedError if a step since the last check had a non-finite loss or gradient norm.
+
+  Runs before every save and every metrics flush: a NaN state written over the last good checkpoint (or exported as
+  the hypernetwork) would lose the run. Fetching the pending metrics syncs with the device, only at these points.
+  """
+  for metrics in jax.device_get(pending):
+    for name in ("loss", "grad_norm"):
+      value = float(metrics[name])
+      if not np.isfinite(value):
+        latest = checkpointer.latest_step()
+        kept = f"step {latest} in {checkpointer.directory}" if latest is not None else "none was saved"
+        raise TrainingDivergedError(
+            f"training diverged by step {step}: {name} is {value}; stopped without saving (the last good checkpoint "
+            f"stays: {kept}). Lower optimizer.learning_rate or set optimizer.max_grad_norm")
+
+
 def _is_update_boundary(done: int, every: int, accumulation: int) -> bool:
   return every > 0 and done % accumulation == 0 and (done // accumulation) % every == 0
 
@@ -89,8 +110,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
   """Trains a hypernetwork as configured; returns a summary (steps, losses, eval history, paths)."""
   process_index, process_count = jax.process_index(), jax.process_count()
   is_main = process_index == 0
-  run = prepare(config, resume)
   log = log if is_main else (lambda _: None)
+  run = prepare(config, resume, log=log)
   log(f"base: {run.base.name} ({run.base.family.name}, {'causal' if run.spec.causal else 'masked'} LM objective)")
   log(run.report)
 
@@ -129,6 +150,7 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     log(f"eval @ {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
 
   def flush(step: int) -> dict[str, float]:
+    _check_finite(pending, step, run.checkpointer)
     fetched = jax.device_get(pending)
     pending.clear()
     mean = {k: float(np.mean([m[k] for m in fetched])) for k in ("loss", "lm_loss", "aux_loss", "grad_norm")}
@@ -171,6 +193,8 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
           run_eval(done)
         # Saves are collective: every process must take the same branch (time-based saves, SIGTERM on one host).
         save_now, stop_now = distributed.agree_any(run.checkpointer.should_save(done), stop.requested)
+        if save_now or stop_now or done == total:
+          _check_finite(pending, done, run.checkpointer)
         if save_now or done == total:
           run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
                                 config_record)

@@ -26,7 +26,8 @@ from train.vocab import base_tokenizer_of, check_tokenizer_specs
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Sections that may change between a run and its resumption without changing its results (remat trades memory for
 # compute only, so a run that no longer fits can resume with it on).
-_RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps", "remat")
+# The run folder's own location is no part of the run's identity: a moved or copied run folder resumes.
+_RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps", "remat", "run_dir")
 
 
 class TrainSetupError(ValueError):
@@ -153,10 +154,12 @@ def batch_shardings(mesh) -> dict:
   return out
 
 
-def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
+def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) -> Run:
   """Builds a `Run` (on `devices`, default all); every input error is raised before anything is compiled."""
   check_sources(config.data)
   check_tokenizer_specs(config.eval.heldout_tokenizers)
+  if resume and not config.checkpoint_dir.is_dir():  # before the Checkpointer creates an empty one
+    raise CheckpointError(f"--resume: no checkpoint in {config.checkpoint_dir} (the folder does not exist)")
   checkpointer = Checkpointer(config.checkpoint_dir, config.checkpoint, config.optimizer.grad_accumulation_steps)
   latest = checkpointer.latest_step()
   if resume and latest is None:
@@ -164,7 +167,9 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
   if not resume and latest is not None:
     raise CheckpointError(f"{checkpointer.directory} already holds checkpoints (latest step {latest}); "
                           "pass --resume to continue or choose a new run_dir")
-  saved_config = checkpointer.read_config(latest) if resume else None
+  saved_config = None
+  if resume:
+    _, saved_config = checkpointer.newest_readable_config(log)
   if saved_config is not None:
     _check_resume_config(config, saved_config, checkpointer)
 
@@ -209,8 +214,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None) -> Run:
   data_state = None
   resumed_step = None
   if resume:
-    state, data_state, _ = checkpointer.restore(state, shardings, latest)
-    resumed_step = int(latest)
+    resumed_step, state, data_state, _ = checkpointer.restore_newest_intact(state, shardings, log)
 
   batch_sh = batch_shardings(mesh)
   train_step = jit_train_step(spec, optimizer, shardings, batch_sh, base_shardings, replicated)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import signal
 import sys
+import threading
 
 # command -> (module, add-arguments function, run function, one-line help)
 _COMMANDS = {
@@ -27,8 +30,45 @@ _COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+  """Usage errors are one line naming the flag (no usage dump; `--help` has it), exit code 2."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def int_range(low: int, high: int):
+  """An argparse `type` accepting integers in [low, high]; anything else is a one-line usage error."""
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      value = None
+    if value is None or not low <= value <= high:
+      raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {text!r}")
+    return value
+  return parse
+
+
+def float_range(low: float, high: float, low_open: bool = False, high_open: bool = False):
+  """An argparse `type` accepting finite numbers in the interval from `low` to `high` (ends open when asked)."""
+  interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+  def parse(text: str) -> float:
+    try:
+      value = float(text)
+    except ValueError:
+      value = math.nan
+    inside = (math.isfinite(value) and (low < value if low_open else low <= value)
+              and (value < high if high_open else value <= high))
+    if not inside:
+      raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
+    return value
+  return parse
+
+
 def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="zett", description="Free pretrained language models from their tokenizers.")
+  parser = _Parser(prog="zett", description="Free pretrained language models from their tokenizers.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   wanted = next((a for a in argv if not a.startswith("-")), None)
   for name, (module, add_fn, _, help_text) in _COMMANDS.items():
@@ -36,6 +76,10 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
     if name == wanted:
       getattr(importlib.import_module(module), add_fn)(p)
   return parser
+
+
+def _interrupt(signum, frame):
+  raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 2
   module, _, run_fn, _ = _COMMANDS[args.command]
+  # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove staging folders before the process goes (training
+  # and the server install their own handlers while they run).
+  in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+  previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
   try:
     result = getattr(importlib.import_module(module), run_fn)(args)
   except KeyboardInterrupt:
@@ -56,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
       raise
     print(f"zett {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except OSError as e:  # the user's file system: a full disk, a read-only folder, a path under a file
+    if getattr(args, "debug", False):
+      raise
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"zett {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+    return 2
+  finally:
+    if in_main_thread:
+      signal.signal(signal.SIGTERM, previous_handler)
   return int(result or 0)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -19,6 +20,12 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
   """A config file or override that does not fit the schema."""
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+  """Raises ConfigError naming `name` and the allowed range unless low <= value <= high (for `__post_init__`)."""
+  if not low <= value <= high:
+    raise ConfigError(f"{name} must be in [{low:,}, {high:,}], got {value!r}")
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -99,14 +106,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         pass
     raise ConfigError(f"{where}: expected an integer, got {value!r}")
   if tp is float:
+    number = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-      return float(value)
-    if isinstance(value, str):
+      number = float(value)
+    elif isinstance(value, str):
       try:
-        return float(value)
+        number = float(value)
       except ValueError:
         pass
-    raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if number is None:
+      raise ConfigError(f"{where}: expected a number, got {value!r}")
+    # No field means anything by NaN or infinity: a NaN learning rate trains every weight to NaN and exits 0.
+    if not math.isfinite(number):
+      raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
   if tp is str:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
       return str(value)

@@ -99,28 +99,21 @@ def write_bar_chart(results: Sequence[EvalResult], path: str | Path) -> Path:
 
 def read_texts(spec: str, max_bytes: int | None = None, split: str = "validation") -> list[str]:
   """Texts from a .txt file (documents split at blank lines), a .jsonl file ("text" field), or a
-  `datasets` name/path (its "text" column); stops after `max_bytes` UTF-8 bytes if given."""
+  `datasets` name/path (its "text" column), at most `max_bytes` UTF-8 bytes in all (`zett.text_files`)."""
+  from zett.interop.hub import could_be_hub_name
+  from zett.text_files import cut_to_bytes, read_documents
   path = Path(spec)
-  if path.is_file():
-    if path.suffix == ".jsonl":
-      texts = [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
-    else:
-      texts = [block for block in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if block.strip()]
-  elif path.suffix or str(spec).startswith((".", "/", "~")):
+  if path.exists():
+    out = read_documents(path, max_bytes)
+  elif not could_be_hub_name(spec):
     raise EvalInputError(f"{spec}: no such text file")
   else:
     try:
       import datasets
       dataset = datasets.load_dataset(spec, split=split, streaming=True)
-      texts = (row["text"] for row in dataset)
+      out = cut_to_bytes((row["text"] for row in dataset), max_bytes)
     except Exception as e:  # datasets raises many types; the user needs one message
-      raise EvalInputError(f"{spec}: not a text file and not a loadable dataset ({e})") from None
-  out, total = [], 0
-  for text in texts:
-    if max_bytes is not None and total >= max_bytes:
-      break
-    out.append(text)
-    total += len(text.encode("utf-8"))
+      raise EvalInputError(f"{spec}: no such local text file, and not a loadable dataset ({e})") from None
   if not out:
     raise EvalInputError(f"{spec}: contains no text")
   return out

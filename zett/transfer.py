@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -318,6 +317,14 @@ def check_output_folder(out_dir: str | Path, overwrite: bool) -> Path:
     raise OutputExistsError(f"{out}: output folder exists (pass --overwrite / overwrite=True to replace it)")
   if out.exists() and not out.is_dir():
     raise OutputExistsError(f"{out}: exists and is not a folder")
+  # The nearest existing folder above must be a writable folder: found now, not after minutes of work.
+  above = out.absolute().parent
+  while not above.exists():
+    above = above.parent
+  if not above.is_dir():
+    raise TransferError(f"{out}: cannot be created, {above} is a file")
+  if not os.access(above, os.W_OK | os.X_OK):
+    raise TransferError(f"{out}: cannot be created, {above} is not writable")
   return out
 
 
@@ -357,10 +364,10 @@ def export(model: BaseModel, record: TransferRecord, out_dir: str | Path, overwr
   Everything is written to a hidden staging folder next to `out_dir` and renamed into place at the end,
   so a failure never leaves a half-written `out_dir`.
   """
-  from zett.interop.hf import replace_folder, save_pretrained
+  from zett.interop.hf import save_pretrained
+  from zett.staging import new_staging_folder, replace_folder
   out = check_output_folder(out_dir, overwrite)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
+  staging = new_staging_folder(out)
   try:
     folder = save_pretrained(model, staging / "model", name=model.name)
     (folder / "README.md").write_text(model_card(model, record))

@@ -8,7 +8,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from zett.cli import float_range, int_range
 from zett.transfer import METHODS
+
+_SEEDS = int_range(0, 2**32 - 1)
+_TEXT_BYTES = int_range(1, 1 << 40)
 
 
 def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,11 +25,13 @@ def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--method", choices=METHODS,
                       help="default: hypernet (--hypernet, else the shipped one for the base), else fvt")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-  parser.add_argument("--batch-size", type=int, help="target tokens per batch (default: sized to memory)")
-  parser.add_argument("--max-memory-gb", type=float, help="memory budget (default: what the OS reports free)")
-  parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+  parser.add_argument("--batch-size", type=int_range(1, 1 << 20),
+                      help="target tokens per batch (default: sized to memory)")
+  parser.add_argument("--max-memory-gb", type=float_range(0, 1 << 20, low_open=True),
+                      help="memory budget (default: what the OS reports free)")
+  parser.add_argument("--seed", type=_SEEDS, default=0, help="seed of the random baseline")
   parser.add_argument("--eval-text", help="also evaluate base and transferred model on this text (file or dataset)")
-  parser.add_argument("--eval-max-bytes", type=int, default=200_000, help="bytes of --eval-text to use")
+  parser.add_argument("--eval-max-bytes", type=_TEXT_BYTES, default=200_000, help="bytes of --eval-text to use")
   parser.add_argument("--no-progress", action="store_true")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -38,15 +44,18 @@ def run_transfer(args: argparse.Namespace) -> int:
   if args.hypernet and args.method not in (None, "hypernet"):
     raise ValueError(f"--hypernet was given but --method is {args.method}; drop one of them")
   target = as_tokenizer(args.tokenizer, "target tokenizer")  # a missing tokenizer fails before loading the model
+  texts = None
+  if args.eval_text:  # a bad --eval-text fails before the transfer, not after it
+    from zett.eval_report import read_texts
+    texts = read_texts(args.eval_text, max_bytes=args.eval_max_bytes)
   base = load_model(args.base)
   hypernet, method = _choose_hypernet(args, base)
   max_memory = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
   model, record = transfer_with_record(base, target, hypernet=hypernet, method=method,
                                        batch_size=args.batch_size, max_memory_bytes=max_memory, seed=args.seed,
                                        progress=not args.no_progress)
-  if args.eval_text:
-    from zett.eval_report import evaluate_models, format_table, read_texts
-    texts = read_texts(args.eval_text, max_bytes=args.eval_max_bytes)
+  if texts is not None:
+    from zett.eval_report import evaluate_models, format_table
     results = evaluate_models([(f"{base.name} (original)", base), (f"{model.name} ({method})", model)], texts)
     print(format_table(results))
     record = dataclasses.replace(record, evaluation=[dataclasses.asdict(r) for r in results])
@@ -76,9 +85,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("models", nargs="+", metavar="MODEL_OR_DIR",
                       help="models to compare (the first is the reference for relative length)")
   parser.add_argument("--text", required=True, help="text file (.txt/.jsonl) or a datasets name")
-  parser.add_argument("--max-bytes", type=int, default=200_000, help="use at most this many bytes of text")
-  parser.add_argument("--max-length", type=int, default=512, help="tokens per evaluation window")
-  parser.add_argument("--batch-size", type=int, default=8)
+  parser.add_argument("--max-bytes", type=_TEXT_BYTES, default=200_000, help="use at most this many bytes of text")
+  parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=512, help="tokens per evaluation window")
+  parser.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="evaluation windows per forward pass")
   parser.add_argument("--json", default="eval.json", help="where to write the JSON results")
   parser.add_argument("--png", default="eval.png", help="where to write the bar chart")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -87,6 +96,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
   from zett.eval_report import evaluate_models, format_table, read_texts, write_bar_chart, write_json
   from zett.models.load import load_model
+  for flag, path in (("--json", args.json), ("--png", args.png)):  # before the evaluation, not after it
+    check_output_file(flag, path)
   texts = read_texts(args.text, max_bytes=args.max_bytes)
   models = [(_label(spec), load_model(spec)) for spec in args.models]
   results = evaluate_models(models, texts, max_length=args.max_length, batch_size=args.batch_size)
@@ -99,6 +110,17 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
   print(f"wrote {args.json} and {args.png}")
   return 0
+
+
+def check_output_file(flag: str, path: str | Path) -> None:
+  """Refuses an output file whose folder is missing or not writable, naming the flag."""
+  import os
+  folder = Path(path).absolute().parent
+  if not folder.is_dir():
+    raise ValueError(f"{flag} {path}: the folder {folder} does not exist" if not folder.exists()
+                     else f"{flag} {path}: {folder} is not a folder")
+  if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+    raise ValueError(f"{flag} {path}: not writable here (permission denied)")
 
 
 def _label(spec: str) -> str:

@@ -177,10 +177,10 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
     query_sample: base-model hidden states [N, D] that set the index's query scale (default:
       `sample_hidden_states(model)`).
   """
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
   tokenizer = load_tokenizer(tokenizer)
   base_tokenizer = base_tokenizer_of(model)
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)  # only once the inputs load: a failed start leaves no empty folder
   sha = vocabulary_sha256(tokenizer.vocab_bytes)
   meta_path = out / VOCAB_META_FILE
   meta = {"vocab_size": tokenizer.vocab_size, "vocab_sha256": sha, "base_model": model.name,

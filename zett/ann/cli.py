@@ -10,17 +10,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from zett.cli import float_range, int_range
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--model", required=True, help="base model: HF folder, .gguf file, or smollm2-135m")
   parser.add_argument("--vocab", required=True, help="vocabulary directory (from zett.ann.build.build_vocabulary)")
   parser.add_argument("--prompt", required=True, help="prompt text (tokenized with the large vocabulary)")
-  parser.add_argument("--max-new-tokens", type=int, default=64)
+  parser.add_argument("--max-new-tokens", type=int_range(1, 1 << 16), default=64)
   parser.add_argument("--exact", action="store_true", help="score the whole vocabulary exactly instead of the index")
-  parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  parser.add_argument("--sample-top-k", type=int, default=40, help="sample among this many best tokens")
-  parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--candidates", type=int, default=None, help="ANN candidates rescored exactly per step")
+  parser.add_argument("--temperature", type=float_range(0, 100), default=0.0, help="0 = greedy")
+  parser.add_argument("--sample-top-k", type=int_range(1, 1 << 20), default=40,
+                      help="sample among this many best tokens")
+  parser.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
+  parser.add_argument("--candidates", type=int_range(1, 1 << 20), default=None,
+                      help="ANN candidates rescored exactly per step")
   parser.add_argument("--build-from", default=None,
                       help="build --vocab first (or resume/verify it) from this tokenizer (any format load_tokenizer reads)")
   parser.add_argument("--hypernet", default=None, help="hypernetwork checkpoint for --build-from (default: FVT mean)")
@@ -32,14 +36,22 @@ def run(args: argparse.Namespace) -> int:
   from zett.ann.generate import LargeVocabGenerator
   from zett.models.load import load_model
 
+  try:
+    args.prompt.encode("utf-8")
+  except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
+    raise ValueError("--prompt is not valid UTF-8 text") from None
+  tokenizer = None
+  if args.build_from:  # a missing or broken tokenizer fails before the model loads
+    from zett.tokenization import load_tokenizer
+    tokenizer = load_tokenizer(args.build_from)
   model = load_model(args.model)
   vocab = Path(args.vocab)
-  if args.build_from:  # resumes an interrupted build; a finished one is only verified
+  if tokenizer is not None:  # resumes an interrupted build; a finished one is only verified
     hypernet = None
     if args.hypernet:
       from hypernet.io import load_hypernet
       hypernet = load_hypernet(args.hypernet, base_weights_sha256=model.weights_sha256)
-    build_vocabulary(vocab, model, args.build_from, hypernet=hypernet)
+    build_vocabulary(vocab, model, tokenizer, hypernet=hypernet)
   generator = LargeVocabGenerator(model, vocab, load_ann_index=not args.exact, candidates=args.candidates)
   for piece in generator.generate(args.prompt, args.max_new_tokens, exact=args.exact,
                                   temperature=args.temperature, sample_top_k=args.sample_top_k, seed=args.seed):

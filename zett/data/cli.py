@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zett.cli import int_range
 from zett.data import KNOWN_LANGUAGES, prepare_corpus
 
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   prepare.add_argument("--languages", default="all",
                        help=f"comma-separated codes, 'python' for the stdlib code (default: all: "
                             f"{','.join(KNOWN_LANGUAGES)})")
-  prepare.add_argument("--heldout-permille", type=int, default=20,
+  prepare.add_argument("--heldout-permille", type=int_range(0, 999), default=20,
                        help="documents held out per 1000 (train.data.is_heldout); give training the same "
                             "data.heldout_permille (default: 20)")
   prepare.add_argument("--root", default="/",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zett.cli import float_range, int_range
 from zett.dynamic.run import DynamicEmbedder, DynamicRunError, evaluate_decoder, evaluate_encoder
 
 
@@ -18,31 +19,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="hypernetwork folder (save_hypernet); default: a fresh one, i.e. mean of subtoken embeddings")
   parser.add_argument("--text", required=True, help="UTF-8 text file; paragraphs (blank-line separated) are examples")
   rule = parser.add_mutually_exclusive_group()
-  rule.add_argument("--reduction", type=float, default=None, help="target sequence-length reduction in [0, 1)")
-  rule.add_argument("--merges", type=int, default=None, help="merge budget per batch")
+  rule.add_argument("--reduction", type=float_range(0, 1, high_open=True), default=None,
+                    help="target sequence-length reduction in [0, 1)")
+  rule.add_argument("--merges", type=int_range(0, 1 << 24), default=None, help="merge budget per batch")
   rule.add_argument("--word-level", action="store_true", help="merge until no pair is left (the default)")
-  parser.add_argument("--min-frequency", type=int, default=1, help="never merge pairs rarer than this in a batch")
-  parser.add_argument("--max-token-length", type=int, default=None,
+  parser.add_argument("--min-frequency", type=int_range(1, 1 << 31), default=1,
+                      help="never merge pairs rarer than this in a batch")
+  parser.add_argument("--max-token-length", type=int_range(0, 1024), default=None,
                       help="longest new token in base tokens (default: the hypernetwork's surface length; 0 = no limit)")
-  parser.add_argument("--batch-size", type=int, default=8)
-  parser.add_argument("--max-batches", type=int, default=4)
-  parser.add_argument("--max-length", type=int, default=256, help="base tokens per example (truncated)")
-  parser.add_argument("--prompt-fraction", type=float, default=0.5,
+  parser.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="paragraphs per batch")
+  parser.add_argument("--max-batches", type=int_range(1, 1 << 20), default=4)
+  parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=256,
+                      help="base tokens per example (truncated)")
+  parser.add_argument("--prompt-fraction", type=float_range(0, 1, low_open=True, high_open=True), default=0.5,
                       help="decoders: share of each example prefilled with merged tokens; the rest is scored")
-  parser.add_argument("--cache-size", type=int, default=8192, help="LRU cache of new-token embeddings")
-  parser.add_argument("--generate", type=int, default=0,
+  parser.add_argument("--cache-size", type=int_range(0, 1 << 24), default=8192,
+                      help="LRU cache of new-token embeddings")
+  parser.add_argument("--generate", type=int_range(0, 1 << 16), default=0,
                       help="decoders: greedy tokens to generate after the merged prefill of the first example")
   parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def read_paragraphs(path: str | Path) -> list[str]:
+  from zett.text_files import read_text
   path = Path(path)
-  if not path.is_file():
-    raise DynamicRunError(f"{path}: no such text file")
-  try:
-    text = path.read_text(encoding="utf-8")
-  except UnicodeDecodeError as e:
-    raise DynamicRunError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+  text = read_text(path)  # UTF-8 only, never binary: the same check as every command
   paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
   if not paragraphs:
     raise DynamicRunError(f"{path}: the file has no text")

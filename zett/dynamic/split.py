@@ -30,6 +30,7 @@ def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
   Cached per tokenizer object (the vocabulary of a real model takes a while to convert).
   """
   from zett.tokenization.byte_level import detect_kind, vocabulary_bytes
+  from zett.tokenization.load import check_dense_ids
   if hasattr(tokenizer, "vocab_bytes") and hasattr(tokenizer, "special_ids"):  # a zett Tokenizer
     return list(tokenizer.vocab_bytes), frozenset(tokenizer.special_ids)
   backend = backend_tokenizer(tokenizer)
@@ -38,6 +39,7 @@ def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
     return cached[1], cached[2]
   spec = json.loads(backend.to_str())
   vocab = backend.get_vocab(with_added_tokens=True)
+  check_dense_ids(vocab, "base tokenizer")
   id_to_piece: list[str | None] = [None] * (max(vocab.values()) + 1)
   for piece, i in vocab.items():
     id_to_piece[i] = piece

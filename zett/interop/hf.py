@@ -7,9 +7,7 @@ their Hugging Face names. Exports load with `transformers.AutoModelForCausalLM` 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 from zett.interop._safetensors import SafetensorsFile, ShardedTensors, write_safetensors
 from zett.models.family import ModelLoadError, family_for_model_type
 from zett.models.load import BaseModel, cast_params, file_sha256
+from zett.staging import new_staging_folder, replace_folder
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -150,7 +149,7 @@ def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
   tokenizer = tokenizer if tokenizer is not None else model.tokenizer
   auto_class = "AutoModelForCausalLM" if family.is_causal else "AutoModelForMaskedLM"
 
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+  tmp = new_staging_folder(out_dir)
   try:
     (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     shards = _shards(tensors, max_shard_bytes)
@@ -179,12 +178,3 @@ def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
   return out_dir
 
 
-def replace_folder(src: Path, dst: Path) -> None:
-  """Moves folder `src` to `dst`, replacing what is there with two renames (never a half-written `dst`)."""
-  if dst.exists():
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    os.rename(dst, old)
-    os.rename(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.rename(src, dst)

@@ -66,8 +66,11 @@ def load_model(spec: str | Path, dtype=jnp.float32, param_dtype=jnp.float32) -> 
     mtime = resolved.stat().st_mtime_ns if resolved.is_file() else None
     return _load_gguf_cached(str(resolved), mtime, jnp.dtype(dtype), jnp.dtype(param_dtype))
   from zett.interop import hf
+  from zett.interop.hub import could_be_hub_name
   if path.exists():
     return hf.load_pretrained(path, dtype=dtype, param_dtype=param_dtype)
+  if not could_be_hub_name(spec):
+    raise ModelLoadError(f"{spec}: no such model file or folder")
   return hf.load_from_hub(str(spec), dtype=dtype, param_dtype=param_dtype)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from zett.cli import int_range
 from zett.service.settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "add_arguments", "run", "create_app", "Engine", "EmbeddingBatcher", "serve_in_thread"]
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--vocabulary", help="large-vocabulary folder from `zett.ann.build` (enables "
                       "vocabulary='large' in /v1/generate)")
   parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-  parser.add_argument("--port", type=int, default=8000)
+  parser.add_argument("--port", type=int_range(1, 65535), default=8000)
   parser.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $ZETT_API_KEY, else none)")
   parser.add_argument("--config", help="YAML file of service settings (zett.service.ServiceSettings fields)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -48,8 +49,21 @@ def load_settings(args: argparse.Namespace) -> ServiceSettings:
   import dataclasses
   from zett import config as config_lib
   settings = config_lib.load(ServiceSettings, args.config, args.set)
-  api_key = args.api_key or os.environ.get("ZETT_API_KEY") or settings.api_key
-  return dataclasses.replace(settings, api_key=api_key, batching=settings.batching and not args.no_batching)
+  # A key given but empty (`--api-key "$UNSET"`) is a mistake, never "no key": it would start an open server.
+  for source, given in (("--api-key", args.api_key), ("ZETT_API_KEY", os.environ.get("ZETT_API_KEY"))):
+    if given is not None:
+      if not given.strip():
+        raise ValueError(f"{source} is empty or blank (an unset shell variable?); give a key, or leave "
+                         f"{source} out to serve without one")
+      api_key = given
+      break
+  else:
+    api_key = settings.api_key
+  hosts = settings.allowed_hosts
+  if args.host not in ("0.0.0.0", "::", "") and args.host.lower() not in hosts:  # the address it listens on
+    hosts = (*hosts, args.host.lower())
+  return dataclasses.replace(settings, api_key=api_key, batching=settings.batching and not args.no_batching,
+                             allowed_hosts=hosts)
 
 
 def load_engine(model_spec: str, hypernet_path: str | None, cache_size: int):
@@ -85,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     large = LargeVocabularyDecoder(engine.model, args.vocabulary)
   app = create_app(settings, engine, large_vocabulary=large)
   auth = "API key required" if settings.api_key else "no API key"
-  print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; OpenAPI at /docs)", flush=True)
+  print(f"zett serve: {engine.model.name} on http://{args.host}:{args.port} ({auth}; Host names answered: "
+        f"{', '.join(settings.allowed_hosts)}; OpenAPI at /docs)", flush=True)
   uvicorn.Server(uvicorn_config(app, args.host, args.port, log_level="info")).run()
   return 0

@@ -1,4 +1,4 @@
-"""The ASGI layer in front of every route: metrics, API-key check, body size limit, UTF-8 check.
+"""The ASGI layer in front of every route: metrics, Host check, API-key check, body size limit, UTF-8 check.
 
 It is plain ASGI (not a Starlette BaseHTTPMiddleware) so streamed responses pass through untouched
 and the body is read once, bounded, before FastAPI parses anything.
@@ -14,13 +14,27 @@ from zett.service.metrics import ServiceMetrics
 
 # Reachable without the API key: liveness probes and the schema (clients need it to learn the API).
 PUBLIC_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# Not an HTTP status the server sends: the metrics label of a request whose client hung up before its body
+# arrived (nginx's convention), so hang-ups are not counted as server errors.
+CLIENT_CLOSED = 499
+
+
+def host_name(header: bytes) -> str:
+  """The host of a Host header, without port or IPv6 brackets, lower-case ("[::1]:8000" -> "::1")."""
+  text = header.decode("latin-1").strip().lower()
+  if text.startswith("["):
+    return text[1:].partition("]")[0]
+  return text.rpartition(":")[0] if text.count(":") == 1 else text
 
 
 class Gate:
   """Wraps the FastAPI app; see the module docstring."""
 
-  def __init__(self, app, api_key: str | None, max_body_bytes: int, metrics: ServiceMetrics):
+  def __init__(self, app, api_key: str | None, max_body_bytes: int, metrics: ServiceMetrics,
+               allowed_hosts: tuple[str, ...] = ("*",)):
     self.app = app
+    self._any_host = "*" in allowed_hosts
+    self._hosts = frozenset(h.strip().lower().strip("[]") for h in allowed_hosts)
     self._key = api_key.encode() if api_key else None
     self.max_body_bytes = max_body_bytes
     self.metrics = metrics
@@ -37,7 +51,8 @@ class Gate:
       await send(message)
 
     try:
-      await self._handle(scope, receive, send_and_record)
+      if await self._handle(scope, receive, send_and_record) == CLIENT_CLOSED:
+        status[0] = CLIENT_CLOSED
     finally:
       route = scope.get("route")
       path = getattr(route, "path", None) or "unmatched"  # templates, never raw paths: bounded label values
@@ -47,6 +62,10 @@ class Gate:
 
   async def _handle(self, scope, receive, send):
     headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+    host = headers.get("host")
+    if not self._any_host and host is not None and host_name(host) not in self._hosts:
+      return await send_error(send, 400, "invalid_host", f"Host {host.decode('latin-1')!r} is not served here; "
+                              "add its name to the allowed_hosts service setting")
     if self._key is not None and scope["path"] not in PUBLIC_PATHS:
       given = headers.get("authorization", b"")
       if not given:
@@ -71,7 +90,7 @@ class Gate:
     while more:
       message = await receive()
       if message["type"] == "http.disconnect":
-        return
+        return CLIENT_CLOSED
       chunk = message.get("body", b"")
       size += len(chunk)
       if size > self.max_body_bytes:

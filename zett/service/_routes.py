@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from zett.service import schemas
 from zett.service.engine import EmbeddingBatcher, Engine
 from zett.service.errors import ServiceError, utf8
-from zett.service.jobs import SUCCEEDED, JobActiveError, JobManager, JobQueueFullError, UnknownJobError
+from zett.service.jobs import SUCCEEDED, JobActiveError, JobManager, JobQueueFullError, JobQuotaError, UnknownJobError
 from zett.service.metrics import ServiceMetrics
 from zett.service.settings import ServiceSettings
 
@@ -71,20 +71,23 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
         reduction=round(result.reduction, 6), num_merges=len(result.merges), stop_reason=result.stop_reason)
 
   @app.post("/v1/transfer", response_model=schemas.JobInfo, status_code=202, tags=["transfer"],
-            responses={429: {"model": schemas.ErrorResponse}})
+            responses={429: {"model": schemas.ErrorResponse}, 507: {"model": schemas.ErrorResponse}})
   async def transfer(body: schemas.TransferRequest):
     """Starts a transfer of the base model to an uploaded tokenizer.json; poll GET /v1/jobs/{id}.
 
     The job runs on the server whether or not the client stays; its result is a tar of the
     Hugging Face folder (weights, config, tokenizer, model card) at GET /v1/jobs/{id}/result.
     """
-    tokenizer = await asyncio.to_thread(_read_tokenizer, body.tokenizer)
-    run = _transfer_job(engine, tokenizer, body.name)
     try:
+      ctx.jobs.check_capacity()  # before parsing the upload: a full server should not spend time on it
+      tokenizer = await asyncio.to_thread(_read_tokenizer, body.tokenizer)
+      run = _transfer_job(engine, tokenizer, body.name)
       job = ctx.jobs.submit("transfer", run, description=f"transfer {engine.model.name} to {body.name}",
                             info={"tokenizer": body.name, "target_vocab_size": tokenizer.vocab_size})
     except JobQueueFullError as error:
       raise ServiceError(429, "too_many_jobs", str(error)) from None
+    except JobQuotaError as error:
+      raise ServiceError(507, "storage_quota_full", str(error)) from None
     return _job_info(job)
 
   @app.get("/v1/jobs", response_model=schemas.JobList, tags=["transfer"])

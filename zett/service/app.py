@@ -62,7 +62,8 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
                              on_batch)
   temp_jobs_dir = None if settings.jobs_dir else tempfile.mkdtemp(prefix="zett-jobs-")
   jobs = JobManager(settings.jobs_dir or temp_jobs_dir, settings.max_concurrent_jobs, settings.max_queued_jobs,
-                    on_finish=lambda job: metrics.jobs.labels(job.status).inc(), retention_s=settings.job_retention_s)
+                    on_finish=lambda job: metrics.jobs.labels(job.status).inc(), retention_s=settings.job_retention_s,
+                    max_result_bytes=settings.max_job_results_bytes)
   for status in ("queued", "running"):
     metrics.add_gauge(f"zett_jobs_{status}", f"Transfer jobs {status} now.",
                       lambda status=status: jobs.counts()[status])
@@ -147,5 +148,6 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
   _routes.add_routes(app, _routes.Context(settings, engine, batcher, jobs, metrics, within_timeout, requests,
                                           large_vocabulary))
   # Outside every route (but inside Starlette's last-resort 500 handler): auth, body limit, metrics.
-  app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+  app.add_middleware(Gate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes, metrics=metrics,
+                     allowed_hosts=settings.allowed_hosts)
   return app

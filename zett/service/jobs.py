@@ -12,6 +12,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tarfile
 import threading
@@ -24,6 +25,12 @@ from typing import Callable
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 RESULT_NAME = "result.tar"
 RECORD_NAME = "job.json"
+_JOB_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: also the job's folder name, so never a path
+
+
+def is_job_id(text: str) -> bool:
+  """Whether `text` can be a job id; ids from URLs and from records on disk are both checked with this."""
+  return isinstance(text, str) and _JOB_ID.fullmatch(text) is not None
 
 
 class UnknownJobError(KeyError):
@@ -36,6 +43,10 @@ class JobQueueFullError(RuntimeError):
 
 class JobActiveError(RuntimeError):
   """The job is still queued or running, so it cannot be deleted."""
+
+
+class JobQuotaError(RuntimeError):
+  """The finished jobs' results already fill the disk quota."""
 
 
 @dataclasses.dataclass
@@ -64,11 +75,13 @@ class JobManager:
   """
 
   def __init__(self, root: str | Path, max_concurrent: int = 1, max_queued: int = 16, on_finish=None,
-               retention_s: float = 0.0):
+               retention_s: float = 0.0, max_result_bytes: int | None = None):
     """`retention_s`: finished jobs older than this are deleted (checked whenever jobs are listed,
-    looked up or submitted); 0 keeps them until deleted by hand."""
+    looked up or submitted); 0 keeps them until deleted by hand. `max_result_bytes`: disk quota of all kept
+    results together; a result that does not fit fails its job, and no job starts while the quota is full."""
     self.root = Path(root)
     self.retention_s = retention_s
+    self.max_result_bytes = max_result_bytes
     self.root.mkdir(parents=True, exist_ok=True)
     self.max_concurrent = max_concurrent
     self.max_queued = max_queued
@@ -84,6 +97,9 @@ class JobManager:
         job = Job(**json.loads(record.read_text()))
       except (ValueError, TypeError):
         continue  # a record half-written by a killed server: not a job we can describe
+      if not is_job_id(job.id) or job.id != record.parent.name:
+        # A planted or foreign record: its id would become a path (an id of "../x" made expiry delete outside root).
+        continue
       if job.status in (QUEUED, RUNNING):  # the server that ran it stopped
         job.status, job.error, job.finished_at = FAILED, "interrupted: the server stopped before it finished", time.time()
         self._write(job)
@@ -100,12 +116,7 @@ class JobManager:
              info: dict | None = None) -> Job:
     """Queues `fn(work_dir) -> (folder to pack, facts)`; raises JobQueueFullError when full."""
     with self._lock:
-      self._expire()
-      active = sum(j.status in (QUEUED, RUNNING) for j in self._jobs.values())
-      if active >= self.max_concurrent + self.max_queued:
-        raise JobQueueFullError(
-            f"{active} jobs are running or queued (limit {self.max_concurrent} running + {self.max_queued} queued); "
-            "retry when one finishes")
+      self._check_capacity()
       job = Job(id=uuid.uuid4().hex, kind=kind, status=QUEUED, created_at=time.time(), description=description,
                 info=dict(info or {}))
       self._jobs[job.id] = job
@@ -125,10 +136,16 @@ class JobManager:
       tmp = folder / f".{RESULT_NAME}.tmp"
       with tarfile.open(tmp, "w") as tar:
         tar.add(produced, arcname=Path(produced).name)
-      os.replace(tmp, folder / RESULT_NAME)
+      size = tmp.stat().st_size
       with self._lock:
+        room = None if self.max_result_bytes is None else self.max_result_bytes - self._result_bytes()
+        if room is not None and size > room:
+          tmp.unlink()
+          raise JobQuotaError(f"the result takes {size:,} bytes but only {max(room, 0):,} of the "
+                              f"{self.max_result_bytes:,}-byte quota for job results is free")
+        os.replace(tmp, folder / RESULT_NAME)
         job.info.update(facts or {})
-        job.status, job.result_bytes = SUCCEEDED, (folder / RESULT_NAME).stat().st_size
+        job.status, job.result_bytes = SUCCEEDED, size
     except Exception as error:  # a failed job is a record, never a dead worker
       with self._lock:
         job.status = FAILED
@@ -136,11 +153,33 @@ class JobManager:
         job.info["traceback_tail"] = traceback.format_exc(limit=3)[-2000:]
     finally:
       shutil.rmtree(work, ignore_errors=True)
+      (folder / f".{RESULT_NAME}.tmp").unlink(missing_ok=True)
       with self._lock:
         job.finished_at = time.time()
         self._write(job)
       if self._on_finish is not None:
         self._on_finish(job)
+
+  def check_capacity(self) -> None:
+    """Raises JobQueueFullError or JobQuotaError when `submit` would (call before costly preparation)."""
+    with self._lock:
+      self._check_capacity()
+
+  def _check_capacity(self) -> None:
+    self._expire()
+    active = sum(j.status in (QUEUED, RUNNING) for j in self._jobs.values())
+    if active >= self.max_concurrent + self.max_queued:
+      raise JobQueueFullError(
+          f"{active} jobs are running or queued (limit {self.max_concurrent} running + {self.max_queued} queued); "
+          "retry when one finishes")
+    used = self._result_bytes()
+    if self.max_result_bytes is not None and used >= self.max_result_bytes:
+      raise JobQuotaError(f"finished jobs' results take {used:,} bytes, the quota is {self.max_result_bytes:,}; "
+                          "download and DELETE finished jobs, or wait for them to expire")
+
+  def _result_bytes(self) -> int:
+    """Disk taken by kept results. Call with the lock held."""
+    return sum(j.result_bytes or 0 for j in self._jobs.values() if j.status == SUCCEEDED)
 
   def _expire(self) -> None:
     """Deletes finished jobs past the retention period. Call with the lock held."""
@@ -157,7 +196,7 @@ class JobManager:
   def delete(self, job_id: str) -> None:
     """Deletes a finished job's record and result; raises UnknownJobError or JobActiveError."""
     with self._lock:
-      job = self._jobs.get(job_id)
+      job = self._jobs.get(job_id) if is_job_id(job_id) else None
       if job is None:
         raise UnknownJobError(job_id)
       if job.status in (QUEUED, RUNNING):
@@ -167,7 +206,7 @@ class JobManager:
   def get(self, job_id: str) -> Job:
     with self._lock:
       self._expire()
-      job = self._jobs.get(job_id)
+      job = self._jobs.get(job_id) if is_job_id(job_id) else None
       if job is None:
         raise UnknownJobError(job_id)
       return dataclasses.replace(job, info=dict(job.info))

@@ -148,8 +148,7 @@ def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, i
     components[part] = json.loads(value.__getstate__()) if value is not None else None
   kind = byte_level.detect_kind(components)
   vocab = backend.get_vocab(with_added_tokens=True)
-  if not vocab:
-    raise TokenizerError(f"{name}: the vocabulary is empty")
+  check_dense_ids(vocab, name)
   special_ids = {token_id for token_id, token in backend.get_added_tokens_decoder().items() if token.special}
   special_ids.update(extra_special)
   resolved: dict[str, int] = {}
@@ -171,6 +170,20 @@ def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, i
                    roles=resolved, add_bos=add_bos)
 
 
+def check_dense_ids(vocab: Mapping[str, int], name: str) -> None:
+  """Refuses a vocabulary whose ids are not exactly 0..len(vocab)-1.
+
+  Every table zett builds for a tokenizer (pieces, bytes, embedding rows) is sized by the largest id: a
+  16 KB tokenizer.json mapping one token to id 10^9 would otherwise allocate gigabytes before anything fails.
+  """
+  if not vocab:
+    raise TokenizerError(f"{name}: the vocabulary is empty")
+  piece, largest = max(vocab.items(), key=lambda item: item[1])
+  if largest >= len(vocab) or len(set(vocab.values())) != len(vocab):
+    raise TokenizerError(f"{name}: token ids must run from 0 to {len(vocab) - 1} without gaps or repeats "
+                         f"({len(vocab)} tokens), but {piece!r} has id {largest}")
+
+
 def _roles_from_config(config: Mapping[str, Any]) -> dict[str, str]:
   roles = {}
   for role in ROLES:
@@ -182,6 +195,19 @@ def _roles_from_config(config: Mapping[str, Any]) -> dict[str, str]:
   return roles
 
 
+def _read_side_config(path: Path) -> dict[str, Any]:
+  """A tokenizer_config.json beside the tokenizer ({} if absent); malformed is an error naming the file."""
+  if not path.exists():
+    return {}
+  try:
+    config = json.loads(path.read_text(encoding="utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise TokenizerError(f"{path}: not a valid JSON file ({error})") from None
+  if not isinstance(config, dict):
+    raise TokenizerError(f"{path}: expected a JSON object, got {type(config).__name__}")
+  return config
+
+
 def _load_tokenizer_json(path: Path, name: str) -> tokenizers.Tokenizer:
   try:
     return tokenizers.Tokenizer.from_file(str(path))
@@ -190,8 +216,7 @@ def _load_tokenizer_json(path: Path, name: str) -> tokenizers.Tokenizer:
 
 
 def _load_hf_folder(folder: Path, name: str) -> Tokenizer:
-  config_path = folder / "tokenizer_config.json"
-  config = json.loads(config_path.read_text()) if config_path.exists() else {}
+  config = _read_side_config(folder / "tokenizer_config.json")
   roles = _roles_from_config(config)
   add_bos = bool(config.get("add_bos_token", False))
   if (folder / "tokenizer.json").exists():
@@ -236,6 +261,7 @@ def _load_converted(path: Path, convert) -> Tokenizer:
       meta = json.loads(meta_path.read_text())
       backend = tokenizers.Tokenizer.from_file(str(json_path))
       backend.encode_special_tokens = meta["encode_special_tokens"]
+      check_dense_ids(backend.get_vocab(with_added_tokens=True), str(json_path))
       return Tokenizer(backend=backend, name=str(path), kind=ModelKind(meta["kind"]),
                        special_ids=frozenset(meta["special_ids"]), roles=meta["roles"], add_bos=meta["add_bos"])
     except Exception:  # a damaged cache entry: convert again
@@ -288,14 +314,12 @@ def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -
       head = path.read_bytes()[:4096]
       if b'"config"' in head and b'"vocab"' in head and b'"model"' not in head:
         return _load_converted(path, _formats.load_tekken)
-      config_path = path.parent / "tokenizer_config.json"
-      config = {}
-      if config_path.exists():
-        config = json.loads(config_path.read_text())
+      config = _read_side_config(path.parent / "tokenizer_config.json")
       return from_backend(_load_tokenizer_json(path, name), name, _roles_from_config(config),
                           add_bos=bool(config.get("add_bos_token", False)))
     raise TokenizerError(f"{path}: unrecognised tokenizer file (expected tokenizer.json, .model, .gguf, "
                          ".tiktoken or a tekken .json)")
-  if path.suffix or name.startswith((".", "/", "~")):
+  from zett.interop.hub import could_be_hub_name
+  if not could_be_hub_name(name):
     raise TokenizerError(f"{name}: no such file or folder")
   return _load_hub(name)
