@@ -27,7 +27,7 @@ def tiny_tokenizer(vocab_size: int = 512):
   """A byte-level BPE `zett.tokenization.Tokenizer` of `vocab_size` pieces (deterministic)."""
   import tokenizers
   from tokenizers import decoders, models, pre_tokenizers, trainers
-  from zett.tokenization.load import from_backend
+  from zett.tokenization.tokenizer import from_backend
   backend = tokenizers.Tokenizer(models.BPE())
   backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   backend.decoder = decoders.ByteLevel()

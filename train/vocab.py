@@ -28,7 +28,7 @@ class EncodedVocabulary:
 def base_tokenizer_of(base_model, spec: str | None = None):
   """The base's tokenizer as a `zett.tokenization.Tokenizer` (`spec` overrides the one shipped with the model)."""
   from zett.tokenization import load_tokenizer
-  from zett.tokenization.load import Tokenizer, from_backend
+  from zett.tokenization.tokenizer import Tokenizer, from_backend
   if spec:
     return load_tokenizer(spec)
   tokenizer = base_model.tokenizer

@@ -23,7 +23,7 @@ from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize, byte_level
 from zett.tokenization.byte_level import to_byte_level
 from zett.tokenization._substrings import (PRETOKEN_PATTERN, BatchSubstrings, BatchWords, SubstringWindow,
                                            count_substrings, hash_words, pretokenize, segment)
-from zett.tokenization.load import Tokenizer, from_backend
+from zett.tokenization.tokenizer import Tokenizer, from_backend
 from zett.tokenization.surface import SurfaceEncoder, pack_flat, pack_rows
 
 _BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))

@@ -19,7 +19,7 @@ import tokenizers
 
 from zett.tokenization.byte_level import (ModelKind, TokenizerError, byte_fallback_value, from_byte_level,
                                           to_byte_level)
-from zett.tokenization.load import ROLES, Tokenizer
+from zett.tokenization.tokenizer import ROLES, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
