@@ -11,7 +11,7 @@ import pytest
 from zett.interop import hf
 from zett.interop._safetensors import write_safetensors
 from zett.models import MissingTensorError, ModelLoadError, ShapeError, family_for_model_type, gpt2
-from zett.models.load import BaseModel, params_sha256
+from zett.models.base import BaseModel, params_sha256
 from zett.testing.torch_reference import padded_batch, torch_logits
 
 torch = pytest.importorskip("torch")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hypernet.io import HypernetCheckpointError, file_sha256, load_hypernet
+from hypernet.io import HypernetCheckpointError, load_hypernet
+from zett.sha256 import file_sha256
 from train.data import is_heldout
 from zett import assets
 from zett.data.corpus import normalise

@@ -56,7 +56,7 @@ def tiny_bert(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int
   import jax
   import numpy as np
   from zett.models import bert
-  from zett.models.load import BaseModel, params_sha256
+  from zett.models.base import BaseModel, params_sha256
   from zett.transfer_vocab import to_transformers
   tok = base_tokenizer()
   config = bert.BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,

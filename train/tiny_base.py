@@ -41,7 +41,7 @@ def tiny_tokenizer(vocab_size: int = 512):
 def tiny_base(seed: int = 0, hidden_size: int = 64, num_hidden_layers: int = 2, vocab_size: int = 512,
               dtype=jnp.float32, param_dtype=jnp.float32):
   """A random tiny Llama `BaseModel` whose tokenizer is `tiny_tokenizer(vocab_size)`."""
-  from zett.models.load import cast_params
+  from zett.models.base import cast_params
   from zett.testing.tiny import tiny_llama
   tokenizer = tiny_tokenizer(vocab_size)
   base = tiny_llama(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
@@ -56,7 +56,7 @@ def tiny_xlmr_base(seed: int = 0, hidden_size: int = 64, num_hidden_layers: int 
   """A random tiny XLM-R-style masked LM (tied embeddings + LM-head output bias) with `tiny_tokenizer`."""
   import jax
   from zett.models import bert
-  from zett.models.load import BaseModel, cast_params, params_sha256
+  from zett.models.base import BaseModel, cast_params, params_sha256
   tokenizer = tiny_tokenizer(vocab_size)
   config = bert.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size,
                            num_hidden_layers=num_hidden_layers, num_attention_heads=max(1, hidden_size // 16),

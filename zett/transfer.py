@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.baselines import BASELINE_METHODS, make_baseline
+from zett.models.base import BaseModel, params_sha256
 from zett.models.family import Embeddings
-from zett.models.load import BaseModel, params_sha256
 from zett.transfer_vocab import MissingTokenizerError, TargetVocabulary, as_tokenizer, build_target_vocabulary
 
 METHODS = ("hypernet",) + BASELINE_METHODS

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from zett.models import llama
-from zett.models.load import BaseModel, params_sha256
+from zett.models.base import BaseModel, params_sha256
 
 
 def tiny_llama_config(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: int = 2,
