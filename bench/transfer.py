@@ -16,11 +16,8 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path  # noqa: E402
+from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path
 
 
 def _target_spec(quick: bool) -> str:

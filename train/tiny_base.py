@@ -7,33 +7,27 @@ tiny config runs anywhere without files or network. Tests that need a base that 
 from __future__ import annotations
 
 import functools
-import sysconfig
-from pathlib import Path
 
 import jax.numpy as jnp
 
+from zett.stdlib_source import stdlib_text
+
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
-_CORPUS_FILES = ("textwrap.py", "string.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+CORPUS_FILES = ("textwrap.py", "string.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+"""The stdlib modules the tiny tokenizer is trained on (and the tests pretrain the tiny base on)."""
 
 
-def stdlib_text(names=_CORPUS_FILES) -> str:
-  """Concatenated source of a few standard-library modules (present on every Python install)."""
-  folder = Path(sysconfig.get_paths()["stdlib"])
-  return "\n\n".join((folder / name).read_text(encoding="utf-8") for name in names if (folder / name).is_file())
+def corpus_text() -> str:
+  """The source of `CORPUS_FILES` joined by blank lines (a file this Python lacks is left out)."""
+  return stdlib_text(CORPUS_FILES, skip_missing=True)
 
 
 @functools.cache
 def tiny_tokenizer(vocab_size: int = 512):
   """A byte-level BPE `zett.tokenization.Tokenizer` of `vocab_size` pieces (deterministic)."""
-  import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers, trainers
+  from zett.testing.bpe import train_byte_level_bpe
   from zett.tokenization.tokenizer import from_backend
-  backend = tokenizers.Tokenizer(models.BPE())
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  backend.train_from_iterator(stdlib_text().split("\n\n"), trainer)
+  backend = train_byte_level_bpe(corpus_text().split("\n\n"), vocab_size, SPECIAL_TOKENS)
   return from_backend(backend, f"tiny-bpe-{vocab_size}",
                       roles={"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"})
 
