@@ -1,7 +1,7 @@
 """Batch-level BPE: our incremental merger vs the recount-everything reference, at word level.
 
 Batches of 32x128, 64x512 and 1x8,192 SmolLM2 tokens of multilingual text (Debian Handbook:
-en, de, es, fr, ru, ja, ar paragraphs interleaved). The reference (tests/test_dynamic_merge.py)
+en, de, es, fr, ru, ja, ar paragraphs interleaved). The reference (zett/testing/reference_merge.py)
 recounts every pair after each merge, as the published implementation does; on big batches it is
 capped after about `--reference-seconds` and compared on the same number of merges, and its full time
 is extrapolated with a recount's cost proportional to the current token count (on 64x512 this gave
@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import argparse
 import html.parser
-from zett.assets import smollm2_gguf_path
 import os
-import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
-
-
-from tests.test_dynamic_merge import reference_merge  # noqa: E402
-from zett.dynamic import BaseBatch, merge_batch, split_texts  # noqa: E402
+from zett.assets import smollm2_gguf_path
+from zett.dynamic import BaseBatch, merge_batch, split_texts
+from zett.testing.reference_merge import reference_merge
 
 HANDBOOK = "/usr/share/doc/debian-handbook/html"
 LANGUAGES = {"en": "en-US", "de": "de-DE", "es": "es-ES", "fr": "fr-FR", "ru": "ru-RU", "ja": "ja-JP", "ar": "ar-MA"}

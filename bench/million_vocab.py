@@ -42,19 +42,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import sysconfig
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zett.ann import EmbeddingStore, IndexMismatchError, IndexSpec, build_index, load_index  # noqa: E402
-from zett.ann.index import query_scale_from  # noqa: E402
-from zett.ann.build import base_tokenizer_of, build_vocabulary, train_bpe_vocabulary  # noqa: E402
-from zett.tokenization import load_tokenizer  # noqa: E402
+from zett.ann import EmbeddingStore, IndexMismatchError, IndexSpec, build_index, load_index
+from zett.ann.index import query_scale_from
+from zett.ann.build import base_tokenizer_of, build_vocabulary, train_bpe_vocabulary
+from zett.tokenization import load_tokenizer
 
 
 def _corpus(max_bytes: int) -> tuple[list[str], list[str], list[str]]:

@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _worker(args) -> None:
-  sys.path.insert(0, str(REPO))
   from train import distributed
   if args.num_processes > 1:
     distributed.initialize(distributed.options_from(args.coordinator, args.num_processes, args.process_id, 120,
@@ -79,7 +78,7 @@ def _free_port() -> int:
 
 def _run_row(args, devices_per_process: int, processes: int, tmp: Path) -> dict:
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-             PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), TOKENIZERS_PARALLELISM="false")
+             TOKENIZERS_PARALLELISM="false")
   base = [sys.executable, __file__, "--worker", "--config", args.config, "--steps", str(args.steps),
           "--batch-size", str(args.batch_size), "--run-dir", str(tmp / f"{processes}x{devices_per_process}")]
   if processes > 1:

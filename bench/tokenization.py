@@ -32,20 +32,16 @@ import html
 import math
 import os
 import re
-import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
+import numpy as np
+import tokenizers
+from tokenizers import models, pre_tokenizers
 
-import numpy as np  # noqa: E402
-import tokenizers  # noqa: E402
-from tokenizers import models, pre_tokenizers  # noqa: E402
+from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 
-from zett.assets import qwen_tiktoken_path, smollm2_gguf_path  # noqa: E402
-
-from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, load_tokenizer, surface, to_byte_level  # noqa: E402
-from zett.tokenization.sampler import PRETOKEN_PATTERN  # noqa: E402
+from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, load_tokenizer, surface, to_byte_level
+from zett.tokenization.sampler import PRETOKEN_PATTERN
 
 HANDBOOK = "/usr/share/doc/debian-handbook/html"
 LANGUAGES = ("en-US", "de-DE", "es-ES", "fr-FR", "ru-RU", "ja-JP", "ar-MA")
@@ -80,8 +76,7 @@ def multilingual_chunks(size: int) -> tuple[list[str], str]:
     mixed = [p for group in zip(*paragraphs) for p in group]
     source = f"Debian Handbook ({len(paragraphs)} languages)"
   else:
-    sys.path.insert(0, os.path.join(_ROOT, "tests"))
-    from tests._tokenization_text import multilingual_lines
+    from zett.testing.multilingual_text import multilingual_lines
     mixed, source = list(multilingual_lines(20000)), "generated multilingual lines"
   text = "\n".join(mixed)
   return [text[i:i + size] for i in range(0, len(text) - size, size)], source

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from train.config import load_train_config  # noqa: E402
-from train.data import TextBatcher  # noqa: E402
-from train.loop import _device_batch  # noqa: E402
-from train.setup import prepare  # noqa: E402
-from train.vocab import make_sampler  # noqa: E402
+from train.config import load_train_config
+from train.data import TextBatcher
+from train.loop import _device_batch
+from train.setup import prepare
+from train.vocab import make_sampler
 
 # Dense bf16 / fp32 peak FLOP/s by device kind, for MFU (tensor-core bf16; fp32 without TF32).
 _PEAK_FLOPS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}

@@ -16,11 +16,8 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path  # noqa: E402
+from zett.assets import mistral_tokenizer_path, qwen_tiktoken_path
 
 
 def _target_spec(quick: bool) -> str:
@@ -41,6 +38,7 @@ def main() -> int:
   from hypernet import config_for_base, init_hypernet
   from zett.models.load import load_model
   from zett.tokenization import load_tokenizer
+  from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
   from zett.transfer import transfer_with_record
   from zett.transfer_vocab import build_target_vocabulary
 
@@ -49,7 +47,7 @@ def main() -> int:
   load_seconds = time.perf_counter() - started
   target = load_tokenizer(_target_spec(args.quick))
   started = time.perf_counter()
-  build_target_vocabulary(target, base.tokenizer, 7)  # fills the surface-form cache both runs use
+  build_target_vocabulary(target, base.tokenizer, DEFAULT_SURFACE_LENGTH)  # fills the surface-form cache both runs use
   surface_seconds = time.perf_counter() - started
 
   from zett.assets import shipped_hypernet_for

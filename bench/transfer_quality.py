@@ -37,8 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 _CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 _TEXT_FILES = {"en": "en.parquet", "python": "code-python.parquet", "de": "de.parquet", "fr": "fr.parquet",
                "es": "es.parquet", "ru": "ru.parquet", "zh": "zh.parquet", "ja": "ja.parquet"}

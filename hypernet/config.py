@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
+
 
 @dataclasses.dataclass(frozen=True)
 class HypernetConfig:
@@ -25,7 +27,7 @@ class HypernetConfig:
   """0 means max(1, hidden_size // 64), the paper's choice."""
   mlp_size: int = 0
   """0 means 2 * hidden_size."""
-  surface_length: int = 7
+  surface_length: int = DEFAULT_SURFACE_LENGTH
   """L: at most this many base subtokens spell a target token (7 in all published runs)."""
   predict_output_embeddings: bool = False
   """True for untied bases: a separate output-embedding head, and inputs concatenate in+out rows."""
@@ -71,7 +73,7 @@ class HypernetConfig:
 
 
 def config_for_base(model, **overrides) -> HypernetConfig:
-  """A hypernetwork config matching a loaded base model (`zett.models.load.BaseModel`)."""
+  """A hypernetwork config matching a loaded base model (`zett.models.base.BaseModel`)."""
   embeddings = model.family.get_embeddings(model.config, model.params)
   fields = dict(
       embedding_dim=int(embeddings.input.shape[1]),

@@ -10,7 +10,6 @@ corrupt or mismatched file fails with one clear error instead of wrong embedding
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ from safetensors.numpy import load_file, save_file
 
 from hypernet.config import HypernetConfig
 from zett.models.family import Embeddings
+from zett.sha256 import file_sha256
 from zett.staging import new_staging_folder, replace_folder
 
 WEIGHTS_NAME = "hypernet.safetensors"
@@ -31,14 +31,6 @@ FORMAT_VERSION = 1
 
 class HypernetCheckpointError(ValueError):
   """A hypernetwork folder that is missing, corrupt, or does not fit its config or base."""
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    while block := f.read(chunk_bytes):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 def _flatten(params, prefix=()):

@@ -24,11 +24,11 @@ def pretrained_tiny_base(folder: Path, steps: int = 300, seed: int = 0) -> Path:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from train.tiny_base import stdlib_text, tiny_base
+  from train.tiny_base import corpus_text, tiny_base
   from zett.interop.hf import save_pretrained
 
   base = tiny_base(seed=seed)
-  ids = np.asarray(base.tokenizer.encode(stdlib_text()), np.int32)
+  ids = np.asarray(base.tokenizer.encode(corpus_text()), np.int32)
   window, batch = 65, 16
   optimizer = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 20, steps, 3e-4))
 
@@ -57,19 +57,12 @@ def pretrained_tiny_base(folder: Path, steps: int = 300, seed: int = 0) -> Path:
 
 def train_unseen_tokenizer(path: Path, vocab_size: int = 700) -> Path:
   """A BPE tokenizer the training never samples: other text (the email package), other vocabulary."""
-  import sysconfig
-  import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers, trainers
+  from zett.stdlib_source import stdlib_folder
+  from zett.testing.bpe import train_byte_level_bpe
   if path.is_file():
     return path
-  text_dir = Path(sysconfig.get_paths()["stdlib"]) / "email"
-  texts = [p.read_text(encoding="utf-8") for p in sorted(text_dir.glob("*.py"))]
-  backend = tokenizers.Tokenizer(models.BPE())
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"], show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  backend.train_from_iterator(texts, trainer)
+  texts = [p.read_text(encoding="utf-8") for p in sorted((stdlib_folder() / "email").glob("*.py"))]
+  backend = train_byte_level_bpe(texts, vocab_size, ["<s>", "</s>"])
   path.parent.mkdir(parents=True, exist_ok=True)
   backend.save(str(path))
   return path

@@ -1,41 +1,23 @@
 """Large-vocabulary generation: BPE with the base forced in, ANN vs exact steps, exact vs the plain model."""
 
-import sysconfig
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tokenizers
 
 from zett.ann.build import VocabularyError, build_vocabulary, train_bpe_vocabulary
 from zett.ann.generate import LargeVocabGenerator
+from zett.stdlib_source import stdlib_texts_up_to
+from zett.testing.bpe import train_byte_level_bpe
 from zett.testing.tiny import tiny_llama
 from zett.tokenization import from_backend
 
 pytestmark = pytest.mark.slow
 
 
-def _stdlib_texts(max_bytes):
-  texts, total = [], 0
-  for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-    text = path.read_text(encoding="utf-8", errors="replace")
-    texts.append(text)
-    total += len(text)
-    if total > max_bytes:
-      break
-  return texts
-
-
 @pytest.fixture(scope="module")
 def base_tokenizer():
-  backend = tokenizers.Tokenizer(tokenizers.models.BPE())
-  backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = tokenizers.decoders.ByteLevel()
-  trainer = tokenizers.trainers.BpeTrainer(vocab_size=768, special_tokens=["<|endoftext|>"], show_progress=False,
-                                           initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
-  backend.train_from_iterator(_stdlib_texts(300_000), trainer)
+  backend = train_byte_level_bpe(stdlib_texts_up_to(300_000), 768, ["<|endoftext|>"])
   return from_backend(backend, "tiny-bpe", roles={"eos": "<|endoftext|>"})
 
 
@@ -47,7 +29,7 @@ def _f16_exact_model(tokenizer, **kwargs):
 
 
 def test_trained_vocabulary_keeps_base_ids(base_tokenizer):
-  large = train_bpe_vocabulary(_stdlib_texts(600_000), 5000, base_tokenizer)
+  large = train_bpe_vocabulary(stdlib_texts_up_to(600_000), 5000, base_tokenizer)
   assert 4000 < large.vocab_size <= 5000
   base_pieces, large_pieces = base_tokenizer.id_to_piece, large.id_to_piece
   assert large_pieces[:len(base_pieces)] == base_pieces
@@ -86,7 +68,7 @@ def test_exact_with_base_vocabulary_equals_plain_greedy(tmp_path, base_tokenizer
 
 
 def test_ann_top1_matches_exact_on_greedy_steps(tmp_path, base_tokenizer):
-  large = train_bpe_vocabulary(_stdlib_texts(4_000_000), 20_000, base_tokenizer)
+  large = train_bpe_vocabulary(stdlib_texts_up_to(4_000_000), 20_000, base_tokenizer)
   assert large.vocab_size > 15_000
   model = tiny_llama(vocab_size=base_tokenizer.vocab_size, hidden_size=64, tokenizer=base_tokenizer)
   build_vocabulary(tmp_path / "v", model, large, batch_size=8192, progress=False)

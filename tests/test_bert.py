@@ -11,8 +11,9 @@ import pytest
 from zett.interop import hf
 from zett.interop._safetensors import write_safetensors
 from zett.models import MissingTensorError, ShapeError, bert, family_for_model_type
-from zett.models.load import BaseModel, params_sha256
-from zett.testing.torch_reference import torch_logits
+from zett.testing.tiny import apply_jitted
+from zett.testing.torch_reference import (base_model_from_torch, numpy_state_dict, randomize_constant_params,
+                                          torch_logits)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -33,37 +34,12 @@ def _random_hf_mlm(variant, seed=0):
       intermediate_size=40, max_position_embeddings=24, **options)
   torch.manual_seed(seed)
   model = transformers.AutoModelForMaskedLM.from_config(config, attn_implementation="eager").float().eval()
-  with torch.no_grad():  # HF initialises norms/biases to constants, which would hide mapping mistakes.
-    for name, p in model.named_parameters():
-      if "LayerNorm" in name or "layer_norm" in name:
-        p.copy_(1.0 + 0.2 * torch.randn_like(p)) if name.endswith("weight") else p.copy_(0.1 * torch.randn_like(p))
-      elif name.endswith("bias"):
-        p.copy_(0.1 * torch.randn_like(p))
-  return model
-
-
-def _state_dict(model):
-  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  return randomize_constant_params(model, lambda name: "LayerNorm" in name or "layer_norm" in name)
 
 
 def _tiny(variant="bert", dtype=jnp.float32):
   reference = _random_hf_mlm(variant)
-  config = bert.config_from_hf(reference.config.to_dict())
-  params = bert.params_from_hf(config, _state_dict(reference))
-  model = BaseModel(family=bert.FAMILY, config=config, module=bert.make_module(config, dtype), params=params,
-                    tokenizer=None, name=f"tiny-{variant}", weights_sha256=params_sha256(params))
-  return reference, model
-
-
-_JITTED = {}
-
-
-def _apply(model, **kwargs):
-  # One compiled forward per (config, dtype): eager linen re-traces the scanned layers on every call.
-  key = (model.module.config, model.module.dtype)
-  if key not in _JITTED:
-    _JITTED[key] = jax.jit(model.module.apply, static_argnames=("compute_logits",))
-  return _JITTED[key]({"params": model.params}, **kwargs)
+  return reference, base_model_from_torch(bert, reference, f"tiny-{variant}", dtype)
 
 
 def _right_padded_batch(pad_token_id, seed=0):
@@ -91,14 +67,14 @@ def test_folder_load_matches_transformers_on_padded_batch(variant, tmp_path):
   ids, mask = _right_padded_batch(model.config.pad_token_id)
   real = mask.astype(bool)
   expected = torch_logits(reference, ids, mask)
-  ours = np.asarray(_apply(model, input_ids=ids, attention_mask=mask).logits)
+  ours = np.asarray(apply_jitted(model, input_ids=ids, attention_mask=mask).logits)
   assert np.abs(ours[real] - expected[real]).max() < 1e-4
   if model.config.type_vocab_size > 1:
     token_types = (np.arange(LENGTH) >= 4).astype(np.int32)[None].repeat(3, 0)
     with torch.no_grad():
       expected = reference(input_ids=torch.as_tensor(ids, dtype=torch.long), attention_mask=torch.as_tensor(mask),
                            token_type_ids=torch.as_tensor(token_types, dtype=torch.long)).logits.numpy()
-    ours = np.asarray(_apply(model, input_ids=ids, attention_mask=mask, token_type_ids=token_types).logits)
+    ours = np.asarray(apply_jitted(model, input_ids=ids, attention_mask=mask, token_type_ids=token_types).logits)
     assert np.abs(ours[real] - expected[real]).max() < 1e-4
 
 
@@ -108,26 +84,26 @@ def test_left_padding_gives_the_unpadded_logits():
   ids, _ = _right_padded_batch(1)
   left_ids = np.concatenate([np.full((1, 4), 1, np.int32), ids[:1, :6]], axis=1)
   left_mask = (np.arange(LENGTH) >= 4).astype(np.int32)[None]
-  padded = np.asarray(_apply(model, input_ids=left_ids, attention_mask=left_mask).logits)[0, 4:]
-  unpadded = np.asarray(_apply(model, input_ids=ids[:1, :6]).logits)[0]
+  padded = np.asarray(apply_jitted(model, input_ids=left_ids, attention_mask=left_mask).logits)[0, 4:]
+  unpadded = np.asarray(apply_jitted(model, input_ids=ids[:1, :6]).logits)[0]
   assert np.abs(padded - unpadded).max() < 1e-5
 
 
 def test_inputs_embeds_path_equals_input_ids_path(tiny_bert):
   _, model = tiny_bert
   ids, mask = _right_padded_batch(0)
-  by_ids = _apply(model, input_ids=ids, attention_mask=mask)
-  by_embeds = _apply(model, inputs_embeds=jnp.take(model.params["embed_tokens"], ids, axis=0), attention_mask=mask)
+  by_ids = apply_jitted(model, input_ids=ids, attention_mask=mask)
+  by_embeds = apply_jitted(model, inputs_embeds=jnp.take(model.params["embed_tokens"], ids, axis=0), attention_mask=mask)
   np.testing.assert_allclose(by_embeds.logits, by_ids.logits, atol=1e-6)
   with pytest.raises(ValueError, match="exactly one"):
-    _apply(model, input_ids=ids, inputs_embeds=by_embeds.hidden_states)
+    apply_jitted(model, input_ids=ids, inputs_embeds=by_embeds.hidden_states)
 
 
 def test_lm_head_bias_and_output_override(tiny_bert):
   _, model = tiny_bert
   ids, mask = _right_padded_batch(0)
   embeddings = model.family.get_embeddings(model.config, model.params)
-  default = _apply(model, input_ids=ids, attention_mask=mask)
+  default = apply_jitted(model, input_ids=ids, attention_mask=mask)
   # hidden_states is the LM head's transformed state: logits are exactly its projection plus the bias.
   np.testing.assert_allclose(default.logits, np.einsum("btd,vd->btv", np.asarray(default.hidden_states),
                                                        np.asarray(embeddings.input)) + embeddings.bias, atol=1e-4)
@@ -135,16 +111,16 @@ def test_lm_head_bias_and_output_override(tiny_bert):
   rng = np.random.default_rng(0)
   new_output_vd = rng.normal(size=(37, WIDTH)).astype(np.float32)
   new_bias_v = rng.normal(size=(37,)).astype(np.float32)
-  out = _apply(model, input_ids=ids, attention_mask=mask, output_embeddings=new_output_vd, output_bias=new_bias_v)
+  out = apply_jitted(model, input_ids=ids, attention_mask=mask, output_embeddings=new_output_vd, output_bias=new_bias_v)
   assert out.logits.shape == (3, LENGTH, 37)
   projected = np.einsum("btd,vd->btv", np.asarray(out.hidden_states), new_output_vd)
   np.testing.assert_allclose(out.logits, projected + new_bias_v, atol=1e-4)
   # A new vocabulary without a new bias has none (the old one belongs to the old vocabulary).
-  np.testing.assert_allclose(_apply(model, input_ids=ids, attention_mask=mask, output_embeddings=new_output_vd).logits,
+  np.testing.assert_allclose(apply_jitted(model, input_ids=ids, attention_mask=mask, output_embeddings=new_output_vd).logits,
                              projected, atol=1e-4)
-  zero_bias = _apply(model, input_ids=ids, attention_mask=mask, output_bias=np.zeros(VOCAB, np.float32))
+  zero_bias = apply_jitted(model, input_ids=ids, attention_mask=mask, output_bias=np.zeros(VOCAB, np.float32))
   np.testing.assert_allclose(zero_bias.logits, default.logits - np.asarray(embeddings.bias), atol=1e-4)
-  no_logits = _apply(model, input_ids=ids, compute_logits=False)
+  no_logits = apply_jitted(model, input_ids=ids, compute_logits=False)
   assert no_logits.logits is None and no_logits.hidden_states.shape == (3, LENGTH, WIDTH)
 
 
@@ -160,7 +136,7 @@ def test_export_reloads_in_transformers_with_equal_logits(variant, tmp_path):
   assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
   ids, mask = _right_padded_batch(model.config.pad_token_id)
   expected = torch_logits(reloaded.float().eval(), ids, mask)
-  ours = np.asarray(_apply(model, input_ids=ids, attention_mask=mask).logits)
+  ours = np.asarray(apply_jitted(model, input_ids=ids, attention_mask=mask).logits)
   real = mask.astype(bool)
   assert np.abs(ours[real] - expected[real]).max() < 1e-4
   again = bert.params_from_hf(model.config, bert.params_to_hf(model.config, model.params))
@@ -174,7 +150,7 @@ def test_export_reloads_in_transformers_with_equal_logits(variant, tmp_path):
 def test_missing_or_misshapen_tensor_raises_naming_it(tmp_path):
   reference = _random_hf_mlm("bert")
   config = bert.config_from_hf(reference.config.to_dict())
-  tensors = _state_dict(reference)
+  tensors = numpy_state_dict(reference)
   head_free = {k: v for k, v in tensors.items() if not k.startswith("cls.")}  # a bare BertModel checkpoint
   with pytest.raises(MissingTensorError, match=r"cls\.predictions\.transform\.dense\.weight"):
     bert.params_from_hf(config, head_free)
@@ -194,15 +170,15 @@ def test_missing_or_misshapen_tensor_raises_naming_it(tmp_path):
 def test_legacy_gamma_beta_names_load(tiny_bert):
   reference, model = tiny_bert
   legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-            for k, v in _state_dict(reference).items()}
+            for k, v in numpy_state_dict(reference).items()}
   jax.tree_util.tree_map(np.testing.assert_array_equal, bert.params_from_hf(model.config, legacy), model.params)
 
 
 def test_bfloat16_compute_close_to_float32(tiny_bert):
   _, model = tiny_bert
   ids, mask = _right_padded_batch(0)
-  f32 = _apply(model, input_ids=ids, attention_mask=mask).logits
-  bf16 = _apply(dataclasses.replace(model, module=bert.make_module(model.config, jnp.bfloat16)), input_ids=ids,
+  f32 = apply_jitted(model, input_ids=ids, attention_mask=mask).logits
+  bf16 = apply_jitted(dataclasses.replace(model, module=bert.make_module(model.config, jnp.bfloat16)), input_ids=ids,
                 attention_mask=mask)
   assert bf16.logits.dtype == jnp.float32 and bf16.hidden_states.dtype == jnp.bfloat16
   real = mask.astype(bool)
@@ -230,7 +206,7 @@ def test_encoder_family_contract_and_embeddings_swap(tiny_bert):
     assert family_for_model_type(model_type) is bert.FAMILY
   assert not bert.FAMILY.is_causal and bert.FAMILY.init_cache is None
   with pytest.raises(ValueError, match="no KV cache"):
-    _apply(model, input_ids=np.ones((1, 2), np.int32), cache=())
+    apply_jitted(model, input_ids=np.ones((1, 2), np.int32), cache=())
   family, config = model.family, model.config
   rng = np.random.default_rng(1)
   new_input, new_output = rng.normal(size=(2, 7, WIDTH)).astype(np.float32)
@@ -240,7 +216,7 @@ def test_encoder_family_contract_and_embeddings_swap(tiny_bert):
                                                 embeddings._replace(input=new_input, output=new_output, bias=new_bias))
   assert untied_config.vocab_size == 7 and not untied_config.tie_word_embeddings
   swapped = dataclasses.replace(model, config=untied_config, module=bert.make_module(untied_config), params=params)
-  out = _apply(swapped, input_ids=np.array([[1, 6]], np.int32))
+  out = apply_jitted(swapped, input_ids=np.array([[1, 6]], np.int32))
   np.testing.assert_allclose(out.logits, np.einsum("btd,vd->btv", np.asarray(out.hidden_states), new_output)
                              + new_bias, atol=1e-5)
   tied_config, params = family.set_embeddings(untied_config, params, embeddings._replace(input=new_input, bias=None))

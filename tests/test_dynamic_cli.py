@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 import pytest
-import tokenizers
 
 from zett.cli import main
 
@@ -20,7 +17,7 @@ def test_missing_and_empty_text_files(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_dynamic_cli_on_tiny_model(tmp_path, capsys):
+def test_dynamic_cli_on_tiny_model(tmp_path, capsys, textwrap_bpe):
   from transformers import PreTrainedTokenizerFast
 
   from hypernet.config import config_for_base
@@ -30,12 +27,7 @@ def test_dynamic_cli_on_tiny_model(tmp_path, capsys):
   from zett.models.load import load_model
   from zett.testing.tiny import tiny_llama
 
-  source = open(os.path.join(os.path.dirname(os.__file__), "textwrap.py"), encoding="utf-8").read()
-  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = tokenizers.decoders.ByteLevel()
-  tok.train_from_iterator([source], tokenizers.trainers.BpeTrainer(
-      vocab_size=300, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+  tok = textwrap_bpe(300)
   model = tiny_llama(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=1)
   save_pretrained(model, tmp_path / "model", tokenizer=PreTrainedTokenizerFast(tokenizer_object=tok))
   loaded = load_model(tmp_path / "model")

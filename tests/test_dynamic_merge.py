@@ -2,84 +2,12 @@
 
 from __future__ import annotations
 
-import collections
-import re
-
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from zett.dynamic import BaseBatch, MergeInputError, can_merge, merge_batch, split_texts
-
-_NO_INTERNAL_WHITESPACE = re.compile(rb"[ \t\n\r\x0b\x0c]*[^ \t\n\r\x0b\x0c]*")
-
-
-def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reduction=None, min_frequency=1,
-                    max_token_length=None, frozen=None):
-  """Recounts every pair of the batch after every merge (the published reference's algorithm).
-
-  Args:
-    pieces: per example, list of token bytes.
-    starts_pretoken: per example, list of bools (True = the token starts a pre-token).
-    max_token_length: merge only where the result spans at most this many base tokens.
-    frozen: per example, list of bools (True = never merged, e.g. a special token), or None.
-
-  Returns:
-    (merged pieces, spans [(start, end)], merges [(left, right)], stop reason)
-  """
-  # Each token: [bytes, pre-token group, start, end, frozen]
-  seqs, group = [], 0
-  for e, example in enumerate(pieces):
-    seq = []
-    for j, piece in enumerate(example):
-      is_frozen = bool(frozen[e][j]) if frozen else False
-      prev_frozen = bool(frozen[e][j - 1]) if frozen and j else False
-      if j == 0 or starts_pretoken[e][j] or is_frozen or prev_frozen:
-        group += 1
-      seq.append((piece, group, j, j + 1, is_frozen))
-    seqs.append(seq)
-  num_base = sum(len(s) for s in seqs)
-  limit = max_token_length or num_base + 1
-
-  def mergeable(x, y):
-    return (x[1] == y[1] and not x[4] and not y[4] and (x[3] - x[2]) + (y[3] - y[2]) <= limit
-            and _NO_INTERNAL_WHITESPACE.fullmatch(x[0] + y[0]) is not None)
-
-  merges = []
-  while True:
-    if max_merges is not None and len(merges) >= max_merges:
-      reason = "max_merges"
-      break
-    if target_reduction is not None and num_base - sum(len(s) for s in seqs) >= target_reduction * num_base:
-      reason = "target_reduction"
-      break
-    counts = collections.Counter()
-    for seq in seqs:
-      for x, y in zip(seq, seq[1:]):
-        if mergeable(x, y):
-          counts[(x[0], y[0])] += 1
-    if not counts:
-      reason = "no_pairs"
-      break
-    best = min(counts, key=lambda pair: (-counts[pair], pair))
-    if counts[best] < min_frequency:
-      reason = "min_frequency"
-      break
-    merges.append(best)
-    new_seqs = []
-    for seq in seqs:
-      out, j = [], 0
-      while j < len(seq):
-        if j + 1 < len(seq) and (seq[j][0], seq[j + 1][0]) == best and mergeable(seq[j], seq[j + 1]):
-          out.append((best[0] + best[1], seq[j][1], seq[j][2], seq[j + 1][3], False))
-          j += 2
-        else:
-          out.append(seq[j])
-          j += 1
-      new_seqs.append(out)
-    seqs = new_seqs
-  return ([[t[0] for t in s] for s in seqs], [[(t[2], t[3]) for t in s] for s in seqs], merges, reason)
-
+from zett.testing.reference_merge import NO_INTERNAL_WHITESPACE, reference_merge
 
 _ALPHABET = [b"a", b"b", b"ab", b"c", b" ", b" a", b"\n", b"b ", b"a b", b"\xe3\x81", b"\x82"]
 _examples = st.lists(st.tuples(st.sampled_from(_ALPHABET), st.booleans()), min_size=1, max_size=14)
@@ -132,7 +60,7 @@ def test_invariants(batch, rules):
     for token, (s, e) in zip(merged, spans.tolist()):
       assert token == b"".join(original[s:e])
       if e - s > 1:
-        assert _NO_INTERNAL_WHITESPACE.fullmatch(token), token
+        assert NO_INTERNAL_WHITESPACE.fullmatch(token), token
         assert not any(flags[s + 1:e]), "a merged token crosses a pre-token boundary"
   assert 0.0 <= result.reduction < 1.0
   if rules.get("max_token_length"):
@@ -187,18 +115,8 @@ def test_merged_token_in_base_vocab_keeps_base_id():
 
 
 @pytest.fixture(scope="module")
-def byte_level_tokenizer():
-  tokenizers = pytest.importorskip("tokenizers")
-  import os
-  text = open(os.path.join(os.path.dirname(os.__file__), "textwrap.py"), encoding="utf-8").read()
-  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = tokenizers.decoders.ByteLevel()
-  trainer = tokenizers.trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                           initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-                                           show_progress=False)
-  tok.train_from_iterator([text], trainer)
-  return tok
+def byte_level_tokenizer(textwrap_bpe):
+  return textwrap_bpe(400, ("<|endoftext|>",))
 
 
 _TEXTS = ["Hello world, how are   you?\n\n  12345 données", "日本語のテキスト。 Это   тест!", "def f(x):\n    return x"]

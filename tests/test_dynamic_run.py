@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tokenizers
 
 from zett.dynamic import merge_batch, split_texts
 from zett.dynamic.run import DynamicEmbedder, DynamicRunError, evaluate_decoder, evaluate_encoder
@@ -22,14 +19,8 @@ _TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def model():
-  text = open(os.path.join(os.path.dirname(os.__file__), "textwrap.py"), encoding="utf-8").read()
-  tok = tokenizers.Tokenizer(tokenizers.models.BPE())
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = tokenizers.decoders.ByteLevel()
-  trainer = tokenizers.trainers.BpeTrainer(vocab_size=320, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
-                                           show_progress=False)
-  tok.train_from_iterator([text], trainer)
+def model(textwrap_bpe):
+  tok = textwrap_bpe(320)
   return tiny_llama(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, tokenizer=tok)
 
 

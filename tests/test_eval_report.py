@@ -15,7 +15,7 @@ from tests.transfer_setup import base_tokenizer
 from zett.eval_report import EvalInputError, evaluate_models, format_table, read_texts, write_bar_chart, write_json
 from zett.evaluation import causal_lm_bits_per_byte, masked_lm_bits_per_byte
 from zett.models.family import ModelOutput
-from zett.models.load import BaseModel
+from zett.models.base import BaseModel
 from zett.transfer_vocab import to_transformers
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "x = [i * 2 for i in range(10)]  # Grüße\n"]

@@ -11,8 +11,9 @@ import pytest
 from zett.interop import hf
 from zett.interop._safetensors import write_safetensors
 from zett.models import MissingTensorError, ModelLoadError, ShapeError, family_for_model_type, gpt2
-from zett.models.load import BaseModel, params_sha256
-from zett.testing.torch_reference import padded_batch, torch_logits
+from zett.testing.tiny import apply_jitted
+from zett.testing.torch_reference import (base_model_from_torch, numpy_state_dict, padded_batch,
+                                          randomize_constant_params, torch_logits)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -31,37 +32,12 @@ def _random_hf_gpt2(variant="tied", seed=0):
                                    bos_token_id=1, eos_token_id=2, **VARIANTS[variant])
   torch.manual_seed(seed)
   model = transformers.GPT2LMHeadModel(config).float().eval()
-  with torch.no_grad():  # HF initialises norms/biases to constants, which would hide mapping mistakes.
-    for name, p in model.named_parameters():
-      if "ln_" in name:
-        p.copy_(1.0 + 0.2 * torch.randn_like(p)) if name.endswith("weight") else p.copy_(0.1 * torch.randn_like(p))
-      elif name.endswith("bias"):
-        p.copy_(0.1 * torch.randn_like(p))
-  return model
-
-
-def _state_dict(model):
-  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+  return randomize_constant_params(model, lambda name: "ln_" in name)
 
 
 def _tiny(variant="tied", dtype=jnp.float32):
   reference = _random_hf_gpt2(variant)
-  config = gpt2.config_from_hf(reference.config.to_dict())
-  params = gpt2.params_from_hf(config, _state_dict(reference))
-  model = BaseModel(family=gpt2.FAMILY, config=config, module=gpt2.make_module(config, dtype), params=params,
-                    tokenizer=None, name=f"tiny-gpt2-{variant}", weights_sha256=params_sha256(params))
-  return reference, model
-
-
-_JITTED = {}
-
-
-def _apply(model, **kwargs):
-  # One compiled forward per (config, dtype): eager linen re-traces the scanned layers on every call.
-  key = (model.module.config, model.module.dtype)
-  if key not in _JITTED:
-    _JITTED[key] = jax.jit(model.module.apply, static_argnames=("compute_logits",))
-  return _JITTED[key]({"params": model.params}, **kwargs)
+  return reference, base_model_from_torch(gpt2, reference, f"tiny-gpt2-{variant}", dtype)
 
 
 @pytest.fixture(scope="module")
@@ -77,24 +53,24 @@ def test_folder_load_matches_transformers_on_padded_batch(variant, tmp_path):
   assert model.family is gpt2.FAMILY and model.config.tie_word_embeddings == (variant == "tied")
   ids, mask, positions = padded_batch(VOCAB)  # full, right-padded and left-padded rows
   expected = torch_logits(reference, ids, mask, positions)
-  ours = np.asarray(_apply(model, input_ids=ids, attention_mask=mask).logits)
+  ours = np.asarray(apply_jitted(model, input_ids=ids, attention_mask=mask).logits)
   real = mask.astype(bool)
   assert np.abs(ours[real] - expected[real]).max() < 1e-4
   # Unpadded, every position default on both sides.
-  assert np.abs(np.asarray(_apply(model, input_ids=ids[:1]).logits) - torch_logits(reference, ids[:1])).max() < 1e-4
+  assert np.abs(np.asarray(apply_jitted(model, input_ids=ids[:1]).logits) - torch_logits(reference, ids[:1])).max() < 1e-4
 
 
 def test_inputs_embeds_path_equals_input_ids_path(tied):
   _, model = tied
   ids, mask, _ = padded_batch(VOCAB)
-  by_ids = _apply(model, input_ids=ids, attention_mask=mask)
-  by_embeds = _apply(model, inputs_embeds=jnp.take(model.params["embed_tokens"], ids, axis=0), attention_mask=mask)
+  by_ids = apply_jitted(model, input_ids=ids, attention_mask=mask)
+  by_embeds = apply_jitted(model, inputs_embeds=jnp.take(model.params["embed_tokens"], ids, axis=0), attention_mask=mask)
   np.testing.assert_allclose(by_embeds.logits, by_ids.logits, atol=1e-6)
   np.testing.assert_allclose(by_embeds.hidden_states, by_ids.hidden_states, atol=1e-6)
   with pytest.raises(ValueError, match="exactly one"):
-    _apply(model, input_ids=ids, inputs_embeds=by_embeds.hidden_states)
+    apply_jitted(model, input_ids=ids, inputs_embeds=by_embeds.hidden_states)
   with pytest.raises(ValueError, match="exactly one"):
-    _apply(model, attention_mask=mask)
+    apply_jitted(model, attention_mask=mask)
 
 
 def test_output_embeddings_and_bias_override(tied):
@@ -103,16 +79,16 @@ def test_output_embeddings_and_bias_override(tied):
   rng = np.random.default_rng(0)
   new_output_vd = rng.normal(size=(37, WIDTH)).astype(np.float32)
   new_bias_v = rng.normal(size=(37,)).astype(np.float32)
-  out = _apply(model, input_ids=ids, attention_mask=mask, output_embeddings=new_output_vd, output_bias=new_bias_v)
+  out = apply_jitted(model, input_ids=ids, attention_mask=mask, output_embeddings=new_output_vd, output_bias=new_bias_v)
   assert out.logits.shape == (3, 10, 37) and out.logits.dtype == jnp.float32
   expected = np.einsum("btd,vd->btv", np.asarray(out.hidden_states), new_output_vd) + new_bias_v
   np.testing.assert_allclose(out.logits, expected, atol=1e-4)
   # hidden_states is what the default (tied) head projects too.
-  default = _apply(model, input_ids=ids, attention_mask=mask)
+  default = apply_jitted(model, input_ids=ids, attention_mask=mask)
   np.testing.assert_allclose(out.hidden_states, default.hidden_states)
   np.testing.assert_allclose(default.logits, np.einsum("btd,vd->btv", np.asarray(default.hidden_states),
                                                        np.asarray(model.params["embed_tokens"])), atol=1e-4)
-  no_logits = _apply(model, input_ids=ids, compute_logits=False)
+  no_logits = apply_jitted(model, input_ids=ids, compute_logits=False)
   assert no_logits.logits is None and no_logits.hidden_states.shape == (3, 10, WIDTH)
 
 
@@ -120,12 +96,12 @@ def test_kv_cache_decoding_equals_full_forward(tied):
   _, model = tied
   ids, mask, _ = padded_batch(VOCAB, length=12)
   ids, mask = ids[[0, 2]], mask[[0, 2]]  # a full row and a left-padded row: prompt of 8, then 4 single steps
-  full = np.asarray(_apply(model, input_ids=ids, attention_mask=mask).logits)
+  full = np.asarray(apply_jitted(model, input_ids=ids, attention_mask=mask).logits)
   cache = gpt2.init_cache(model.config, batch_size=2, max_length=16)
-  out = _apply(model, input_ids=ids[:, :8], attention_mask=mask[:, :8], cache=cache)
+  out = apply_jitted(model, input_ids=ids[:, :8], attention_mask=mask[:, :8], cache=cache)
   steps, cache = [np.asarray(out.logits)], out.cache
   for t in range(8, 12):
-    out = _apply(model, input_ids=ids[:, t:t + 1], attention_mask=mask[:, t:t + 1], cache=cache)
+    out = apply_jitted(model, input_ids=ids[:, t:t + 1], attention_mask=mask[:, t:t + 1], cache=cache)
     steps.append(np.asarray(out.logits))
     cache = out.cache
   incremental = np.concatenate(steps, axis=1)
@@ -146,7 +122,7 @@ def test_export_reloads_in_transformers_with_equal_logits(variant, tmp_path):
   assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
   ids, mask, positions = padded_batch(VOCAB)
   expected = torch_logits(reloaded.float().eval(), ids, mask, positions)
-  ours = np.asarray(_apply(model, input_ids=ids, attention_mask=mask).logits)
+  ours = np.asarray(apply_jitted(model, input_ids=ids, attention_mask=mask).logits)
   real = mask.astype(bool)
   assert np.abs(ours[real] - expected[real]).max() < 1e-4
   # The name map is a bijection: back through params_from_hf gives identical arrays.
@@ -157,7 +133,7 @@ def test_export_reloads_in_transformers_with_equal_logits(variant, tmp_path):
 def test_missing_or_misshapen_tensor_raises_naming_it(tmp_path):
   reference = _random_hf_gpt2()
   config = gpt2.config_from_hf(reference.config.to_dict())
-  tensors = _state_dict(reference)
+  tensors = numpy_state_dict(reference)
   missing = dict(tensors)
   del missing["transformer.h.1.mlp.c_fc.bias"]
   with pytest.raises(MissingTensorError, match=r"transformer\.h\.1\.mlp\.c_fc\.bias"):
@@ -183,7 +159,7 @@ def test_missing_or_misshapen_tensor_raises_naming_it(tmp_path):
 
 def test_original_hub_names_without_prefix_load(tied):
   reference, model = tied
-  unprefixed = {k.removeprefix("transformer."): v for k, v in _state_dict(reference).items() if k != "lm_head.weight"}
+  unprefixed = {k.removeprefix("transformer."): v for k, v in numpy_state_dict(reference).items() if k != "lm_head.weight"}
   params = gpt2.params_from_hf(model.config, unprefixed)
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, model.params)
 
@@ -191,8 +167,8 @@ def test_original_hub_names_without_prefix_load(tied):
 def test_bfloat16_compute_close_to_float32(tied):
   _, model = tied
   ids, mask, _ = padded_batch(VOCAB)
-  f32 = _apply(model, input_ids=ids, attention_mask=mask).logits
-  bf16 = _apply(dataclasses.replace(model, module=gpt2.make_module(model.config, jnp.bfloat16)),
+  f32 = apply_jitted(model, input_ids=ids, attention_mask=mask).logits
+  bf16 = apply_jitted(dataclasses.replace(model, module=gpt2.make_module(model.config, jnp.bfloat16)),
                 input_ids=ids, attention_mask=mask)
   assert bf16.logits.dtype == jnp.float32 and bf16.hidden_states.dtype == jnp.bfloat16
   real = mask.astype(bool)
@@ -224,7 +200,7 @@ def test_family_registry_and_embeddings_swap(tied):
   untied_config, params = family.set_embeddings(config, model.params, embeddings._replace(input=new_input,
                                                                                           output=new_output))
   assert untied_config.vocab_size == 7 and not untied_config.tie_word_embeddings
-  out = _apply(dataclasses.replace(model, config=untied_config, module=gpt2.make_module(untied_config), params=params),
+  out = apply_jitted(dataclasses.replace(model, config=untied_config, module=gpt2.make_module(untied_config), params=params),
                input_ids=np.array([[1, 6]], np.int32))
   np.testing.assert_allclose(out.logits, np.einsum("btd,vd->btv", np.asarray(out.hidden_states), new_output),
                              atol=1e-5)

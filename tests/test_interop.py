@@ -64,7 +64,7 @@ def test_sharded_save_and_load_round_trip(tmp_path):
 
 def test_bfloat16_params_export_and_reload(tmp_path):
   import jax.numpy as jnp
-  from zett.models.load import cast_params
+  from zett.models.base import cast_params
   model = tiny_llama(vocab_size=64, hidden_size=32)
   bf16 = cast_params(model.params, jnp.bfloat16)
   out = hf.save_pretrained(type(model)(**{**model.__dict__, "params": bf16}), tmp_path / "bf16")

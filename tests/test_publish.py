@@ -10,7 +10,7 @@ import yaml
 from safetensors.numpy import load_file
 
 from hypernet import HypernetConfig, abstract_params, save_hypernet
-from hypernet.io import file_sha256
+from zett.sha256 import file_sha256
 from train.publish import publish
 from zett.models.family import Embeddings
 

@@ -10,10 +10,11 @@ import tokenizers
 
 from hypernet import load_hypernet, predict_jit
 from tests.test_published_hypernet import _write_folder
-from tests.transfer_setup import base_tokenizer, stdlib_text, target_tokenizer, tiny_base
+from tests.transfer_setup import base_tokenizer, target_tokenizer, tiny_base
 from zett.cli import main
 from zett.interop.hf import save_pretrained
 from zett.models.load import load_model
+from zett.stdlib_source import stdlib_text
 from zett.tokenization.byte_level import to_byte_level
 
 pytest.importorskip("torch")

@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from zett.service import ServiceSettings, create_app, serve_in_thread
-from zett.service.demo import shared_tiny_engine, stdlib_text
+from zett.service.demo import shared_tiny_engine
 from zett.service.generation import LargeVocabularyDecoder
+from zett.stdlib_source import stdlib_texts_up_to
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def vocabulary(tmp_path_factory):
   from zett.ann.build import build_vocabulary, train_bpe_vocabulary
   from zett.ann.index import IndexSpec
   engine = shared_tiny_engine()
-  text = stdlib_text(200_000)
+  text = "".join(stdlib_texts_up_to(200_000))
   tokenizer = train_bpe_vocabulary([text[i:i + 5000] for i in range(0, len(text), 5000)], 1500, engine.tokenizer)
   folder = tmp_path_factory.mktemp("large-vocab")
   build_vocabulary(folder, engine.model, tokenizer, hypernet=(engine.hypernet_config, engine.hypernet_params),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hypernet.io import HypernetCheckpointError, file_sha256, load_hypernet
+from hypernet.io import HypernetCheckpointError, load_hypernet
+from zett.sha256 import file_sha256
 from train.data import is_heldout
 from zett import assets
 from zett.data.corpus import normalise
@@ -64,21 +65,15 @@ def _heldout_stdlib_modules(count: int, min_bytes: int = 3000) -> list[str]:
 
 @pytest.mark.slow
 def test_shipped_hypernet_beats_fvt_on_a_held_out_tokenizer_and_text():
-  import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers, trainers
-
   from zett.evaluation import causal_lm_bits_per_byte
   from zett.models.load import load_model
+  from zett.testing.bpe import train_byte_level_bpe
   from zett.tokenization import load_tokenizer
   from zett.transfer import transfer
 
   modules = _heldout_stdlib_modules(5)
   assert len(modules) == 5, "the standard library holds out fewer modules than expected"
-  bpe = tokenizers.Tokenizer(models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.decoder = decoders.ByteLevel()
-  bpe.train_from_iterator(modules[:4], trainers.BpeTrainer(
-      vocab_size=3000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"]))
+  bpe = train_byte_level_bpe(modules[:4], 3000, ["<|endoftext|>"])
   target = load_tokenizer(bpe)
   text = [modules[4][:6000]]
 

@@ -12,7 +12,8 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-from tests._tokenization_text import multilingual_lines, test_lines
+from zett.testing.bpe import train_byte_level_bpe
+from zett.testing.multilingual_text import multilingual_lines, test_lines
 from zett.tokenization import ModelKind, load_tokenizer, to_byte_level
 
 LINES = test_lines(5200)
@@ -107,12 +108,7 @@ def trained():
   """Byte-level BPE, SentencePiece-style Unigram and BERT WordPiece trained here on the test text."""
   # Trained without the random code points, so the test lines also exercise unknown characters.
   corpus = list(multilingual_lines(3000, seed=1, random_code_points=False)) + list(LINES[:1000])
-  bpe = tokenizers.Tokenizer(models.BPE())
-  bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  bpe.decoder = decoders.ByteLevel()
-  bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|endoftext|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                      show_progress=False))
+  bpe = train_byte_level_bpe(corpus, 2000, ["<|endoftext|>"])
   unigram = tokenizers.Tokenizer(models.Unigram())
   unigram.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
   unigram.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests._tokenization_text import multilingual_lines, stdlib_lines
+from zett.testing.multilingual_text import multilingual_lines, stdlib_lines
 from zett.tokenization import TokenizerSampler, from_byte_level, load_tokenizer, to_byte_level
 
 B, T = 16, 64

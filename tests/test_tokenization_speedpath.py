@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._tokenization_text import multilingual_lines, stdlib_lines
+from zett.testing.multilingual_text import multilingual_lines, stdlib_lines
 from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, _fast_pretokenize, load_tokenizer, to_byte_level
 from zett.tokenization.byte_level import from_byte_level

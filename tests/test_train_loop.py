@@ -26,13 +26,13 @@ def test_step0_predictions_equal_heuristic_and_base_bits_per_byte(tmp_path, unse
   from train.data import heldout_texts
   from train.loop import evaluate
   from train.setup import prepare
-  from train.vocab import encoded_vocabulary, target_vocabulary
+  from train.vocab import encoded_vocabulary, training_vocabulary
   from zett.tokenization import load_tokenizer
 
   config = _config(tmp_path, "eval.vocab_chunk_rows=96")  # 512 rows in 6 chunks (padded to 576)
   run = prepare(config)
   base = run.base.embeddings
-  vocab = target_vocabulary(load_tokenizer(str(unseen_tokenizer)), run.base_tokenizer, 7)
+  vocab = training_vocabulary(load_tokenizer(str(unseen_tokenizer)), run.base_tokenizer, 7)
   predicted = predict_jit(run.hypernet_config, run.state.params, jnp.asarray(vocab.surface_ids),
                       jnp.asarray(vocab.surface_lengths), base, jnp.asarray(vocab.special_base_ids))
   mask = np.arange(7)[None, :] < vocab.surface_lengths[:, None]

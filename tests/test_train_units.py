@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from train.batch import TargetVocabulary, build_batch
+from train.batch import TrainingVocabulary, build_batch
 from train.config import ConfigError, DataConfig, DataSource, load_train_config
 from train.data import DataError, TextBatcher, check_sources, heldout_texts, is_heldout
 from tests._train_helpers import TINY_CONFIG
@@ -86,10 +86,10 @@ def test_wrong_text_field_names_the_columns(tmp_path):
 
 
 def test_build_batch_pads_vocabulary_and_sequences():
-  vocab = TargetVocabulary(surface_ids=np.array([[3, 0], [5, 6], [7, 0]], np.int32),
-                           surface_lengths=np.array([1, 2, 1], np.int32),
-                           special_base_ids=np.array([3, -1, -1], np.int32),
-                           token_bytes=np.array([0, 4, 2], np.int32), mask_token_id=-1)
+  vocab = TrainingVocabulary(surface_ids=np.array([[3, 0], [5, 6], [7, 0]], np.int32),
+                             surface_lengths=np.array([1, 2, 1], np.int32),
+                             special_base_ids=np.array([3, -1, -1], np.int32),
+                             token_bytes=np.array([0, 4, 2], np.int32), mask_token_id=-1)
   batch = build_batch(vocab, [[1, 2, 1], [2]], sequence_length=4, vocab_rows=8)
   assert batch["token_ids"].tolist() == [[1, 2, 1, 0], [2, 0, 0, 0]]
   assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from hypernet import config_for_base, init_hypernet, save_hypernet
-from tests.transfer_setup import stdlib_text, target_tokenizer, tiny_base
+from tests.transfer_setup import target_tokenizer, tiny_base
 from zett.cli import main
 from zett.interop.hf import save_pretrained
 from zett.models.load import load_model
+from zett.stdlib_source import stdlib_text
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ _CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 def trained(tmp_path_factory):
   from train.config import load_train_config
   from train.loop import train
-  from train.tiny_base import stdlib_text
+  from zett.stdlib_source import stdlib_text
   from zett.models.load import load_model
   root = tmp_path_factory.mktemp("trained")
   # The same pretrained tiny base as the training tests (built once per session).

@@ -4,30 +4,18 @@
 from __future__ import annotations
 
 import functools
-import sysconfig
-from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from zett.stdlib_source import stdlib_text
+from zett.testing.bpe import train_byte_level_bpe
 
 _SPECIALS = ["<|endoftext|>", "<s>", "<pad>"]
-
-
-@functools.cache
-def stdlib_text(names: tuple[str, ...]) -> str:
-  folder = Path(sysconfig.get_paths()["stdlib"])
-  return "\n\n".join((folder / name).read_text(encoding="utf-8") for name in names)
 
 
 def train_bpe(vocab_size: int, names: tuple[str, ...], specials=tuple(_SPECIALS)):
   """A byte-level BPE `zett.tokenization.Tokenizer` trained on the given stdlib files."""
   from zett.tokenization import from_backend
-  backend = Tokenizer(models.BPE())
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials), show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
   text = stdlib_text(names)
-  backend.train_from_iterator([text[i:i + 2000] for i in range(0, len(text), 2000)], trainer)
+  backend = train_byte_level_bpe([text[i:i + 2000] for i in range(0, len(text), 2000)], vocab_size, specials)
   return from_backend(backend, f"bpe{vocab_size}-{names[0]}", roles={"bos": "<s>", "eos": "<|endoftext|>",
                                                                        "pad": "<pad>"})
 
@@ -56,7 +44,7 @@ def tiny_bert(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int
   import jax
   import numpy as np
   from zett.models import bert
-  from zett.models.load import BaseModel, params_sha256
+  from zett.models.base import BaseModel, params_sha256
   from zett.transfer_vocab import to_transformers
   tok = base_tokenizer()
   config = bert.BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,

@@ -22,8 +22,12 @@ SCALAR_KEYS = ("mask_token_index",)
 
 
 @dataclasses.dataclass(frozen=True)
-class TargetVocabulary:
-  """A target tokenizer's vocabulary as the hypernetwork sees it (numpy, one row per target token id)."""
+class TrainingVocabulary:
+  """A target tokenizer's vocabulary as training batches and the loss see it (numpy, one row per target token id).
+
+  Not `zett.transfer_vocab.TargetVocabulary`: that one carries the tokenizer objects a transfer exports; this one
+  the byte lengths (bits per byte) and the mask id that training needs.
+  """
 
   surface_ids: np.ndarray
   """int32 [V, L] base-vocabulary ids spelling each token."""
@@ -51,7 +55,7 @@ def round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
-def build_batch(vocab: TargetVocabulary, token_rows: Sequence[Sequence[int]], sequence_length: int,
+def build_batch(vocab: TrainingVocabulary, token_rows: Sequence[Sequence[int]], sequence_length: int,
                 vocab_rows: int) -> dict[str, np.ndarray]:
   """Static-shape batch arrays (numpy) for `token_rows` (target ids; truncated / right-padded to `sequence_length`).
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from zett import config as zett_config
 from zett.config import ConfigError, check_range
+from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,7 @@ class HypernetSection:
 
   num_layers: int = 3
   """Transformer encoder layers of the hypernetwork body."""
-  surface_max_length: int = 7
+  surface_max_length: int = DEFAULT_SURFACE_LENGTH
   """Base subtokens per target token (L)."""
   options: dict[str, Any] = dataclasses.field(default_factory=dict)
   """Further `HypernetConfig` fields by name (checked against it at start-up)."""

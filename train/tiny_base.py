@@ -7,33 +7,27 @@ tiny config runs anywhere without files or network. Tests that need a base that 
 from __future__ import annotations
 
 import functools
-import sysconfig
-from pathlib import Path
 
 import jax.numpy as jnp
 
+from zett.stdlib_source import stdlib_text
+
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
-_CORPUS_FILES = ("textwrap.py", "string.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+CORPUS_FILES = ("textwrap.py", "string.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+"""The stdlib modules the tiny tokenizer is trained on (and the tests pretrain the tiny base on)."""
 
 
-def stdlib_text(names=_CORPUS_FILES) -> str:
-  """Concatenated source of a few standard-library modules (present on every Python install)."""
-  folder = Path(sysconfig.get_paths()["stdlib"])
-  return "\n\n".join((folder / name).read_text(encoding="utf-8") for name in names if (folder / name).is_file())
+def corpus_text() -> str:
+  """The source of `CORPUS_FILES` joined by blank lines (a file this Python lacks is left out)."""
+  return stdlib_text(CORPUS_FILES, skip_missing=True)
 
 
 @functools.cache
 def tiny_tokenizer(vocab_size: int = 512):
   """A byte-level BPE `zett.tokenization.Tokenizer` of `vocab_size` pieces (deterministic)."""
-  import tokenizers
-  from tokenizers import decoders, models, pre_tokenizers, trainers
-  from zett.tokenization.load import from_backend
-  backend = tokenizers.Tokenizer(models.BPE())
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  backend.train_from_iterator(stdlib_text().split("\n\n"), trainer)
+  from zett.testing.bpe import train_byte_level_bpe
+  from zett.tokenization.tokenizer import from_backend
+  backend = train_byte_level_bpe(corpus_text().split("\n\n"), vocab_size, SPECIAL_TOKENS)
   return from_backend(backend, f"tiny-bpe-{vocab_size}",
                       roles={"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"})
 
@@ -41,7 +35,7 @@ def tiny_tokenizer(vocab_size: int = 512):
 def tiny_base(seed: int = 0, hidden_size: int = 64, num_hidden_layers: int = 2, vocab_size: int = 512,
               dtype=jnp.float32, param_dtype=jnp.float32):
   """A random tiny Llama `BaseModel` whose tokenizer is `tiny_tokenizer(vocab_size)`."""
-  from zett.models.load import cast_params
+  from zett.models.base import cast_params
   from zett.testing.tiny import tiny_llama
   tokenizer = tiny_tokenizer(vocab_size)
   base = tiny_llama(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_hidden_layers,
@@ -56,7 +50,7 @@ def tiny_xlmr_base(seed: int = 0, hidden_size: int = 64, num_hidden_layers: int 
   """A random tiny XLM-R-style masked LM (tied embeddings + LM-head output bias) with `tiny_tokenizer`."""
   import jax
   from zett.models import bert
-  from zett.models.load import BaseModel, cast_params, params_sha256
+  from zett.models.base import BaseModel, cast_params, params_sha256
   tokenizer = tiny_tokenizer(vocab_size)
   config = bert.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden_size,
                            num_hidden_layers=num_hidden_layers, num_attention_heads=max(1, hidden_size // 16),

@@ -1,4 +1,4 @@
-"""Target tokenizers for training and evaluation, as `TargetVocabulary` + an encoder.
+"""Target tokenizers for training and evaluation, as `TrainingVocabulary` + an encoder.
 
 Training draws a fresh tokenizer per batch through `zett.tokenization`'s `TokenizerSampler`; evaluation uses fixed
 tokenizers (the base's own, held-out ones named in the config, and sampled ones with fixed seeds).
@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from train.batch import TargetVocabulary, fit_encoder_buckets, negative_logit_offsets
+from train.batch import TrainingVocabulary, fit_encoder_buckets, negative_logit_offsets
 
 _MASK_CONTENTS = ("<mask>", "[MASK]", "<MASK>")
 
@@ -21,14 +21,14 @@ class EncodedVocabulary:
   """A target tokenizer ready for batching: its vocabulary view and a text -> ids function."""
 
   name: str
-  vocab: TargetVocabulary
+  vocab: TrainingVocabulary
   encode: Callable[[Sequence[str]], list[list[int]]]
 
 
 def base_tokenizer_of(base_model, spec: str | None = None):
   """The base's tokenizer as a `zett.tokenization.Tokenizer` (`spec` overrides the one shipped with the model)."""
   from zett.tokenization import load_tokenizer
-  from zett.tokenization.load import Tokenizer, from_backend
+  from zett.tokenization.tokenizer import Tokenizer, from_backend
   if spec:
     return load_tokenizer(spec)
   tokenizer = base_model.tokenizer
@@ -43,7 +43,7 @@ def base_tokenizer_of(base_model, spec: str | None = None):
   return from_backend(backend, base_model.name, {k: v for k, v in roles.items() if v is not None})
 
 
-def target_vocabulary(target, base, surface_max_length: int) -> TargetVocabulary:
+def training_vocabulary(target, base, surface_max_length: int) -> TrainingVocabulary:
   """Surface forms + byte lengths of every token of `target` (a `Tokenizer`) in `base` subtokens."""
   from zett.tokenization import surface_forms
   forms = surface_forms(target, base, max_length=surface_max_length)
@@ -52,13 +52,13 @@ def target_vocabulary(target, base, surface_max_length: int) -> TargetVocabulary
   token_bytes = np.array([0 if special[i] else len(b) for i, b in enumerate(target.vocab_bytes)], np.int32)
   pieces = target.id_to_piece
   mask_ids = [i for i in sorted(target.special_ids) if pieces[i] in _MASK_CONTENTS]
-  return TargetVocabulary(surface_ids=forms.ids.astype(np.int32), surface_lengths=forms.lengths.astype(np.int32),
-                          special_base_ids=forms.special_base_ids.astype(np.int32), token_bytes=token_bytes,
-                          mask_token_id=mask_ids[0] if mask_ids else -1)
+  return TrainingVocabulary(surface_ids=forms.ids.astype(np.int32), surface_lengths=forms.lengths.astype(np.int32),
+                            special_base_ids=forms.special_base_ids.astype(np.int32), token_bytes=token_bytes,
+                            mask_token_id=mask_ids[0] if mask_ids else -1)
 
 
 def encoded_vocabulary(name: str, target, base, surface_max_length: int) -> EncodedVocabulary:
-  vocab = target_vocabulary(target, base, surface_max_length)
+  vocab = training_vocabulary(target, base, surface_max_length)
   return EncodedVocabulary(name, vocab, lambda texts: target.encode_batch(list(texts)))
 
 

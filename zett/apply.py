@@ -28,7 +28,7 @@ import numpy as np
 
 from zett.baselines import make_baseline
 from zett.models.family import Embeddings
-from zett.models.load import BaseModel
+from zett.models.base import BaseModel
 from zett.transfer import (TRANSFER_RECORD_NAME, TransferError, TransferRecord, _embed_vocabulary,
                            target_vocabulary, with_new_vocabulary)
 

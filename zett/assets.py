@@ -56,7 +56,8 @@ SHIPPED_HYPERNETS = {
 
 def shipped_hypernet_path(name: str = "smollm2-135m") -> Path:
   """The folder of a hypernetwork shipped with zett, after checking its weights against the pinned sha256."""
-  from hypernet.io import WEIGHTS_NAME, file_sha256
+  from hypernet.io import WEIGHTS_NAME
+  from zett.sha256 import file_sha256
   if name not in SHIPPED_HYPERNETS:
     raise MissingAssetError(f"no shipped hypernetwork named {name!r} (shipped: {', '.join(SHIPPED_HYPERNETS)})")
   folder = Path(__file__).resolve().parent / "hypernets" / name

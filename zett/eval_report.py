@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from zett.evaluation import EvalInputError, causal_lm_bits_per_byte, count_tokens, masked_lm_bits_per_byte
-from zett.models.load import BaseModel
+from zett.models.base import BaseModel
 
 
 @dataclasses.dataclass(frozen=True)

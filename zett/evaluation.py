@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zett.models.load import BaseModel
+from zett.models.base import BaseModel
 
 _LENGTH_BUCKET = 32  # pad a batch's length up to a multiple of this, so few distinct shapes get compiled
 
@@ -143,7 +143,7 @@ def causal_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
   """Bits per byte of a causal `BaseModel` on `texts` (definition in the module docstring).
 
   Args:
-    model: a `zett.models.load.BaseModel` whose family is causal.
+    model: a `zett.models.base.BaseModel` whose family is causal.
     tokenizer: defaults to `model.tokenizer`.
     params: overrides `model.params` (e.g. with transferred embeddings).
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import sysconfig
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from zett.assets import qwen_tiktoken_path
 from zett.evaluation import causal_lm_bits_per_byte
 from zett.models.load import DEFAULT_MODEL, load_model
+from zett.stdlib_source import stdlib_folder, stdlib_text
 
 SAMPLE_TEXT = (
     "Language models read text as a sequence of tokens, and the tokenizer decides how a string is cut "
@@ -38,13 +38,9 @@ _CODE_TRAIN_MODULES = ("argparse", "typing", "inspect", "dataclasses", "pathlib"
 _CODE_HELDOUT_MODULES = ("pprint", "heapq")
 
 
-def _stdlib_text(module: str) -> str:
-  return (Path(sysconfig.get_paths()["stdlib"]) / f"{module}.py").read_text(encoding="utf-8")
-
-
 def _english_heldout(max_bytes: int = 6000) -> str:
   """English prose shipped with every Python: the license history (held out from everything)."""
-  path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+  path = stdlib_folder() / "LICENSE.txt"
   text = path.read_text(encoding="utf-8") if path.is_file() else SAMPLE_TEXT
   return text[:max_bytes]
 
@@ -57,7 +53,7 @@ def _train_code_tokenizer(vocab_size: int):
   backend.decoder = decoders.ByteLevel()
   trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
                                 initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-  backend.train_from_iterator([_stdlib_text(m) for m in _CODE_TRAIN_MODULES], trainer)
+  backend.train_from_iterator([stdlib_text((f"{m}.py",)) for m in _CODE_TRAIN_MODULES], trainer)
   return from_backend(backend, name=f"python-code-bpe-{vocab_size // 1024}k",
                       roles={"bos": 0, "eos": 0, "pad": 0})
 
@@ -156,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"hypernetwork: {hypernet}" if hypernet else
         f"no hypernetwork ships for {model.name} and none was given (--hypernet): FVT only")
   texts = {"English prose": [_english_heldout(args.text_bytes)],
-           "Python code (held out)": [_stdlib_text(m)[:args.text_bytes] for m in _CODE_HELDOUT_MODULES]}
+           "Python code (held out)": [stdlib_text((f"{m}.py",))[:args.text_bytes] for m in _CODE_HELDOUT_MODULES]}
   russian = _heldout_corpus_texts(Path(args.corpus), "ru", args.text_bytes) or _russian_corpus(Path(args.out),
                                                                                              args.text_bytes)
   if russian is not None:

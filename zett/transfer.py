@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.baselines import BASELINE_METHODS, make_baseline
+from zett.models.base import BaseModel, params_sha256
 from zett.models.family import Embeddings
-from zett.models.load import BaseModel, params_sha256
+from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 from zett.transfer_vocab import MissingTokenizerError, TargetVocabulary, as_tokenizer, build_target_vocabulary
 
 METHODS = ("hypernet",) + BASELINE_METHODS
-DEFAULT_SURFACE_LENGTH = 7
 _MAX_BATCH_SIZE = 8192
 _SPECIAL_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "cls_token_id",
                       "mask_token_id", "unk_token_id")

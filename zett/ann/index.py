@@ -38,7 +38,6 @@ shape, and loading refuses an index built for another vocabulary.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from zett.ann.store import EmbeddingStore
+from zett.sha256 import file_sha256
 
 _FORMAT_VERSION = 3
 _INDEX_FILE = "index.faiss"
@@ -178,14 +178,6 @@ def query_scale_from(hidden_nd: np.ndarray) -> np.ndarray:
   rms = np.sqrt(np.mean(np.square(np.asarray(hidden_nd, np.float64)), axis=0))
   rms = np.maximum(rms, 1e-6 * rms.max())
   return (rms / np.sqrt(np.mean(rms ** 2))).astype(np.float32)
-
-
-def _file_sha256(path: Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 22), b""):
-      digest.update(block)
-  return digest.hexdigest()
 
 
 class _Transform:
@@ -338,7 +330,7 @@ class AnnIndex:
             "spec": dataclasses.asdict(self.spec), "bands": [[len(band.rows), band.dim, band.share] for band in self.bands],
             "parts": parts, "has_bias": self.bias_v is not None, "has_query_scale": self.query_scale is not None,
             "calibration": self.calibration,
-            "index_sha256": _file_sha256(index_path), "faiss_version": faiss.__version__}
+            "index_sha256": file_sha256(index_path), "faiss_version": faiss.__version__}
     (directory / _META_FILE).write_text(json.dumps(meta, indent=1))
     return directory
 
@@ -496,7 +488,7 @@ def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None
   if (meta["vocab_size"], meta["dim"]) != (store.vocab_size, store.dim):
     raise IndexMismatchError(f"{index_path}: built for [{meta['vocab_size']}, {meta['dim']}], store is "
                              f"[{store.vocab_size}, {store.dim}]")
-  if verify_file and _file_sha256(index_path) != meta["index_sha256"]:
+  if verify_file and file_sha256(index_path) != meta["index_sha256"]:
     raise IndexMismatchError(f"{index_path}: file does not match its recorded sha256 (corrupt or replaced)")
   data = np.fromfile(index_path, dtype=np.uint8)
   if len(data) != sum(size for _, size in parts):

@@ -34,7 +34,7 @@ import zett
 from train.data import is_heldout
 from zett.data.documents import STDLIB_PACKAGE, Document, Extractor, plan
 from zett.data.packages import CODE_LANGUAGE, KNOWN_LANGUAGES, CorpusError, check_installed, packages_for
-from zett.models.load import file_sha256
+from zett.sha256 import file_sha256
 
 MIN_DOCUMENT_BYTES = 200
 SPLITS = ("train", "heldout")

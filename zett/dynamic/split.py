@@ -30,7 +30,7 @@ def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
   Cached per tokenizer object (the vocabulary of a real model takes a while to convert).
   """
   from zett.tokenization.byte_level import detect_kind, vocabulary_bytes
-  from zett.tokenization.load import check_dense_ids
+  from zett.tokenization.tokenizer import check_dense_ids
   if hasattr(tokenizer, "vocab_bytes") and hasattr(tokenizer, "special_ids"):  # a zett Tokenizer
     return list(tokenizer.vocab_bytes), frozenset(tokenizer.special_ids)
   backend = backend_tokenizer(tokenizer)

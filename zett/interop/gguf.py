@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.models.family import ModelLoadError, family_for_model_type
-from zett.models.load import BaseModel, cast_params, file_sha256
+from zett.models.base import BaseModel, cast_params
+from zett.sha256 import file_sha256
 
 _SUPPORTED_ARCHITECTURES = ("llama",)
 _LAYER_NAMES = {

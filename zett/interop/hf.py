@@ -17,7 +17,8 @@ import numpy as np
 
 from zett.interop._safetensors import SafetensorsFile, ShardedTensors, write_safetensors
 from zett.models.family import ModelLoadError, family_for_model_type
-from zett.models.load import BaseModel, cast_params, file_sha256
+from zett.models.base import BaseModel, cast_params
+from zett.sha256 import file_sha256
 from zett.staging import new_staging_folder, replace_folder
 
 SINGLE_FILE = "model.safetensors"

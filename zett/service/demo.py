@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sysconfig
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -17,20 +15,6 @@ import numpy as np
 
 TINY_MODEL = "tiny-random"
 SPECIAL_TOKENS = ("<|endoftext|>", "<s>", "</s>")
-
-
-@functools.cache
-def stdlib_text(max_bytes: int) -> str:
-  """The first `max_bytes` or so of the Python standard library source (always on disk: no downloads)."""
-  folder = Path(sysconfig.get_paths()["stdlib"])
-  parts, total = [], 0
-  for path in sorted(folder.glob("*.py")):
-    text = path.read_text(encoding="utf-8", errors="replace")
-    parts.append(text)
-    total += len(text)
-    if total >= max_bytes:
-      break
-  return "".join(parts)
 
 
 def parse_tiny_spec(spec: str) -> tuple[int, int]:
@@ -46,15 +30,10 @@ def parse_tiny_spec(spec: str) -> tuple[int, int]:
 
 def tiny_tokenizer(vocab_size: int = 512, train_bytes: int = 300_000):
   """A byte-level BPE `tokenizers.Tokenizer`; ids 0, 1, 2 are <|endoftext|>, <s>, </s>."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  tokenizer = Tokenizer(models.BPE())
-  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tokenizer.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-  text = stdlib_text(train_bytes)
-  tokenizer.train_from_iterator([text[i:i + 10_000] for i in range(0, len(text), 10_000)], trainer)
-  return tokenizer
+  from zett.stdlib_source import stdlib_texts_up_to
+  from zett.testing.bpe import train_byte_level_bpe
+  text = "".join(stdlib_texts_up_to(train_bytes))
+  return train_byte_level_bpe([text[i:i + 10_000] for i in range(0, len(text), 10_000)], vocab_size, SPECIAL_TOKENS)
 
 
 def tiny_model(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0):

@@ -51,7 +51,7 @@ class Engine:
   """A base model with its hypernetwork, ready to embed token strings.
 
   Args:
-    model: the frozen base (`zett.models.load.BaseModel`); its tokenizer spells target tokens.
+    model: the frozen base (`zett.models.base.BaseModel`); its tokenizer spells target tokens.
     hypernet_config, hypernet_params: from `hypernet.load_hypernet` or `hypernet.init_hypernet`.
     cache_size: entries of the LRU cache of predicted rows.
     tokenizer: the base tokenizer, if `model.tokenizer` is None (a `zett.tokenization.Tokenizer`,

@@ -27,7 +27,7 @@ def _cache_slots(n: int) -> int:
 
 
 class Generator:
-  """Greedy or sampled decoding of a causal base model (`zett.models.load.BaseModel`)."""
+  """Greedy or sampled decoding of a causal base model (`zett.models.base.BaseModel`)."""
 
   def __init__(self, model):
     if not model.family.is_causal or model.family.init_cache is None:

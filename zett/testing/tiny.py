@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from zett.models import llama
-from zett.models.load import BaseModel, params_sha256
+from zett.models.base import BaseModel, params_sha256
 
 
 def tiny_llama_config(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: int = 2,
@@ -31,3 +32,16 @@ def tiny_llama(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: 
                    tokenizer=tokenizer, name=f"tiny-llama-v{vocab_size}-d{hidden_size}",
                    weights_sha256=params_sha256(params))
 
+
+_COMPILED_FORWARDS = {}
+
+
+def apply_jitted(model: BaseModel, **kwargs):
+  """`model.module.apply` on `model.params`, compiled once per (config, dtype) in this process.
+
+  Eager linen re-traces the scanned layers on every call, which makes tests that call a model often slow.
+  """
+  key = (model.module.config, model.module.dtype)
+  if key not in _COMPILED_FORWARDS:
+    _COMPILED_FORWARDS[key] = jax.jit(model.module.apply, static_argnames=("compute_logits",))
+  return _COMPILED_FORWARDS[key]({"params": model.params}, **kwargs)

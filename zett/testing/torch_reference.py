@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
 
 # Small but exercising every option the Llama family maps: GQA, tied/untied, biases, rope scaling, windows.
@@ -36,13 +38,35 @@ def random_hf_causal_lm(variant: str, seed: int = 0, vocab_size: int = 128, hidd
       bos_token_id=1, eos_token_id=2, pad_token_id=0, **options)
   torch.manual_seed(seed)
   model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").float().eval()
+  return randomize_constant_params(model, lambda name: "norm" in name)
+
+
+def randomize_constant_params(model, is_norm: Callable[[str], bool]):
+  """Draws norm weights around 1 and norm and other biases around 0, in place, from torch's current seed.
+
+  HF initialises them to constants, which would hide mapping mistakes (a swapped weight and bias still match).
+  """
+  import torch
   with torch.no_grad():
     for name, p in model.named_parameters():
-      if "norm" in name:
-        p.copy_(1.0 + 0.2 * torch.randn_like(p))
+      if is_norm(name):
+        p.copy_(1.0 + 0.2 * torch.randn_like(p)) if name.endswith("weight") else p.copy_(0.1 * torch.randn_like(p))
       elif name.endswith("bias"):
         p.copy_(0.1 * torch.randn_like(p))
   return model
+
+
+def numpy_state_dict(model) -> dict[str, np.ndarray]:
+  return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def base_model_from_torch(family_module, reference, name: str, dtype=jnp.float32):
+  """The `BaseModel` of a family module (`zett.models.bert`, `gpt2`, ...) holding a torch reference's weights."""
+  from zett.models.base import BaseModel, params_sha256
+  config = family_module.config_from_hf(reference.config.to_dict())
+  params = family_module.params_from_hf(config, numpy_state_dict(reference))
+  return BaseModel(family=family_module.FAMILY, config=config, module=family_module.make_module(config, dtype),
+                   params=params, tokenizer=None, name=name, weights_sha256=params_sha256(params))
 
 
 def save_hf(model, folder: Path) -> Path:

@@ -3,7 +3,8 @@ subtokens (surface forms), and sample a fresh UnigramLM tokenizer per training b
 
 from zett.tokenization.byte_level import (ModelKind, TokenizerError, bytes_to_unicode, from_byte_level,
                                           printable, to_byte_level)
-from zett.tokenization.load import ROLES, Tokenizer, from_backend, load_tokenizer
+from zett.tokenization.load import load_tokenizer
+from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend
 from zett.tokenization.sampler import SampledBatch, TokenizerSampler
 from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
 

@@ -15,7 +15,7 @@ import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 
 from zett.tokenization.byte_level import TokenizerError, to_byte_level
-from zett.tokenization.load import Tokenizer, from_backend
+from zett.tokenization.tokenizer import Tokenizer, from_backend
 
 # cl100k's split pattern, the default for a bare .tiktoken file.
 CL100K_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""

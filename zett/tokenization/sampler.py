@@ -23,8 +23,8 @@ from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize, byte_level
 from zett.tokenization.byte_level import to_byte_level
 from zett.tokenization._substrings import (PRETOKEN_PATTERN, BatchSubstrings, BatchWords, SubstringWindow,
                                            count_substrings, hash_words, pretokenize, segment)
-from zett.tokenization.load import Tokenizer, from_backend
-from zett.tokenization.surface import SurfaceEncoder, pack_flat, pack_rows
+from zett.tokenization.tokenizer import Tokenizer, from_backend
+from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH, SurfaceEncoder, pack_flat, pack_rows
 
 _BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
 
@@ -146,7 +146,8 @@ class TokenizerSampler:
 
   def __init__(self, base: Tokenizer, vocab_size: int = 32768, noise_std: float = 1.0, history_batches: int = 16,
                seed: int = 0, min_vocab_size: int | None = None, max_piece_bytes: int = 16, min_count: int = 2,
-               sequence_length: int = 128, surface_max_length: int = 7, batch_vocab_size: int = 0,
+               sequence_length: int = 128, surface_max_length: int = DEFAULT_SURFACE_LENGTH,
+               batch_vocab_size: int = 0,
                prepend_bos: bool = False, append_eos: bool = False, compiled: bool | None = None):
     if vocab_size < 257:
       raise ValueError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")

@@ -19,7 +19,11 @@ import tokenizers
 
 from zett.tokenization.byte_level import (ModelKind, TokenizerError, byte_fallback_value, from_byte_level,
                                           to_byte_level)
-from zett.tokenization.load import ROLES, Tokenizer
+from zett.tokenization.tokenizer import ROLES, Tokenizer
+
+DEFAULT_SURFACE_LENGTH = 7
+"""L: the most base subtokens that spell one target token, unless a config says otherwise (7 in every published
+hypernetwork; longer spellings keep their first L subtokens)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,7 +272,7 @@ class SurfaceEncoder:
       flat[np.repeat(starts[rest] - rest_starts, rest_lengths) + np.arange(rest_ids.size)] = rest_ids
     return pack_flat(flat, lengths, max_length, pad_id)
 
-  def encode(self, pieces: Sequence[bytes], max_length: int = 7, pad_id: int = 0):
+  def encode(self, pieces: Sequence[bytes], max_length: int = DEFAULT_SURFACE_LENGTH, pad_id: int = 0):
     """(ids [N, L] int32, lengths [N] int32, num_truncated, num_unknown) for byte strings."""
     rows = self.encode_ids(pieces)
     ids, lengths, truncated = pack_rows(rows, max_length, pad_id)
@@ -306,7 +310,7 @@ def _special_target_to_base(target: Tokenizer, base: Tokenizer) -> dict[int, int
   return mapping
 
 
-def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = 7, pad_id: int = 0,
+def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = DEFAULT_SURFACE_LENGTH, pad_id: int = 0,
                   encoder: SurfaceEncoder | None = None) -> SurfaceForms:
   """Spell every token of `target` in `base` subtokens.
 
