@@ -130,35 +130,38 @@ class JobManager:
       self._write(job)
     folder = self.root / job.id
     work = folder / "work"
+    tmp = folder / f".{RESULT_NAME}.tmp"
     try:
       work.mkdir(parents=True, exist_ok=True)
       produced, facts = fn(work)
-      tmp = folder / f".{RESULT_NAME}.tmp"
       with tarfile.open(tmp, "w") as tar:
         tar.add(produced, arcname=Path(produced).name)
+      shutil.rmtree(work, ignore_errors=True)
       size = tmp.stat().st_size
       with self._lock:
         room = None if self.max_result_bytes is None else self.max_result_bytes - self._result_bytes()
         if room is not None and size > room:
-          tmp.unlink()
           raise JobQuotaError(f"the result takes {size:,} bytes but only {max(room, 0):,} of the "
                               f"{self.max_result_bytes:,}-byte quota for job results is free")
         os.replace(tmp, folder / RESULT_NAME)
         job.info.update(facts or {})
-        job.status, job.result_bytes = SUCCEEDED, size
+        job.result_bytes = size
+        self._finish(job, SUCCEEDED)
     except Exception as error:  # a failed job is a record, never a dead worker
+      shutil.rmtree(work, ignore_errors=True)
+      tmp.unlink(missing_ok=True)
       with self._lock:
-        job.status = FAILED
         job.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         job.info["traceback_tail"] = traceback.format_exc(limit=3)[-2000:]
-    finally:
-      shutil.rmtree(work, ignore_errors=True)
-      (folder / f".{RESULT_NAME}.tmp").unlink(missing_ok=True)
-      with self._lock:
-        job.finished_at = time.time()
-        self._write(job)
-      if self._on_finish is not None:
-        self._on_finish(job)
+        self._finish(job, FAILED)
+    if self._on_finish is not None:
+      self._on_finish(job)
+
+  def _finish(self, job: Job, status: str) -> None:
+    """The job's last transition, in one step under the lock: once a client can see it finished it may delete it,
+    so nothing is written for it afterwards (a late record write used to recreate a deleted job's folder)."""
+    job.status, job.finished_at = status, time.time()
+    self._write(job)
 
   def check_capacity(self) -> None:
     """Raises JobQueueFullError or JobQuotaError when `submit` would (call before costly preparation)."""
