@@ -50,7 +50,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # Hypernetworks shipped inside the package: name -> sha256 of its hypernet.safetensors, pinned here so that a file
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json).
 SHIPPED_HYPERNETS = {
-    "smollm2-135m": "f0bd39b46db2e38c2bdadf6c09ad02e2ddf8e2d374be8362408bb53e2258200e",
+    "smollm2-135m": "b5f1a987c042b9e5d7dadbfdb2fa41f8c9527bd5af8e6c7e8f729961aa670d25",
 }
 
 
