@@ -13,6 +13,7 @@ import hypernet.model
 from hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernet, predict,
                       save_hypernet)
 from zett.models.family import Embeddings
+from zett.testing.files import flip_byte
 
 
 def _base(rng, vocab=50, dim=32, untied=False, bias=False):
@@ -94,10 +95,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
   with pytest.raises(HypernetCheckpointError, match="different|trained for base"):
     load_hypernet(out, base_weights_sha256="cd" * 32)
 
-  weights = out / "hypernet.safetensors"
-  data = bytearray(weights.read_bytes())
-  data[-5] ^= 0xFF
-  weights.write_bytes(bytes(data))
+  flip_byte(out / "hypernet.safetensors", -5)
   with pytest.raises(HypernetCheckpointError, match="sha256"):
     load_hypernet(out)
 

@@ -17,6 +17,7 @@ from zett.sha256 import file_sha256
 from train.data import is_heldout
 from zett import assets
 from zett.data.corpus import normalise
+from zett.testing.files import flip_byte
 
 NAME = "smollm2-135m"
 REPO = Path(__file__).resolve().parent.parent
@@ -35,10 +36,7 @@ def test_shipped_weights_match_the_pin_the_manifest_and_their_config():
 def test_a_corrupted_copy_is_refused(tmp_path, monkeypatch):
   copy = tmp_path / "hn"
   shutil.copytree(assets.shipped_hypernet_path(NAME), copy)
-  weights = copy / "hypernet.safetensors"
-  data = bytearray(weights.read_bytes())
-  data[-3] ^= 0xFF
-  weights.write_bytes(bytes(data))
+  flip_byte(copy / "hypernet.safetensors", -3)
   with pytest.raises(HypernetCheckpointError, match="sha256"):
     load_hypernet(copy)
   monkeypatch.setitem(assets.SHIPPED_HYPERNETS, NAME, "0" * 64)
