@@ -123,6 +123,21 @@ def test_learning_rate_schedule_warms_up_then_decays():
   assert values[2] > values[3] > values[4] >= 0
 
 
+def test_constant_schedule_decays_over_its_last_steps_only():
+  from train.config import ConfigError, OptimizerConfig
+  from train.state import learning_rate_schedule
+  config = OptimizerConfig(learning_rate=1e-3, warmup_steps=10, schedule="constant", decay_steps=40,
+                           end_learning_rate_ratio=0.1)
+  schedule = learning_rate_schedule(config, 100)
+  assert float(schedule(10)) == pytest.approx(1e-3) and float(schedule(60)) == pytest.approx(1e-3)
+  assert float(schedule(80)) == pytest.approx(5.5e-4)
+  assert float(schedule(100)) == pytest.approx(1e-4)
+  flat = learning_rate_schedule(OptimizerConfig(learning_rate=1e-3, warmup_steps=10, schedule="constant"), 100)
+  assert float(flat(100)) == pytest.approx(1e-3)
+  with pytest.raises(ConfigError, match="decay_steps"):
+    OptimizerConfig(schedule="cosine", decay_steps=5)
+
+
 def test_offender_check_lists_replicated_parameters_largest_first():
   import jax
   import jax.numpy as jnp

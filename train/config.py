@@ -174,7 +174,10 @@ class OptimizerConfig:
   warmup_steps: int = 2000
   schedule: Literal["cosine", "constant"] = "cosine"
   end_learning_rate_ratio: float = 0.0
-  """Final learning rate as a share of the peak (cosine)."""
+  """Final learning rate as a share of the peak (cosine, and the end of a constant schedule's decay)."""
+  decay_steps: int = 0
+  """Constant schedule only: decay linearly to the end ratio over the last `decay_steps` of `num_train_steps`
+  (warmup-stable-decay), so a training leg of known length ends annealed. 0 keeps the rate constant throughout."""
   b1: float = 0.9
   b2: float = 0.95
   eps: float = 1e-8
@@ -196,6 +199,9 @@ class OptimizerConfig:
     check_range("optimizer.max_grad_norm", self.max_grad_norm, 0, 1e6)
     check_range("optimizer.grad_accumulation_steps", self.grad_accumulation_steps, 1, 1 << 16)
     check_range("optimizer.warmup_steps", self.warmup_steps, 0, 1 << 40)
+    check_range("optimizer.decay_steps", self.decay_steps, 0, 1 << 40)
+    if self.decay_steps and self.schedule != "constant":
+      raise ConfigError("optimizer.decay_steps applies to schedule=constant only (cosine decays over the whole run)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,12 +29,19 @@ class TrainState:
 
 
 def learning_rate_schedule(config: OptimizerConfig, num_train_steps: int) -> optax.Schedule:
-  """Linear warmup from 0, then cosine decay (or constant) over the optimiser updates."""
+  """Linear warmup from 0, then cosine decay over the optimiser updates, or constant with an optional linear decay
+  over the last `decay_steps` (warmup-stable-decay)."""
   warmup = min(config.warmup_steps, max(num_train_steps - 1, 0))
   if config.schedule == "constant":
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1)), optax.constant_schedule(config.learning_rate)],
-        [warmup])
+    peak = config.learning_rate
+    parts = [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)]
+    boundaries = [warmup]
+    if config.decay_steps:
+      decay_start = max(num_train_steps - config.decay_steps, warmup)
+      parts.append(optax.linear_schedule(peak, peak * config.end_learning_rate_ratio,
+                                         max(num_train_steps - decay_start, 1)))
+      boundaries.append(decay_start)
+    return optax.join_schedules(parts, boundaries)
   return optax.warmup_cosine_decay_schedule(
       0.0, config.learning_rate, warmup, max(num_train_steps, warmup + 1),
       end_value=config.learning_rate * config.end_learning_rate_ratio)
