@@ -20,6 +20,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from hypernet.config import HypernetConfig
+from zett.errors import ZettError
 from zett.models.family import Embeddings
 from zett.sha256 import file_sha256
 from zett.staging import new_staging_folder, replace_folder
@@ -29,7 +30,7 @@ CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1
 
 
-class HypernetCheckpointError(ValueError):
+class HypernetCheckpointError(ZettError, ValueError):
   """A hypernetwork folder that is missing, corrupt, or does not fit its config or base."""
 
 

@@ -21,9 +21,10 @@ import jax
 import orbax.checkpoint as ocp
 
 from train.config import CheckpointConfig
+from zett.errors import ZettError
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ZettError, ValueError):
   """A checkpoint directory that cannot be resumed from."""
 
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from train.config import DataConfig, DataSource
+from zett.errors import ZettError
 
 _JSON_SUFFIXES = (".jsonl", ".json")
 _PARQUET_SUFFIXES = (".parquet",)
@@ -27,7 +28,7 @@ _LOCAL_SUFFIXES = (".txt", ".text", ".md", ".py", ".jsonl", ".json", ".parquet")
 _DOCUMENT_SEPARATOR = "\n\n"
 
 
-class DataError(ValueError):
+class DataError(ZettError, ValueError):
   """A data source that cannot be read; the message names the path and the problem."""
 
 

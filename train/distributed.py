@@ -28,9 +28,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from train.config import DataConfig
+from zett.errors import ZettError
 
 
-class DistributedError(ValueError):
+class DistributedError(ZettError, ValueError):
   """Bad multi-process settings, or a coordinator that could not be reached in time."""
 
 

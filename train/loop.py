@@ -23,6 +23,7 @@ from train.metrics import MetricsWriter, Progress
 from train.setup import Run, batch_shardings, prepare
 from train.step import bits_per_byte
 from train.vocab import EncodedVocabulary, encoded_vocabulary, fixed_vocabularies, make_sampler
+from zett.errors import ZettError
 
 
 def _device_batch(run: Run, batch: dict[str, np.ndarray]):
@@ -81,7 +82,7 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
   return results
 
 
-class TrainingDivergedError(ValueError):
+class TrainingDivergedError(ZettError, ValueError):
   """The loss or gradient norm stopped being finite: nothing after the last good checkpoint is saved."""
 
 

@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec
 
 from train.config import TrainConfig
 from train.mesh import RULE_TABLES, MeshError, logical_to_spec
+from zett.errors import ZettError
 
 GiB = 2 ** 30
 
@@ -74,7 +75,7 @@ KNOWN_BASES: dict[str, dict[str, Any]] = {
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
 
 
-class DryRunError(ValueError):
+class DryRunError(ZettError, ValueError):
   """A config whose memory cannot be estimated (unknown base, mesh that does not fit)."""
 
 

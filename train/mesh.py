@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from train.config import MeshConfig
+from zett.errors import ZettError
 
 MESH_AXES = ("data", "model")
 
@@ -49,7 +50,7 @@ RULE_TABLES: dict[str, dict[str, str | None]] = {
 }
 
 
-class MeshError(ValueError):
+class MeshError(ZettError, ValueError):
   """A mesh that does not fit the devices, or a logical name missing from the rules table."""
 
 

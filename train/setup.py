@@ -22,6 +22,7 @@ from train.data import check_sources
 from train.state import create_sharded_state, make_optimizer, state_shardings
 from train.step import LossSpec, jit_eval, jit_train_step
 from train.vocab import base_tokenizer_of, check_tokenizer_specs
+from zett.errors import ZettError
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Sections that may change between a run and its resumption without changing its results (remat trades memory for
@@ -30,7 +31,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps", "remat", "run_dir")
 
 
-class TrainSetupError(ValueError):
+class TrainSetupError(ZettError, ValueError):
   """A run that cannot start: the message names the file/setting and the problem."""
 
 

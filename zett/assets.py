@@ -9,8 +9,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from zett.errors import ZettError
 
-class MissingAssetError(FileNotFoundError):
+
+class MissingAssetError(ZettError, FileNotFoundError):
   """A package that ships an offline asset is not installed, or lacks the file."""
 
 

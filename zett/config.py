@@ -15,10 +15,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from zett.errors import ZettError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ZettError, ValueError):
   """A config file or override that does not fit the schema."""
 
 

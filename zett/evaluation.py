@@ -27,12 +27,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zett.errors import ZettError
 from zett.models.base import BaseModel
 
 _LENGTH_BUCKET = 32  # pad a batch's length up to a multiple of this, so few distinct shapes get compiled
 
 
-class EvalInputError(ValueError):
+class EvalInputError(ZettError, ValueError):
   """Evaluation input (text file, dataset, model) that cannot be used."""
 
 

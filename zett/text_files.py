@@ -12,10 +12,12 @@ import json
 import os
 from pathlib import Path
 
+from zett.errors import ZettError
+
 _CHUNK_BYTES = 1 << 20
 
 
-class TextFileError(ValueError):
+class TextFileError(ZettError, ValueError):
   """A text file that cannot be used; the message names the file and the problem."""
 
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.baselines import BASELINE_METHODS, make_baseline
+from zett.errors import ZettError
 from zett.models.base import BaseModel, params_sha256
 from zett.models.family import Embeddings
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
@@ -33,7 +34,7 @@ _SPECIAL_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token
 TRANSFER_RECORD_NAME = "zett_transfer.json"
 
 
-class TransferError(ValueError):
+class TransferError(ZettError, ValueError):
   """A transfer that cannot run as asked; the message names the input at fault."""
 
 

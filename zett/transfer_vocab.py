@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from zett.errors import ZettError
 
-class MissingTokenizerError(ValueError):
+
+class MissingTokenizerError(ZettError, ValueError):
   """A tokenizer that is absent or cannot be loaded."""
 
 

@@ -28,13 +28,14 @@ import tokenizers
 
 from zett.ann.index import IndexMismatchError, IndexSpec, build_index, load_index
 from zett.ann.store import EmbeddingStore, build_store, vocabulary_sha256
+from zett.errors import ZettError
 from zett.tokenization import Tokenizer, from_backend, load_tokenizer, surface_forms
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_META_FILE = "vocab.json"
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ZettError, ValueError):
   """A vocabulary directory or build request that cannot work; names the path and problem."""
 
 

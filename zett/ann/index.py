@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from zett.ann.store import EmbeddingStore
+from zett.errors import ZettError
 from zett.sha256 import file_sha256
 
 _FORMAT_VERSION = 3
@@ -60,7 +61,7 @@ _CALIBRATION_QUERIES = 256
 """Smaller norm bands merge into their neighbour: each band trains its own 16-centroid codebooks."""
 
 
-class IndexMismatchError(ValueError):
+class IndexMismatchError(ZettError, ValueError):
   """An index that is missing, corrupt, or belongs to a different vocabulary; names the file."""
 
 

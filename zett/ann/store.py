@@ -25,6 +25,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from zett.errors import ZettError
+
 _FORMAT_VERSION = 1
 _TABLE_FILE = "embeddings.npy"
 _MANIFEST_FILE = "manifest.json"
@@ -32,7 +34,7 @@ _DTYPE = np.dtype("<f2")
 _HALF_TO_FLOAT = np.arange(1 << 16, dtype=np.uint16).view(_DTYPE).astype(np.float32)
 
 
-class StoreError(ValueError):
+class StoreError(ZettError, ValueError):
   """A store that is missing, truncated, corrupt, or does not fit the request; names the path."""
 
 

@@ -14,6 +14,8 @@ import glob
 import os
 from typing import Literal
 
+from zett.errors import ZettError
+
 Kind = Literal["handbook", "reference", "man", "fortunes"]
 
 # The handbook's folders (html/<locale>/) and their ISO 639-1 codes; both Chinese scripts are "zh".
@@ -68,7 +70,7 @@ document is credited to)."""
 KNOWN_LANGUAGES: tuple[str, ...] = (CODE_LANGUAGE, *sorted({lang for p in PACKAGES for lang in p.languages}))
 
 
-class CorpusError(ValueError):
+class CorpusError(ZettError, ValueError):
   """The corpus cannot be built as asked; the message says what to do (the CLI prints it as one line)."""
 
 

@@ -38,13 +38,15 @@ from typing import Sequence
 
 import numpy as np
 
+from zett.errors import ZettError
+
 WHITESPACE_BYTES = frozenset(b" \t\n\r\x0b\x0c")
 _WELL_FORMED, _ALL_WHITESPACE, _HAS_WHITESPACE = 1, 2, 4
 _SHIFT = 32
 _LOW_MASK = (1 << _SHIFT) - 1
 
 
-class MergeInputError(ValueError):
+class MergeInputError(ZettError, ValueError):
   """A batch or stopping rule the merger cannot work with; the message names the problem."""
 
 

@@ -22,9 +22,10 @@ import numpy as np
 from zett.dynamic.cache import EmbeddingCache
 from zett.dynamic.merge import BaseBatch, MergeResult, merge_batch
 from zett.dynamic.split import split_texts
+from zett.errors import ZettError
 
 
-class DynamicRunError(ValueError):
+class DynamicRunError(ZettError, ValueError):
   """Input the dynamic runner cannot use (no tokenizer, texts too short, ...)."""
 
 

@@ -27,6 +27,8 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
+from zett.errors import ZettError
+
 Params = dict[str, Any]
 
 
@@ -76,7 +78,7 @@ class ModelOutput(NamedTuple):
   cache: Any = None
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(ZettError, ValueError):
   """A checkpoint that cannot be loaded; the message names the file and the problem."""
 
 

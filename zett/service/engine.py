@@ -19,6 +19,7 @@ import numpy as np
 
 import hypernet
 from zett.dynamic.cache import EmbeddingCache
+from zett.errors import ZettError
 from zett.models.family import Embeddings
 from zett.tokenization import SurfaceEncoder, load_tokenizer
 from zett.tokenization.surface import pack_rows
@@ -27,7 +28,7 @@ _MIN_BUCKET_ROWS = 16
 _MAX_CHUNK_ROWS = 4096
 
 
-class EngineError(ValueError):
+class EngineError(ZettError, ValueError):
   """A request the engine cannot serve (no base tokenizer, a model/hypernetwork mismatch)."""
 
 

@@ -6,8 +6,10 @@ import json
 
 from fastapi.responses import JSONResponse
 
+from zett.errors import ZettError
 
-class ServiceError(Exception):
+
+class ServiceError(ZettError):
   """An error answered as JSON with `status` (raised by route code, turned into a response by the app)."""
 
   def __init__(self, status: int, kind: str, message: str, details=None):

@@ -22,6 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+from zett.errors import ZettError
+
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 RESULT_NAME = "result.tar"
 RECORD_NAME = "job.json"
@@ -33,19 +35,19 @@ def is_job_id(text: str) -> bool:
   return isinstance(text, str) and _JOB_ID.fullmatch(text) is not None
 
 
-class UnknownJobError(KeyError):
+class UnknownJobError(ZettError, KeyError):
   """No job has this id."""
 
 
-class JobQueueFullError(RuntimeError):
+class JobQueueFullError(ZettError, RuntimeError):
   """As many jobs as allowed are already running and queued."""
 
 
-class JobActiveError(RuntimeError):
+class JobActiveError(ZettError, RuntimeError):
   """The job is still queued or running, so it cannot be deleted."""
 
 
-class JobQuotaError(RuntimeError):
+class JobQuotaError(ZettError, RuntimeError):
   """The finished jobs' results already fill the disk quota."""
 
 

@@ -14,9 +14,10 @@ import functools
 import re
 from typing import Any, Mapping, Sequence
 
+from zett.errors import ZettError
 
 
-class TokenizerError(ValueError):
+class TokenizerError(ZettError, ValueError):
   """A tokenizer file or object that cannot be used; the message names the file and the problem."""
 
 
