@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from zett.config import ConfigError
+
 BATCH_KEYS = ("token_ids", "attention_mask", "surface_ids", "surface_lengths", "special_base_ids", "base_ids",
               "token_bytes", "vocab_mask", "logit_offsets", "mask_token_index")
 """Arrays of a batch; the first two are [B, T], `mask_token_index` is a scalar, the rest are [V'] / [V', L]."""
@@ -113,9 +115,9 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
     if excess:
       droppable = np.flatnonzero(in_bucket & ~used & (batch["special_base_ids"] < 0))
       if droppable.size < excess:
-        raise ValueError(f"the batch's text uses {int((in_bucket & used).sum())} tokens of surface length "
-                         f"{lower + 1}..{length}, more than that encoder bucket's capacity {capacity}; raise "
-                         "hypernet.encoder_buckets")
+        raise ConfigError(f"the batch's text uses {int((in_bucket & used).sum())} tokens of surface length "
+                          f"{lower + 1}..{length}, more than that encoder bucket's capacity {capacity}; raise "
+                          "hypernet.encoder_buckets")
       dropped = droppable[-excess:]
       lengths[dropped] = 0
       vocab_mask[dropped] = False

@@ -108,7 +108,10 @@ def _abstract_base(config: TrainConfig):
   if hf is not None:
     from zett.models.family import family_for_model_type
     family = family_for_model_type(hf["model_type"])
-    family_config = family.config_from_hf(hf)
+    try:
+      family_config = family.config_from_hf(hf)
+    except (KeyError, TypeError, ValueError) as e:  # an architecture option zett does not support
+      raise DryRunError(f"model.base {spec}: unsupported or incomplete config ({e!r})") from None
   else:
     try:  # tiny test bases and GGUF files: small enough to build/read
       from train.setup import load_base

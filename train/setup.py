@@ -88,7 +88,7 @@ def hypernet_config_for(config: TrainConfig, base, base_tokenizer_name: str):
   fields.update(config.hypernet.options)
   try:
     hypernet_config = config_for_base(base, **fields)
-  except TypeError as e:
+  except (TypeError, ValueError) as e:  # an unknown option, or values HypernetConfig refuses
     raise ConfigError(f"hypernet.options: {e}") from None
   if config.hypernet.init_checkpoint:
     saved, _ = load_hypernet_config(config.hypernet.init_checkpoint)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from train.batch import TrainingVocabulary, fit_encoder_buckets, negative_logit_offsets
+from zett.config import ConfigError
 
 _MASK_CONTENTS = ("<mask>", "[MASK]", "<MASK>")
 
@@ -33,7 +34,7 @@ def base_tokenizer_of(base_model, spec: str | None = None):
     return load_tokenizer(spec)
   tokenizer = base_model.tokenizer
   if tokenizer is None:
-    raise ValueError(f"base model {base_model.name} comes without a tokenizer; set model.tokenizer in the config")
+    raise ConfigError(f"base model {base_model.name} comes without a tokenizer; set model.tokenizer in the config")
   if isinstance(tokenizer, Tokenizer):
     return tokenizer
   backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -73,7 +74,7 @@ def check_tokenizer_specs(specs: Sequence[str]) -> None:
   for spec in specs:
     if (spec.startswith(("/", "./", "../")) or spec.endswith((".json", ".model", ".gguf", ".tiktoken"))) \
         and not os.path.exists(spec):
-      raise ValueError(f"eval.heldout_tokenizers: {spec} does not exist")
+      raise ConfigError(f"eval.heldout_tokenizers: {spec} does not exist")
 
 
 
@@ -99,8 +100,8 @@ class SampledTokenizers:
     if masked:
       rows = [i for i, b in enumerate(sampler.special_base_ids.tolist()) if base.id_to_piece[b] in _MASK_CONTENTS]
       if not rows:
-        raise ValueError(f"base tokenizer {base.name} has no mask token (one of {_MASK_CONTENTS}); "
-                         "the masked-LM loss needs one")
+        raise ConfigError(f"base tokenizer {base.name} has no mask token (one of {_MASK_CONTENTS}); "
+                          "the masked-LM loss needs one")
       self._mask_row = rows[0]
 
   @property
@@ -158,7 +159,9 @@ def make_sampler(config, base, surface_max_length: int, sequence_length: int, ro
     sampler = TokenizerSampler(base, seed=config.seed, **options)
     eval_sampler = TokenizerSampler(base, seed=config.seed + 1, **options)
   except TypeError as e:
-    raise ValueError(f"sampler.options: {e}") from None
+    raise ConfigError(f"sampler.options: {e}") from None
+  except ValueError as e:  # the sampler checks its arguments, which come from the sampler section
+    raise ConfigError(f"sampler: {e}") from None
   for start in range(0, len(heldout), batch_size):
     eval_sampler.sample(heldout[start:start + batch_size])
   return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked, hypernet_config, encoder_buckets,

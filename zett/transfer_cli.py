@@ -1,5 +1,5 @@
 """`zett transfer`, `zett eval` and `zett apply`: argument parsing around `zett.transfer`, `zett.eval_report`
-and `zett.apply` (each `run_*` returns an exit code; errors are ValueErrors with clear messages)."""
+and `zett.apply` (each `run_*` returns an exit code; errors are `zett.errors.ZettError`s with clear messages)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from zett.cli import float_range, int_range
+from zett.errors import UsageError
 from zett.transfer import METHODS
 
 _SEEDS = int_range(0, 2**32 - 1)
@@ -42,7 +43,7 @@ def run_transfer(args: argparse.Namespace) -> int:
   from zett.transfer_vocab import as_tokenizer
   out = check_output_folder(args.out, args.overwrite)  # before any expensive work
   if args.hypernet and args.method not in (None, "hypernet"):
-    raise ValueError(f"--hypernet was given but --method is {args.method}; drop one of them")
+    raise UsageError(f"--hypernet was given but --method is {args.method}; drop one of them")
   target = as_tokenizer(args.tokenizer, "target tokenizer")  # a missing tokenizer fails before loading the model
   texts = None
   if args.eval_text:  # a bad --eval-text fails before the transfer, not after it
@@ -76,7 +77,7 @@ def _choose_hypernet(args: argparse.Namespace, base):
     print(f"using the hypernetwork shipped for {base.name} ({shipped})", file=sys.stderr)
     return str(shipped), "hypernet"
   if args.method == "hypernet":
-    raise ValueError(f"--method hypernet: no hypernetwork ships for {base.name}; give --hypernet FOLDER")
+    raise UsageError(f"--method hypernet: no hypernetwork ships for {base.name}; give --hypernet FOLDER")
   print(f"no hypernetwork ships for {base.name} and no --hypernet given: using the FVT baseline", file=sys.stderr)
   return None, "fvt"
 
@@ -117,10 +118,10 @@ def check_output_file(flag: str, path: str | Path) -> None:
   import os
   folder = Path(path).absolute().parent
   if not folder.is_dir():
-    raise ValueError(f"{flag} {path}: the folder {folder} does not exist" if not folder.exists()
+    raise UsageError(f"{flag} {path}: the folder {folder} does not exist" if not folder.exists()
                      else f"{flag} {path}: {folder} is not a folder")
   if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
-    raise ValueError(f"{flag} {path}: not writable here (permission denied)")
+    raise UsageError(f"{flag} {path}: not writable here (permission denied)")
 
 
 def _label(spec: str) -> str:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from zett.cli import float_range, int_range
+from zett.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
   try:
     args.prompt.encode("utf-8")
   except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
-    raise ValueError("--prompt is not valid UTF-8 text") from None
+    raise UsageError("--prompt is not valid UTF-8 text") from None
   tokenizer = None
   if args.build_from:  # a missing or broken tokenizer fails before the model loads
     from zett.tokenization import load_tokenizer

@@ -22,9 +22,14 @@ import numpy as np
 from zett.ann.build import open_vocabulary_stores
 from zett.ann.index import AnnIndex, load_index
 from zett.ann.store import EmbeddingStore
+from zett.errors import ZettError
 
 _EXACT_IN_MEMORY_BYTES = 4 << 30
 """Exact scoring keeps a float32 copy of the output table up to this size, else streams the store."""
+
+
+class GenerationError(ZettError, ValueError):
+  """A vocabulary directory built for another model, or a prompt with nothing to generate from."""
 
 
 @dataclasses.dataclass
@@ -84,11 +89,11 @@ class LargeVocabGenerator:
     self.model = model
     self.tokenizer, self.input_store, self.output_store, self.bias_v, self.meta = open_vocabulary_stores(vocab_dir)
     if self.input_store.dim != model.config.hidden_size:
-      raise ValueError(f"{vocab_dir}: embeddings have width {self.input_store.dim}, {model.name} has "
-                       f"{model.config.hidden_size}")
+      raise GenerationError(f"{vocab_dir}: embeddings have width {self.input_store.dim}, {model.name} has "
+                            f"{model.config.hidden_size}")
     if self.meta.get("base_weights_sha256") not in (None, model.weights_sha256):
-      raise ValueError(f"{vocab_dir}: built for base weights {self.meta['base_weights_sha256'][:12]}..., "
-                       f"not {model.name} ({model.weights_sha256[:12]}...)")
+      raise GenerationError(f"{vocab_dir}: built for base weights {self.meta['base_weights_sha256'][:12]}..., "
+                            f"not {model.name} ({model.weights_sha256[:12]}...)")
     self.index: AnnIndex | None = load_index(self.output_store) if load_ann_index else None
     self.candidates = candidates or (self.index.spec.candidates if self.index else 64)
     self._exact: ExactScorer | None = None
@@ -121,7 +126,7 @@ class LargeVocabGenerator:
                    stop_at_eos: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (token id, final hidden state [D] it was chosen from) per generated token."""
     if not prompt_ids:
-      raise ValueError("the prompt is empty after tokenization")
+      raise GenerationError("the prompt is empty after tokenization")
     if max(prompt_ids) >= self.tokenizer.vocab_size:
       raise ValueError(f"prompt id {max(prompt_ids)} is outside the vocabulary ({self.tokenizer.vocab_size})")
     # Cache lengths rounded up to 128 slots: one compilation serves many prompt/answer lengths

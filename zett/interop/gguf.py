@@ -131,7 +131,10 @@ def load_gguf(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, load
   reader = _reader(path)
   hf_config = hf_config_from_gguf(reader, path)
   family = family_for_model_type(hf_config["model_type"], where=str(path))
-  config = family.config_from_hf(hf_config)
+  try:
+    config = family.config_from_hf(hf_config)
+  except (KeyError, ValueError, TypeError) as e:
+    raise ModelLoadError(f"{path}: unsupported or incomplete model metadata: {e!r}") from e
   tensors = hf_tensors_from_gguf(reader, path, hf_config)
   try:
     params = family.params_from_hf(config, tensors)

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from zett.cli import int_range
+from zett.errors import UsageError
 from zett.service.settings import ServiceSettings
 
 __all__ = ["ServiceSettings", "add_arguments", "run", "create_app", "Engine", "EmbeddingBatcher", "serve_in_thread"]
@@ -53,7 +54,7 @@ def load_settings(args: argparse.Namespace) -> ServiceSettings:
   for source, given in (("--api-key", args.api_key), ("ZETT_API_KEY", os.environ.get("ZETT_API_KEY"))):
     if given is not None:
       if not given.strip():
-        raise ValueError(f"{source} is empty or blank (an unset shell variable?); give a key, or leave "
+        raise UsageError(f"{source} is empty or blank (an unset shell variable?); give a key, or leave "
                          f"{source} out to serve without one")
       api_key = given
       break
@@ -80,7 +81,7 @@ def load_engine(model_spec: str, hypernet_path: str | None, cache_size: int):
     from zett.models.load import load_model
     model = load_model(model_spec)
   if hypernet_path is None:
-    raise ValueError(f"--hypernet is required for --model {model_spec}")
+    raise UsageError(f"--hypernet is required for --model {model_spec}")
   from hypernet import load_hypernet
   config, params = load_hypernet(hypernet_path, base_weights_sha256=model.weights_sha256)
   return Engine(model, config, params, cache_size=cache_size)

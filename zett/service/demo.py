@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zett.errors import UsageError
+
 TINY_MODEL = "tiny-random"
 SPECIAL_TOKENS = ("<|endoftext|>", "<s>", "</s>")
 
@@ -21,10 +23,10 @@ def parse_tiny_spec(spec: str) -> tuple[int, int]:
   """"tiny-random[:HIDDEN[:LAYERS]]" -> (hidden size, hypernetwork layers)."""
   parts = spec.split(":")
   if parts[0] != TINY_MODEL or len(parts) > 3 or not all(p.isdigit() and int(p) > 0 for p in parts[1:]):
-    raise ValueError(f"{spec!r}: expected {TINY_MODEL}[:HIDDEN[:LAYERS]], e.g. {TINY_MODEL}:256:3")
+    raise UsageError(f"{spec!r}: expected {TINY_MODEL}[:HIDDEN[:LAYERS]], e.g. {TINY_MODEL}:256:3")
   numbers = [int(p) for p in parts[1:]] + [64, 1][len(parts) - 1:]
   if numbers[0] % 32:
-    raise ValueError(f"{spec!r}: HIDDEN must be a multiple of 32")
+    raise UsageError(f"{spec!r}: HIDDEN must be a multiple of 32")
   return numbers[0], numbers[1]
 
 
