@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import math
 import signal
 import sys
 import threading
+from typing import Callable
+
+from zett.errors import ZettError
 
 # command -> (module, add-arguments function, run function, one-line help)
 _COMMANDS = {
@@ -82,6 +86,80 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
+_PACKAGES = ("zett", "hypernet", "train")  # the loggers (`logging.getLogger(__name__)`) whose messages users see
+
+
+class _LineFormatter(logging.Formatter):
+  """`PROG: message`, and `PROG: warning: message` above INFO: the shape of the one-line errors."""
+
+  def __init__(self, prog: str):
+    super().__init__()
+    self.prog = prog
+
+  def format(self, record: logging.LogRecord) -> str:
+    level = "" if record.levelno <= logging.INFO else f"{record.levelname.lower()}: "
+    return f"{self.prog}: {level}{super().format(record)}"
+
+
+def _log_to_stderr(prog: str) -> Callable[[], None]:
+  """Sends INFO and above of zett's own loggers to stderr; returns the function that undoes it.
+
+  Only for the run of one command (tests call `main` many times in one process), and not propagated: orbax puts a
+  handler on the root logger, which would print every line twice.
+  """
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(_LineFormatter(prog))
+  saved = []
+  for name in _PACKAGES:
+    logger = logging.getLogger(name)
+    saved.append((logger, logger.level, logger.propagate))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+  def undo():
+    for logger, level, propagate in saved:
+      logger.removeHandler(handler)
+      logger.setLevel(level)
+      logger.propagate = propagate
+  return undo
+
+
+def run_command(prog: str, command: Callable[[], int | None], debug: bool = False) -> int:
+  """Runs one command the way every zett entry point does, and returns its exit code.
+
+  zett's log messages go to stderr as `PROG: message`. A `ZettError` (the message names the file, flag or setting
+  at fault) and a failed system call on the user's file system (a full disk, a read-only folder) print one line
+  `PROG: error: ...` and return 2; Ctrl-C and SIGTERM print `interrupted` and return 130. Any other exception is a
+  bug and propagates with its traceback, as does every exception when `debug` is set.
+  """
+  # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove staging folders before the process goes (training
+  # and the server install their own handlers while they run).
+  in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+  previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
+  stop_logging = _log_to_stderr(prog)
+  try:
+    return int(command() or 0)
+  except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    return 130
+  except ZettError as e:
+    if debug:
+      raise
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return 2
+  except OSError as e:
+    if debug or e.errno is None:  # no errno: not a system call that failed, so not the user's file system
+      raise
+    where = f"{e.filename}: " if e.filename else ""
+    print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+    return 2
+  finally:
+    stop_logging()
+    if in_main_thread:
+      signal.signal(signal.SIGTERM, previous_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = _build_parser(argv)
@@ -90,30 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.print_help()
     return 2
   module, _, run_fn, _ = _COMMANDS[args.command]
-  # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove staging folders before the process goes (training
-  # and the server install their own handlers while they run).
-  in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-  previous_handler = signal.signal(signal.SIGTERM, _interrupt) if in_main_thread else None
-  try:
-    result = getattr(importlib.import_module(module), run_fn)(args)
-  except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  except ValueError as e:  # our loaders and configs raise ValueError subclasses with clear messages
-    if getattr(args, "debug", False):
-      raise
-    print(f"zett {args.command}: error: {e}", file=sys.stderr)
-    return 2
-  except OSError as e:  # the user's file system: a full disk, a read-only folder, a path under a file
-    if getattr(args, "debug", False):
-      raise
-    where = f"{e.filename}: " if e.filename else ""
-    print(f"zett {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
-    return 2
-  finally:
-    if in_main_thread:
-      signal.signal(signal.SIGTERM, previous_handler)
-  return int(result or 0)
+  command = getattr(importlib.import_module(module), run_fn)
+  return run_command(f"zett {args.command}", lambda: command(args), debug=getattr(args, "debug", False))
 
 
 if __name__ == "__main__":
