@@ -14,15 +14,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from zett.assets import qwen_tiktoken_path
+from zett.cli import run_command
 from zett.evaluation import causal_lm_bits_per_byte
 from zett.models.load import DEFAULT_MODEL, load_model
 from zett.stdlib_source import stdlib_folder, stdlib_text
+
+_log = logging.getLogger(__name__)
 
 SAMPLE_TEXT = (
     "Language models read text as a sequence of tokens, and the tokenizer decides how a string is cut "
@@ -81,7 +86,7 @@ def _russian_corpus(out: Path, max_bytes: int) -> tuple[list[str], list[str]] | 
   try:
     prepare_corpus(out / "corpus-ru", languages=("ru",), progress=False)
   except CorpusError as e:
-    print(f"no Russian corpus: {e}")
+    _log.info("no Russian corpus: %s", e)
     return None
   return _heldout_corpus_texts(out / "corpus-ru", "ru", max_bytes)
 
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     texts["Russian (held out)"] = russian[1]
     language_label, language_text = "ru-bpe", "Russian (held out)"
   else:
-    print("a Python-code BPE stands in for the Russian tokenizer")
+    _log.info("a Python-code BPE stands in for the Russian tokenizer")
     language_tokenizer = _train_code_tokenizer(args.vocab_size)
     language_label, language_text = "code-bpe", "Python code (held out)"
 
@@ -197,5 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
   return report
 
 
-if __name__ == "__main__":
+def _run() -> int:
   main()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(run_command("zett quickstart", _run))

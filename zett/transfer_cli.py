@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
 from zett.cli import float_range, int_range
 from zett.errors import UsageError
 from zett.transfer import METHODS
 
+_log = logging.getLogger(__name__)
 _SEEDS = int_range(0, 2**32 - 1)
 _TEXT_BYTES = int_range(1, 1 << 40)
 
@@ -74,11 +75,11 @@ def _choose_hypernet(args: argparse.Namespace, base):
     return None, args.method
   shipped = shipped_hypernet_for(base)
   if shipped is not None:
-    print(f"using the hypernetwork shipped for {base.name} ({shipped})", file=sys.stderr)
+    _log.info("using the hypernetwork shipped for %s (%s)", base.name, shipped)
     return str(shipped), "hypernet"
   if args.method == "hypernet":
     raise UsageError(f"--method hypernet: no hypernetwork ships for {base.name}; give --hypernet FOLDER")
-  print(f"no hypernetwork ships for {base.name} and no --hypernet given: using the FVT baseline", file=sys.stderr)
+  _log.info("no hypernetwork ships for %s and no --hypernet given: using the FVT baseline", base.name)
   return None, "fvt"
 
 
