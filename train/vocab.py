@@ -160,8 +160,6 @@ def make_sampler(config, base, surface_max_length: int, sequence_length: int, ro
     eval_sampler = TokenizerSampler(base, seed=config.seed + 1, **options)
   except TypeError as e:
     raise ConfigError(f"sampler.options: {e}") from None
-  except ValueError as e:  # the sampler checks its arguments, which come from the sampler section
-    raise ConfigError(f"sampler: {e}") from None
   for start in range(0, len(heldout), batch_size):
     eval_sampler.sample(heldout[start:start + batch_size])
   return SampledTokenizers(sampler, eval_sampler, base, surface_max_length, masked, hypernet_config, encoder_buckets,

@@ -5,12 +5,12 @@ from zett.tokenization.byte_level import (ModelKind, TokenizerError, bytes_to_un
                                           printable, to_byte_level)
 from zett.tokenization.load import load_tokenizer
 from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend
-from zett.tokenization.sampler import SampledBatch, TokenizerSampler
+from zett.tokenization.sampler import SampledBatch, SamplerError, TokenizerSampler
 from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
 
 __all__ = [
     "ModelKind", "TokenizerError", "bytes_to_unicode", "from_byte_level", "printable", "to_byte_level",
     "ROLES", "Tokenizer", "from_backend", "load_tokenizer",
-    "SampledBatch", "TokenizerSampler",
+    "SampledBatch", "SamplerError", "TokenizerSampler",
     "SurfaceEncoder", "SurfaceForms", "surface_forms",
 ]

@@ -19,6 +19,7 @@ import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
+from zett.errors import ZettError
 from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize, byte_level
 from zett.tokenization.byte_level import to_byte_level
 from zett.tokenization._substrings import (PRETOKEN_PATTERN, BatchSubstrings, BatchWords, SubstringWindow,
@@ -27,6 +28,10 @@ from zett.tokenization.tokenizer import Tokenizer, from_backend
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH, SurfaceEncoder, pack_flat, pack_rows
 
 _BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
+
+
+class SamplerError(ZettError, ValueError):
+  """Sampler settings that cannot work (for this base, or for the text of a batch); names the setting."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +155,13 @@ class TokenizerSampler:
                batch_vocab_size: int = 0,
                prepend_bos: bool = False, append_eos: bool = False, compiled: bool | None = None):
     if vocab_size < 257:
-      raise ValueError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
+      raise SamplerError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
     if min_vocab_size is not None and not 257 <= min_vocab_size <= vocab_size:
-      raise ValueError(f"min_vocab_size must be in [257, vocab_size={vocab_size}], got {min_vocab_size}")
+      raise SamplerError(f"min_vocab_size must be in [257, vocab_size={vocab_size}], got {min_vocab_size}")
     if history_batches < 1 or max_piece_bytes < 2 or sequence_length < 1 or noise_std < 0:
-      raise ValueError("history_batches >= 1, max_piece_bytes >= 2, sequence_length >= 1 and noise_std >= 0 needed")
+      raise SamplerError("history_batches >= 1, max_piece_bytes >= 2, sequence_length >= 1 and noise_std >= 0 needed")
     if compiled and not _fast.AVAILABLE:
-      raise ValueError("compiled=True needs numba (pip install numba)")
+      raise SamplerError("compiled=True needs numba (pip install numba)")
     self.compiled = _fast.AVAILABLE if compiled is None else compiled
     self.base = base
     self.vocab_size, self.min_vocab_size, self.noise_std = vocab_size, min_vocab_size, noise_std
@@ -166,12 +171,12 @@ class TokenizerSampler:
     self.num_specials = len(self.special_base_ids)
     self.batch_vocab_size = batch_vocab_size
     if batch_vocab_size and batch_vocab_size <= self.num_specials:
-      raise ValueError(f"batch_vocab_size {batch_vocab_size} leaves no room beyond the {self.num_specials} specials")
+      raise SamplerError(f"batch_vocab_size {batch_vocab_size} leaves no room beyond the {self.num_specials} specials")
     special_row = {int(b): i for i, b in enumerate(self.special_base_ids)}
     self._bos = special_row.get(base.roles.get("bos", -1)) if prepend_bos else None
     self._eos = special_row.get(base.roles.get("eos", -1)) if append_eos else None
     if (prepend_bos and self._bos is None) or (append_eos and self._eos is None):
-      raise ValueError(f"{base.name} has no bos/eos special token to add")
+      raise SamplerError(f"{base.name} has no bos/eos special token to add")
     self._pad = special_row.get(base.roles.get("pad", -1), 0)
     encoder = SurfaceEncoder(base)
     self._base_unk = base.roles.get("unk", -1)
@@ -343,8 +348,8 @@ class TokenizerSampler:
     if self.batch_vocab_size:
       used = np.unique(np.concatenate([tokens, np.arange(self.num_specials)]))
       if used.size > self.batch_vocab_size:
-        raise ValueError(f"the batch uses {used.size} distinct tokens but batch_vocab_size is "
-                         f"{self.batch_vocab_size}; raise batch_vocab_size (>= batch tokens + specials)")
+        raise SamplerError(f"the batch uses {used.size} distinct tokens but batch_vocab_size is "
+                           f"{self.batch_vocab_size}; raise batch_vocab_size (>= batch tokens + specials)")
       unused = np.ones(sampled_total, dtype=bool)
       unused[used] = False
       free = np.flatnonzero(unused)
