@@ -21,7 +21,8 @@ T = TypeVar("T")
 
 
 class ConfigError(ZettError, ValueError):
-  """A config file or override that does not fit the schema."""
+  """A config file or override that does not fit the schema, or a setting the chosen base or data cannot run with;
+  the message names the setting."""
 
 
 def check_range(name: str, value: float, low: float, high: float) -> None:
