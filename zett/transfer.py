@@ -229,7 +229,7 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   size = _choose_batch_size(base, vocab_size, surface_length, hypernet_config, memory, batch_size)
   _check_memory(base, target_tokenizer.name, vocab_size, size, surface_length, hypernet_config, memory)
   if getattr(hypernet_config, "surface_tokenizer", ""):  # a published hypernetwork spells with its own tokenizer
-    from zett.tokenization.published_surface import published_target_vocabulary
+    from zett.transfer_vocab import published_target_vocabulary
     target = published_target_vocabulary(target_tokenizer, hypernet_config)
   else:
     target = target_vocabulary(target_tokenizer, base, surface_length)

@@ -84,3 +84,12 @@ def build_target_vocabulary(target, base_tokenizer, surface_length: int) -> Targ
   return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=short_name(target.name),
                           surface_ids=forms.ids, surface_lengths=forms.lengths,
                           special_base_ids=forms.special_base_ids)
+
+
+def published_target_vocabulary(target, config):
+  """The `TargetVocabulary` transfer uses with a `PublishedHypernetConfig` (spelled by its own tokenizer)."""
+  from zett.tokenization.published_surface import spell_like_zett_authors
+  target = as_tokenizer(target, "target tokenizer")
+  forms = spell_like_zett_authors(target, config.surface_tokenizer, config.surface_length, config.base_vocab_size)
+  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=short_name(target.name),
+                          surface_ids=forms.ids, surface_lengths=forms.lengths, special_base_ids=forms.special_base_ids)

@@ -50,11 +50,3 @@ def spell_like_zett_authors(target, tokenizer_json: str | Path, max_length: int,
   return SurfaceForms(ids=surface_ids, lengths=surface_lengths, special_base_ids=special.astype(np.int32),
                       num_truncated=truncated, num_unknown=unknown)
 
-
-def published_target_vocabulary(target, config):
-  """The `TargetVocabulary` transfer uses with a `PublishedHypernetConfig` (spelled by its own tokenizer)."""
-  from zett.transfer_vocab import TargetVocabulary, as_tokenizer, short_name, to_transformers
-  target = as_tokenizer(target, "target tokenizer")
-  forms = spell_like_zett_authors(target, config.surface_tokenizer, config.surface_length, config.base_vocab_size)
-  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=short_name(target.name),
-                          surface_ids=forms.ids, surface_lengths=forms.lengths, special_base_ids=forms.special_base_ids)
