@@ -174,8 +174,9 @@ def check_params(where: str, config: PublishedHypernetConfig, flat: dict[str, np
   return used
 
 
-def load_published_hypernet(spec: str | Path, language: str | None = None):
-  """(PublishedHypernetConfig, params) from a published folder or hub name (`SPEC@LANG` picks a language)."""
+def read_published_hypernet(spec: str | Path, language: str | None = None):
+  """(PublishedHypernetConfig, params) from a published folder or hub name (`SPEC@LANG` picks a language); use
+  `hypernet.load_hypernetwork`."""
   location, spec_language = split_spec(spec)
   folder = resolve_folder(location)
   config_file = folder / CONFIG_NAME
