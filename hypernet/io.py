@@ -120,26 +120,6 @@ def read_hypernet_folder(path: str | Path, pinned_sha256: str | None = None):
   return config, params, sha
 
 
-def hypernet_weights_sha256(path: str | Path, config) -> str | None:
-  """sha256 of the weights file a hypernetwork was loaded from (recorded in config.json for zett's own)."""
-  if getattr(config, "weights_file", ""):
-    return file_sha256(config.weights_file)
-  return load_hypernet_config(path)[1].get("weights_sha256")
-
-
-def load_hypernet(path: str | Path, base_weights_sha256: str | None = None, verify: bool = True):
-  """Loads (config, params) from a hypernetwork folder (until its callers move to `hypernet.load_hypernetwork`)."""
-  from hypernet.published_io import is_published_spec, read_published_hypernet
-  if is_published_spec(path):  # the ZeTT authors' format (a folder or a hub name); it pins no base checksum
-    return read_published_hypernet(path)
-  config, params, _ = read_hypernet_folder(path)
-  if base_weights_sha256 and config.base_weights_sha256 and config.base_weights_sha256 != base_weights_sha256:
-    raise HypernetCheckpointError(
-        f"{path}: hypernetwork was trained for base weights {config.base_weights_sha256[:12]}…, "
-        f"but the base model given has {base_weights_sha256[:12]}…")
-  return config, params
-
-
 def _check_shapes(path, config: HypernetConfig, params) -> None:
   from hypernet.model import abstract_params  # local: model imports are heavier
   import flax.linen as nn

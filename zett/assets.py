@@ -57,17 +57,13 @@ _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
 
 def shipped_hypernet_path(name: str = "smollm2-135m") -> Path:
-  """The folder of a hypernetwork shipped with zett, after checking its weights against the pinned sha256."""
+  """The folder of a hypernetwork shipped with zett (its weights are checked against the pin when loaded)."""
   from hypernet.io import WEIGHTS_NAME
   if name not in SHIPPED_HYPERNETS:
     raise MissingAssetError(f"no shipped hypernetwork named {name!r} (shipped: {', '.join(SHIPPED_HYPERNETS)})")
   folder = _SHIPPED_FOLDER / name
   if not (folder / WEIGHTS_NAME).is_file() or not SHIPPED_HYPERNETS[name]:
     raise MissingAssetError(f"{folder}: the shipped {name} hypernetwork is missing from this installation")
-  from zett.sha256 import file_sha256
-  if file_sha256(folder / WEIGHTS_NAME) != SHIPPED_HYPERNETS[name]:
-    raise MissingAssetError(f"{folder / WEIGHTS_NAME}: sha256 differs from the one pinned in zett.assets (file "
-                            "corrupt or replaced); reinstall zett")
   return folder
 
 
