@@ -12,8 +12,8 @@ from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 class HypernetConfig:
   """Shape and provenance of a hypernetwork.
 
-  The provenance fields (base model id, weights sha256, base tokenizer) let `load_hypernet`
-  users refuse a checkpoint trained for a different base before anything is computed.
+  The provenance fields (base model id, weights sha256, base tokenizer) let `hypernet.load_hypernetwork` refuse a
+  checkpoint trained for a different base before anything is computed.
   """
 
   embedding_dim: int

@@ -3,8 +3,9 @@
 Layout of a hypernetwork folder:
   config.json             {"hypernet": HypernetConfig fields, "weights_sha256": ..., "format": 1}
   hypernet.safetensors    parameters, names = "/"-joined parameter paths
-Loading verifies the weights' sha256 and every parameter's shape against the config, so a
-corrupt or mismatched file fails with one clear error instead of wrong embeddings.
+Reading verifies the weights' sha256 and every parameter's shape against the config, so a
+corrupt or mismatched file fails with one clear error instead of wrong embeddings (`hypernet.load_hypernetwork` is
+the loader; this module is the format).
 """
 
 from __future__ import annotations
@@ -78,13 +79,6 @@ def save_hypernet(out_dir: str | Path, config: HypernetConfig, params, dtype=np.
   return out_dir
 
 
-def hypernet_weights_sha256(path: str | Path, config) -> str | None:
-  """sha256 of the weights file a hypernetwork was loaded from (recorded in config.json for zett's own)."""
-  if getattr(config, "weights_file", ""):
-    return file_sha256(config.weights_file)
-  return load_hypernet_config(path)[1].get("weights_sha256")
-
-
 def load_hypernet_config(path: str | Path) -> tuple[HypernetConfig, dict]:
   path = Path(path)
   config_file = path / CONFIG_NAME
@@ -100,37 +94,31 @@ def load_hypernet_config(path: str | Path) -> tuple[HypernetConfig, dict]:
   return config, record
 
 
-def load_hypernet(path: str | Path, base_weights_sha256: str | None = None, verify: bool = True):
-  """Loads (config, params) from a hypernetwork folder.
+def read_hypernet_folder(path: str | Path, pinned_sha256: str | None = None):
+  """(config, params, weights sha256) of a folder written by `save_hypernet`; use `hypernet.load_hypernetwork`.
 
-  Args:
-    path: the folder written by `save_hypernet`, or a hypernetwork the ZeTT authors published (their folder or
-      hub name, optionally `@LANG`; see `hypernet.published_io`), which loads as a `PublishedHypernetConfig`.
-    base_weights_sha256: if given, refuse a hypernetwork trained for a different base model.
-    verify: check the weights file's sha256 against config.json.
+  The weights must hash to the sha256 config.json records and, when given, to `pinned_sha256` (a copy shipped with
+  zett, whose config.json could have been replaced together with the weights).
   """
-  from hypernet.published_io import is_published_spec, load_published_hypernet
-  if is_published_spec(path):  # the ZeTT authors' format (a folder or a hub name); it pins no base checksum
-    return load_published_hypernet(path)
   path = Path(path)
   config, record = load_hypernet_config(path)
   weights = path / WEIGHTS_NAME
   if not weights.is_file():
     raise HypernetCheckpointError(f"{path}: missing {WEIGHTS_NAME}")
-  if verify and file_sha256(weights) != record.get("weights_sha256"):
+  sha = file_sha256(weights)
+  if sha != record.get("weights_sha256"):
     raise HypernetCheckpointError(
         f"{weights}: sha256 does not match config.json (file corrupt or replaced)")
-  if base_weights_sha256 and config.base_weights_sha256 and config.base_weights_sha256 != base_weights_sha256:
-    raise HypernetCheckpointError(
-        f"{path}: hypernetwork was trained for base weights {config.base_weights_sha256[:12]}…, "
-        f"but the base model given has {base_weights_sha256[:12]}…")
+  if pinned_sha256 and sha != pinned_sha256:
+    raise HypernetCheckpointError(f"{weights}: sha256 differs from the one pinned in zett.assets (file corrupt or "
+                                  "replaced); reinstall zett")
   try:
     flat = load_file(str(weights))
   except Exception as e:  # safetensors raises its own error types
     raise HypernetCheckpointError(f"{weights}: unreadable safetensors file ({e})") from None
   params = _unflatten({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
   _check_shapes(path, config, params)
-  return config, params
+  return config, params, sha
 
 
 def _check_shapes(path, config: HypernetConfig, params) -> None:

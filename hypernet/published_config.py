@@ -57,8 +57,8 @@ class PublishedConfigError(HypernetCheckpointError):
 @dataclasses.dataclass(frozen=True)
 class PublishedHypernetConfig:
   """Shape of a published ZeTT hypernetwork; also answers the questions zett asks of any hypernetwork config
-  (`embedding_dim`, `base_vocab_size`, `surface_length`, `predict_output_*`, `body_*`), so callers of
-  `hypernet.load_hypernet` and `hypernet.predict` take either kind."""
+  (`embedding_dim`, `base_vocab_size`, `surface_length`, `predict_output_*`, `body_*`), so a `hypernet.Hypernetwork`
+  and `hypernet.predict` take either kind."""
 
   embedding_dim: int
   """n_embd: width of the base model's embeddings."""

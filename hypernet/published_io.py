@@ -174,8 +174,9 @@ def check_params(where: str, config: PublishedHypernetConfig, flat: dict[str, np
   return used
 
 
-def load_published_hypernet(spec: str | Path, language: str | None = None):
-  """(PublishedHypernetConfig, params) from a published folder or hub name (`SPEC@LANG` picks a language)."""
+def read_published_hypernet(spec: str | Path, language: str | None = None):
+  """(PublishedHypernetConfig, params) from a published folder or hub name (`SPEC@LANG` picks a language); use
+  `hypernet.load_hypernetwork`."""
   location, spec_language = split_spec(spec)
   folder = resolve_folder(location)
   config_file = folder / CONFIG_NAME
@@ -202,22 +203,3 @@ def load_published_hypernet(spec: str | Path, language: str | None = None):
 def _with_files(config: PublishedHypernetConfig, weights: str, tokenizer: str) -> PublishedHypernetConfig:
   import dataclasses
   return dataclasses.replace(config, weights_file=weights, surface_tokenizer=tokenizer)
-
-
-def check_against_base(config: PublishedHypernetConfig, embeddings, base_name: str) -> None:
-  """Raises PublishedConfigError when the base model is not the one the hypernetwork was trained for."""
-  rows, width = (int(n) for n in embeddings.input.shape)
-  where = config.source
-  if width != config.embedding_dim:
-    raise PublishedConfigError(f"{where}: n_embd is {config.embedding_dim}, but {base_name} has {width}-wide "
-                               "embeddings")
-  if rows != config.base_vocab_size:
-    raise PublishedConfigError(f"{where}: original_vocab_size is {config.base_vocab_size}, but {base_name} has "
-                               f"{rows} embedding rows")
-  if config.predict_output_embeddings != (embeddings.output is not None):
-    want, have = ("untied", "tied") if config.predict_output_embeddings else ("tied", "untied")
-    raise PublishedConfigError(f"{where}: separate_out_embeddings={config.predict_output_embeddings} means a "
-                               f"{want} base, but {base_name} is {have}")
-  if config.predict_output_bias and embeddings.bias is None:
-    raise PublishedConfigError(f"{where}: predicts an LM-head bias (tied base with hn_predict_bias), but {base_name} "
-                               "has none")

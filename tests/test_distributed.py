@@ -66,15 +66,15 @@ def runs(tmp_path_factory):
   procs.append(_start(["train", str(one)], 8))
   results = _finish(procs)
   two_losses, one_losses = _train_losses(two), _train_losses(one)
-  from hypernet.io import load_hypernet
-  _, two_params = load_hypernet(two / "hypernet")
-  _, one_params = load_hypernet(one / "hypernet")
+  from hypernet import load_hypernetwork
+  two_params = load_hypernetwork(two / "hypernet").params
+  one_params = load_hypernetwork(one / "hypernet").params
   # Resume the 2-process run's step-3 checkpoint in ONE process (8 devices) and finish steps 4..6 again.
   shutil.rmtree(two / "checkpoints" / "6")
   shutil.rmtree(two / "hypernet")
   lines_before = len((two / "metrics.jsonl").read_text().splitlines())
   resumed = _finish([_start(["resume", str(two)], 8)])[0]
-  _, resumed_params = load_hypernet(two / "hypernet")
+  resumed_params = load_hypernetwork(two / "hypernet").params
   return {"results": results, "two": two_losses, "one": one_losses, "two_params": two_params,
           "one_params": one_params, "resumed": resumed, "resumed_losses": _train_losses(two, lines_before),
           "resumed_params": resumed_params}

@@ -35,7 +35,7 @@ def test_fresh_hypernet_gives_mean_of_subtokens_through_the_cache(model, embedde
   embedder.cache.clear()
   rows = embedder.new_token_rows(result)
   base = np.asarray(model.embeddings.input)
-  length = embedder.hypernet_config.surface_length
+  length = embedder.hypernetwork.config.surface_length
   expected = np.stack([base[list(ids[:length])].mean(0) for ids in result.new_token_base_ids])
   np.testing.assert_allclose(rows, expected, atol=1e-5)
   assert embedder.cache.misses == len(result.new_tokens) and embedder.cache.hits == 0
@@ -84,7 +84,7 @@ def test_generation_after_merged_prefill_matches_full_forward(model, embedder, w
   cuts = [round(0.5 * len(ids)) for ids in batch.token_ids]
   prompts = type(batch)([ids[:c] for ids, c in zip(batch.token_ids, cuts)],
                         [s[:c] for s, c in zip(batch.starts_pretoken, cuts)], batch.id_to_bytes)
-  prompt_rows = embedder.embed(merge_batch(prompts, max_token_length=embedder.hypernet_config.surface_length))
+  prompt_rows = embedder.embed(merge_batch(prompts, max_token_length=embedder.hypernetwork.config.surface_length))
   base = np.asarray(model.embeddings.input)
   out_vd = np.asarray(model.embeddings.output)
   generated = word_level_report.generated_merged_prefill

@@ -1,6 +1,7 @@
 """Hypernetwork module and its safetensors checkpoints."""
 
 import json
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ from optax import global_norm as optax_global_norm
 
 import hypernet.model
 
-from hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernet, predict,
+from hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernetwork, predict,
                       save_hypernet)
 from zett.models.family import Embeddings
 from zett.testing.files import flip_byte
@@ -88,16 +89,18 @@ def test_save_load_round_trip_and_errors(tmp_path):
   params = init_hypernet(config, base, jax.random.key(1))
   params = jax.tree.map(lambda p: p + 0.01, params)
   out = save_hypernet(tmp_path / "hn", config, params)
-  config2, params2 = load_hypernet(out)
+  loaded = load_hypernetwork(out)
+  config2, params2 = loaded.config, loaded.params
   assert config2 == config
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), params, params2)
 
-  with pytest.raises(HypernetCheckpointError, match="different|trained for base"):
-    load_hypernet(out, base_weights_sha256="cd" * 32)
+  other = SimpleNamespace(embeddings=base, name="other", weights_sha256="cd" * 32)
+  with pytest.raises(HypernetCheckpointError, match="trained for base weights abababababab…, but other has cdcd"):
+    load_hypernetwork(out, other)
 
   flip_byte(out / "hypernet.safetensors", -5)
   with pytest.raises(HypernetCheckpointError, match="sha256"):
-    load_hypernet(out)
+    load_hypernetwork(out)
 
   # A config that disagrees with the stored weights' shapes.
   save_hypernet(tmp_path / "hn2", config, params)
@@ -105,10 +108,10 @@ def test_save_load_round_trip_and_errors(tmp_path):
   record["hypernet"]["embedding_dim"] = 16
   (tmp_path / "hn2" / "config.json").write_text(json.dumps(record))
   with pytest.raises(HypernetCheckpointError, match="shape"):
-    load_hypernet(tmp_path / "hn2")
+    load_hypernetwork(tmp_path / "hn2")
 
   with pytest.raises(HypernetCheckpointError, match="does not exist"):
-    load_hypernet(tmp_path / "missing")
+    load_hypernetwork(tmp_path / "missing")
 
 
 def test_bfloat16_export_loads(tmp_path):
@@ -116,7 +119,7 @@ def test_bfloat16_export_loads(tmp_path):
   config = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4)
   params = init_hypernet(config, base, jax.random.key(1))
   out = save_hypernet(tmp_path / "hn", config, params, dtype=jnp.bfloat16)
-  _, params2 = load_hypernet(out)
+  params2 = load_hypernetwork(out).params
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-2, rtol=1e-2),
                params, params2)
 

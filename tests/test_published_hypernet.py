@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hypernet import PublishedConfigError, load_hypernet, predict_jit
+from types import SimpleNamespace
+
+from hypernet import HypernetCheckpointError, PublishedConfigError, check_fits_base, load_hypernetwork, predict_jit
 from hypernet.published_config import parse_published_config
-from hypernet.published_io import check_against_base
 from hypernet.published_model import parameter_count
 from zett.models.family import Embeddings
 
@@ -226,7 +227,8 @@ def test_predictions_match_pytorch_reference(tmp_path, layout, weights):
   reference_folder = _write_folder(tmp_path / "both", t)  # the reference reads the PyTorch names
   folder = _write_folder(tmp_path / weights, t, formats=(weights,))
   language = "de" if t["langs"] else None
-  config, params = load_hypernet(f"{folder}@{language}" if language else folder)
+  loaded = load_hypernetwork(f"{folder}@{language}" if language else folder)
+  config, params = loaded.config, loaded.params
   base = _base(t)
   ids, lengths = _surfaces(t)
   ours = predict_jit(config, params, ids, lengths, base)
@@ -245,8 +247,10 @@ def test_both_files_agree_and_safetensors_is_preferred(tmp_path):
   t = LAYOUTS["untied"]
   both = _write_folder(tmp_path / "both", t)
   only_msgpack = _write_folder(tmp_path / "msgpack", t, formats=("msgpack",))
-  config_both, params_both = load_hypernet(both)
-  config_msgpack, params_msgpack = load_hypernet(only_msgpack)
+  loaded = load_hypernetwork(both)
+  config_both, params_both = loaded.config, loaded.params
+  loaded = load_hypernetwork(only_msgpack)
+  config_msgpack, params_msgpack = loaded.config, loaded.params
   assert Path(config_both.weights_file).name == "model.safetensors"
   ids, lengths = _surfaces(t)
   a = predict_jit(config_both, params_both, ids, lengths, _base(t))
@@ -257,7 +261,8 @@ def test_both_files_agree_and_safetensors_is_preferred(tmp_path):
 def test_special_rows_keep_base_rows(tmp_path):
   t = LAYOUTS["tied_bias"]
   with pytest.warns(UserWarning, match="no tokenizer.json beside the weights"):
-    config, params = load_hypernet(_write_folder(tmp_path / "hn", t))
+    loaded = load_hypernetwork(_write_folder(tmp_path / "hn", t))
+    config, params = loaded.config, loaded.params
   base = _base(t)
   ids, lengths = _surfaces(t)
   special = np.full(len(ids), -1, np.int32)
@@ -281,19 +286,19 @@ def test_config_errors_name_the_option(tmp_path, change, message):
   config = {**_config_json(t), **change}
   folder = _write_folder(tmp_path / "hn", t, formats=("safetensors",), config=config)
   with pytest.raises(PublishedConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-    load_hypernet(folder)
+    load_hypernetwork(folder)
 
 
 def test_language_is_required_and_checked(tmp_path):
   folder = _write_folder(tmp_path / "hn", LAYOUTS["language_id"], formats=("safetensors",))
   with pytest.raises(PublishedConfigError, match="SPEC@LANG.*en, de, fr"):
-    load_hypernet(folder)
+    load_hypernetwork(folder)
   with pytest.raises(PublishedConfigError, match="unknown language 'xx'"):
-    load_hypernet(f"{folder}@xx")
-  assert load_hypernet(f"{folder}@fr")[0].language_index == 2
+    load_hypernetwork(f"{folder}@xx")
+  assert load_hypernetwork(f"{folder}@fr").config.language_index == 2
   other = _write_folder(tmp_path / "plain", LAYOUTS["tied_bias"], formats=("safetensors",))
   with pytest.raises(PublishedConfigError, match="has no language id"):
-    load_hypernet(f"{other}@en")
+    load_hypernetwork(f"{other}@en")
 
 
 def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
@@ -301,11 +306,11 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
   config = {**_config_json(t), "hn_intermediate_size": 48}
   folder = _write_folder(tmp_path / "hn", t, formats=("msgpack",), config=config)
   with pytest.raises(PublishedConfigError, match="dense1/kernel has shape"):
-    load_hypernet(folder)
+    load_hypernetwork(folder)
   config = {**_config_json(t), "hn_n_layers": 3}
   folder = _write_folder(tmp_path / "layers", t, formats=("safetensors",), config=config)
   with pytest.raises(PublishedConfigError, match="missing: .*layer/2/"):
-    load_hypernet(folder)
+    load_hypernetwork(folder)
 
 
 @pytest.mark.parametrize("base_change,message", [
@@ -316,20 +321,20 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path):
 ])
 def test_base_mismatch_names_the_field(tmp_path, base_change, message):
   t = LAYOUTS["tied_bias"]
-  config, _ = load_hypernet(_write_folder(tmp_path / "hn", t, formats=("safetensors",)))
+  hypernetwork = load_hypernetwork(_write_folder(tmp_path / "hn", t, formats=("safetensors",)))
   base = _base(t)
   base = {"width": Embeddings(base.input[:, :16], None, base.bias),
           "vocab": Embeddings(np.zeros((41, 32), np.float32), None, np.zeros(41, np.float32)),
           "untied": Embeddings(base.input, base.input, base.bias),
           "no_bias": Embeddings(base.input, None, None)}[base_change]
-  with pytest.raises(PublishedConfigError, match=message):
-    check_against_base(config, base, "tiny")
+  with pytest.raises(HypernetCheckpointError, match=message):
+    check_fits_base(hypernetwork, SimpleNamespace(embeddings=base, name="tiny", weights_sha256="ab" * 32))
 
 
 def test_hub_name_without_network_fails_clearly(monkeypatch):
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   with pytest.raises(PublishedConfigError, match="benjamin/zett-hypernetwork-nonexistent-test: not a local folder"):
-    load_hypernet("benjamin/zett-hypernetwork-nonexistent-test")
+    load_hypernetwork("benjamin/zett-hypernetwork-nonexistent-test")
 
 
 # Facts about the released hypernetworks, for checking our reading of their format without their weights (which

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tokenizers
 
-from hypernet import load_hypernet, predict_jit
+from hypernet import load_hypernetwork, predict_jit
 from tests.test_published_hypernet import _write_folder
 from tests.transfer_setup import base_tokenizer, target_tokenizer, tiny_base
 from zett.cli import main
@@ -78,7 +78,8 @@ def test_transfer_cli_with_published_hypernetwork(assets, tmp_path):
   assert record["method"] == "hypernet" and len(record["hypernet_sha256"]) == 64
 
   base = load_model(assets / "base")
-  config, params = load_hypernet(assets / "hypernet")
+  loaded = load_hypernetwork(assets / "hypernet")
+  config, params = loaded.config, loaded.params
   target = target_tokenizer()
   ids, lengths = _their_surface_forms(assets / "hypernet", target, config.surface_length)
   expected = predict_jit(config, params, ids, lengths, base.embeddings)

@@ -47,10 +47,11 @@ def client(server):
 def library_embeddings(engine, tokens):
   """What `hypernet.predict` gives for `tokens` spelled by the base tokenizer's model (no service code)."""
   pieces = [t.encode() for t in tokens]
-  ids, lengths, _, _ = SurfaceEncoder(engine.tokenizer).encode(pieces, engine.hypernet_config.surface_length)
+  ids, lengths, _, _ = SurfaceEncoder(engine.tokenizer).encode(pieces, engine.hypernetwork.config.surface_length)
   special = np.array([engine.tokenizer.special_tokens.get(t, -1) for t in tokens], np.int32)
   ids[special >= 0, 0], lengths[special >= 0] = special[special >= 0], 1
-  out = hypernet.predict_jit(engine.hypernet_config, engine.hypernet_params, jnp.asarray(ids), jnp.asarray(lengths),
+  loaded = engine.hypernetwork
+  out = hypernet.predict_jit(loaded.config, loaded.params, jnp.asarray(ids), jnp.asarray(lengths),
                          engine.model.embeddings, jnp.asarray(special))
   return np.asarray(out.input), np.asarray(out.output)
 
@@ -120,7 +121,7 @@ def test_tokenize_matches_the_library_merger(client, engine):
   assert response.status_code == 200, response.text
   body = response.json()
   want = merge_batch(split_texts(engine.tokenizer.backend, texts), target_reduction=0.3,
-                     max_token_length=engine.hypernet_config.surface_length)
+                     max_token_length=engine.hypernetwork.config.surface_length)
   assert [d["ids"] for d in body["data"]] == [ids.tolist() for ids in want.ids]
   assert body["num_tokens"] == want.num_merged_tokens and body["stop_reason"] == "target_reduction"
   assert body["reduction"] >= 0.3 and "".join(body["data"][0]["tokens"]) == texts[0]
@@ -190,7 +191,7 @@ def test_transfer_job_end_to_end(client, engine, tmp_path):
   assert exported.config.vocab_size == 300
   import tokenizers
   want = transfer_lib.transfer(engine.model, tokenizers.Tokenizer.from_str(json.dumps(spec)),
-                               hypernet=(engine.hypernet_config, engine.hypernet_params), progress=False)
+                               hypernet=engine.hypernetwork, progress=False)
   np.testing.assert_allclose(np.asarray(exported.embeddings.input), np.asarray(want.embeddings.input), atol=1e-6)
 
 

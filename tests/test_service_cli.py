@@ -52,8 +52,8 @@ def test_zett_serve_from_model_and_hypernet_folders(tmp_path):
   from zett.service.demo import tiny_hypernet, tiny_model
   save_pretrained(tiny_model(), tmp_path / "model")
   loaded = load_model(tmp_path / "model")  # its weights sha256 is the file's: the hypernetwork records that
-  config, params = tiny_hypernet(loaded)
-  hypernet.save_hypernet(tmp_path / "hypernet", config, params)
+  made = tiny_hypernet(loaded)
+  hypernet.save_hypernet(tmp_path / "hypernet", made.config, made.params)
 
   port = _free_port()
   env = {**os.environ, "ZETT_API_KEY": "cli-key", "JAX_PLATFORMS": "cpu"}

@@ -47,8 +47,9 @@ def _token_pool(engine, size=300, seed=0):
 
 def _library(engine, tokens):
   ids, lengths, _, _ = SurfaceEncoder(engine.tokenizer).encode([t.encode() for t in tokens],
-                                                               engine.hypernet_config.surface_length)
-  out = hypernet.predict_jit(engine.hypernet_config, engine.hypernet_params, jnp.asarray(ids), jnp.asarray(lengths),
+                                                               engine.hypernetwork.config.surface_length)
+  loaded = engine.hypernetwork
+  out = hypernet.predict_jit(loaded.config, loaded.params, jnp.asarray(ids), jnp.asarray(lengths),
                              engine.model.embeddings)
   return dict(zip(tokens, np.asarray(out.input))), dict(zip(tokens, np.asarray(out.output)))
 

@@ -19,7 +19,7 @@ def vocabulary(tmp_path_factory):
   text = "".join(stdlib_texts_up_to(200_000))
   tokenizer = train_bpe_vocabulary([text[i:i + 5000] for i in range(0, len(text), 5000)], 1500, engine.tokenizer)
   folder = tmp_path_factory.mktemp("large-vocab")
-  build_vocabulary(folder, engine.model, tokenizer, hypernet=(engine.hypernet_config, engine.hypernet_params),
+  build_vocabulary(folder, engine.model, tokenizer, hypernet=engine.hypernetwork,
                    index_spec=IndexSpec(kind="hnsw", hnsw_neighbors=16), progress=False)
   return folder
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hypernet.io import HypernetCheckpointError, load_hypernet
+from hypernet import HypernetCheckpointError, load_hypernetwork
 from zett.sha256 import file_sha256
 from train.data import is_heldout
 from zett import assets
@@ -30,6 +30,8 @@ def test_shipped_weights_match_the_pin_the_manifest_and_their_config():
   config_record = json.loads((folder / "config.json").read_text())
   assert sha == assets.SHIPPED_HYPERNETS[NAME] == manifest["hypernet_sha256"] == config_record["weights_sha256"]
   assert (folder / "hypernet.safetensors").stat().st_size < 30 * 2**20
+  shipped = load_hypernetwork(NAME)  # by name: the pinned, verified copy
+  assert (shipped.sha256, shipped.source) == (sha, NAME)
   assert manifest["tokens_seen"] == sum(leg["tokens"] for leg in manifest["legs"])
 
 
@@ -38,10 +40,12 @@ def test_a_corrupted_copy_is_refused(tmp_path, monkeypatch):
   shutil.copytree(assets.shipped_hypernet_path(NAME), copy)
   flip_byte(copy / "hypernet.safetensors", -3)
   with pytest.raises(HypernetCheckpointError, match="sha256"):
-    load_hypernet(copy)
+    load_hypernetwork(copy)
+  # A copy replaced together with its config.json still differs from the pin (here: the pin differs from both).
   monkeypatch.setitem(assets.SHIPPED_HYPERNETS, NAME, "0" * 64)
-  with pytest.raises(assets.MissingAssetError, match="sha256"):
-    assets.shipped_hypernet_path(NAME)
+  for spec in (NAME, assets.shipped_hypernet_path(NAME)):
+    with pytest.raises(HypernetCheckpointError, match="pinned in zett.assets"):
+      load_hypernetwork(spec)
 
 
 def _heldout_stdlib_modules(count: int, min_bytes: int = 3000) -> list[str]:

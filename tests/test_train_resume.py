@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from hypernet.io import load_hypernet
+from hypernet import load_hypernetwork
 
 from tests._train_helpers import REPO, subprocess_env, zett_train_command
 
@@ -53,7 +53,7 @@ def test_sigterm_and_resume_give_identical_parameters(tmp_path):
   summary = json.loads(stdout[stdout.index("{\n"):])
   assert summary["stopped_by_signal"] and 10 <= summary["steps"] < 20, summary
   # A stopped leg leaves its latest hypernetwork exported (loadable, sha256 checked); the resumed run replaces it.
-  stopped_config, _ = load_hypernet(interrupted / "hypernet")
+  stopped_config = load_hypernetwork(interrupted / "hypernet").config
   assert stopped_config.num_layers >= 1
   stopped_weights = load_file(str(interrupted / "hypernet" / "hypernet.safetensors"))
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from hypernet.record import Hypernetwork
+from hypernet.vocabulary import embed_vocabulary
 from train.batch import build_batch, round_up
 from train.checkpoint import StopOnSignal
 from train import distributed
@@ -45,14 +47,11 @@ def _eval_sets(run: Run, sampler) -> list[EncodedVocabulary]:
 
 
 def _predict_vocabulary(run: Run, params, batch: dict[str, np.ndarray], chunk_rows: int):
-  """Predicted `Embeddings` of all vocabulary rows of `batch`, `chunk_rows` at a time."""
-  predict, _ = run.eval_fn
-  parts = []
-  for start in range(0, batch["surface_ids"].shape[0], chunk_rows):
-    rows = slice(start, start + chunk_rows)
-    parts.append(predict(params, batch["surface_ids"][rows], batch["surface_lengths"][rows],
-                         batch["special_base_ids"][rows], run.base_params))
-  return jax.tree.map(lambda *chunks: jax.numpy.concatenate(chunks), *parts)
+  """Predicted `Embeddings` of all vocabulary rows of `batch`, `chunk_rows` at a time, kept on the device."""
+  base = run.spec.base_family.get_embeddings(run.spec.base_config, run.base_params)
+  return embed_vocabulary(Hypernetwork(run.hypernet_config, params), base, batch["surface_ids"],
+                          batch["surface_lengths"], batch["special_base_ids"], chunk_size=chunk_rows,
+                          dtype=run.spec.compute_dtype, on_device=True)
 
 
 def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) -> dict[str, float]:
@@ -64,7 +63,6 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
   # size: padding every tokenizer to the largest one multiplied the softmax and hypernetwork work several times).
   chunk_rows = round_up(min(config.eval.vocab_chunk_rows, largest), run.mesh.shape["data"])
   texts = texts + [""] * (round_up(len(texts), batch_size) - len(texts))
-  _, sums_fn = run.eval_fn
   results = {}
   for encoded in sets:
     rows = round_up(encoded.vocab.size, chunk_rows)
@@ -75,7 +73,7 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
       batch = build_batch(encoded.vocab, token_rows, config.data.sequence_length, rows)
       if predicted is None:
         predicted = _predict_vocabulary(run, params, batch, chunk_rows)
-      sums = jax.device_get(sums_fn(predicted, _device_batch(run, batch), run.base_params))
+      sums = jax.device_get(run.eval_sums(predicted, _device_batch(run, batch), run.base_params))
       nll += float(sums[0])
       target_bytes += float(sums[1])
     results[f"bpb/{encoded.name}"] = bits_per_byte(nll, target_bytes)

@@ -73,9 +73,11 @@ def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_jso
             overrides: list[str] | None = None, repo: Path = REPO) -> dict:
   import jax.numpy as jnp
   import yaml
-  from hypernet.io import load_hypernet, save_hypernet
+  from hypernet.io import save_hypernet
+  from hypernet.record import load_hypernetwork
   from zett.sha256 import file_sha256
-  config, params = load_hypernet(run_dir / "hypernet")
+  exported = load_hypernetwork(run_dir / "hypernet")
+  config, params = exported.config, exported.params
   target = repo / "zett" / "hypernets" / name
   save_hypernet(target, config, params, dtype=jnp.bfloat16)
   weights_sha = file_sha256(target / "hypernet.safetensors")

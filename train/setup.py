@@ -20,7 +20,7 @@ from train.checkpoint import CheckpointError, Checkpointer
 from train.config import ConfigError, TrainConfig, from_dict, to_dict
 from train.data import check_sources
 from train.state import create_sharded_state, make_optimizer, state_shardings
-from train.step import LossSpec, jit_eval, jit_train_step
+from train.step import LossSpec, jit_eval_sums, jit_train_step
 from train.vocab import base_tokenizer_of, check_tokenizer_specs
 from zett.errors import ZettError
 
@@ -48,8 +48,8 @@ class Run:
   state: Any
   state_shardings: Any
   train_step: Callable
-  eval_fn: tuple[Callable, Callable]
-  """(predict chunk of vocabulary rows, LM sums of a batch given predicted rows); see `train.step.jit_eval`."""
+  eval_sums: Callable
+  """LM sums of an evaluation batch given the predicted rows of its vocabulary; see `train.step.jit_eval_sums`."""
   checkpointer: Checkpointer
   report: str
   resumed_step: int | None
@@ -219,14 +219,14 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
 
   batch_sh = batch_shardings(mesh)
   train_step = jit_train_step(spec, optimizer, shardings, batch_sh, base_shardings, replicated)
-  eval_fn = jit_eval(spec, shardings.params, base_shardings, replicated)
+  eval_sums = jit_eval_sums(spec, replicated)
   return Run(config, base, base_tokenizer, hypernet_config, spec, mesh, optimizer, base_params, state, shardings,
-             train_step, eval_fn, checkpointer, report, resumed_step, data_state)
+             train_step, eval_sums, checkpointer, report, resumed_step, data_state)
 
 
 def _init_params_fn(config: TrainConfig, hypernet_config, init_hypernet):
   if config.hypernet.init_checkpoint:
-    from hypernet.io import load_hypernet
-    _, loaded = load_hypernet(config.hypernet.init_checkpoint)
+    from hypernet.record import load_hypernetwork
+    loaded = load_hypernetwork(config.hypernet.init_checkpoint).params
     return lambda embeddings: jax.tree.map(jnp.asarray, loaded)
   return lambda embeddings: init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))

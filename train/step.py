@@ -149,20 +149,15 @@ def jit_train_step(spec: LossSpec, optimizer, state_shardings, batch_shardings, 
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
 
 
-def jit_eval(spec: LossSpec, param_shardings, base_shardings, replicated):
-  """(predict, sums): the hypernetwork over one chunk of vocabulary rows, and the LM sums given all rows.
+def jit_eval_sums(spec: LossSpec, replicated):
+  """`eval_sums` jitted: the LM sums of one evaluation batch given the predicted rows of its whole vocabulary.
 
-  Evaluation embeds a whole tokenizer once per evaluation, chunk by chunk, so memory stays bounded for large
-  vocabularies and the prediction is not repeated for every batch of held-out text.
+  Evaluation embeds a whole tokenizer once per evaluation (`hypernet.embed_vocabulary`, chunk by chunk on the
+  device), so memory stays bounded for large vocabularies and the prediction is not repeated for every batch of
+  held-out text.
   """
-  def predict(params, surface_ids, surface_lengths, special_base_ids, base_params):
-    base = spec.base_family.get_embeddings(spec.base_config, base_params)
-    return spec.hypernet().apply(
-        {"params": params}, surface_ids, surface_lengths, base, special_base_ids)
-  predict_jit = jax.jit(predict, in_shardings=(param_shardings, None, None, None, base_shardings))
-  sums_jit = jax.jit(lambda predicted, batch, base_params: eval_sums(spec, predicted, batch, base_params),
-                     out_shardings=replicated)
-  return predict_jit, sums_jit
+  return jax.jit(lambda predicted, batch, base_params: eval_sums(spec, predicted, batch, base_params),
+                 out_shardings=replicated)
 
 
 def bits_per_byte(nll_sum_nats: float, num_bytes: float) -> float:

@@ -26,11 +26,11 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from hypernet.vocabulary import embed_in_chunks
 from zett.baselines import make_baseline
 from zett.models.family import Embeddings
 from zett.models.base import BaseModel
-from zett.transfer import (TRANSFER_RECORD_NAME, TransferError, TransferRecord, _embed_vocabulary,
-                           target_vocabulary, with_new_vocabulary)
+from zett.transfer import TRANSFER_RECORD_NAME, TransferError, TransferRecord, target_vocabulary, with_new_vocabulary
 
 _LINEAR_METHODS = ("fvt", "lexical", "mean")
 
@@ -86,9 +86,10 @@ def apply_transfer(base: BaseModel, transferred: BaseModel, finetuned: BaseModel
     raise ApplyError(f"{transferred.name}: has {transferred.embeddings.input.shape[0]} embeddings but its tokenizer "
                      f"has {target.size} tokens")
   map_method = method if method in _LINEAR_METHODS else "fvt"
-  embed = make_baseline(map_method, delta, target.surface_ids, target.surface_lengths, target.special_base_ids)
-  mapped = _embed_vocabulary(embed, target, delta, min(batch_size, target.size), progress,
-                             f"delta ({map_method}) → {target.name}")
+  surfaces = (target.surface_ids, target.surface_lengths, target.special_base_ids)
+  mapped = embed_in_chunks(make_baseline(map_method, delta, *surfaces), *surfaces,
+                           chunk_size=min(batch_size, target.size), progress=progress,
+                           description=f"delta ({map_method}) → {target.name}")
   new = Embeddings(*(None if t is None else np.asarray(t, np.float32) + m
                      for t, m in zip(transferred.embeddings, mapped)))
   model = with_new_vocabulary(finetuned, new, transferred.tokenizer, f"{finetuned.name}@{target.name}")

@@ -50,33 +50,36 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 
 
 # Hypernetworks shipped inside the package: name -> sha256 of its hypernet.safetensors, pinned here so that a file
-# replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json).
+# replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json). The pin is
+# checked where every hypernetwork loads: `hypernet.load_hypernetwork`.
 SHIPPED_HYPERNETS = {
     "smollm2-135m": "b5f1a987c042b9e5d7dadbfdb2fa41f8c9527bd5af8e6c7e8f729961aa670d25",
 }
+_SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
 
 def shipped_hypernet_path(name: str = "smollm2-135m") -> Path:
-  """The folder of a hypernetwork shipped with zett, after checking its weights against the pinned sha256."""
+  """The folder of a hypernetwork shipped with zett (its weights are checked against the pin when loaded)."""
   from hypernet.io import WEIGHTS_NAME
-  from zett.sha256 import file_sha256
   if name not in SHIPPED_HYPERNETS:
     raise MissingAssetError(f"no shipped hypernetwork named {name!r} (shipped: {', '.join(SHIPPED_HYPERNETS)})")
-  folder = Path(__file__).resolve().parent / "hypernets" / name
-  weights = folder / WEIGHTS_NAME
-  if not weights.is_file() or not SHIPPED_HYPERNETS[name]:
+  folder = _SHIPPED_FOLDER / name
+  if not (folder / WEIGHTS_NAME).is_file() or not SHIPPED_HYPERNETS[name]:
     raise MissingAssetError(f"{folder}: the shipped {name} hypernetwork is missing from this installation")
-  if file_sha256(weights) != SHIPPED_HYPERNETS[name]:
-    raise MissingAssetError(f"{weights}: sha256 differs from the one pinned in zett.assets (file corrupt or "
-                            "replaced); reinstall zett")
   return folder
+
+
+def pinned_hypernet_sha256(folder: str | Path) -> str | None:
+  """The sha256 pinned for the weights in `folder` if it is a shipped hypernetwork's folder, else None."""
+  folder = Path(folder).resolve()
+  return next((sha for name, sha in SHIPPED_HYPERNETS.items() if folder == _SHIPPED_FOLDER / name), None)
 
 
 def shipped_hypernet_for(base) -> Path | None:
   """The shipped hypernetwork trained for `base` (same weights sha256), or None."""
   import json
   for name, sha in SHIPPED_HYPERNETS.items():
-    config_file = Path(__file__).resolve().parent / "hypernets" / name / "config.json"
+    config_file = _SHIPPED_FOLDER / name / "config.json"
     if not sha or not config_file.is_file():
       continue
     trained_for = json.loads(config_file.read_text())["hypernet"].get("base_weights_sha256")

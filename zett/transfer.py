@@ -16,9 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from zett.baselines import BASELINE_METHODS, make_baseline
 from zett.errors import ZettError
@@ -60,7 +58,7 @@ class TransferRecord:
   """Target tokens whose bytes equal one base token (spelled by a single base subtoken)."""
   hypernet: str | None = None
   hypernet_sha256: str | None = None
-  """sha256 of the hypernetwork's weights file (as recorded and verified by `hypernet.io`)."""
+  """sha256 of the hypernetwork's weights file (as verified by `hypernet.load_hypernetwork`)."""
   seconds: float = 0.0
   evaluation: Any = None
 
@@ -131,46 +129,6 @@ def _check_memory(base: BaseModel, target: str, vocab_size: int, batch_size: int
         f"use a smaller vocabulary or a machine with more memory")
 
 
-def _resolve_hypernet(base: BaseModel, hypernet):
-  """(config, params, path or None, weights sha256 or None) from a folder path or a (config, params) pair."""
-  from hypernet.io import hypernet_weights_sha256, load_hypernet
-  from hypernet.published_config import PublishedHypernetConfig
-  from hypernet.published_io import check_against_base
-  if isinstance(hypernet, (str, Path)):
-    config, params = load_hypernet(hypernet, base_weights_sha256=base.weights_sha256)
-    path, sha = str(hypernet), hypernet_weights_sha256(hypernet, config)
-  else:
-    config, params = hypernet
-    path, sha = None, None
-    if config.base_weights_sha256 and config.base_weights_sha256 != base.weights_sha256:
-      raise TransferError(
-          f"hypernetwork was trained for base weights {config.base_weights_sha256[:12]}…, but {base.name} has "
-          f"{base.weights_sha256[:12]}…")
-  embeddings = base.embeddings
-  if isinstance(config, PublishedHypernetConfig):  # names the config.json field that does not fit
-    check_against_base(config, embeddings, base.name)
-  where = path or "hypernetwork"
-  if (config.embedding_dim, config.base_vocab_size) != tuple(embeddings.input.shape[::-1]):
-    raise TransferError(
-        f"{where}: built for embeddings [{config.base_vocab_size}, {config.embedding_dim}], but {base.name} has "
-        f"{list(embeddings.input.shape)}")
-  if config.predict_output_embeddings != (embeddings.output is not None):
-    raise TransferError(f"{where}: output-embedding head does not match {base.name}'s tie setting")
-  if config.predict_output_bias != (embeddings.bias is not None):
-    raise TransferError(f"{where}: output-bias head does not match {base.name}")
-  return config, params, path, sha
-
-
-def _hypernet_embedder(config, params, base_embeddings: Embeddings):
-  from hypernet.model import predict_jit
-  params = jax.tree_util.tree_map(jnp.asarray, params)
-
-  def embed(ids, lengths, special, rows):
-    return predict_jit(config, params, jnp.asarray(ids), jnp.asarray(lengths), base_embeddings,
-                       jnp.asarray(special))
-  return embed
-
-
 def target_vocabulary(tokenizer, base: BaseModel, surface_length: int = DEFAULT_SURFACE_LENGTH) -> TargetVocabulary:
   """Loads the target tokenizer (a spec or an object) and spells its tokens in the base's subtokens."""
   if base.tokenizer is None:
@@ -216,9 +174,11 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   if method == "hypernet" and hypernet is None:
     raise TransferError("method 'hypernet' needs a hypernetwork checkpoint (--hypernet)")
   started = time.perf_counter()
-  hypernet_config = params = hypernet_path = hypernet_sha = None
+  hypernetwork = None
   if method == "hypernet":
-    hypernet_config, params, hypernet_path, hypernet_sha = _resolve_hypernet(base, hypernet)
+    from hypernet.record import load_hypernetwork
+    hypernetwork = load_hypernetwork(hypernet, base)
+  hypernet_config = hypernetwork.config if hypernetwork else None
   surface_length = hypernet_config.surface_length if hypernet_config else DEFAULT_SURFACE_LENGTH
   memory = available_memory_bytes() if max_memory_bytes is None else int(max_memory_bytes)
 
@@ -234,21 +194,24 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   else:
     target = target_vocabulary(target_tokenizer, base, surface_length)
 
+  from hypernet.vocabulary import embed_in_chunks, embed_vocabulary
   base_embeddings = Embeddings(*(None if m is None else jnp.asarray(m, jnp.float32) for m in base.embeddings))
+  surfaces = (target.surface_ids, target.surface_lengths, target.special_base_ids)
+  chunking = dict(chunk_size=size, progress=progress, description=f"{method} → {target.name}")
   if method == "hypernet":
-    embed = _hypernet_embedder(hypernet_config, params, base_embeddings)
+    new = embed_vocabulary(hypernetwork, base_embeddings, *surfaces, **chunking)
   else:
-    embed = make_baseline(method, base_embeddings, target.surface_ids, target.surface_lengths,
-                          target.special_base_ids, seed=seed)
-  new = _embed_vocabulary(embed, target, base_embeddings, size, progress, f"{method} → {target.name}")
+    embed = make_baseline(method, base_embeddings, *surfaces, seed=seed)
+    new = embed_in_chunks(embed, *surfaces, **chunking)
 
   model = with_new_vocabulary(base, new, target.hf_tokenizer, f"{base.name}@{target.name}")
   special = target.special_base_ids >= 0
+  source, sha = (hypernetwork.source, hypernetwork.sha256) if hypernetwork else (None, None)
   record = TransferRecord(
       base=base.name, base_weights_sha256=base.weights_sha256, tokenizer=target.name, method=method,
       target_vocab_size=target.size, num_copied_special_tokens=int(special.sum()),
       num_identical_tokens=int(((target.surface_lengths == 1) & ~special).sum()),
-      hypernet=hypernet_path, hypernet_sha256=hypernet_sha, seconds=round(time.perf_counter() - started, 3))
+      hypernet=source, hypernet_sha256=sha, seconds=round(time.perf_counter() - started, 3))
   return model, record
 
 
@@ -259,7 +222,8 @@ def transfer(base: BaseModel, tokenizer, hypernet=None, method: str = "hypernet"
   Args:
     base: the frozen base model (its tokenizer spells the target tokens).
     tokenizer: the target tokenizer: a spec for `zett.tokenization.load_tokenizer` or a loaded tokenizer.
-    hypernet: a hypernetwork folder (checked against the base's weights sha256) or a (config, params) pair.
+    hypernet: anything `hypernet.load_hypernetwork` takes (a folder, shipped or published name, a `Hypernetwork` or a
+      (config, params) pair); it must fit the base (`hypernet.check_fits_base`).
     method: "hypernet" or a baseline from `zett.baselines` ("fvt", "mean", "lexical", "random", "focus").
     batch_size: target tokens per batch; default: sized to the available memory.
     max_memory_bytes: memory budget; default: what the OS reports as available. Exceeding it raises
@@ -271,44 +235,6 @@ def transfer(base: BaseModel, tokenizer, hypernet=None, method: str = "hypernet"
     A `BaseModel` with the target vocabulary; special tokens carry the base's own embeddings.
   """
   return transfer_with_record(base, tokenizer, hypernet, method, batch_size, max_memory_bytes, seed, progress)[0]
-
-
-def _embed_vocabulary(embed, target: TargetVocabulary, base: Embeddings, batch_size: int, progress: bool,
-                      description: str) -> Embeddings:
-  """Runs `embed` over the vocabulary in fixed-shape batches of rows sorted by surface length.
-
-  Each batch is cut to its longest spelling (padding never changes a prediction), so a vocabulary whose tokens are
-  mostly 1-3 subtokens long costs a fraction of a padded pass; the last batch of each length is padded, so there is at
-  most one compilation per surface length.
-  """
-  from tqdm.auto import tqdm
-  v, d = target.size, int(base.input.shape[1])
-  out_in = np.empty((v, d), np.float32)
-  out_out = np.empty((v, d), np.float32) if base.output is not None else None
-  out_bias = np.empty((v,), np.float32) if base.bias is not None else None
-  order = np.argsort(target.surface_lengths, kind="stable")
-  with tqdm(total=v, desc=description, unit="tok", disable=not progress) as bar:
-    start = 0
-    while start < v:
-      length = max(1, int(target.surface_lengths[order[min(v, start + batch_size) - 1]]))
-      # Stop the batch where longer spellings begin, so it is cut to `length` without truncating any row.
-      stop = min(v, start + batch_size, int(np.searchsorted(target.surface_lengths[order], length, side="right")))
-      chosen, n = order[start:stop], stop - start
-      ids = np.zeros((batch_size, length), np.int32)
-      lengths = np.zeros((batch_size,), np.int32)
-      special = np.full((batch_size,), -1, np.int32)
-      ids[:n], lengths[:n] = target.surface_ids[chosen, :length], target.surface_lengths[chosen]
-      special[:n] = target.special_base_ids[chosen]
-      rows = np.concatenate([chosen, np.arange(v, v + batch_size - n)]).astype(np.int32)
-      result = embed(ids, lengths, special, rows)
-      out_in[chosen] = np.asarray(result.input)[:n]
-      if out_out is not None:
-        out_out[chosen] = np.asarray(result.output)[:n]
-      if out_bias is not None:
-        out_bias[chosen] = np.asarray(result.bias)[:n]
-      bar.update(n)
-      start = stop
-  return Embeddings(out_in, out_out, out_bias)
 
 
 def check_output_folder(out_dir: str | Path, overwrite: bool) -> Path:

@@ -118,36 +118,28 @@ def _fvt_embed_fn(table_vd: np.ndarray, surface_ids: np.ndarray, surface_lengths
   return embed
 
 
-def _hypernet_embed_fns(hypernet, base_embeddings, surface, batch_size: int):
-  """(input_fn, output_fn or None, bias [V] or None) predicting with the hypernetwork batch by batch."""
-  import jax.numpy as jnp
-  from hypernet.model import predict_jit
-
-  config, params = hypernet
+def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int):
+  """(input_fn, output_fn or None) predicting with the hypernetwork one store chunk at a time."""
+  from hypernet.vocabulary import embed_vocabulary
   cache: dict[int, object] = {}
 
   def predicted(token_range: range):
-    # Input and output stores are filled in separate passes; keep one batch so a pass is one predict.
+    # Input and output stores are filled in separate passes; keep one chunk so a pass is one prediction.
     if token_range.start not in cache:
       cache.clear()
-      stop = token_range.stop
-      pad = token_range.start + batch_size - stop  # static shapes: one compilation
-      ids = np.pad(surface.ids[token_range.start:stop], ((0, pad), (0, 0)))
-      lengths = np.pad(surface.lengths[token_range.start:stop], (0, pad), constant_values=1)
-      special = np.pad(surface.special_base_ids[token_range.start:stop], (0, pad), constant_values=-1)
-      out = predict_jit(config, params, jnp.asarray(ids), jnp.asarray(lengths), base_embeddings, jnp.asarray(special))
-      cache[token_range.start] = (out, stop - token_range.start)
+      rows = slice(token_range.start, token_range.stop)
+      cache[token_range.start] = embed_vocabulary(hypernetwork, base_embeddings, surface.ids[rows],
+                                                  surface.lengths[rows], surface.special_base_ids[rows],
+                                                  chunk_size=batch_size)
     return cache[token_range.start]
 
   def input_fn(token_range):
-    out, n = predicted(token_range)
-    return np.asarray(out.input[:n], np.float32)
+    return predicted(token_range).input
 
   def output_fn(token_range):
-    out, n = predicted(token_range)
-    return np.asarray(out.output[:n], np.float32)
+    return predicted(token_range).output
 
-  return input_fn, output_fn if config.predict_output_embeddings else None
+  return input_fn, output_fn if hypernetwork.config.predict_output_embeddings else None
 
 
 def sample_hidden_states(model, num_sequences: int = 4, length: int = 128, seed: int = 0) -> np.ndarray:
@@ -171,7 +163,7 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
     out_dir: vocabulary directory (created; an interrupted build resumes).
     model: the base `BaseModel` (its tokenizer spells the target tokens).
     tokenizer: the large vocabulary (a Tokenizer, or anything `load_tokenizer` reads).
-    hypernet: `(HypernetConfig, params)` from `hypernet.io.load_hypernet`, or None for the
+    hypernet: anything `hypernet.load_hypernetwork` takes (checked against `model`), or None for the
       mean-of-subtokens (FVT) heuristic.
     batch_size: tokens per prediction batch (= store chunk).
     index_spec: ANN index to build over the output embeddings (None: no index).
@@ -180,6 +172,9 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
   """
   tokenizer = load_tokenizer(tokenizer)
   base_tokenizer = base_tokenizer_of(model)
+  if hypernet is not None:
+    from hypernet.record import load_hypernetwork
+    hypernet = load_hypernetwork(hypernet, model)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)  # only once the inputs load: a failed start leaves no empty folder
   sha = vocabulary_sha256(tokenizer.vocab_bytes)
@@ -192,7 +187,7 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
   tokenizer.backend.save(str(out / TOKENIZER_FILE))
   meta_path.write_text(json.dumps(meta, indent=1))
 
-  config = hypernet[0] if hypernet is not None else None
+  config = hypernet.config if hypernet is not None else None
   if getattr(config, "surface_tokenizer", ""):  # a published ZeTT hypernetwork spells with its own tokenizer
     from zett.tokenization.published_surface import spell_like_zett_authors
     surface = spell_like_zett_authors(tokenizer, config.surface_tokenizer, config.surface_length,

@@ -48,11 +48,7 @@ def run(args: argparse.Namespace) -> int:
   model = load_model(args.model)
   vocab = Path(args.vocab)
   if tokenizer is not None:  # resumes an interrupted build; a finished one is only verified
-    hypernet = None
-    if args.hypernet:
-      from hypernet.io import load_hypernet
-      hypernet = load_hypernet(args.hypernet, base_weights_sha256=model.weights_sha256)
-    build_vocabulary(vocab, model, tokenizer, hypernet=hypernet)
+    build_vocabulary(vocab, model, tokenizer, hypernet=args.hypernet)
   generator = LargeVocabGenerator(model, vocab, load_ann_index=not args.exact, candidates=args.candidates)
   for piece in generator.generate(args.prompt, args.max_new_tokens, exact=args.exact,
                                   temperature=args.temperature, sample_top_k=args.sample_top_k, seed=args.seed):

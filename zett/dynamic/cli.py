@@ -68,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
   if args.max_token_length is not None:
     rules["max_token_length"] = args.max_token_length or None
   model = load_model(args.model)
-  hypernet = None
-  if args.hypernet:
-    from hypernet.io import load_hypernet
-    hypernet = load_hypernet(args.hypernet, base_weights_sha256=model.weights_sha256)
-  embedder = DynamicEmbedder(model, hypernet, cache_capacity=args.cache_size)
+  embedder = DynamicEmbedder(model, args.hypernet, cache_capacity=args.cache_size)
   is_decoder = bool(model.family.is_causal) and model.family.init_cache is not None
   batches = [paragraphs[i:i + args.batch_size] for i in range(0, len(paragraphs), args.batch_size)]
   batches = batches[:args.max_batches]
@@ -109,5 +105,5 @@ def run(args: argparse.Namespace) -> int:
           f"{totals[3] / totals[4]:.4f} after merged prefill ({totals[3] / totals[4] - totals[2] / totals[4]:+.4f})")
   if embedder.truncated_surface_forms:
     print(f"note: {embedder.truncated_surface_forms} new tokens were longer than the hypernetwork's "
-          f"{embedder.hypernet_config.surface_length} subtokens; it saw their first subtokens only")
+          f"{embedder.hypernetwork.config.surface_length} subtokens; it saw their first subtokens only")
   return 0

@@ -34,42 +34,32 @@ class DynamicEmbedder:
 
   Args:
     model: the frozen `BaseModel`.
-    hypernet: (HypernetConfig, params), or None for a freshly initialised hypernetwork, which
-      predicts the mean of the subtoken embeddings.
+    hypernet: anything `hypernet.load_hypernetwork` takes (checked against `model`), or None for a freshly
+      initialised hypernetwork, which predicts the mean of the subtoken embeddings.
     cache_capacity: LRU size in tokens (the paper uses 5k-10k).
   """
 
-  def __init__(self, model: Any, hypernet: tuple[Any, Any] | None = None, cache_capacity: int = 8192, seed: int = 0):
+  def __init__(self, model: Any, hypernet: Any = None, cache_capacity: int = 8192, seed: int = 0):
     from hypernet.config import config_for_base
     from hypernet.model import init_hypernet
+    from hypernet.record import load_hypernetwork
     self.model = model
     self.base = model.embeddings
     if hypernet is None:
       config = config_for_base(model)
       hypernet = (config, init_hypernet(config, self.base, jax.random.key(seed)))
-    self.hypernet_config, self.hypernet_params = hypernet
-    if self.hypernet_config.base_vocab_size != self.base.input.shape[0]:
-      raise DynamicRunError(f"hypernetwork expects a base vocabulary of {self.hypernet_config.base_vocab_size}, "
-                            f"the model has {self.base.input.shape[0]}")
+    self.hypernetwork = load_hypernetwork(hypernet, model)
     self.base_input_vd = np.asarray(self.base.input, dtype=np.float32)
     self.cache = EmbeddingCache(cache_capacity)
     self.truncated_surface_forms = 0
     """New tokens longer than the hypernetwork's surface length; it saw their first subtokens only."""
 
   def _predict(self, surfaces: list[tuple[int, ...]]) -> np.ndarray:
-    from hypernet.model import predict_jit
-    length = self.hypernet_config.surface_length
-    rows = max(8, 1 << (len(surfaces) - 1).bit_length())  # power-of-two buckets bound recompiles
-    ids = np.zeros((rows, length), np.int32)
-    lengths = np.zeros((rows,), np.int32)
-    for k, surface in enumerate(surfaces):
-      self.truncated_surface_forms += len(surface) > length
-      surface = surface[:length]
-      ids[k, :len(surface)] = surface
-      lengths[k] = len(surface)
-    predicted = predict_jit(self.hypernet_config, self.hypernet_params, jnp.asarray(ids), jnp.asarray(lengths),
-                            self.base)
-    return np.asarray(predicted.input[:len(surfaces)], dtype=np.float32)
+    from hypernet.vocabulary import embed_vocabulary
+    from zett.tokenization.surface import pack_rows
+    ids, lengths, truncated = pack_rows(surfaces, self.hypernetwork.config.surface_length)
+    self.truncated_surface_forms += truncated
+    return embed_vocabulary(self.hypernetwork, self.base, ids, lengths).input
 
   def new_token_rows(self, result: MergeResult) -> np.ndarray:
     """Rows [K, D] for `result.new_tokens`."""
@@ -236,7 +226,7 @@ def evaluate_decoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str]
   the rest is the continuation whose bits per byte are reported. `max_token_length` defaults to the
   hypernetwork's surface length, so that it sees every new token whole.
   """
-  merge_rules.setdefault("max_token_length", embedder.hypernet_config.surface_length)
+  merge_rules.setdefault("max_token_length", embedder.hypernetwork.config.surface_length)
   if not getattr(model.family, "is_causal", False) or model.family.init_cache is None:
     raise DynamicRunError(f"{model.name}: evaluate_decoder needs a decoder with a KV cache")
   if not 0.0 < prompt_fraction < 1.0:
@@ -271,7 +261,7 @@ def evaluate_encoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str]
 
   `max_token_length` defaults to the hypernetwork's surface length (see `evaluate_decoder`).
   """
-  merge_rules.setdefault("max_token_length", embedder.hypernet_config.surface_length)
+  merge_rules.setdefault("max_token_length", embedder.hypernetwork.config.surface_length)
   batch = split_texts(_tokenizer(model, tokenizer), texts, max_length=max_length)
   result = merge_batch(batch, **merge_rules)
   pooled = _runner_for(model).pooled_call

@@ -1,6 +1,6 @@
 """`zett serve`: the HTTP service (embeddings, transfer jobs, dynamic tokenization, streamed generation).
 
-Library use: `create_app(ServiceSettings(...), Engine(model, hypernet_config, hypernet_params))` gives
+Library use: `create_app(ServiceSettings(...), Engine(model, hypernetwork))` gives
 a FastAPI (ASGI) app; `serve_in_thread(app)` runs it on a free loopback port.
 """
 
@@ -75,16 +75,13 @@ def load_engine(model_spec: str, hypernet_path: str | None, cache_size: int):
     hidden_size, hypernet_layers = demo.parse_tiny_spec(model_spec)
     model = demo.tiny_model(hidden_size=hidden_size)
     if hypernet_path is None:
-      config, params = demo.tiny_hypernet(model, num_layers=hypernet_layers)
-      return Engine(model, config, params, cache_size=cache_size)
+      return Engine(model, demo.tiny_hypernet(model, num_layers=hypernet_layers), cache_size=cache_size)
   else:
     from zett.models.load import load_model
     model = load_model(model_spec)
   if hypernet_path is None:
     raise UsageError(f"--hypernet is required for --model {model_spec}")
-  from hypernet import load_hypernet
-  config, params = load_hypernet(hypernet_path, base_weights_sha256=model.weights_sha256)
-  return Engine(model, config, params, cache_size=cache_size)
+  return Engine(model, hypernet_path, cache_size=cache_size)
 
 
 def run(args: argparse.Namespace) -> int:

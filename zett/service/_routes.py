@@ -167,7 +167,7 @@ def _merge(engine: Engine, body, max_tokens: int):
   try:
     return merge_batch(batch, max_merges=body.max_merges, target_reduction=body.target_reduction,
                        min_frequency=body.min_frequency,
-                       max_token_length=body.max_token_length or engine.hypernet_config.surface_length)
+                       max_token_length=body.max_token_length or engine.hypernetwork.config.surface_length)
   except MergeInputError as error:
     raise ServiceError(422, "invalid_batch", str(error)) from None
 
@@ -188,9 +188,11 @@ def _read_tokenizer(spec: dict):
 def _transfer_job(engine: Engine, tokenizer, name: str):
   def run(work_dir):
     from zett import transfer as transfer_lib
-    # Batches of the engine's own bucket sizes reuse its compiled hypernetwork (same shapes, same config).
+    # Batches of the engine's own bucket sizes reuse its compiled hypernetwork (same shapes, same config). It goes
+    # in anonymous: the record and the exported model card must not name files on the server.
+    anonymous = dataclasses.replace(engine.hypernetwork, sha256=None, source=None)
     model, record = transfer_lib.transfer_with_record(
-        engine.model, tokenizer, hypernet=(engine.hypernet_config, engine.hypernet_params),
+        engine.model, tokenizer, hypernet=anonymous,
         batch_size=engine.batch_rows(tokenizer.vocab_size), progress=False)
     record = dataclasses.replace(record, tokenizer=name)
     folder = transfer_lib.export(model, record, work_dir / "model")

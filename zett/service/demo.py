@@ -51,7 +51,7 @@ def tiny_model(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: 
 
 
 def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):
-  """(config, params) of a random hypernetwork for `model` (not the zero-residual init: predictions are
+  """A random `hypernet.Hypernetwork` for `model` (not the zero-residual init: predictions are
   the real network's, not just the mean of the subtoken embeddings).
 
   Params are drawn with numpy from the abstract shapes: flax's op-by-op `init` takes tens of seconds
@@ -62,15 +62,14 @@ def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):
   config = hypernet.config_for_base(model, num_layers=num_layers,
                                     num_heads=max(1, int(model.config.hidden_size) // 32))
   abstract = nn.meta.unbox(hypernet.abstract_params(config, model.embeddings))
-  return config, _random_params(abstract, np.random.default_rng(seed))
+  return hypernet.Hypernetwork(config, _random_params(abstract, np.random.default_rng(seed)))
 
 
 def tiny_engine(vocab_size: int = 512, hidden_size: int = 64, cache_size: int = 8192, seed: int = 0):
   """An `Engine` over `tiny_model` and `tiny_hypernet`."""
   from zett.service.engine import Engine
   model = tiny_model(vocab_size, hidden_size, seed=seed)
-  config, params = tiny_hypernet(model, seed=seed + 1)
-  return Engine(model, config, params, cache_size=cache_size)
+  return Engine(model, tiny_hypernet(model, seed=seed + 1), cache_size=cache_size)
 
 
 def _random_params(abstract, rng: np.random.Generator):

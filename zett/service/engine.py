@@ -18,18 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 
 import hypernet
+from hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
 from zett.dynamic.cache import EmbeddingCache
 from zett.errors import ZettError
 from zett.models.family import Embeddings
 from zett.tokenization import SurfaceEncoder, load_tokenizer
 from zett.tokenization.surface import pack_rows
 
-_MIN_BUCKET_ROWS = 16
+# Rows per hypernetwork call: a call has a fixed cost (dispatch, host copies) that dominates for small hypernetworks,
+# so a request's tokens go in one call up to this many, padded to a power of two (`hypernet.vocabulary.chunk_rows`).
 _MAX_CHUNK_ROWS = 4096
 
 
 class EngineError(ZettError, ValueError):
-  """A request the engine cannot serve (no base tokenizer, a model/hypernetwork mismatch)."""
+  """A request the engine cannot serve (no base tokenizer)."""
 
 
 class EmbeddingRows(NamedTuple):
@@ -39,36 +41,21 @@ class EmbeddingRows(NamedTuple):
   bias: np.ndarray | None
 
 
-def _bucket(n: int) -> int:
-  """Rows padded to a power of two (at least 16): one call per chunk, at most 2x padding work, and
-  few shapes to compile (`warm_up` compiles them all up front)."""
-  rows = _MIN_BUCKET_ROWS
-  while rows < n:
-    rows *= 2
-  return rows
-
-
 class Engine:
   """A base model with its hypernetwork, ready to embed token strings.
 
   Args:
     model: the frozen base (`zett.models.base.BaseModel`); its tokenizer spells target tokens.
-    hypernet_config, hypernet_params: from `hypernet.load_hypernet` or `hypernet.init_hypernet`.
+    hypernetwork: anything `hypernet.load_hypernetwork` takes (checked against `model`).
     cache_size: entries of the LRU cache of predicted rows.
     tokenizer: the base tokenizer, if `model.tokenizer` is None (a `zett.tokenization.Tokenizer`,
       a `tokenizers.Tokenizer` or a transformers fast tokenizer).
   """
 
-  def __init__(self, model, hypernet_config, hypernet_params, cache_size: int = 8192, tokenizer=None):
+  def __init__(self, model, hypernetwork, cache_size: int = 8192, tokenizer=None):
     self.model = model
-    self.hypernet_config = hypernet_config
-    self.hypernet_params = hypernet_params
+    self.hypernetwork = hypernet.load_hypernetwork(hypernetwork, model)
     self.base: Embeddings = jax.tree_util.tree_map(jnp.asarray, model.embeddings)
-    if int(self.base.input.shape[1]) != hypernet_config.embedding_dim or int(
-        self.base.input.shape[0]) != hypernet_config.base_vocab_size:
-      raise EngineError(
-          f"hypernetwork expects a base of vocab {hypernet_config.base_vocab_size} x dim "
-          f"{hypernet_config.embedding_dim}, the model {model.name} has {tuple(self.base.input.shape)}")
     raw = tokenizer if tokenizer is not None else model.tokenizer
     if raw is None:
       raise EngineError(f"model {model.name} has no tokenizer; pass the base tokenizer")
@@ -76,11 +63,10 @@ class Engine:
     self._encoder = SurfaceEncoder(self.tokenizer)
     self._special_by_bytes = {self.tokenizer.token_bytes(i): i for i in self.tokenizer.special_ids}
     self.embedding_dim = int(self.base.input.shape[1])
-    self.has_output = hypernet_config.predict_output_embeddings
-    self.has_bias = hypernet_config.predict_output_bias
+    self.has_output = self.hypernetwork.config.predict_output_embeddings
+    self.has_bias = self.hypernetwork.config.predict_output_bias
     self.cache = EmbeddingCache(cache_size)
     self._cache_lock = threading.Lock()
-    self.device_calls = 0
 
   # --- spelling tokens in base subtokens -------------------------------------------------------
 
@@ -95,44 +81,20 @@ class Engine:
     rows = self._encoder.encode_ids(pieces)
     for k in np.flatnonzero(special >= 0):
       rows[k] = [int(special[k])]
-    ids, lengths, _ = pack_rows(rows, self.hypernet_config.surface_length)
+    ids, lengths, _ = pack_rows(rows, self.hypernetwork.config.surface_length)
     return ids, lengths, special
 
   # --- prediction ------------------------------------------------------------------------------
 
   def predict(self, tokens: Sequence[bytes]) -> EmbeddingRows:
-    """Embeddings of `tokens`, bypassing the cache (chunks of at most 4096 rows, padded to a bucket).
-
-    Padding, not splitting into exact-size calls: a call has a fixed cost (dispatch, host copies)
-    that dominates for small hypernetworks, and at most 2x padding bounds the waste for big ones.
-    """
-    ids, lengths, special = self.surface_forms(tokens)
-    parts = []
-    for start in range(0, len(tokens), _MAX_CHUNK_ROWS):
-      stop = min(len(tokens), start + _MAX_CHUNK_ROWS)
-      parts.append(self._predict_chunk(ids[start:stop], lengths[start:stop], special[start:stop]))
-    if not parts:
-      d = self.embedding_dim
-      return EmbeddingRows(np.zeros((0, d), np.float32), np.zeros((0, d), np.float32) if self.has_output else None,
-                           np.zeros((0,), np.float32) if self.has_bias else None)
-    return EmbeddingRows(*(None if parts[0][i] is None else np.concatenate([p[i] for p in parts]) for i in range(3)))
+    """Embeddings of `tokens`, bypassing the cache (`hypernet.embed_vocabulary`, one call per 4096 tokens)."""
+    out = hypernet.embed_vocabulary(self.hypernetwork, self.base, *self.surface_forms(tokens),
+                                    chunk_size=_MAX_CHUNK_ROWS)
+    return EmbeddingRows(*out)
 
   def batch_rows(self, num_tokens: int) -> int:
-    """Rows of the hypernetwork call `num_tokens` tokens are padded to (one chunk at most)."""
-    return _bucket(min(num_tokens, _MAX_CHUNK_ROWS))
-
-  def _predict_chunk(self, ids, lengths, special, rows: int | None = None):
-    n = ids.shape[0]
-    rows = rows or _bucket(n)
-    pad = rows - n
-    ids = np.pad(ids, ((0, pad), (0, 0)))
-    lengths = np.pad(lengths, (0, pad))  # length 0 marks an unused row
-    special = np.pad(special, (0, pad), constant_values=-1)
-    out = hypernet.predict_jit(self.hypernet_config, self.hypernet_params, jnp.asarray(ids), jnp.asarray(lengths),
-                               self.base, jnp.asarray(special))
-    self.device_calls += 1
-    out = jax.device_get(out)
-    return tuple(None if x is None else np.asarray(x[:n], np.float32) for x in out)
+    """Rows of each hypernetwork call for `num_tokens` tokens."""
+    return chunk_rows(num_tokens, _MAX_CHUNK_ROWS)
 
   def _packed(self, tokens: list[bytes]) -> np.ndarray:
     """[K, D (+D) (+1)]: one cache row per token holds input, output and bias side by side."""
@@ -154,12 +116,15 @@ class Engine:
     return EmbeddingRows(packed[:, :d], packed[:, d:2 * d] if self.has_output else None,
                          packed[:, -1] if self.has_bias else None)
 
-  def warm_up(self, max_rows: int = _MIN_BUCKET_ROWS) -> None:
-    """Compiles every row bucket up to `max_rows`, so no request pays for a compilation."""
-    rows = _MIN_BUCKET_ROWS
+  def warm_up(self, max_rows: int = MIN_CHUNK_ROWS) -> None:
+    """Compiles every shape a request of up to `max_rows` tokens can take (a row count by the longest spelling among
+    its tokens), so no request pays for a compilation."""
+    surface_length = self.hypernetwork.config.surface_length
+    rows = MIN_CHUNK_ROWS
     while True:
-      self._predict_chunk(*(np.zeros(shape, np.int32) for shape in ((1, self.hypernet_config.surface_length), (1,))),
-                          np.full((1,), -1, np.int32), rows=rows)
+      for length in range(1, surface_length + 1):
+        hypernet.embed_vocabulary(self.hypernetwork, self.base, np.zeros((rows, surface_length), np.int32),
+                                  np.full((rows,), length, np.int32), chunk_size=_MAX_CHUNK_ROWS)
       if rows >= min(max_rows, _MAX_CHUNK_ROWS):
         break
       rows *= 2
