@@ -29,15 +29,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _worker(args) -> None:
-  from train import distributed
+  from zett.train import distributed
   if args.num_processes > 1:
     distributed.initialize(distributed.options_from(args.coordinator, args.num_processes, args.process_id, 120,
                                                     environ={}))
   import jax
-  from train.config import load_train_config
-  from train.loop import _device_batch
-  from train.setup import prepare
-  from train.vocab import make_sampler
+  from zett.train.config import load_train_config
+  from zett.train.loop import _device_batch
+  from zett.train.setup import prepare
+  from zett.train.vocab import make_sampler
   config = load_train_config(args.config, [f"run_dir={args.run_dir}", f"data.batch_size={args.batch_size}",
                                            "data.shards=2", "mesh.data=-1", "mesh.model=1", *args.overrides])
   run = prepare(config)

@@ -21,11 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from train.config import load_train_config
-from train.data import TextBatcher
-from train.loop import _device_batch
-from train.setup import prepare
-from train.vocab import make_sampler
+from zett.train.config import load_train_config
+from zett.train.data import TextBatcher
+from zett.train.loop import _device_batch
+from zett.train.setup import prepare
+from zett.train.vocab import make_sampler
 
 # Dense bf16 / fp32 peak FLOP/s by device kind, for MFU (tensor-core bf16; fp32 without TF32).
 _PEAK_FLOPS = {"H100": (989e12, 67e12), "H200": (989e12, 67e12), "A100": (312e12, 19.5e12)}

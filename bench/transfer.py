@@ -35,7 +35,7 @@ def main() -> int:
 
   import jax
   import numpy as np
-  from hypernet import config_for_base, init_hypernet
+  from zett.hypernet import config_for_base, init_hypernet
   from zett.models.load import load_model
   from zett.tokenization import load_tokenizer
   from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH

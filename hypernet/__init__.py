@@ -1,11 +1,11 @@
 """The hypernetwork that predicts embeddings of any tokenizer's tokens for a frozen base model."""
 
-from hypernet.config import HypernetConfig, config_for_base
-from hypernet.io import HypernetCheckpointError, save_hypernet
-from hypernet.model import Hypernet, abstract_params, init_hypernet, predict, predict_jit
-from hypernet.published_config import PublishedConfigError, PublishedHypernetConfig
-from hypernet.record import Hypernetwork, check_fits_base, load_hypernetwork
-from hypernet.vocabulary import embed_vocabulary
+from zett.hypernet.config import HypernetConfig, config_for_base
+from zett.hypernet.io import HypernetCheckpointError, save_hypernet
+from zett.hypernet.model import Hypernet, abstract_params, init_hypernet, predict, predict_jit
+from zett.hypernet.published_config import PublishedConfigError, PublishedHypernetConfig
+from zett.hypernet.record import Hypernetwork, check_fits_base, load_hypernetwork
+from zett.hypernet.vocabulary import embed_vocabulary
 
 __all__ = [
     "HypernetConfig", "config_for_base", "HypernetCheckpointError", "save_hypernet",

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from hypernet.config import HypernetConfig
+from zett.hypernet.config import HypernetConfig
 from zett.errors import ZettError
 from zett.models.family import Embeddings
 from zett.sha256 import file_sha256
@@ -122,7 +122,7 @@ def read_hypernet_folder(path: str | Path, pinned_sha256: str | None = None):
 
 
 def _check_shapes(path, config: HypernetConfig, params) -> None:
-  from hypernet.model import abstract_params  # local: model imports are heavier
+  from zett.hypernet.model import abstract_params  # local: model imports are heavier
   import flax.linen as nn
 
   d, vb = config.embedding_dim, config.base_vocab_size

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypernet import published_model
-from hypernet.config import HypernetConfig
-from hypernet.published_config import PublishedHypernetConfig
+from zett.hypernet import published_model
+from zett.hypernet.config import HypernetConfig
+from zett.hypernet.published_config import PublishedHypernetConfig
 from zett.models.family import Embeddings
 
 # Logical axis names of hypernetwork parameters (the training sharding rules map these).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from hypernet.io import HypernetCheckpointError
+from zett.hypernet.io import HypernetCheckpointError
 
 MODEL_TYPE = "zett_hypernetwork"
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hypernet.published_config import (PublishedConfigError, PublishedHypernetConfig, is_published_config,
-                                       parse_published_config)
+from zett.hypernet.published_config import (PublishedConfigError, PublishedHypernetConfig, is_published_config,
+                                            parse_published_config)
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -159,7 +159,7 @@ def _nest(flat: dict[str, np.ndarray]) -> dict:
 
 def check_params(where: str, config: PublishedHypernetConfig, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The parameters the forward pass reads, after checking names and shapes against the config."""
-  from hypernet.published_model import expected_shapes
+  from zett.hypernet.published_model import expected_shapes
   expected = expected_shapes(config)
   used = {k: v for k, v in flat.items() if not any(p.fullmatch(k) for p in _IGNORED)}
   missing = sorted(set(expected) - set(used))

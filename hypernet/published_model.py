@@ -23,7 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from hypernet.published_config import PublishedHypernetConfig
+from zett.hypernet.published_config import PublishedHypernetConfig
 from zett.models.family import Embeddings
 
 

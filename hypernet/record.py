@@ -11,9 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from hypernet.config import HypernetConfig
-from hypernet.io import HypernetCheckpointError, read_hypernet_folder
-from hypernet.published_config import PublishedHypernetConfig
+from zett.hypernet.config import HypernetConfig
+from zett.hypernet.io import HypernetCheckpointError, read_hypernet_folder
+from zett.hypernet.published_config import PublishedHypernetConfig
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,7 +57,7 @@ def load_hypernetwork(spec, base=None) -> Hypernetwork:
 
 
 def _read(spec: str | Path) -> Hypernetwork:
-  from hypernet.published_io import is_published_spec, read_published_hypernet
+  from zett.hypernet.published_io import is_published_spec, read_published_hypernet
   from zett import assets
   from zett.sha256 import file_sha256
   if is_published_spec(spec):  # the ZeTT authors' format (a folder or a hub name); it records no sha256 to verify

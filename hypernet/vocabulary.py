@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypernet.model import predict_jit
-from hypernet.record import Hypernetwork
+from zett.hypernet.model import predict_jit
+from zett.hypernet.record import Hypernetwork
 from zett.models.family import Embeddings
 
 MIN_CHUNK_ROWS = 16

@@ -22,13 +22,13 @@ def main(argv):
   parser.add_argument("--process-id", type=int)
   parser.add_argument("--timeout", type=int, default=60)
   args = parser.parse_args(argv)
-  from train import distributed
+  from zett.train import distributed
   distributed.initialize(distributed.options_from(args.coordinator, args.num_processes, args.process_id,
                                                   args.timeout, environ={}))
   import jax
   from tests._train_helpers import TINY_CONFIG
-  from train.config import load_train_config
-  from train.loop import train
+  from zett.train.config import load_train_config
+  from zett.train.loop import train
   config = load_train_config(TINY_CONFIG, [f"run_dir={args.run_dir}", *OVERRIDES])
   summary = train(config, resume=args.mode == "resume", log=lambda _: None)
   print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),

@@ -17,10 +17,10 @@ import time
 import jax
 
 from tests._train_helpers import TINY_CONFIG
-from train.config import load_train_config
-from train.data import TextBatcher
-from train.setup import batch_shardings, prepare
-from train.vocab import make_sampler
+from zett.train.config import load_train_config
+from zett.train.data import TextBatcher
+from zett.train.setup import batch_shardings, prepare
+from zett.train.vocab import make_sampler
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 

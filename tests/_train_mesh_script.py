@@ -12,11 +12,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tests._train_helpers import TINY_CONFIG  # noqa: E402
-from train import mesh as mesh_lib  # noqa: E402
-from train.config import MeshConfig, load_train_config  # noqa: E402
-from train.data import TextBatcher  # noqa: E402
-from train.setup import base_logical_axes, prepare  # noqa: E402
-from train.vocab import make_sampler  # noqa: E402
+from zett.train import mesh as mesh_lib  # noqa: E402
+from zett.train.config import MeshConfig, load_train_config  # noqa: E402
+from zett.train.data import TextBatcher  # noqa: E402
+from zett.train.setup import base_logical_axes, prepare  # noqa: E402
+from zett.train.vocab import make_sampler  # noqa: E402
 
 
 def losses_on(run_dir, mesh_overrides, devices, batches):
@@ -31,7 +31,7 @@ def losses_on(run_dir, mesh_overrides, devices, batches):
 
 def full_size_offenders(mesh, min_size):
   """Unsharded parameters of the SmolLM2-135M-sized base and its hypernetwork, from abstract shapes only."""
-  from hypernet import HypernetConfig, abstract_params
+  from zett.hypernet import HypernetConfig, abstract_params
   from zett.models import llama
   from zett.models.family import Embeddings
   from zett.testing.tiny import tiny_llama_config
@@ -55,7 +55,7 @@ def full_size_offenders(mesh, min_size):
 def main(tmp):
   assert len(jax.devices()) == 8, jax.devices()
   config = load_train_config(TINY_CONFIG, [f"run_dir={tmp}/data"])
-  from train.tiny_base import tiny_tokenizer
+  from zett.train.tiny_base import tiny_tokenizer
   batcher = TextBatcher(config.data)
   sampler = make_sampler(config.sampler, tiny_tokenizer(), config.hypernet.surface_max_length,
                          config.data.sequence_length, 4, False, [], config.data.batch_size)

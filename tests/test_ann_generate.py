@@ -41,8 +41,8 @@ def test_trained_vocabulary_keeps_base_ids(base_tokenizer):
 
 
 def test_exact_with_base_vocabulary_equals_plain_greedy(tmp_path, base_tokenizer):
-  from hypernet.config import config_for_base
-  from hypernet.model import init_hypernet
+  from zett.hypernet.config import config_for_base
+  from zett.hypernet.model import init_hypernet
 
   model = _f16_exact_model(base_tokenizer)
   # An untrained hypernetwork predicts the mean of a token's subtokens: for base tokens, their own rows.

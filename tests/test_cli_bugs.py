@@ -59,7 +59,7 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
 def test_log_messages_reach_stderr_during_a_command_only(monkeypatch, capsys):
   def run_eval(args):
     logging.getLogger("zett.transfer").info("using the hypernetwork shipped for m")
-    logging.getLogger("train.loop").warning("loss spiked")
+    logging.getLogger("zett.train.loop").warning("loss spiked")
     logging.getLogger("zett.transfer").debug("not shown")
     return 0
   monkeypatch.setattr(transfer_cli, "run_eval", run_eval)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from train.data import is_heldout
+from zett.train.data import is_heldout
 from zett.data import CorpusError, prepare_corpus
 from zett.data.documents import group_fortunes, split_fortunes
 from zett.data.roff_text import roff_to_text

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from tests._train_helpers import REPO, subprocess_env, zett_train_command
-from train import distributed
-from train.config import MeshConfig
-from train.mesh import MeshError, make_mesh
+from zett.train import distributed
+from zett.train.config import MeshConfig
+from zett.train.mesh import MeshError, make_mesh
 
 SCRIPT = str(REPO / "tests" / "_distributed_script.py")
 TIMEOUT_S = 600
@@ -66,7 +66,7 @@ def runs(tmp_path_factory):
   procs.append(_start(["train", str(one)], 8))
   results = _finish(procs)
   two_losses, one_losses = _train_losses(two), _train_losses(one)
-  from hypernet import load_hypernetwork
+  from zett.hypernet import load_hypernetwork
   two_params = load_hypernetwork(two / "hypernet").params
   one_params = load_hypernetwork(one / "hypernet").params
   # Resume the 2-process run's step-3 checkpoint in ONE process (8 devices) and finish steps 4..6 again.
@@ -157,7 +157,7 @@ def test_mesh_that_does_not_divide_the_devices():
 
 
 def test_shards_must_divide_processes_and_batch():
-  from train.config import load_train_config
+  from zett.train.config import load_train_config
   from tests._train_helpers import TINY_CONFIG
   config = load_train_config(TINY_CONFIG, ["data.shards=3"])
   with pytest.raises(distributed.DistributedError, match="multiple of the process count"):

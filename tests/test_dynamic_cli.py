@@ -20,9 +20,9 @@ def test_missing_and_empty_text_files(tmp_path, capsys):
 def test_dynamic_cli_on_tiny_model(tmp_path, capsys, textwrap_bpe):
   from transformers import PreTrainedTokenizerFast
 
-  from hypernet.config import config_for_base
-  from hypernet.io import save_hypernet
-  from hypernet.model import init_hypernet
+  from zett.hypernet.config import config_for_base
+  from zett.hypernet.io import save_hypernet
+  from zett.hypernet.model import init_hypernet
   from zett.interop.hf import save_pretrained
   from zett.models.load import load_model
   from zett.testing.tiny import tiny_llama

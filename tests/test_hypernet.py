@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from optax import global_norm as optax_global_norm
 
-import hypernet.model
+from zett import hypernet
 
-from hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernetwork, predict,
-                      save_hypernet)
+import zett.hypernet.model
+from zett.hypernet import (HypernetCheckpointError, HypernetConfig, init_hypernet, load_hypernetwork, predict,
+                           save_hypernet)
 from zett.models.family import Embeddings
 from zett.testing.files import flip_byte
 

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from hypernet import (HypernetCheckpointError, HypernetConfig, Hypernetwork, check_fits_base, embed_vocabulary,
-                      init_hypernet, load_hypernetwork, predict, save_hypernet)
-from hypernet.vocabulary import chunk_rows
+from zett.hypernet import (HypernetCheckpointError, HypernetConfig, Hypernetwork, check_fits_base, embed_vocabulary,
+                           init_hypernet, load_hypernetwork, predict, save_hypernet)
+from zett.hypernet.vocabulary import chunk_rows
 from zett.models.family import Embeddings
 from zett.testing.files import flip_byte
 

@@ -7,9 +7,9 @@ import sys
 import pytest
 
 from tests._train_helpers import REPO, TINY_CONFIG, subprocess_env, zett_train_command
-from train import memory
-from train.config import load_train_config
-from train.mesh import MeshError
+from zett.train import memory
+from zett.train.config import load_train_config
+from zett.train.mesh import MeshError
 
 GiB = 2 ** 30
 
@@ -99,9 +99,9 @@ def test_dry_run_follows_the_configured_remat():
 def _measured_step_bytes(config) -> int:
   """XLA's buffer assignment for the compiled training step of `config` on one device (nothing is run)."""
   import jax
-  from train.data import TextBatcher
-  from train.setup import batch_shardings, prepare
-  from train.vocab import make_sampler
+  from zett.train.data import TextBatcher
+  from zett.train.setup import batch_shardings, prepare
+  from zett.train.vocab import make_sampler
   run = prepare(config, devices=jax.devices()[:1])
   sampler = make_sampler(config.sampler, run.base_tokenizer, config.hypernet.surface_max_length,
                          config.data.sequence_length, 1, False, [], config.data.batch_size)

@@ -9,9 +9,9 @@ import numpy as np
 import yaml
 from safetensors.numpy import load_file
 
-from hypernet import HypernetConfig, abstract_params, save_hypernet
+from zett.hypernet import HypernetConfig, abstract_params, save_hypernet
 from zett.sha256 import file_sha256
-from train.publish import publish
+from zett.train.publish import publish
 from zett.models.family import Embeddings
 
 

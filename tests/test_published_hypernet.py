@@ -16,9 +16,9 @@ import pytest
 
 from types import SimpleNamespace
 
-from hypernet import HypernetCheckpointError, PublishedConfigError, check_fits_base, load_hypernetwork, predict_jit
-from hypernet.published_config import parse_published_config
-from hypernet.published_model import parameter_count
+from zett.hypernet import HypernetCheckpointError, PublishedConfigError, check_fits_base, load_hypernetwork, predict_jit
+from zett.hypernet.published_config import parse_published_config
+from zett.hypernet.published_model import parameter_count
 from zett.models.family import Embeddings
 
 torch = pytest.importorskip("torch")
@@ -383,7 +383,7 @@ def test_released_configs_give_the_published_shapes(name):
   import jax
   import jax.numpy as jnp
 
-  from hypernet import published_model
+  from zett.hypernet import published_model
   fact = RELEASED[name]
   record = {"model_type": "zett_hypernetwork", "hn_model_name_or_path": "roberta-base", "hn_surface_maxlen": 7,
             "hn_rescale_embeddings": True, "hn_embed_using_source_embeddings": True, "hn_add_inter_token_attention":

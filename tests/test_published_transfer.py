@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tokenizers
 
-from hypernet import load_hypernetwork, predict_jit
+from zett.hypernet import load_hypernetwork, predict_jit
 from tests.test_published_hypernet import _write_folder
 from tests.transfer_setup import base_tokenizer, target_tokenizer, tiny_base
 from zett.cli import main
@@ -106,7 +106,7 @@ def test_dynamic_cli_and_service_engine_take_a_published_hypernetwork(assets, ca
   code = main(["dynamic", "--model", str(assets / "base"), "--hypernet", str(assets / "hypernet"), "--text",
                str(assets / "text.txt"), "--max-batches", "1", "--batch-size", "2", "--max-length", "64"])
   assert code == 0
-  from zett.service import load_engine
+  from zett.service.cli import load_engine
   engine = load_engine(str(assets / "base"), str(assets / "hypernet"), cache_size=16)
   rows = engine.predict([b" argparse", b"parser"])
   assert rows.input.shape == (2, 32) and rows.output.shape == (2, 32) and rows.bias is None

@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hypernet.config import config_for_base
-from hypernet.model import Hypernet, init_hypernet
+from zett.hypernet.config import config_for_base
+from zett.hypernet.model import Hypernet, init_hypernet
 from tests._train_helpers import REPO, TINY_CONFIG, subprocess_env
-from train.config import load_train_config
-from train.step import LossSpec, loss_and_metrics
+from zett.train.config import load_train_config
+from zett.train.step import LossSpec, loss_and_metrics
 from zett.models import bert, gpt2
 from zett.testing.tiny import tiny_llama
 
@@ -140,7 +140,7 @@ def test_bert_forward_is_identical_with_remat():
 
 
 def test_config_switch_reaches_the_base_and_the_hypernetwork():
-  from train.setup import load_base, loss_spec
+  from zett.train.setup import load_base, loss_spec
   for overrides, expected in (([], False), (["remat=true"], True)):
     config = load_train_config(TINY_CONFIG, overrides)
     assert config.remat is expected
@@ -153,10 +153,10 @@ def test_config_switch_reaches_the_base_and_the_hypernetwork():
 _SHARDED_SCRIPT = """
 import json, sys, jax
 from tests._train_helpers import TINY_CONFIG
-from train.config import load_train_config
-from train.data import TextBatcher
-from train.setup import batch_shardings, prepare
-from train.vocab import make_sampler
+from zett.train.config import load_train_config
+from zett.train.data import TextBatcher
+from zett.train.setup import batch_shardings, prepare
+from zett.train.vocab import make_sampler
 out = {}
 for remat in ("false", "true"):
   config = load_train_config(TINY_CONFIG, [f"run_dir={sys.argv[1]}/{remat}", f"remat={remat}", "mesh.model=2",

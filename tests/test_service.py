@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import hypernet
+from zett import hypernet
 from zett.service import ServiceSettings, create_app, serve_in_thread
 from zett.service.demo import shared_tiny_engine, tiny_tokenizer
 from zett.tokenization import SurfaceEncoder

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from zett.service import add_arguments, load_settings
+from zett.service.cli import add_arguments, load_settings
 
 
 def _parse(*argv):
@@ -46,7 +46,7 @@ def _free_port():
 
 @pytest.mark.slow
 def test_zett_serve_from_model_and_hypernet_folders(tmp_path):
-  import hypernet
+  from zett import hypernet
   from zett.interop.hf import save_pretrained
   from zett.models.load import load_model
   from zett.service.demo import tiny_hypernet, tiny_model

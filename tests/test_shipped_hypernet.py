@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hypernet import HypernetCheckpointError, load_hypernetwork
+from zett.hypernet import HypernetCheckpointError, load_hypernetwork
 from zett.sha256 import file_sha256
-from train.data import is_heldout
+from zett.train.data import is_heldout
 from zett import assets
 from zett.data.corpus import normalise
 from zett.testing.files import flip_byte

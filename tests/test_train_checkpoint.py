@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from train.checkpoint import CheckpointError, Checkpointer
-from train.config import CheckpointConfig
+from zett.train.checkpoint import CheckpointError, Checkpointer
+from zett.train.config import CheckpointConfig
 
 
 def _state(seed):
-  from train.state import TrainState
+  from zett.train.state import TrainState
   keys = jax.random.split(jax.random.key(seed), 3)
   params = {"w": jax.random.normal(keys[0], (8, 4)), "b": jax.random.normal(keys[1], (4,))}
   return TrainState(step=jnp.asarray(7, jnp.int32), params=params,

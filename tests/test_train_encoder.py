@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from tests._train_helpers import TINY_CONFIG
-from train.config import load_train_config
+from zett.train.config import load_train_config
 
 
 @pytest.mark.slow
 def test_tiny_xlmr_trains_with_masked_lm_and_a_predicted_output_bias(tmp_path):
-  from train.loop import train
+  from zett.train.loop import train
   messages = []
   config = load_train_config(TINY_CONFIG, [
       f"run_dir={tmp_path / 'run'}", "model.base=tiny-xlmr", "num_train_steps=40", "eval.every_steps=40",

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from tests._train_helpers import TINY_CONFIG, pretrained_tiny_base, train_unseen_tokenizer
-from train.config import load_train_config
+from zett.train.config import load_train_config
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +22,11 @@ def _config(tmp_path, *overrides):
 
 
 def test_step0_predictions_equal_heuristic_and_base_bits_per_byte(tmp_path, unseen_tokenizer):
-  from hypernet.model import predict_jit
-  from train.data import heldout_texts
-  from train.loop import evaluate
-  from train.setup import prepare
-  from train.vocab import encoded_vocabulary, training_vocabulary
+  from zett.hypernet.model import predict_jit
+  from zett.train.data import heldout_texts
+  from zett.train.loop import evaluate
+  from zett.train.setup import prepare
+  from zett.train.vocab import encoded_vocabulary, training_vocabulary
   from zett.tokenization import load_tokenizer
 
   config = _config(tmp_path, "eval.vocab_chunk_rows=96")  # 512 rows in 6 chunks (padded to 576)
@@ -61,7 +61,7 @@ def test_step0_predictions_equal_heuristic_and_base_bits_per_byte(tmp_path, unse
 
 @pytest.mark.slow
 def test_training_lowers_heldout_loss_under_an_unseen_tokenizer(tmp_path, tmp_path_factory, unseen_tokenizer):
-  from train.loop import train
+  from zett.train.loop import train
   base_dir = pretrained_tiny_base(tmp_path_factory.getbasetemp() / "train-tiny-base")
   config = _config(tmp_path, f"model.base={base_dir}", f"eval.heldout_tokenizers=[{unseen_tokenizer}]",
                    "num_train_steps=100", "eval.every_steps=100", "checkpoint.save_every_steps=100")
@@ -75,7 +75,7 @@ def test_training_lowers_heldout_loss_under_an_unseen_tokenizer(tmp_path, tmp_pa
 
 
 def _forbid_compilation(monkeypatch):
-  import train.setup as setup
+  import zett.train.setup as setup
 
   def compiled(*args, **kwargs):
     raise AssertionError("reached state creation / compilation before the input error")
@@ -90,8 +90,8 @@ def test_unknown_config_key_fails_in_the_cli(tmp_path, capsys):
 
 
 def test_missing_data_path_fails_before_compilation(tmp_path, monkeypatch):
-  from train.data import DataError
-  from train.loop import train
+  from zett.train.data import DataError
+  from zett.train.loop import train
   _forbid_compilation(monkeypatch)
   config = _config(tmp_path, f"data.sources=[{{path: {tmp_path / 'missing.txt'}}}]")
   with pytest.raises(DataError, match="missing.txt: no such file"):
@@ -100,9 +100,9 @@ def test_missing_data_path_fails_before_compilation(tmp_path, monkeypatch):
 
 def test_base_width_disagreeing_with_hypernet_checkpoint_fails_before_compilation(tmp_path, monkeypatch):
   import flax.linen as nn
-  from hypernet import HypernetConfig, abstract_params, save_hypernet
-  from train.loop import train
-  from train.setup import TrainSetupError
+  from zett.hypernet import HypernetConfig, abstract_params, save_hypernet
+  from zett.train.loop import train
+  from zett.train.setup import TrainSetupError
   from zett.models.family import Embeddings
   narrow = HypernetConfig(embedding_dim=32, base_vocab_size=512, num_layers=1, predict_output_embeddings=True)
   table = jax.ShapeDtypeStruct((512, 32), jnp.float32)
@@ -117,7 +117,7 @@ def test_base_width_disagreeing_with_hypernet_checkpoint_fails_before_compilatio
 def test_packed_encoder_and_weighted_negatives_train_end_to_end(tmp_path):
   """The CPU recipe's switches through the real loop: bucketed encoder, left-out negatives, sampled-softmax weights."""
   import math
-  from train.loop import train
+  from zett.train.loop import train
   config = _config(tmp_path, "num_train_steps=4", "eval.every_steps=0", "checkpoint.save_every_steps=4",
                    "hypernet.encoder_buckets=[[2,96],[7,64]]", "sampler.weight_negatives=true",
                    "hypernet.aux_loss_weight=0")

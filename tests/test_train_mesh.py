@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests._train_helpers import REPO, run_python, subprocess_env
-from train.config import MeshConfig
-from train.mesh import MeshError, device_grid, make_mesh
+from zett.train.config import MeshConfig
+from zett.train.mesh import MeshError, device_grid, make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +38,8 @@ def _neighbours(a: _FakeChip, b: _FakeChip) -> bool:
 def test_8_simulated_cpu_devices_each_appear_once():
   script = """
 import json, jax
-from train.config import MeshConfig
-from train.mesh import make_mesh
+from zett.train.config import MeshConfig
+from zett.train.mesh import make_mesh
 out = {}
 for data, model in ((4, 2), (8, 1), (1, 8), (-1, 4)):
   mesh = make_mesh(MeshConfig(data=data, model=model))

@@ -65,8 +65,8 @@ def test_resume_with_nothing_to_resume_leaves_no_empty_checkpoint_folder(tmp_pat
 
 
 def test_a_non_finite_loss_stops_training_and_saves_nothing_over_the_last_good_checkpoint(tmp_path, monkeypatch):
-  from train import loop
-  from train.config import load_train_config
+  from zett.train import loop
+  from zett.train.config import load_train_config
   config = load_train_config(TINY_CONFIG, [f"run_dir={tmp_path / 'run'}", "num_train_steps=6",
                                            "checkpoint.save_every_steps=2", *_QUIET])
   real_prepare = loop.prepare

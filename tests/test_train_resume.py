@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from hypernet import load_hypernetwork
+from zett.hypernet import load_hypernetwork
 
 from tests._train_helpers import REPO, subprocess_env, zett_train_command
 

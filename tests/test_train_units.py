@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from train.batch import TrainingVocabulary, build_batch
-from train.config import ConfigError, DataConfig, DataSource, load_train_config
-from train.data import DataError, TextBatcher, check_sources, heldout_texts, is_heldout
+from zett.train.batch import TrainingVocabulary, build_batch
+from zett.train.config import ConfigError, DataConfig, DataSource, load_train_config
+from zett.train.data import DataError, TextBatcher, check_sources, heldout_texts, is_heldout
 from tests._train_helpers import TINY_CONFIG
 
 
@@ -101,8 +101,8 @@ def test_build_batch_pads_vocabulary_and_sequences():
 def test_rules_shard_only_divisible_dimensions_and_each_axis_once():
   import jax
   from jax.sharding import PartitionSpec as P
-  from train import mesh as mesh_lib
-  from train.config import MeshConfig
+  from zett.train import mesh as mesh_lib
+  from zett.train.config import MeshConfig
   mesh = mesh_lib.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
   spec = mesh_lib.logical_to_spec(("vocab", "embed"), (10, 6), mesh, mesh_lib.RULES)
   assert spec == P("model", "data")
@@ -115,8 +115,8 @@ def test_rules_shard_only_divisible_dimensions_and_each_axis_once():
 
 
 def test_learning_rate_schedule_warms_up_then_decays():
-  from train.config import OptimizerConfig
-  from train.state import learning_rate_schedule
+  from zett.train.config import OptimizerConfig
+  from zett.train.state import learning_rate_schedule
   schedule = learning_rate_schedule(OptimizerConfig(learning_rate=1e-3, warmup_steps=10), 100)
   values = [float(schedule(s)) for s in (0, 5, 10, 55, 100)]
   assert values[0] == 0 and values[1] == pytest.approx(5e-4) and values[2] == pytest.approx(1e-3)
@@ -124,8 +124,8 @@ def test_learning_rate_schedule_warms_up_then_decays():
 
 
 def test_constant_schedule_decays_over_its_last_steps_only():
-  from train.config import ConfigError, OptimizerConfig
-  from train.state import learning_rate_schedule
+  from zett.train.config import ConfigError, OptimizerConfig
+  from zett.train.state import learning_rate_schedule
   config = OptimizerConfig(learning_rate=1e-3, warmup_steps=10, schedule="constant", decay_steps=40,
                            end_learning_rate_ratio=0.1)
   schedule = learning_rate_schedule(config, 100)
@@ -142,8 +142,8 @@ def test_offender_check_lists_replicated_parameters_largest_first():
   import jax
   import jax.numpy as jnp
   from jax.sharding import PartitionSpec as P
-  from train import mesh as mesh_lib
-  from train.config import MeshConfig
+  from zett.train import mesh as mesh_lib
+  from zett.train.config import MeshConfig
   mesh = mesh_lib.make_mesh(MeshConfig(data=1, model=1), jax.devices()[:1])
   params = {"small": jnp.zeros((4,)), "big": jnp.zeros((64, 64)), "bigger": jnp.zeros((128, 64))}
   logical = {"small": P("embed"), "big": P("vocab", "embed"), "bigger": P("mlp", "embed")}
@@ -165,9 +165,9 @@ def test_parquet_source_reads_its_text_column(tmp_path):
 
 
 def test_fit_encoder_buckets_drops_only_unused_negatives():
-  from hypernet.config import HypernetConfig
-  from hypernet.model import bucket_overflow
-  from train.batch import fit_encoder_buckets
+  from zett.hypernet.config import HypernetConfig
+  from zett.hypernet.model import bucket_overflow
+  from zett.train.batch import fit_encoder_buckets
   config = HypernetConfig(embedding_dim=8, base_vocab_size=100, surface_length=7)
   lengths = np.array([1, 2, 2, 2, 3, 5, 6, 7, 1, 2], np.int32)
   batch = {"token_ids": np.array([[1, 2, 5, 0]], np.int32), "attention_mask": np.array([[1, 1, 1, 0]], np.int32),
@@ -186,8 +186,8 @@ def test_fit_encoder_buckets_drops_only_unused_negatives():
 
 
 def test_negative_logit_offsets_weight_each_negative_by_its_draw_chance():
-  from hypernet.config import HypernetConfig
-  from train.batch import fit_encoder_buckets, negative_logit_offsets
+  from zett.hypernet.config import HypernetConfig
+  from zett.train.batch import fit_encoder_buckets, negative_logit_offsets
   config = HypernetConfig(embedding_dim=8, base_vocab_size=100, surface_length=7)
   # Row 0 special; rows 1, 2 used by the text; rows 3..9 negatives drawn from 100 - 3 = 97 unused tokens.
   lengths = np.array([1, 2, 1, 2, 2, 2, 3, 1, 1, 5], np.int32)

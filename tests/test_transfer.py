@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hypernet import config_for_base, init_hypernet, save_hypernet
+from zett.hypernet import config_for_base, init_hypernet, save_hypernet
 from tests.transfer_setup import base_tokenizer, target_tokenizer, tiny_base
 from zett.transfer import (OutputExistsError, TransferError, VocabularyTooLargeError, check_output_folder, export,
                            transfer, transfer_with_record)

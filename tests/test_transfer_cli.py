@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from hypernet import config_for_base, init_hypernet, save_hypernet
+from zett.hypernet import config_for_base, init_hypernet, save_hypernet
 from tests.transfer_setup import target_tokenizer, tiny_base
 from zett.cli import main
 from zett.interop.hf import save_pretrained

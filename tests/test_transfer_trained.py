@@ -23,8 +23,8 @@ _CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  from train.config import load_train_config
-  from train.loop import train
+  from zett.train.config import load_train_config
+  from zett.train.loop import train
   from zett.stdlib_source import stdlib_text
   from zett.models.load import load_model
   root = tmp_path_factory.mktemp("trained")

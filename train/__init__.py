@@ -6,6 +6,6 @@ Entry points: `train.config.load_train_config(path, overrides) -> TrainConfig` a
 checkpoint -> setup (checks, then build) -> loop.
 """
 
-from train.config import TrainConfig, load_train_config
+from zett.train.config import TrainConfig, load_train_config
 
 __all__ = ["TrainConfig", "load_train_config"]

@@ -100,7 +100,7 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
   Negatives are a sample anyway; the rows the batch's text uses must all fit, or the configured capacities are too
   small for this data (a clear error, never a silent change of what is trained on).
   """
-  from hypernet.model import bucket_classes, bucket_overflow, check_buckets
+  from zett.hypernet.model import bucket_classes, bucket_overflow, check_buckets
   lengths = batch["surface_lengths"]
   overflow = bucket_overflow(hypernet_config, lengths, buckets)
   if not any(overflow):
@@ -134,7 +134,7 @@ def negative_logit_offsets(drawn: dict[str, np.ndarray], fitted: dict[str, np.nd
   `fit_encoder_buckets` may then leave some out per surface-length class (`fitted`), which lowers that class's
   chance by kept / drawn.
   """
-  from hypernet.model import bucket_classes
+  from zett.hypernet.model import bucket_classes
   rows = drawn["vocab_mask"].shape[0]
   used = np.zeros(rows, bool)
   used[drawn["token_ids"][drawn["attention_mask"] > 0]] = True

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from train.config import CheckpointConfig
+from zett.train.config import CheckpointConfig
 from zett.errors import ZettError
 
 

@@ -38,21 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _target_names() -> list[str]:
-  from train.memory import TARGETS
+  from zett.train.memory import TARGETS
   return list(TARGETS)
 
 
 def run(args: argparse.Namespace) -> int:
-  from train.config import load_train_config
+  from zett.train.config import load_train_config
   config = load_train_config(args.config, args.overrides)
   if args.dry_run:
-    from train.memory import dry_run
+    from zett.train.memory import dry_run
     print(dry_run(config, target=args.target, devices=args.devices, device_memory_gib=args.device_memory_gib))
     return 0
-  from train import distributed
+  from zett.train import distributed
   distributed.initialize(distributed.options_from(args.coordinator, args.num_processes, args.process_id,
                                                   args.distributed_timeout, args.distributed_auto))
-  from train.loop import train  # heavy imports (jax, models) only after the config parsed cleanly
+  from zett.train.loop import train  # heavy imports (jax, models) only after the config parsed cleanly
   summary = train(config, resume=args.resume)
   import jax
   if jax.process_index() == 0:

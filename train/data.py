@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from train.config import DataConfig, DataSource
+from zett.train.config import DataConfig, DataSource
 from zett.errors import ZettError
 
 _JSON_SUFFIXES = (".jsonl", ".json")

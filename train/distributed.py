@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from train.config import DataConfig
+from zett.train.config import DataConfig
 from zett.errors import ZettError
 
 
@@ -221,7 +221,7 @@ class ShardedTextBatcher:
   """
 
   def __init__(self, config: DataConfig, process_index: int = 0, process_count: int = 1):
-    from train.data import TextBatcher
+    from zett.train.data import TextBatcher
     self.shards = num_shards(config, process_count)
     per_process = self.shards // process_count
     self.own_shards = list(range(process_index * per_process, (process_index + 1) * per_process))
@@ -260,5 +260,5 @@ def describe_processes() -> str:
 
 def heldout_for_all(config: DataConfig) -> Sequence[str]:
   """Held-out text, the same on every process (read in full: it is small, and evaluation batches are global)."""
-  from train.data import heldout_texts
+  from zett.train.data import heldout_texts
   return heldout_texts(config, 0, 1)

@@ -15,16 +15,16 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from hypernet.record import Hypernetwork
-from hypernet.vocabulary import embed_vocabulary
-from train.batch import build_batch, round_up
-from train.checkpoint import StopOnSignal
-from train import distributed
-from train.config import TrainConfig, to_dict
-from train.metrics import MetricsWriter, Progress
-from train.setup import Run, batch_shardings, prepare
-from train.step import bits_per_byte
-from train.vocab import EncodedVocabulary, encoded_vocabulary, fixed_vocabularies, make_sampler
+from zett.hypernet.record import Hypernetwork
+from zett.hypernet.vocabulary import embed_vocabulary
+from zett.train.batch import build_batch, round_up
+from zett.train.checkpoint import StopOnSignal
+from zett.train import distributed
+from zett.train.config import TrainConfig, to_dict
+from zett.train.metrics import MetricsWriter, Progress
+from zett.train.setup import Run, batch_shardings, prepare
+from zett.train.step import bits_per_byte
+from zett.train.vocab import EncodedVocabulary, encoded_vocabulary, fixed_vocabularies, make_sampler
 from zett.errors import ZettError
 
 
@@ -216,13 +216,13 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
   export = done == total or summary["stopped_by_signal"]
   host_params = distributed.to_host(state.params) if export else None  # collective: all processes
   if export and is_main:
-    from hypernet.io import save_hypernet
+    from zett.hypernet.io import save_hypernet
     summary["hypernet_dir"] = str(save_hypernet(run_dir / "hypernet", run.hypernet_config, host_params))
     log(f"saved the hypernetwork to {summary['hypernet_dir']}")
   return summary
 
 
 def _learning_rate(config: TrainConfig, micro_step: int) -> float:
-  from train.state import learning_rate_schedule
+  from zett.train.state import learning_rate_schedule
   schedule = learning_rate_schedule(config.optimizer, config.num_train_steps)
   return schedule(micro_step // config.optimizer.grad_accumulation_steps)

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from train.config import TrainConfig
-from train.mesh import RULE_TABLES, MeshError, logical_to_spec
+from zett.train.config import TrainConfig
+from zett.train.mesh import RULE_TABLES, MeshError, logical_to_spec
 from zett.errors import ZettError
 
 GiB = 2 ** 30
@@ -114,7 +114,7 @@ def _abstract_base(config: TrainConfig):
       raise DryRunError(f"model.base {spec}: unsupported or incomplete config ({e!r})") from None
   else:
     try:  # tiny test bases and GGUF files: small enough to build/read
-      from train.setup import load_base
+      from zett.train.setup import load_base
       base = load_base(config)
     except Exception as e:  # a hub name we have no config for, a missing file
       raise DryRunError(f"model.base {spec}: cannot get its architecture offline ({e}); point model.base at a "
@@ -245,9 +245,9 @@ def estimate(config: TrainConfig, devices: int, remat: bool | None = None) -> Me
   Args:
     remat: estimate with (True) or without (False) rematerialisation; None follows `config.remat`.
   """
-  from hypernet import HypernetConfig
-  from hypernet.model import abstract_params
-  from train.state import make_optimizer
+  from zett.hypernet import HypernetConfig
+  from zett.hypernet.model import abstract_params
+  from zett.train.state import make_optimizer
 
   remat = config.remat if remat is None else remat
   mesh_shape = mesh_shape_for(config, devices)

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from train.config import MeshConfig
+from zett.train.config import MeshConfig
 from zett.errors import ZettError
 
 MESH_AXES = ("data", "model")

@@ -1,6 +1,6 @@
 """Ship a trained hypernetwork: bf16 weights inside the package, and its record in `checkpoints_manifest/`.
 
-    python -m train.publish --run-dir RUN --config configs/smollm2-135m-cpu.yaml --name smollm2-135m \
+    python -m zett.train.publish --run-dir RUN --config configs/smollm2-135m-cpu.yaml --name smollm2-135m \
         --leg-note "..." [--eval-json table.json] [--corpus-summary data/corpus/summary.json]
 
 Reads RUN/hypernet (what a finished or SIGTERM-stopped `zett train` exports) and RUN/metrics.jsonl, writes
@@ -73,8 +73,8 @@ def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_jso
             overrides: list[str] | None = None, repo: Path = REPO) -> dict:
   import jax.numpy as jnp
   import yaml
-  from hypernet.io import save_hypernet
-  from hypernet.record import load_hypernetwork
+  from zett.hypernet.io import save_hypernet
+  from zett.hypernet.record import load_hypernetwork
   from zett.sha256 import file_sha256
   exported = load_hypernetwork(run_dir / "hypernet")
   config, params = exported.config, exported.params

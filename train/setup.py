@@ -14,14 +14,14 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from train import mesh as mesh_lib
-from train.batch import BATCH_KEYS, PER_SEQUENCE_KEYS, SCALAR_KEYS
-from train.checkpoint import CheckpointError, Checkpointer
-from train.config import ConfigError, TrainConfig, from_dict, to_dict
-from train.data import check_sources
-from train.state import create_sharded_state, make_optimizer, state_shardings
-from train.step import LossSpec, jit_eval_sums, jit_train_step
-from train.vocab import base_tokenizer_of, check_tokenizer_specs
+from zett.train import mesh as mesh_lib
+from zett.train.batch import BATCH_KEYS, PER_SEQUENCE_KEYS, SCALAR_KEYS
+from zett.train.checkpoint import CheckpointError, Checkpointer
+from zett.train.config import ConfigError, TrainConfig, from_dict, to_dict
+from zett.train.data import check_sources
+from zett.train.state import create_sharded_state, make_optimizer, state_shardings
+from zett.train.step import LossSpec, jit_eval_sums, jit_train_step
+from zett.train.vocab import base_tokenizer_of, check_tokenizer_specs
 from zett.errors import ZettError
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -69,7 +69,7 @@ def _load_base(config: TrainConfig):
   param = _DTYPES[config.model.param_dtype]
   spec = config.model.base
   if spec.split(":")[0] in ("tiny-llama", "tiny-xlmr"):
-    from train import tiny_base
+    from zett.train import tiny_base
     build = tiny_base.tiny_base if spec.startswith("tiny-llama") else tiny_base.tiny_xlmr_base
     return build(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0, dtype=compute, param_dtype=param)
   from zett.models.load import load_model
@@ -81,8 +81,8 @@ def _load_base(config: TrainConfig):
 
 def hypernet_config_for(config: TrainConfig, base, base_tokenizer_name: str):
   """The hypernetwork config for this base; an init checkpoint must agree with the base's width and vocabulary."""
-  from hypernet import config_for_base
-  from hypernet.io import load_hypernet_config
+  from zett.hypernet import config_for_base
+  from zett.hypernet.io import load_hypernet_config
   fields = dict(num_layers=config.hypernet.num_layers, surface_length=config.hypernet.surface_max_length,
                 base_tokenizer=base_tokenizer_name)
   fields.update(config.hypernet.options)
@@ -110,7 +110,7 @@ def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
 def check_encoder_buckets(config: TrainConfig, hypernet_config):
   if not config.hypernet.encoder_buckets:
     return None
-  from hypernet.model import check_buckets
+  from zett.hypernet.model import check_buckets
   try:
     return check_buckets(hypernet_config, config.hypernet.encoder_buckets)
   except ValueError as e:
@@ -178,7 +178,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   base_tokenizer = base_tokenizer_of(base, config.model.tokenizer)
   hypernet_config = hypernet_config_for(config, base, base_tokenizer.name)
   if saved_config is not None:
-    from hypernet.config import HypernetConfig
+    from zett.hypernet.config import HypernetConfig
     _check_same_base(HypernetConfig(**saved_config["hypernet"]), hypernet_config, f"checkpoint {checkpointer.directory}")
   spec = loss_spec(config, base, hypernet_config)
 
@@ -191,7 +191,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   base_shardings = mesh_lib.param_shardings(base_logical_axes(base), base.params, mesh, rules)
   base_params = jax.device_put(base.params, base_shardings)
 
-  from hypernet.model import abstract_params, init_hypernet
+  from zett.hypernet.model import abstract_params, init_hypernet
   hypernet_logical = mesh_lib.logical_axes_of(abstract_params(hypernet_config, base.embeddings))
   optimizer = make_optimizer(config.optimizer, config.num_train_steps)
   hypernet_shardings = {}
@@ -226,7 +226,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
 
 def _init_params_fn(config: TrainConfig, hypernet_config, init_hypernet):
   if config.hypernet.init_checkpoint:
-    from hypernet.record import load_hypernetwork
+    from zett.hypernet.record import load_hypernetwork
     loaded = load_hypernetwork(config.hypernet.init_checkpoint).params
     return lambda embeddings: jax.tree.map(jnp.asarray, loaded)
   return lambda embeddings: init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
-from train.config import OptimizerConfig
+from zett.train.config import OptimizerConfig
 
 
 @flax.struct.dataclass

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hypernet.config import HypernetConfig
-from hypernet.model import Hypernet
-from train.state import TrainState
+from zett.hypernet.config import HypernetConfig
+from zett.hypernet.model import Hypernet
+from zett.train.state import TrainState
 from zett.models.family import Embeddings
 
 _MASKED_LOGIT = -1e9

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from train.batch import TrainingVocabulary, fit_encoder_buckets, negative_logit_offsets
+from zett.train.batch import TrainingVocabulary, fit_encoder_buckets, negative_logit_offsets
 from zett.config import ConfigError
 
 _MASK_CONTENTS = ("<mask>", "[MASK]", "<MASK>")

@@ -26,7 +26,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from hypernet.vocabulary import embed_in_chunks
+from zett.hypernet.vocabulary import embed_in_chunks
 from zett.baselines import make_baseline
 from zett.models.family import Embeddings
 from zett.models.base import BaseModel

@@ -60,11 +60,10 @@ _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
 def shipped_hypernet_path(name: str = "smollm2-135m") -> Path:
   """The folder of a hypernetwork shipped with zett (its weights are checked against the pin when loaded)."""
-  from hypernet.io import WEIGHTS_NAME
   if name not in SHIPPED_HYPERNETS:
     raise MissingAssetError(f"no shipped hypernetwork named {name!r} (shipped: {', '.join(SHIPPED_HYPERNETS)})")
   folder = _SHIPPED_FOLDER / name
-  if not (folder / WEIGHTS_NAME).is_file() or not SHIPPED_HYPERNETS[name]:
+  if not folder.is_dir() or not SHIPPED_HYPERNETS[name]:
     raise MissingAssetError(f"{folder}: the shipped {name} hypernetwork is missing from this installation")
   return folder
 

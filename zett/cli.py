@@ -19,7 +19,7 @@ from zett.errors import ZettError
 
 # command -> (module, add-arguments function, run function, one-line help)
 _COMMANDS = {
-    "train": ("train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
+    "train": ("zett.train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
     "transfer": ("zett.transfer_cli", "add_transfer_arguments", "run_transfer",
                  "transfer a model to a new tokenizer and export it in Hugging Face format"),
     "eval": ("zett.transfer_cli", "add_eval_arguments", "run_eval",
@@ -30,7 +30,7 @@ _COMMANDS = {
     "generate": ("zett.ann.cli", "add_arguments", "run",
                  "generate with a large vocabulary through an ANN index"),
     "data": ("zett.data.cli", "add_arguments", "run", "build the training corpus offline (zett data prepare)"),
-    "serve": ("zett.service", "add_arguments", "run", "serve embeddings, transfer, tokenization, generation over HTTP"),
+    "serve": ("zett.service.cli", "add_arguments", "run", "serve embeddings, transfer, tokenization, generation over HTTP"),
 }
 
 

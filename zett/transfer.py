@@ -176,7 +176,7 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   started = time.perf_counter()
   hypernetwork = None
   if method == "hypernet":
-    from hypernet.record import load_hypernetwork
+    from zett.hypernet.record import load_hypernetwork
     hypernetwork = load_hypernetwork(hypernet, base)
   hypernet_config = hypernetwork.config if hypernetwork else None
   surface_length = hypernet_config.surface_length if hypernet_config else DEFAULT_SURFACE_LENGTH
@@ -194,7 +194,7 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   else:
     target = target_vocabulary(target_tokenizer, base, surface_length)
 
-  from hypernet.vocabulary import embed_in_chunks, embed_vocabulary
+  from zett.hypernet.vocabulary import embed_in_chunks, embed_vocabulary
   base_embeddings = Embeddings(*(None if m is None else jnp.asarray(m, jnp.float32) for m in base.embeddings))
   surfaces = (target.surface_ids, target.surface_lengths, target.special_base_ids)
   chunking = dict(chunk_size=size, progress=progress, description=f"{method} → {target.name}")

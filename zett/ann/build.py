@@ -120,7 +120,7 @@ def _fvt_embed_fn(table_vd: np.ndarray, surface_ids: np.ndarray, surface_lengths
 
 def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int):
   """(input_fn, output_fn or None) predicting with the hypernetwork one store chunk at a time."""
-  from hypernet.vocabulary import embed_vocabulary
+  from zett.hypernet.vocabulary import embed_vocabulary
   cache: dict[int, object] = {}
 
   def predicted(token_range: range):
@@ -173,7 +173,7 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
   tokenizer = load_tokenizer(tokenizer)
   base_tokenizer = base_tokenizer_of(model)
   if hypernet is not None:
-    from hypernet.record import load_hypernetwork
+    from zett.hypernet.record import load_hypernetwork
     hypernet = load_hypernetwork(hypernet, model)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)  # only once the inputs load: a failed start leaves no empty folder

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 import zett
-from train.data import is_heldout
+from zett.train.data import is_heldout
 from zett.data.documents import STDLIB_PACKAGE, Document, Extractor, plan
 from zett.data.packages import CODE_LANGUAGE, KNOWN_LANGUAGES, CorpusError, check_installed, packages_for
 from zett.sha256 import file_sha256

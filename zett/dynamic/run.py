@@ -40,9 +40,9 @@ class DynamicEmbedder:
   """
 
   def __init__(self, model: Any, hypernet: Any = None, cache_capacity: int = 8192, seed: int = 0):
-    from hypernet.config import config_for_base
-    from hypernet.model import init_hypernet
-    from hypernet.record import load_hypernetwork
+    from zett.hypernet.config import config_for_base
+    from zett.hypernet.model import init_hypernet
+    from zett.hypernet.record import load_hypernetwork
     self.model = model
     self.base = model.embeddings
     if hypernet is None:
@@ -55,7 +55,7 @@ class DynamicEmbedder:
     """New tokens longer than the hypernetwork's surface length; it saw their first subtokens only."""
 
   def _predict(self, surfaces: list[tuple[int, ...]]) -> np.ndarray:
-    from hypernet.vocabulary import embed_vocabulary
+    from zett.hypernet.vocabulary import embed_vocabulary
     from zett.tokenization.surface import pack_rows
     ids, lengths, truncated = pack_rows(surfaces, self.hypernetwork.config.surface_length)
     self.truncated_surface_forms += truncated

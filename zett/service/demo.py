@@ -58,7 +58,7 @@ def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):
   on a loaded CPU, this takes milliseconds.
   """
   import flax.linen as nn
-  import hypernet
+  from zett import hypernet
   config = hypernet.config_for_base(model, num_layers=num_layers,
                                     num_heads=max(1, int(model.config.hidden_size) // 32))
   abstract = nn.meta.unbox(hypernet.abstract_params(config, model.embeddings))

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import hypernet
-from hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
+from zett import hypernet
+from zett.hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
 from zett.dynamic.cache import EmbeddingCache
 from zett.errors import ZettError
 from zett.models.family import Embeddings
