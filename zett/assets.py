@@ -50,7 +50,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # Hypernetworks shipped inside the package: name -> sha256 of its hypernet.safetensors, pinned here so that a file
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json).
 SHIPPED_HYPERNETS = {
-    "smollm2-135m": "b5f1a987c042b9e5d7dadbfdb2fa41f8c9527bd5af8e6c7e8f729961aa670d25",
+    "smollm2-135m": "65950d6964c2ed2881daab7d7f172603f0fbaee35939b9448d0ff2d38444f16f",
 }
 
 
