@@ -53,7 +53,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json). The pin is
 # checked where every hypernetwork loads: `hypernet.load_hypernetwork`.
 SHIPPED_HYPERNETS = {
-    "smollm2-135m": "b5f1a987c042b9e5d7dadbfdb2fa41f8c9527bd5af8e6c7e8f729961aa670d25",
+    "smollm2-135m": "65950d6964c2ed2881daab7d7f172603f0fbaee35939b9448d0ff2d38444f16f",
 }
 _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
