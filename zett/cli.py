@@ -86,9 +86,6 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-_PACKAGES = ("zett", "hypernet", "train")  # the loggers (`logging.getLogger(__name__)`) whose messages users see
-
-
 class _LineFormatter(logging.Formatter):
   """`PROG: message`, and `PROG: warning: message` above INFO: the shape of the one-line errors."""
 
@@ -102,26 +99,24 @@ class _LineFormatter(logging.Formatter):
 
 
 def _log_to_stderr(prog: str) -> Callable[[], None]:
-  """Sends INFO and above of zett's own loggers to stderr; returns the function that undoes it.
+  """Sends INFO and above of the `zett` logger (every module's `logging.getLogger(__name__)`, zett.hypernet and
+  zett.train included) to stderr; returns the function that undoes it.
 
   Only for the run of one command (tests call `main` many times in one process), and not propagated: orbax puts a
   handler on the root logger, which would print every line twice.
   """
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(_LineFormatter(prog))
-  saved = []
-  for name in _PACKAGES:
-    logger = logging.getLogger(name)
-    saved.append((logger, logger.level, logger.propagate))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+  logger = logging.getLogger("zett")
+  level, propagate = logger.level, logger.propagate
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
 
   def undo():
-    for logger, level, propagate in saved:
-      logger.removeHandler(handler)
-      logger.setLevel(level)
-      logger.propagate = propagate
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = propagate
   return undo
 
 
