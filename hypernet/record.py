@@ -11,6 +11,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from zett.hypernet.config import HypernetConfig
 from zett.hypernet.io import HypernetCheckpointError, read_hypernet_folder
 from zett.hypernet.published_config import PublishedHypernetConfig
@@ -45,12 +48,13 @@ def load_hypernetwork(spec, base=None) -> Hypernetwork:
       `hypernet.published_io`); or one already loaded: a `Hypernetwork`, or a `(config, params)` pair built in memory.
     base: the base model it will run with (a `zett.models.base.BaseModel`); see `check_fits_base`.
   """
-  if isinstance(spec, Hypernetwork):
+  if isinstance(spec, Hypernetwork):  # loaded already
     hypernetwork = spec
-  elif isinstance(spec, tuple):
-    hypernetwork = Hypernetwork(*spec)
   else:
-    hypernetwork = _read(spec)
+    hypernetwork = Hypernetwork(*spec) if isinstance(spec, tuple) else _read(spec)
+    # On the device once, here: every `embed_vocabulary` call (one per service request) then uses them as they are
+    # (a no-op for arrays already there, sharded ones included; published weights load as numpy).
+    hypernetwork = dataclasses.replace(hypernetwork, params=jax.tree.map(jnp.asarray, hypernetwork.params))
   if base is not None:
     check_fits_base(hypernetwork, base)
   return hypernetwork

@@ -39,7 +39,7 @@ def embed_vocabulary(hypernetwork: Hypernetwork, base: Embeddings, surface_ids, 
   """The hypernetwork's embeddings of every row of a vocabulary (see the module docstring for how it is chunked).
 
   Args:
-    hypernetwork: from `hypernet.load_hypernetwork` (checked against the base there).
+    hypernetwork: from `hypernet.load_hypernetwork` (checked against the base and put on the device there).
     base: the frozen base embeddings the surface ids index.
     surface_ids, surface_lengths: int32 [V, L] and [V], the base subtokens spelling each row.
     special_base_ids: int32 [V], >= 0 where a row copies that base row unchanged; default none.
@@ -49,10 +49,8 @@ def embed_vocabulary(hypernetwork: Hypernetwork, base: Embeddings, surface_ids, 
     on_device: return device arrays (assembled on the device, sharded as the hypernetwork computed them; training
       evaluation) instead of float32 host arrays filled chunk by chunk (which never hold more than the result).
   """
-  params = jax.tree.map(jnp.asarray, hypernetwork.params)
-
   def embed(ids, lengths, special, rows):
-    return predict_jit(hypernetwork.config, params, jnp.asarray(ids), jnp.asarray(lengths), base,
+    return predict_jit(hypernetwork.config, hypernetwork.params, jnp.asarray(ids), jnp.asarray(lengths), base,
                        jnp.asarray(special), dtype=dtype)
   return embed_in_chunks(embed, surface_ids, surface_lengths, special_base_ids, chunk_size=chunk_size,
                          progress=progress, description=description, on_device=on_device)
