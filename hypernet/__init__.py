@@ -8,8 +8,19 @@ from zett.hypernet.record import Hypernetwork, check_fits_base, load_hypernetwor
 from zett.hypernet.vocabulary import embed_vocabulary
 
 __all__ = [
-    "HypernetConfig", "config_for_base", "HypernetCheckpointError", "save_hypernet",
-    "Hypernet", "abstract_params", "init_hypernet", "predict", "predict_jit",
-    "PublishedConfigError", "PublishedHypernetConfig",
-    "Hypernetwork", "check_fits_base", "load_hypernetwork", "embed_vocabulary",
+  "HypernetConfig",
+  "config_for_base",
+  "HypernetCheckpointError",
+  "save_hypernet",
+  "Hypernet",
+  "abstract_params",
+  "init_hypernet",
+  "predict",
+  "predict_jit",
+  "PublishedConfigError",
+  "PublishedHypernetConfig",
+  "Hypernetwork",
+  "check_fits_base",
+  "load_hypernetwork",
+  "embed_vocabulary",
 ]

@@ -51,8 +51,7 @@ class HypernetConfig:
     if self.num_layers < 0:
       raise ValueError("num_layers must be >= 0")
     if self.body_hidden_size % self.body_num_heads:
-      raise ValueError(
-          f"hidden_size {self.body_hidden_size} is not divisible by num_heads {self.body_num_heads}")
+      raise ValueError(f"hidden_size {self.body_hidden_size} is not divisible by num_heads {self.body_num_heads}")
 
   @property
   def body_hidden_size(self) -> int:
@@ -76,12 +75,12 @@ def config_for_base(model, **overrides) -> HypernetConfig:
   """A hypernetwork config matching a loaded base model (`zett.models.base.BaseModel`)."""
   embeddings = model.family.get_embeddings(model.config, model.params)
   fields = dict(
-      embedding_dim=int(embeddings.input.shape[1]),
-      base_vocab_size=int(embeddings.input.shape[0]),
-      predict_output_embeddings=embeddings.output is not None,
-      predict_output_bias=embeddings.bias is not None,
-      base_model=getattr(model, "name", ""),
-      base_weights_sha256=getattr(model, "weights_sha256", ""),
+    embedding_dim=int(embeddings.input.shape[1]),
+    base_vocab_size=int(embeddings.input.shape[0]),
+    predict_output_embeddings=embeddings.output is not None,
+    predict_output_bias=embeddings.bias is not None,
+    base_model=getattr(model, "name", ""),
+    base_weights_sha256=getattr(model, "weights_sha256", ""),
   )
   fields.update(overrides)
   return HypernetConfig(**fields)

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from zett.hypernet.config import HypernetConfig
 from zett.errors import ZettError
+from zett.hypernet.config import HypernetConfig
 from zett.models.family import Embeddings
 from zett.sha256 import file_sha256
 from zett.staging import new_staging_folder, replace_folder
@@ -67,9 +67,9 @@ def save_hypernet(out_dir: str | Path, config: HypernetConfig, params, dtype=np.
       flat = {k: np.asarray(v, dtype=jnp.bfloat16) for k, v in flat.items()}
     save_file(flat, str(tmp / WEIGHTS_NAME), metadata={"format": "zett-hypernet"})
     record = {
-        "format": FORMAT_VERSION,
-        "hypernet": dataclasses.asdict(config),
-        "weights_sha256": file_sha256(tmp / WEIGHTS_NAME),
+      "format": FORMAT_VERSION,
+      "hypernet": dataclasses.asdict(config),
+      "weights_sha256": file_sha256(tmp / WEIGHTS_NAME),
     }
     (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
     replace_folder(tmp, out_dir)
@@ -107,11 +107,11 @@ def read_hypernet_folder(path: str | Path, pinned_sha256: str | None = None):
     raise HypernetCheckpointError(f"{path}: missing {WEIGHTS_NAME}")
   sha = file_sha256(weights)
   if sha != record.get("weights_sha256"):
-    raise HypernetCheckpointError(
-        f"{weights}: sha256 does not match config.json (file corrupt or replaced)")
+    raise HypernetCheckpointError(f"{weights}: sha256 does not match config.json (file corrupt or replaced)")
   if pinned_sha256 and sha != pinned_sha256:
-    raise HypernetCheckpointError(f"{weights}: sha256 differs from the one pinned in zett.assets (file corrupt or "
-                                  "replaced); reinstall zett")
+    raise HypernetCheckpointError(
+      f"{weights}: sha256 differs from the one pinned in zett.assets (file corrupt or replaced); reinstall zett"
+    )
   try:
     flat = load_file(str(weights))
   except Exception as e:  # safetensors raises its own error types
@@ -122,22 +122,26 @@ def read_hypernet_folder(path: str | Path, pinned_sha256: str | None = None):
 
 
 def _check_shapes(path, config: HypernetConfig, params) -> None:
-  from zett.hypernet.model import abstract_params  # local: model imports are heavier
   import flax.linen as nn
+
+  from zett.hypernet.model import abstract_params  # local: model imports are heavier
 
   d, vb = config.embedding_dim, config.base_vocab_size
   base = Embeddings(
-      jax.ShapeDtypeStruct((vb, d), jnp.float32),
-      jax.ShapeDtypeStruct((vb, d), jnp.float32) if config.predict_output_embeddings else None,
-      jax.ShapeDtypeStruct((vb,), jnp.float32) if config.predict_output_bias else None)
+    jax.ShapeDtypeStruct((vb, d), jnp.float32),
+    jax.ShapeDtypeStruct((vb, d), jnp.float32) if config.predict_output_embeddings else None,
+    jax.ShapeDtypeStruct((vb,), jnp.float32) if config.predict_output_bias else None,
+  )
   expected = _flatten(nn.meta.unbox(abstract_params(config, base)))
   got = _flatten(params)
   missing = sorted(set(expected) - set(got))
   extra = sorted(set(got) - set(expected))
   if missing or extra:
     raise HypernetCheckpointError(
-        f"{path}: parameters do not match the config (missing: {missing[:5]}, unexpected: {extra[:5]})")
+      f"{path}: parameters do not match the config (missing: {missing[:5]}, unexpected: {extra[:5]})"
+    )
   for name, spec in expected.items():
     if tuple(got[name].shape) != tuple(spec.shape):
       raise HypernetCheckpointError(
-          f"{path}: parameter {name} has shape {tuple(got[name].shape)}, config implies {tuple(spec.shape)}")
+        f"{path}: parameter {name} has shape {tuple(got[name].shape)}, config implies {tuple(spec.shape)}"
+      )

@@ -27,16 +27,17 @@ from zett.models.family import Embeddings
 LOGICAL_AXES = ("hn_input", "hn_embed", "hn_heads", "hn_head_dim", "hn_mlp", "hn_out", "hn_position")
 
 _NEG = -1e9
+_LECUN_NORMAL = nn.initializers.lecun_normal()
 
 
-def _dense(features, names, name, kernel_init=nn.initializers.lecun_normal(), dtype=jnp.float32, use_bias=True):
+def _dense(features, names, name, kernel_init=_LECUN_NORMAL, dtype=jnp.float32, use_bias=True):
   return nn.Dense(
-      features,
-      name=name,
-      dtype=dtype,
-      use_bias=use_bias,
-      kernel_init=nn.with_logical_partitioning(kernel_init, names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]),
+    features,
+    name=name,
+    dtype=dtype,
+    use_bias=use_bias,
+    kernel_init=nn.with_logical_partitioning(kernel_init, names),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]),
   )
 
 
@@ -51,10 +52,13 @@ class _EncoderLayer(nn.Module):
     hd = h // nh
     y = nn.LayerNorm(name="attention_norm", dtype=self.dtype)(x_vlh)
     qkv = nn.DenseGeneral(
-        (3, nh, hd), name="qkv", dtype=self.dtype,
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), ("hn_embed", None, "hn_heads", "hn_head_dim")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, "hn_heads", "hn_head_dim")),
+      (3, nh, hd),
+      name="qkv",
+      dtype=self.dtype,
+      kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), ("hn_embed", None, "hn_heads", "hn_head_dim")
+      ),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None, "hn_heads", "hn_head_dim")),
     )(y)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [V, L, H, hd]
     scores = jnp.einsum("vqhd,vkhd->vhqk", q, k).astype(jnp.float32) / jnp.sqrt(hd).astype(jnp.float32)
@@ -62,10 +66,12 @@ class _EncoderLayer(nn.Module):
     probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
     attended = jnp.einsum("vhqk,vkhd->vqhd", probs, v)
     out = nn.DenseGeneral(
-        h, axis=(-2, -1), name="attention_out", dtype=self.dtype,
-        kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), ("hn_heads", "hn_head_dim", "hn_embed")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("hn_embed",)),
+      h,
+      axis=(-2, -1),
+      name="attention_out",
+      dtype=self.dtype,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("hn_heads", "hn_head_dim", "hn_embed")),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("hn_embed",)),
     )(attended)
     x_vlh = x_vlh + out
     y = nn.LayerNorm(name="mlp_norm", dtype=self.dtype)(x_vlh)
@@ -94,8 +100,10 @@ def check_buckets(config: HypernetConfig, buckets) -> tuple[tuple[int, int], ...
   buckets = tuple((int(length), int(capacity)) for length, capacity in buckets)
   lengths = [length for length, _ in buckets]
   if not buckets or lengths != sorted(set(lengths)) or lengths[0] < 1 or lengths[-1] < config.surface_length:
-    raise ValueError(f"encoder buckets {list(buckets)}: need ascending, distinct max lengths >= 1, the last >= "
-                     f"surface_length {config.surface_length}")
+    raise ValueError(
+      f"encoder buckets {list(buckets)}: need ascending, distinct max lengths >= 1, the last >= "
+      f"surface_length {config.surface_length}"
+    )
   if any(capacity < 1 for _, capacity in buckets):
     raise ValueError(f"encoder buckets {list(buckets)}: every capacity must be >= 1")
   return tuple((min(length, config.surface_length), capacity) for length, capacity in buckets)
@@ -167,9 +175,10 @@ class Hypernet(nn.Module):
 
     projection = _dense(c.body_hidden_size, ("hn_input", "hn_embed"), "input_projection", dtype=self.dtype)
     positions = self.param(
-        "position_embeddings",
-        nn.with_logical_partitioning(nn.initializers.normal(0.02), ("hn_position", "hn_embed")),
-        (c.surface_length, c.body_hidden_size))
+      "position_embeddings",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), ("hn_position", "hn_embed")),
+      (c.surface_length, c.body_hidden_size),
+    )
     rematerialise = self.remat and c.num_layers and not self.is_initializing()
     layers = [] if rematerialise else [_EncoderLayer(c, self.dtype, name=f"layer_{i}") for i in range(c.num_layers)]
     final_norm = nn.LayerNorm(name="final_norm", dtype=self.dtype)
@@ -211,7 +220,8 @@ class Hypernet(nn.Module):
       bias_rows = jnp.take(base.bias, ids, axis=0).astype(jnp.float32)
       delta_bias = _dense(1, ("hn_embed", None), "bias_head", zeros, self.dtype)(pooled)[:, 0]
       pred_bias = _heuristic(bias_rows, mask_vl, c.heuristic) + jnp.where(
-          predicted[:, 0], delta_bias.astype(jnp.float32), 0.0)
+        predicted[:, 0], delta_bias.astype(jnp.float32), 0.0
+      )
 
     if special_base_ids is not None:
       is_special = special_base_ids >= 0
@@ -236,6 +246,7 @@ class Hypernet(nn.Module):
 
     def body(x, params):
       return layer.apply({"params": params}, x, key_mask_vl), None
+
     # prevent_cse=False is safe inside scan (its loop keeps XLA from merging recomputation and forward pass).
     x_vlh, _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), x_vlh, stacked)
     return x_vlh
@@ -258,8 +269,16 @@ def abstract_params(config: HypernetConfig, base: Embeddings, dtype=jnp.float32)
   return jax.eval_shape(module.init, jax.random.key(0), ids, lengths, base)["params"]
 
 
-def predict(config: HypernetConfig, params, surface_ids, surface_lengths, base: Embeddings,
-            special_base_ids=None, dtype=jnp.float32, buckets=None) -> Embeddings:
+def predict(
+  config: HypernetConfig,
+  params,
+  surface_ids,
+  surface_lengths,
+  base: Embeddings,
+  special_base_ids=None,
+  dtype=jnp.float32,
+  buckets=None,
+) -> Embeddings:
   """Predicts embeddings for one chunk of target tokens (jit this or call `predict_jit`).
 
   A `PublishedHypernetConfig` runs the ZeTT authors' architecture instead (float32; `buckets` only saves work, so
@@ -267,8 +286,9 @@ def predict(config: HypernetConfig, params, surface_ids, surface_lengths, base: 
   """
   if isinstance(config, PublishedHypernetConfig):
     return published_model.predict(config, params, surface_ids, surface_lengths, base, special_base_ids)
-  return Hypernet(config, dtype).apply({"params": params}, surface_ids, surface_lengths, base, special_base_ids,
-                                       buckets)
+  return Hypernet(config, dtype).apply(
+    {"params": params}, surface_ids, surface_lengths, base, special_base_ids, buckets
+  )
 
 
 predict_jit = jax.jit(predict, static_argnames=("config", "dtype", "buckets"))

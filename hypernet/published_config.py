@@ -11,7 +11,8 @@ difference in the predictions.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from zett.hypernet.io import HypernetCheckpointError
 
@@ -24,30 +25,50 @@ _ROBERTA_BASE_NAMES = ("roberta-base", "FacebookAI/roberta-base")
 
 # hn_* options that have no effect on the architecture we implement (inter-token attention is off, see below), or
 # that only steer training. Accepted whatever their value.
-_INERT_OPTIONS = ("hn_inter_token_attention_bias_by_priors", "hn_inter_token_attention_bias_scaler",
-                  "hn_n_inter_token_blocks")
+_INERT_OPTIONS = (
+  "hn_inter_token_attention_bias_by_priors",
+  "hn_inter_token_attention_bias_scaler",
+  "hn_n_inter_token_blocks",
+)
 
 # Options of their code that change the computation and that no published hypernetwork uses: each must keep the
 # value given here (their own PyTorch port raises NotImplementedError for most of them).
 _UNSUPPORTED_UNLESS = {
-    "hn_model_type": "roberta",
-    "hn_embed_using_source_embeddings": True,
-    "hn_embed_target_priors": False,
-    "hn_add_inter_token_attention": False,
-    "hn_concat_last_hidden_state": False,
-    "hn_language_adapter_bottleneck_dim": 0,
+  "hn_model_type": "roberta",
+  "hn_embed_using_source_embeddings": True,
+  "hn_embed_target_priors": False,
+  "hn_add_inter_token_attention": False,
+  "hn_concat_last_hidden_state": False,
+  "hn_language_adapter_bottleneck_dim": 0,
 }
 
 # Options this implementation computes (read into `PublishedHypernetConfig`).
-_SUPPORTED_OPTIONS = ("hn_model_name_or_path", "hn_surface_maxlen", "hn_n_layers", "hn_hidden_size",
-                      "hn_intermediate_size", "hn_num_attention_heads", "hn_rescale_embeddings", "hn_single_head",
-                      "hn_predict_bias", "hn_embed_lang_id", "hn_n_extra_tokens")
+_SUPPORTED_OPTIONS = (
+  "hn_model_name_or_path",
+  "hn_surface_maxlen",
+  "hn_n_layers",
+  "hn_hidden_size",
+  "hn_intermediate_size",
+  "hn_num_attention_heads",
+  "hn_rescale_embeddings",
+  "hn_single_head",
+  "hn_predict_bias",
+  "hn_embed_lang_id",
+  "hn_n_extra_tokens",
+)
 
 KNOWN_HN_OPTIONS = frozenset(_SUPPORTED_OPTIONS + _INERT_OPTIONS + tuple(_UNSUPPORTED_UNLESS))
 
 # Defaults of their `HypernetArgs` dataclass for fields a config.json may leave out.
-_DEFAULTS = {"hn_n_layers": 3, "hn_surface_maxlen": 16, "hn_rescale_embeddings": False, "hn_single_head": False,
-             "hn_predict_bias": True, "hn_embed_lang_id": False, "hn_model_name_or_path": "out_xlmv_byte"}
+_DEFAULTS = {
+  "hn_n_layers": 3,
+  "hn_surface_maxlen": 16,
+  "hn_rescale_embeddings": False,
+  "hn_single_head": False,
+  "hn_predict_bias": True,
+  "hn_embed_lang_id": False,
+  "hn_model_name_or_path": "out_xlmv_byte",
+}
 
 
 class PublishedConfigError(HypernetCheckpointError):
@@ -108,18 +129,22 @@ class PublishedHypernetConfig:
 
   def __post_init__(self):
     if self.hidden_size % self.num_heads:
-      raise PublishedConfigError(f"{self.source}: hn_hidden_size {self.hidden_size} is not divisible by "
-                                 f"hn_num_attention_heads {self.num_heads}")
+      raise PublishedConfigError(
+        f"{self.source}: hn_hidden_size {self.hidden_size} is not divisible by hn_num_attention_heads {self.num_heads}"
+      )
     if self.num_languages and self.language_index is None:
       names = ", ".join(self.languages) or f"0..{self.num_languages - 1}"
-      raise PublishedConfigError(f"{self.source}: this hypernetwork embeds a language id; name the language as "
-                                 f"SPEC@LANG (one of: {names})")
+      raise PublishedConfigError(
+        f"{self.source}: this hypernetwork embeds a language id; name the language as SPEC@LANG (one of: {names})"
+      )
     if self.language_index is not None and not 0 <= self.language_index < max(self.num_languages, 1):
-      raise PublishedConfigError(f"{self.source}: language id {self.language_index} out of range "
-                                 f"({self.num_languages} languages)")
+      raise PublishedConfigError(
+        f"{self.source}: language id {self.language_index} out of range ({self.num_languages} languages)"
+      )
     if self.num_positions < self.surface_length + (self.num_languages > 0):
-      raise PublishedConfigError(f"{self.source}: {self.num_positions} positions cannot hold "
-                                 f"{self.surface_length} subtokens")
+      raise PublishedConfigError(
+        f"{self.source}: {self.num_positions} positions cannot hold {self.surface_length} subtokens"
+      )
 
   @property
   def body_hidden_size(self) -> int:
@@ -159,8 +184,9 @@ def is_published_config(record: Mapping[str, Any]) -> bool:
   return record.get("model_type") == MODEL_TYPE or any(str(k).startswith("hn_") for k in record)
 
 
-def parse_published_config(record: Mapping[str, Any], where: str, language: str | None = None,
-                           num_positions: int = 514) -> PublishedHypernetConfig:
+def parse_published_config(
+  record: Mapping[str, Any], where: str, language: str | None = None, num_positions: int = 514
+) -> PublishedHypernetConfig:
   """A `PublishedHypernetConfig` from their config.json; raises PublishedConfigError naming what does not fit.
 
   Args:
@@ -171,16 +197,23 @@ def parse_published_config(record: Mapping[str, Any], where: str, language: str 
   """
   unknown = sorted(k for k in record if str(k).startswith("hn_") and k not in KNOWN_HN_OPTIONS)
   if unknown:
-    raise PublishedConfigError(f"{where}: unknown hypernetwork option(s) {', '.join(unknown)}: this implementation "
-                               "does not know what they change, so it refuses to guess")
+    raise PublishedConfigError(
+      f"{where}: unknown hypernetwork option(s) {', '.join(unknown)}: this implementation "
+      "does not know what they change, so it refuses to guess"
+    )
   fields = {**_DEFAULTS, **{k: v for k, v in record.items() if v is not None}}
-  unsupported = [f"{k}={fields[k]!r} (only {v!r} is implemented)" for k, v in _UNSUPPORTED_UNLESS.items()
-                 if k in fields and fields[k] != v]
+  unsupported = [
+    f"{k}={fields[k]!r} (only {v!r} is implemented)"
+    for k, v in _UNSUPPORTED_UNLESS.items()
+    if k in fields and fields[k] != v
+  ]
   if not fields.get("hn_embed_using_source_embeddings", False):
     unsupported.append("hn_embed_using_source_embeddings must be true (subtokens read the base embeddings)")
   if fields["hn_model_name_or_path"] not in _ROBERTA_BASE_NAMES:
-    unsupported.append(f"hn_model_name_or_path={fields['hn_model_name_or_path']!r} (the body must be configured "
-                       f"from {' or '.join(_ROBERTA_BASE_NAMES)})")
+    unsupported.append(
+      f"hn_model_name_or_path={fields['hn_model_name_or_path']!r} (the body must be configured "
+      f"from {' or '.join(_ROBERTA_BASE_NAMES)})"
+    )
   if fields.get("use_unigram_bias"):
     unsupported.append("use_unigram_bias=True")
   if unsupported:
@@ -196,8 +229,9 @@ def parse_published_config(record: Mapping[str, Any], where: str, language: str 
   language_index = None
   if language is not None:
     if not num_languages:
-      raise PublishedConfigError(f"{where}: a language ({language!r}) was given, but this hypernetwork has no "
-                                 "language id")
+      raise PublishedConfigError(
+        f"{where}: a language ({language!r}) was given, but this hypernetwork has no language id"
+      )
     if language in languages:
       language_index = languages.index(language)
     elif language.isdigit():
@@ -205,22 +239,22 @@ def parse_published_config(record: Mapping[str, Any], where: str, language: str 
     else:
       raise PublishedConfigError(f"{where}: unknown language {language!r} (known: {', '.join(languages)})")
   return PublishedHypernetConfig(
-      embedding_dim=_require(fields, "n_embd", int, where),
-      base_vocab_size=_require(fields, "original_vocab_size", int, where),
-      surface_length=_require(fields, "hn_surface_maxlen", int, where),
-      hidden_size=hidden,
-      intermediate_size=_require(fields, "hn_intermediate_size", int, where),
-      num_heads=int(fields.get("hn_num_attention_heads") or hidden // 64),
-      num_layers=_require(fields, "hn_n_layers", int, where),
-      num_extra_tokens=int(fields.get("hn_n_extra_tokens") or 0),
-      pad_token_id=_require(fields, "pad_token_id", int, where),
-      predict_output_embeddings=bool(fields.get("separate_out_embeddings", False)),
-      has_bias_head=_require(fields, "hn_predict_bias", bool, where),
-      rescale_embeddings=_require(fields, "hn_rescale_embeddings", bool, where),
-      single_head=_require(fields, "hn_single_head", bool, where),
-      num_positions=num_positions,
-      languages=languages,
-      num_languages=num_languages,
-      language_index=language_index,
-      source=where,
+    embedding_dim=_require(fields, "n_embd", int, where),
+    base_vocab_size=_require(fields, "original_vocab_size", int, where),
+    surface_length=_require(fields, "hn_surface_maxlen", int, where),
+    hidden_size=hidden,
+    intermediate_size=_require(fields, "hn_intermediate_size", int, where),
+    num_heads=int(fields.get("hn_num_attention_heads") or hidden // 64),
+    num_layers=_require(fields, "hn_n_layers", int, where),
+    num_extra_tokens=int(fields.get("hn_n_extra_tokens") or 0),
+    pad_token_id=_require(fields, "pad_token_id", int, where),
+    predict_output_embeddings=bool(fields.get("separate_out_embeddings", False)),
+    has_bias_head=_require(fields, "hn_predict_bias", bool, where),
+    rescale_embeddings=_require(fields, "hn_rescale_embeddings", bool, where),
+    single_head=_require(fields, "hn_single_head", bool, where),
+    num_positions=num_positions,
+    languages=languages,
+    num_languages=num_languages,
+    language_index=language_index,
+    source=where,
   )

@@ -18,8 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from zett.hypernet.published_config import (PublishedConfigError, PublishedHypernetConfig, is_published_config,
-                                            parse_published_config)
+from zett.hypernet.published_config import (
+  PublishedConfigError,
+  PublishedHypernetConfig,
+  is_published_config,
+  parse_published_config,
+)
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -30,8 +34,11 @@ _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Stored but never read by the forward pass. Flax: their body always creates the inter-token attention blocks (used
 # only with hn_add_inter_token_attention, which is off). PyTorch: RobertaModel allocates a word-embedding table of
 # pad_token_id + 1 rows although inputs are always embeddings, and older transformers saved the position-id buffers.
-_IGNORED = (re.compile(r"model/encoder/layer/inter_token_blocks"), re.compile(r"model/embeddings/word_embeddings/.*"),
-            re.compile(r"model/embeddings/(position|token_type)_ids"))
+_IGNORED = (
+  re.compile(r"model/encoder/layer/inter_token_blocks"),
+  re.compile(r"model/embeddings/word_embeddings/.*"),
+  re.compile(r"model/embeddings/(position|token_type)_ids"),
+)
 
 
 class PublishedHypernetError(PublishedConfigError):
@@ -64,21 +71,24 @@ def _download(repo_id: str) -> Path:
   """The hub repo's config, tokenizer and one weights file (safetensors, else msgpack), via the local HF cache."""
   try:
     from huggingface_hub import list_repo_files, snapshot_download
+
     files = set(list_repo_files(repo_id))
     weights = SAFETENSORS_NAME if SAFETENSORS_NAME in files else MSGPACK_NAME
     return Path(snapshot_download(repo_id, allow_patterns=[CONFIG_NAME, weights, *TOKENIZER_FILES]))
   except Exception as e:  # network, authentication, missing repo: one message that names the repo
     try:  # offline: a complete earlier download is enough
       from huggingface_hub import snapshot_download
+
       folder = Path(snapshot_download(repo_id, local_files_only=True))
       if (folder / CONFIG_NAME).is_file():
         return folder
     except Exception:
       pass
     raise PublishedHypernetError(
-        f"{repo_id}: not a local folder, and downloading it from the Hugging Face hub failed "
-        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); download it where there is network "
-        f"(git clone https://huggingface.co/{repo_id}) and pass the folder") from None
+      f"{repo_id}: not a local folder, and downloading it from the Hugging Face hub failed "
+      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); download it where there is network "
+      f"(git clone https://huggingface.co/{repo_id}) and pass the folder"
+    ) from None
 
 
 def resolve_folder(location: str) -> Path:
@@ -98,9 +108,10 @@ def _pytorch_to_flax_name(name: str, ndim: int) -> tuple[str, bool]:
   if name == "lang_embeddings.weight":  # the port keeps it at the top level; Flax has it inside the body
     return "model/embeddings/lang_embedding/embedding", False
   parts = name.split(".")
-  parts = [f"layers_{p}" if p.isdigit() and i > 0 and parts[i - 1].startswith(("input_projection",
-                                                                                 "output_projection"))
-           else p for i, p in enumerate(parts)]
+  parts = [
+    f"layers_{p}" if p.isdigit() and i > 0 and parts[i - 1].startswith(("input_projection", "output_projection")) else p
+    for i, p in enumerate(parts)
+  ]
   leaf = parts[-1]
   if leaf == "weight":
     if parts[-2].endswith("embeddings"):
@@ -116,6 +127,7 @@ def _pytorch_to_flax_name(name: str, ndim: int) -> tuple[str, bool]:
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
   from safetensors.numpy import load_file
+
   try:
     flat = load_file(str(path))
   except Exception as e:  # safetensors raises its own error types
@@ -129,6 +141,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 def _read_msgpack(path: Path) -> dict[str, np.ndarray]:
   from flax import serialization, traverse_util
+
   try:
     tree = serialization.msgpack_restore(path.read_bytes())
   except Exception as e:  # msgpack raises several error types
@@ -147,6 +160,7 @@ def weights_file(folder: Path) -> Path:
 
 def _nest(flat: dict[str, np.ndarray]) -> dict:
   import jax.numpy as jnp
+
   tree: dict = {}
   for name, value in flat.items():
     node = tree
@@ -160,17 +174,20 @@ def _nest(flat: dict[str, np.ndarray]) -> dict:
 def check_params(where: str, config: PublishedHypernetConfig, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The parameters the forward pass reads, after checking names and shapes against the config."""
   from zett.hypernet.published_model import expected_shapes
+
   expected = expected_shapes(config)
   used = {k: v for k, v in flat.items() if not any(p.fullmatch(k) for p in _IGNORED)}
   missing = sorted(set(expected) - set(used))
   extra = sorted(set(used) - set(expected))
   if missing or extra:
-    raise PublishedHypernetError(f"{where}: weights do not match config.json (missing: {missing[:6]}, "
-                                 f"unexpected: {extra[:6]})")
+    raise PublishedHypernetError(
+      f"{where}: weights do not match config.json (missing: {missing[:6]}, unexpected: {extra[:6]})"
+    )
   for name, shape in expected.items():
     if tuple(used[name].shape) != shape:
-      raise PublishedHypernetError(f"{where}: parameter {name} has shape {tuple(used[name].shape)}, config.json "
-                                   f"implies {shape}")
+      raise PublishedHypernetError(
+        f"{where}: parameter {name} has shape {tuple(used[name].shape)}, config.json implies {shape}"
+      )
   return used
 
 
@@ -193,13 +210,18 @@ def read_published_hypernet(spec: str | Path, language: str | None = None):
   tokenizer = folder / "tokenizer.json"
   if not tokenizer.is_file():
     import warnings
-    warnings.warn(f"{location}: no tokenizer.json beside the weights; target tokens will be spelled with the base "
-                  "model's tokenizer instead of the hypernetwork's byte-level one (ids may differ for bytes the base "
-                  "spells with byte fallback)", stacklevel=2)
+
+    warnings.warn(
+      f"{location}: no tokenizer.json beside the weights; target tokens will be spelled with the base "
+      "model's tokenizer instead of the hypernetwork's byte-level one (ids may differ for bytes the base "
+      "spells with byte fallback)",
+      stacklevel=2,
+    )
   config = _with_files(config, str(weights), str(tokenizer) if tokenizer.is_file() else "")
   return config, _nest(check_params(str(weights), config, flat))
 
 
 def _with_files(config: PublishedHypernetConfig, weights: str, tokenizer: str) -> PublishedHypernetConfig:
   import dataclasses
+
   return dataclasses.replace(config, weights_file=weights, surface_tokenizer=tokenizer)

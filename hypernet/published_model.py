@@ -67,8 +67,9 @@ def expected_shapes(config: PublishedHypernetConfig) -> dict[str, tuple[int, ...
     projector("output_projection_out/layers_0")
     dense("output_projection_out/layers_1", h, d)
   if c.rescale_embeddings:
-    for name, width in (("in_scaler", n_in), ("scaler", d)) + ((("out_scaler", d),) if c.predict_output_embeddings
-                                                              else ()):
+    for name, width in (("in_scaler", n_in), ("scaler", d)) + (
+      (("out_scaler", d),) if c.predict_output_embeddings else ()
+    ):
       shapes[f"{name}/w"], shapes[f"{name}/b"] = (1, width), (1, width)
   if c.has_bias_head:
     dense("bias_projection", h, 1)
@@ -100,6 +101,7 @@ def _attention(p, x_vlh, key_mask_vl, num_heads):
 
   def heads(name):
     return _dense(p[name], x_vlh).reshape(v_, l_, num_heads, head_dim)
+
   q, k, v = heads("query"), heads("key"), heads("value")
   scores = jnp.einsum("vqnd,vknd->vnqk", q / math.sqrt(head_dim), k)
   # Their Flax body: masked keys get the float minimum added (a row with no real key attends uniformly).
@@ -119,17 +121,18 @@ def _body(config: PublishedHypernetConfig, p, x_vlh, mask_vl):
   x = _layer_norm(e["LayerNorm"], x, config.layer_norm_eps)
   for i in range(config.num_layers):
     layer = p["encoder"]["layer"][str(i)]
-    attended = _dense(layer["attention"]["output"]["dense"],
-                      _attention(layer["attention"]["self"], x, mask_vl, config.num_heads))
+    attended = _dense(
+      layer["attention"]["output"]["dense"], _attention(layer["attention"]["self"], x, mask_vl, config.num_heads)
+    )
     x = _layer_norm(layer["attention"]["output"]["LayerNorm"], attended + x, config.layer_norm_eps)
     inner = jax.nn.gelu(_dense(layer["intermediate"]["dense"], x), approximate=False)
-    x = _layer_norm(layer["output"]["LayerNorm"], _dense(layer["output"]["dense"], inner) + x,
-                    config.layer_norm_eps)
+    x = _layer_norm(layer["output"]["LayerNorm"], _dense(layer["output"]["dense"], inner) + x, config.layer_norm_eps)
   return x
 
 
-def predict(config: PublishedHypernetConfig, params, surface_ids, surface_lengths, base: Embeddings,
-            special_base_ids=None) -> Embeddings:
+def predict(
+  config: PublishedHypernetConfig, params, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None
+) -> Embeddings:
   """Embeddings of V target tokens from their surface ids (same contract as `hypernet.model.predict`).
 
   Args:
@@ -154,20 +157,27 @@ def predict(config: PublishedHypernetConfig, params, surface_ids, surface_length
     source = jnp.concatenate([source, jnp.take(base.output, main_ids, axis=0).astype(jnp.float32)], axis=-1)
   if c.rescale_embeddings:
     source = _rescale(params["in_scaler"], source)
-  fallback_rows = jnp.take(params["fallback_embeddings"]["embedding"],
-                           jnp.clip(surface_ids - c.base_vocab_size, 0, max(c.num_extra_tokens, 1) - 1), axis=0)
+  fallback_rows = jnp.take(
+    params["fallback_embeddings"]["embedding"],
+    jnp.clip(surface_ids - c.base_vocab_size, 0, max(c.num_extra_tokens, 1) - 1),
+    axis=0,
+  )
   x = jnp.where(fallback[..., None], fallback_rows, source)
-  x = _projector(params["input_projection"]["layers_1"], _dense(params["input_projection"]["layers_0"], x),
-                 c.projector_layer_norm_eps)
+  x = _projector(
+    params["input_projection"]["layers_1"],
+    _dense(params["input_projection"]["layers_0"], x),
+    c.projector_layer_norm_eps,
+  )
   mask = jnp.arange(length)[None, :] < surface_lengths[:, None]
   pooled = _body(c, params["model"], x, mask)[:, 0]
 
   def head(name):
     return _dense(params[name]["layers_1"], _projector(params[name]["layers_0"], pooled, c.projector_layer_norm_eps))
+
   pred_in = head("output_projection")
   pred_out = None
   if c.single_head:
-    pred_in, rest = pred_in[:, :c.embedding_dim], pred_in[:, c.embedding_dim:]
+    pred_in, rest = pred_in[:, : c.embedding_dim], pred_in[:, c.embedding_dim :]
     pred_out = rest if c.predict_output_embeddings else None
   elif c.predict_output_embeddings:
     pred_out = head("output_projection_out")

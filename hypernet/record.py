@@ -61,9 +61,10 @@ def load_hypernetwork(spec, base=None) -> Hypernetwork:
 
 
 def _read(spec: str | Path) -> Hypernetwork:
-  from zett.hypernet.published_io import is_published_spec, read_published_hypernet
   from zett import assets
+  from zett.hypernet.published_io import is_published_spec, read_published_hypernet
   from zett.sha256 import file_sha256
+
   if is_published_spec(spec):  # the ZeTT authors' format (a folder or a hub name); it records no sha256 to verify
     config, params = read_published_hypernet(spec)
     return Hypernetwork(config, params, file_sha256(config.weights_file), str(spec))
@@ -75,8 +76,10 @@ def _read(spec: str | Path) -> Hypernetwork:
 
 
 # What each kind of config calls the fields a base must match, so that a message names the field to look up.
-_FIELD_NAMES = {HypernetConfig: ("embedding_dim", "base_vocab_size", "predict_output_embeddings"),
-                PublishedHypernetConfig: ("n_embd", "original_vocab_size", "separate_out_embeddings")}
+_FIELD_NAMES = {
+  HypernetConfig: ("embedding_dim", "base_vocab_size", "predict_output_embeddings"),
+  PublishedHypernetConfig: ("n_embd", "original_vocab_size", "separate_out_embeddings"),
+}
 
 
 def check_fits_base(hypernetwork: Hypernetwork, base) -> None:
@@ -89,21 +92,25 @@ def check_fits_base(hypernetwork: Hypernetwork, base) -> None:
   config, where, name = hypernetwork.config, hypernetwork.where, base.name
   trained_for, given = config.base_weights_sha256, getattr(base, "weights_sha256", "")
   if trained_for and given and trained_for != given:
-    raise HypernetCheckpointError(f"{where}: trained for base weights {trained_for[:12]}…, but {name} has "
-                                  f"{given[:12]}…")
+    raise HypernetCheckpointError(
+      f"{where}: trained for base weights {trained_for[:12]}…, but {name} has {given[:12]}…"
+    )
   width_field, rows_field, untied_field = _FIELD_NAMES[type(config)]
   embeddings = base.embeddings
   rows, width = (int(n) for n in embeddings.input.shape)
   if width != config.embedding_dim:
-    raise HypernetCheckpointError(f"{where}: {width_field} is {config.embedding_dim}, but {name} has {width}-wide "
-                                  "embeddings")
+    raise HypernetCheckpointError(
+      f"{where}: {width_field} is {config.embedding_dim}, but {name} has {width}-wide embeddings"
+    )
   if rows != config.base_vocab_size:
-    raise HypernetCheckpointError(f"{where}: {rows_field} is {config.base_vocab_size}, but {name} has {rows} "
-                                  "embedding rows")
+    raise HypernetCheckpointError(
+      f"{where}: {rows_field} is {config.base_vocab_size}, but {name} has {rows} embedding rows"
+    )
   if config.predict_output_embeddings != (embeddings.output is not None):
     want, have = ("untied", "tied") if config.predict_output_embeddings else ("tied", "untied")
-    raise HypernetCheckpointError(f"{where}: {untied_field}={config.predict_output_embeddings} means a {want} base, "
-                                  f"but {name} is {have}")
+    raise HypernetCheckpointError(
+      f"{where}: {untied_field}={config.predict_output_embeddings} means a {want} base, but {name} is {have}"
+    )
   if config.predict_output_bias != (embeddings.bias is not None):
     predicts, has = ("an", "none") if config.predict_output_bias else ("no", "one")
     raise HypernetCheckpointError(f"{where}: predicts {predicts} LM-head bias, but {name} has {has}")

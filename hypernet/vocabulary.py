@@ -7,7 +7,7 @@ pass. Every chunk of one call has the same number of rows, so a call compiles at
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,19 @@ def chunk_rows(num_rows: int, chunk_size: int) -> int:
   return min(rows, chunk_size)
 
 
-def embed_vocabulary(hypernetwork: Hypernetwork, base: Embeddings, surface_ids, surface_lengths,
-                     special_base_ids=None, *, chunk_size: int = 4096, progress: bool = False,
-                     description: str = "hypernetwork", dtype=jnp.float32, on_device: bool = False) -> Embeddings:
+def embed_vocabulary(
+  hypernetwork: Hypernetwork,
+  base: Embeddings,
+  surface_ids,
+  surface_lengths,
+  special_base_ids=None,
+  *,
+  chunk_size: int = 4096,
+  progress: bool = False,
+  description: str = "hypernetwork",
+  dtype=jnp.float32,
+  on_device: bool = False,
+) -> Embeddings:
   """The hypernetwork's embeddings of every row of a vocabulary (see the module docstring for how it is chunked).
 
   Args:
@@ -49,18 +59,44 @@ def embed_vocabulary(hypernetwork: Hypernetwork, base: Embeddings, surface_ids, 
     on_device: return device arrays (assembled on the device, sharded as the hypernetwork computed them; training
       evaluation) instead of float32 host arrays filled chunk by chunk (which never hold more than the result).
   """
+
   def embed(ids, lengths, special, rows):
-    return predict_jit(hypernetwork.config, hypernetwork.params, jnp.asarray(ids), jnp.asarray(lengths), base,
-                       jnp.asarray(special), dtype=dtype)
-  return embed_in_chunks(embed, surface_ids, surface_lengths, special_base_ids, chunk_size=chunk_size,
-                         progress=progress, description=description, on_device=on_device)
+    return predict_jit(
+      hypernetwork.config,
+      hypernetwork.params,
+      jnp.asarray(ids),
+      jnp.asarray(lengths),
+      base,
+      jnp.asarray(special),
+      dtype=dtype,
+    )
+
+  return embed_in_chunks(
+    embed,
+    surface_ids,
+    surface_lengths,
+    special_base_ids,
+    chunk_size=chunk_size,
+    progress=progress,
+    description=description,
+    on_device=on_device,
+  )
 
 
-def embed_in_chunks(embed: RowEmbedder, surface_ids, surface_lengths, special_base_ids=None, *,
-                    chunk_size: int = 4096, progress: bool = False, description: str = "embedding",
-                    on_device: bool = False) -> Embeddings:
+def embed_in_chunks(
+  embed: RowEmbedder,
+  surface_ids,
+  surface_lengths,
+  special_base_ids=None,
+  *,
+  chunk_size: int = 4096,
+  progress: bool = False,
+  description: str = "embedding",
+  on_device: bool = False,
+) -> Embeddings:
   """`embed` over every row of a vocabulary, chunked as `embed_vocabulary` does (which it runs; baselines too)."""
   from tqdm.auto import tqdm
+
   surface_ids, lengths = np.asarray(surface_ids), np.asarray(surface_lengths)
   v = lengths.shape[0]
   special_base_ids = np.full((v,), -1, np.int32) if special_base_ids is None else np.asarray(special_base_ids)
@@ -69,7 +105,7 @@ def embed_in_chunks(embed: RowEmbedder, surface_ids, surface_lengths, special_ba
   host, parts = None, []
   with tqdm(total=v, desc=description, unit="tok", disable=not progress) as bar:
     for start in range(0, max(v, 1), rows):  # an empty vocabulary still makes one call, for the result's shapes
-      chosen = order[start:start + rows]
+      chosen = order[start : start + rows]
       n = chosen.shape[0]
       length = max(1, int(lengths[chosen[-1]])) if n else 1
       ids = np.zeros((rows, length), np.int32)

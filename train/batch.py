@@ -9,14 +9,24 @@ vocabulary, padded to a static number of rows, so bits per byte use the full sof
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from zett.config import ConfigError
 
-BATCH_KEYS = ("token_ids", "attention_mask", "surface_ids", "surface_lengths", "special_base_ids", "base_ids",
-              "token_bytes", "vocab_mask", "logit_offsets", "mask_token_index")
+BATCH_KEYS = (
+  "token_ids",
+  "attention_mask",
+  "surface_ids",
+  "surface_lengths",
+  "special_base_ids",
+  "base_ids",
+  "token_bytes",
+  "vocab_mask",
+  "logit_offsets",
+  "mask_token_index",
+)
 """Arrays of a batch; the first two are [B, T], `mask_token_index` is a scalar, the rest are [V'] / [V', L]."""
 
 PER_SEQUENCE_KEYS = ("token_ids", "attention_mask")
@@ -57,8 +67,9 @@ def round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
-def build_batch(vocab: TrainingVocabulary, token_rows: Sequence[Sequence[int]], sequence_length: int,
-                vocab_rows: int) -> dict[str, np.ndarray]:
+def build_batch(
+  vocab: TrainingVocabulary, token_rows: Sequence[Sequence[int]], sequence_length: int, vocab_rows: int
+) -> dict[str, np.ndarray]:
   """Static-shape batch arrays (numpy) for `token_rows` (target ids; truncated / right-padded to `sequence_length`).
 
   The whole vocabulary is embedded, padded to `vocab_rows` rows (masked out of the softmax).
@@ -68,8 +79,8 @@ def build_batch(vocab: TrainingVocabulary, token_rows: Sequence[Sequence[int]], 
   mask_bt = np.zeros((batch, sequence_length), np.int32)
   for i, row in enumerate(token_rows):
     row = np.asarray(row, np.int64)[:sequence_length]
-    ids_bt[i, :len(row)] = row
-    mask_bt[i, :len(row)] = 1
+    ids_bt[i, : len(row)] = row
+    mask_bt[i, : len(row)] = 1
   if np.any(ids_bt >= vocab.size) or np.any(ids_bt < 0):
     raise ValueError(f"token ids outside the target vocabulary of {vocab.size}")
 
@@ -81,16 +92,16 @@ def build_batch(vocab: TrainingVocabulary, token_rows: Sequence[Sequence[int]], 
     return np.concatenate([array, np.full((pad,) + array.shape[1:], fill, array.dtype)]).astype(np.int32)
 
   return {
-      "token_ids": ids_bt.astype(np.int32),
-      "attention_mask": mask_bt,
-      "surface_ids": padded(vocab.surface_ids, 0),
-      "surface_lengths": padded(vocab.surface_lengths, 0),
-      "special_base_ids": padded(vocab.special_base_ids, -1),
-      "base_ids": padded(vocab.base_ids, -1),
-      "token_bytes": padded(vocab.token_bytes, 0),
-      "vocab_mask": np.arange(vocab_rows) < vocab.size,
-      "logit_offsets": np.zeros(vocab_rows, np.float32),
-      "mask_token_index": np.asarray(max(vocab.mask_token_id, 0), np.int32),
+    "token_ids": ids_bt.astype(np.int32),
+    "attention_mask": mask_bt,
+    "surface_ids": padded(vocab.surface_ids, 0),
+    "surface_lengths": padded(vocab.surface_lengths, 0),
+    "special_base_ids": padded(vocab.special_base_ids, -1),
+    "base_ids": padded(vocab.base_ids, -1),
+    "token_bytes": padded(vocab.token_bytes, 0),
+    "vocab_mask": np.arange(vocab_rows) < vocab.size,
+    "logit_offsets": np.zeros(vocab_rows, np.float32),
+    "mask_token_index": np.asarray(max(vocab.mask_token_id, 0), np.int32),
   }
 
 
@@ -101,6 +112,7 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
   small for this data (a clear error, never a silent change of what is trained on).
   """
   from zett.hypernet.model import bucket_classes, bucket_overflow, check_buckets
+
   lengths = batch["surface_lengths"]
   overflow = bucket_overflow(hypernet_config, lengths, buckets)
   if not any(overflow):
@@ -115,9 +127,11 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
     if excess:
       droppable = np.flatnonzero(in_bucket & ~used & (batch["special_base_ids"] < 0))
       if droppable.size < excess:
-        raise ConfigError(f"the batch's text uses {int((in_bucket & used).sum())} tokens of surface length "
-                          f"{lower + 1}..{length}, more than that encoder bucket's capacity {capacity}; raise "
-                          "hypernet.encoder_buckets")
+        raise ConfigError(
+          f"the batch's text uses {int((in_bucket & used).sum())} tokens of surface length "
+          f"{lower + 1}..{length}, more than that encoder bucket's capacity {capacity}; raise "
+          "hypernet.encoder_buckets"
+        )
       dropped = droppable[-excess:]
       lengths[dropped] = 0
       vocab_mask[dropped] = False
@@ -125,8 +139,13 @@ def fit_encoder_buckets(batch: dict[str, np.ndarray], hypernet_config, buckets) 
   return dict(batch, surface_lengths=lengths, vocab_mask=vocab_mask)
 
 
-def negative_logit_offsets(drawn: dict[str, np.ndarray], fitted: dict[str, np.ndarray], sampled_vocab_size: int,
-                           hypernet_config=None, buckets=None) -> np.ndarray:
+def negative_logit_offsets(
+  drawn: dict[str, np.ndarray],
+  fitted: dict[str, np.ndarray],
+  sampled_vocab_size: int,
+  hypernet_config=None,
+  buckets=None,
+) -> np.ndarray:
   """float32 [V']: log(1 / chance of being in the batch vocabulary) for each negative row; 0 for used rows, specials
   and padding. Adding it to the logits makes the batch-vocabulary softmax estimate the whole sampled vocabulary's.
 
@@ -135,6 +154,7 @@ def negative_logit_offsets(drawn: dict[str, np.ndarray], fitted: dict[str, np.nd
   chance by kept / drawn.
   """
   from zett.hypernet.model import bucket_classes
+
   rows = drawn["vocab_mask"].shape[0]
   used = np.zeros(rows, bool)
   used[drawn["token_ids"][drawn["attention_mask"] > 0]] = True

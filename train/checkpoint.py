@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from zett.train.config import CheckpointConfig
 from zett.errors import ZettError
+from zett.train.config import CheckpointConfig
 
 
 class CheckpointError(ZettError, ValueError):
@@ -42,8 +42,9 @@ def _reason(error: Exception) -> str:
 class Checkpointer:
   """Thin policy layer over one orbax CheckpointManager."""
 
-  def __init__(self, directory: str | Path, config: CheckpointConfig, micro_steps_per_update: int = 1,
-               clock=time.monotonic):
+  def __init__(
+    self, directory: str | Path, config: CheckpointConfig, micro_steps_per_update: int = 1, clock=time.monotonic
+  ):
     self.directory = Path(directory).absolute()
     self.config = config
     self._micro = micro_steps_per_update
@@ -51,8 +52,8 @@ class Checkpointer:
     self._last_save_time = clock()
     keep_period = config.keep_every_steps * micro_steps_per_update or None
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=config.max_to_keep, keep_period=keep_period, create=True,
-        enable_async_checkpointing=config.async_save)
+      max_to_keep=config.max_to_keep, keep_period=keep_period, create=True, enable_async_checkpointing=config.async_save
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "config"))
 
   def latest_step(self) -> int | None:
@@ -72,8 +73,12 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     self._last_save_time = self._clock()
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), config=ocp.args.JsonSave(config_dict)))
+    self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), config=ocp.args.JsonSave(config_dict)
+      ),
+    )
 
   def all_steps_newest_first(self) -> list[int]:
     return sorted(self._manager.all_steps(), reverse=True)
@@ -122,6 +127,7 @@ class Checkpointer:
     each into a closed event loop.
     """
     import tensorstore as ts
+
     folder = self.directory / str(step) / "state"
     if not (folder / "manifest.ocdbt").is_file():  # not an OCDBT checkpoint: orbax checks it alone
       return
@@ -143,8 +149,12 @@ class Checkpointer:
     if step is None:
       raise CheckpointError(f"{self.directory}: no checkpoint to resume from")
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()
+      ),
+    )
     return restored["state"], restored["data"], restored["config"]
 
   def read_config(self, step: int | None = None) -> dict[str, Any]:

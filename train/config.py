@@ -86,8 +86,8 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   base: str = "smollm2-135m"
-  """Frozen base model: "smollm2-135m", a local Hugging Face folder, a .gguf file, a hub name, or a random tiny test base
-  "tiny-llama[:seed]" / "tiny-xlmr[:seed]" (`train.tiny_base`)."""
+  """Frozen base model: "smollm2-135m", a local Hugging Face folder, a .gguf file, a hub name, or a random tiny test
+  base "tiny-llama[:seed]" / "tiny-xlmr[:seed]" (`train.tiny_base`)."""
   tokenizer: str | None = None
   """The base's tokenizer (any `zett.tokenization.load_tokenizer` spec); default: the one the base ships with."""
   param_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -126,8 +126,10 @@ class HypernetSection:
 
   def __post_init__(self):
     if any(len(bucket) != 2 or bucket[0] < 1 or bucket[1] < 1 for bucket in self.encoder_buckets):
-      raise ConfigError(f"hypernet.encoder_buckets: each bucket is [max_length >= 1, capacity >= 1], got "
-                        f"{[list(b) for b in self.encoder_buckets]}")
+      raise ConfigError(
+        f"hypernet.encoder_buckets: each bucket is [max_length >= 1, capacity >= 1], got "
+        f"{[list(b) for b in self.encoder_buckets]}"
+      )
     if self.num_layers < 0 or self.surface_max_length < 1:
       raise ConfigError("hypernet.num_layers must be >= 0 and hypernet.surface_max_length >= 1")
     if self.aux_loss_weight < 0:
@@ -212,7 +214,7 @@ class MeshConfig:
   """Size of the "model" axis (tensor parallelism over hidden/vocab dimensions)."""
   rules: Literal["default", "replicated"] = "default"
   """Which logical-axis rules table (`train.mesh`) maps parameter names to mesh axes."""
-  min_sharded_size: int = 2 ** 16
+  min_sharded_size: int = 2**16
   """Parameters with at least this many elements must be sharded by a rule (start-up check; 0 disables)."""
 
   def __post_init__(self):

@@ -14,13 +14,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from zett.train.config import DataConfig, DataSource
 from zett.errors import ZettError
+from zett.train.config import DataConfig, DataSource
 
 _JSON_SUFFIXES = (".jsonl", ".json")
 _PARQUET_SUFFIXES = (".parquet",)
@@ -33,15 +34,20 @@ class DataError(ZettError, ValueError):
 
 
 def _looks_local(path: str) -> bool:
-  return (path.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(path))
-          or any(ch in path for ch in "*?[") or Path(path).suffix.lower() in _LOCAL_SUFFIXES)
+  return (
+    path.startswith(("/", "./", "../", "~"))
+    or os.path.exists(os.path.expanduser(path))
+    or any(ch in path for ch in "*?[")
+    or Path(path).suffix.lower() in _LOCAL_SUFFIXES
+  )
 
 
 def _expand(path: str) -> str:
   # "stdlib:NAME" = a folder/file of the Python standard library: offline text present on every machine.
   if path.startswith("stdlib:"):
     import sysconfig
-    return os.path.join(sysconfig.get_paths()["stdlib"], path[len("stdlib:"):])
+
+    return os.path.join(sysconfig.get_paths()["stdlib"], path[len("stdlib:") :])
   return os.path.expanduser(path)
 
 
@@ -51,8 +57,11 @@ def resolve_local_files(source: DataSource) -> list[str] | None:
   if not (source.path.startswith("stdlib:") or _looks_local(source.path)):
     return None
   if os.path.isdir(path):
-    files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and "__pycache__" not in p.parts)
+    files = sorted(
+      str(p)
+      for p in Path(path).rglob("*")
+      if p.is_file() and not p.name.startswith(".") and "__pycache__" not in p.parts
+    )
   elif any(ch in path for ch in "*?["):
     files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
   elif os.path.isfile(path):
@@ -80,6 +89,7 @@ def check_sources(config: DataConfig) -> None:
   """Raises DataError for a missing local path, TextFileError for a text file that starts binary or not UTF-8; cheap,
   run before any model is loaded or compiled."""
   from zett.text_files import check_text_prefix
+
   for source in config.sources:
     for file in resolve_local_files(source) or ():
       if _builder_for(file) == "text":
@@ -88,6 +98,7 @@ def check_sources(config: DataConfig) -> None:
 
 def _open_dataset(source: DataSource, process_index: int, process_count: int):
   import datasets
+
   files = resolve_local_files(source)
   if files is None:
     ds = datasets.load_dataset(source.path, source.hub_config, split=source.split, streaming=True)
@@ -97,6 +108,7 @@ def _open_dataset(source: DataSource, process_index: int, process_count: int):
     ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
   if process_count > 1:
     from datasets.distributed import split_dataset_by_node
+
     ds = split_dataset_by_node(ds, rank=process_index, world_size=process_count)
   return ds
 
@@ -149,8 +161,10 @@ class _PackedSource:
       produced = False
       for example in _utf8_or_error(self._iterator, self.source.path):
         if self.source.text_field not in example:
-          raise DataError(f"data source {self.source.path}: no column {self.source.text_field!r} "
-                          f"(columns: {', '.join(example)}); set data.sources[].text_field")
+          raise DataError(
+            f"data source {self.source.path}: no column {self.source.text_field!r} "
+            f"(columns: {', '.join(example)}); set data.sources[].text_field"
+          )
         text = example[self.source.text_field]
         if not text or is_heldout(text, self.config.heldout_permille) != self.heldout:
           continue
@@ -159,8 +173,10 @@ class _PackedSource:
       if self.heldout:
         return
       if from_epoch_start and not produced:
-        raise DataError(f"data source {self.source.path}: no training documents "
-                        f"(data.heldout_permille={self.config.heldout_permille} holds them all out?)")
+        raise DataError(
+          f"data source {self.source.path}: no training documents "
+          f"(data.heldout_permille={self.config.heldout_permille} holds them all out?)"
+        )
       self._epoch += 1
       self._iterator = None
 
@@ -183,8 +199,11 @@ class _PackedSource:
     return chunk.decode("utf-8")
 
   def get_state(self) -> dict[str, Any]:
-    return {"epoch": self._epoch, "dataset": self._dataset.state_dict(),
-            "buffer": self._buffer.decode("utf-8", errors="strict")}
+    return {
+      "epoch": self._epoch,
+      "dataset": self._dataset.state_dict(),
+      "buffer": self._buffer.decode("utf-8", errors="strict"),
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._epoch = int(state["epoch"])
@@ -246,4 +265,4 @@ def heldout_texts(config: DataConfig, process_index: int = 0, process_count: int
       texts.append(chunk)
   if not texts:
     raise DataError(f"no held-out documents in any source (data.heldout_permille={config.heldout_permille})")
-  return texts[:config.heldout_num_sequences]
+  return texts[: config.heldout_num_sequences]

@@ -23,12 +23,13 @@ import json
 import os
 import socket
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from zett.train.config import DataConfig
 from zett.errors import ZettError
+from zett.train.config import DataConfig
 
 
 class DistributedError(ZettError, ValueError):
@@ -53,13 +54,21 @@ class DistributedOptions:
     return self.auto or self.coordinator_address is not None or (self.num_processes or 1) > 1
 
 
-_ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
-        "process_id": "JAX_PROCESS_ID"}
+_ENV = {
+  "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+  "num_processes": "JAX_NUM_PROCESSES",
+  "process_id": "JAX_PROCESS_ID",
+}
 
 
-def options_from(coordinator_address: str | None = None, num_processes: int | None = None,
-                 process_id: int | None = None, timeout_s: int | None = None, auto: bool = False,
-                 environ: Mapping[str, str] = os.environ) -> DistributedOptions:
+def options_from(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  timeout_s: int | None = None,
+  auto: bool = False,
+  environ: Mapping[str, str] = os.environ,
+) -> DistributedOptions:
   """Options from explicit values (CLI flags), falling back to `JAX_COORDINATOR_ADDRESS` / `JAX_NUM_PROCESSES` /
   `JAX_PROCESS_ID` / `ZETT_DISTRIBUTED_TIMEOUT` in `environ`."""
   values = {"coordinator_address": coordinator_address, "num_processes": num_processes, "process_id": process_id}
@@ -89,12 +98,13 @@ def validate(options: DistributedOptions) -> None:
   """Raises DistributedError for incomplete or inconsistent explicit settings."""
   if options.auto:
     return
-  missing = [name for name in ("coordinator_address", "num_processes", "process_id")
-             if getattr(options, name) is None]
+  missing = [name for name in ("coordinator_address", "num_processes", "process_id") if getattr(options, name) is None]
   if missing:
-    raise DistributedError(f"multi-process run needs {', '.join(missing)} (flags --coordinator/--num-processes/"
-                           "--process-id or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), or --auto "
-                           "on a TPU pod / SLURM")
+    raise DistributedError(
+      f"multi-process run needs {', '.join(missing)} (flags --coordinator/--num-processes/"
+      "--process-id or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), or --auto "
+      "on a TPU pod / SLURM"
+    )
   if options.num_processes < 1 or not 0 <= options.process_id < options.num_processes:
     raise DistributedError(f"process_id={options.process_id} must be in [0, num_processes={options.num_processes})")
   if options.timeout_s < 1:
@@ -118,8 +128,10 @@ def wait_for_coordinator(address: str, timeout_s: float, poll_s: float = 0.25) -
     except OSError as e:
       last_error = e
     if time.monotonic() >= deadline:
-      raise DistributedError(f"coordinator {address} not reachable after {timeout_s:g} s ({last_error}); start "
-                             "process 0 first, check the address/port and the firewall")
+      raise DistributedError(
+        f"coordinator {address} not reachable after {timeout_s:g} s ({last_error}); start "
+        "process 0 first, check the address/port and the firewall"
+      )
     time.sleep(poll_s)
 
 
@@ -142,6 +154,7 @@ def initialize(options: DistributedOptions) -> bool:
     return False
   validate(options)
   import jax
+
   # Cross-process collectives on the CPU backend (tests, CPU clusters); GPU/TPU use their own (NCCL, ICI).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   if options.auto:
@@ -151,8 +164,9 @@ def initialize(options: DistributedOptions) -> bool:
     _check_bindable(options.coordinator_address)
   else:
     wait_for_coordinator(options.coordinator_address, options.timeout_s)
-  jax.distributed.initialize(options.coordinator_address, options.num_processes, options.process_id,
-                             initialization_timeout=options.timeout_s)
+  jax.distributed.initialize(
+    options.coordinator_address, options.num_processes, options.process_id, initialization_timeout=options.timeout_s
+  )
   return True
 
 
@@ -162,13 +176,15 @@ def initialize(options: DistributedOptions) -> bool:
 def allgather_objects(value: Any) -> list[Any]:
   """Every process's JSON-serialisable `value`, in process order (a collective: all processes must call it)."""
   import jax
+
   if jax.process_count() == 1:
     return [value]
   from jax.experimental import multihost_utils
+
   payload = np.frombuffer(json.dumps(value).encode("utf-8"), np.uint8)
   lengths = np.asarray(multihost_utils.process_allgather(np.asarray([payload.size], np.int64))).reshape(-1)
   padded = np.zeros(int(lengths.max()), np.uint8)
-  padded[:payload.size] = payload
+  padded[: payload.size] = payload
   gathered = np.asarray(multihost_utils.process_allgather(padded))
   return [json.loads(bytes(row[:n]).decode("utf-8")) for row, n in zip(gathered, lengths)]
 
@@ -176,9 +192,11 @@ def allgather_objects(value: Any) -> list[Any]:
 def agree_any(*flags: bool) -> tuple[bool, ...]:
   """Per flag: True if it is True on any process (so every process takes the same branch, e.g. save or stop)."""
   import jax
+
   if jax.process_count() == 1:
     return tuple(bool(f) for f in flags)
   from jax.experimental import multihost_utils
+
   gathered = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
   return tuple(bool(v) for v in gathered.reshape(-1, len(flags)).any(axis=0))
 
@@ -186,17 +204,22 @@ def agree_any(*flags: bool) -> tuple[bool, ...]:
 def to_host(tree):
   """A pytree of (possibly multi-process sharded) arrays as full numpy arrays on every process (a collective)."""
   import jax
+
   if jax.process_count() == 1:
     return jax.device_get(tree)
   from jax.experimental import multihost_utils
+
   return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
 def global_device_batch(batch: Mapping[str, np.ndarray], shardings: Mapping[str, Any]) -> dict[str, Any]:
   """Global jax arrays from a batch every process holds in full; each process fills only its addressable devices."""
   import jax
-  return {key: jax.make_array_from_process_local_data(shardings[key], np.asarray(value), np.shape(value))
-          for key, value in batch.items()}
+
+  return {
+    key: jax.make_array_from_process_local_data(shardings[key], np.asarray(value), np.shape(value))
+    for key, value in batch.items()
+  }
 
 
 # ------------------------------------------------------------------------------------------------ data shards
@@ -222,6 +245,7 @@ class ShardedTextBatcher:
 
   def __init__(self, config: DataConfig, process_index: int = 0, process_count: int = 1):
     from zett.train.data import TextBatcher
+
     self.shards = num_shards(config, process_count)
     per_process = self.shards // process_count
     self.own_shards = list(range(process_index * per_process, (process_index + 1) * per_process))
@@ -246,19 +270,25 @@ class ShardedTextBatcher:
       shards = {"0": state}
     if shards is None or len(shards) != self.shards:
       found = "no shard list" if shards is None else f"{len(shards)} shard(s)"
-      raise DistributedError(f"checkpoint data state has {found}, the run reads {self.shards} "
-                             "(keep data.shards fixed to resume on another process count)")
+      raise DistributedError(
+        f"checkpoint data state has {found}, the run reads {self.shards} "
+        "(keep data.shards fixed to resume on another process count)"
+      )
     for s in self.own_shards:
       self._readers[s].set_state(shards[str(s)])
 
 
 def describe_processes() -> str:
   import jax
-  return (f"processes: {jax.process_count()} (this is {jax.process_index()}), devices: {jax.device_count()} "
-          f"({jax.local_device_count()} local)")
+
+  return (
+    f"processes: {jax.process_count()} (this is {jax.process_index()}), devices: {jax.device_count()} "
+    f"({jax.local_device_count()} local)"
+  )
 
 
 def heldout_for_all(config: DataConfig) -> Sequence[str]:
   """Held-out text, the same on every process (read in full: it is small, and evaluation batches are global)."""
   from zett.train.data import heldout_texts
+
   return heldout_texts(config, 0, 1)

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
 
+from zett.errors import ZettError
 from zett.hypernet.record import Hypernetwork
 from zett.hypernet.vocabulary import embed_vocabulary
+from zett.train import distributed
 from zett.train.batch import build_batch, round_up
 from zett.train.checkpoint import StopOnSignal
-from zett.train import distributed
 from zett.train.config import TrainConfig, to_dict
 from zett.train.metrics import MetricsWriter, Progress
 from zett.train.setup import Run, batch_shardings, prepare
 from zett.train.step import bits_per_byte
 from zett.train.vocab import EncodedVocabulary, encoded_vocabulary, fixed_vocabularies, make_sampler
-from zett.errors import ZettError
 
 
 def _device_batch(run: Run, batch: dict[str, np.ndarray]):
@@ -39,8 +40,11 @@ def _eval_sets(run: Run, sampler) -> list[EncodedVocabulary]:
   config = run.config
   sets = []
   if config.eval.include_base_tokenizer:
-    sets.append(encoded_vocabulary(f"base:{run.base_tokenizer.name}", run.base_tokenizer, run.base_tokenizer,
-                                   run.hypernet_config.surface_length))
+    sets.append(
+      encoded_vocabulary(
+        f"base:{run.base_tokenizer.name}", run.base_tokenizer, run.base_tokenizer, run.hypernet_config.surface_length
+      )
+    )
   sets += fixed_vocabularies(config.eval.heldout_tokenizers, run.base_tokenizer, run.hypernet_config.surface_length)
   sets += [sampler.eval_vocabulary(i) for i in range(config.eval.num_sampled_tokenizers)]
   return sets
@@ -49,9 +53,16 @@ def _eval_sets(run: Run, sampler) -> list[EncodedVocabulary]:
 def _predict_vocabulary(run: Run, params, batch: dict[str, np.ndarray], chunk_rows: int):
   """Predicted `Embeddings` of all vocabulary rows of `batch`, `chunk_rows` at a time, kept on the device."""
   base = run.spec.base_family.get_embeddings(run.spec.base_config, run.base_params)
-  return embed_vocabulary(Hypernetwork(run.hypernet_config, params), base, batch["surface_ids"],
-                          batch["surface_lengths"], batch["special_base_ids"], chunk_size=chunk_rows,
-                          dtype=run.spec.compute_dtype, on_device=True)
+  return embed_vocabulary(
+    Hypernetwork(run.hypernet_config, params),
+    base,
+    batch["surface_ids"],
+    batch["surface_lengths"],
+    batch["special_base_ids"],
+    chunk_size=chunk_rows,
+    dtype=run.spec.compute_dtype,
+    on_device=True,
+  )
 
 
 def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) -> dict[str, float]:
@@ -69,7 +80,7 @@ def evaluate(run: Run, params, texts: list[str], sets: list[EncodedVocabulary]) 
     nll = target_bytes = 0.0
     predicted = None
     for start in range(0, len(texts), batch_size):
-      token_rows = encoded.encode(texts[start:start + batch_size])
+      token_rows = encoded.encode(texts[start : start + batch_size])
       batch = build_batch(encoded.vocab, token_rows, config.data.sequence_length, rows)
       if predicted is None:
         predicted = _predict_vocabulary(run, params, batch, chunk_rows)
@@ -97,8 +108,9 @@ def _check_finite(pending: list, step: int, checkpointer) -> None:
         latest = checkpointer.latest_step()
         kept = f"step {latest} in {checkpointer.directory}" if latest is not None else "none was saved"
         raise TrainingDivergedError(
-            f"training diverged by step {step}: {name} is {value}; stopped without saving (the last good checkpoint "
-            f"stays: {kept}). Lower optimizer.learning_rate or set optimizer.max_grad_norm")
+          f"training diverged by step {step}: {name} is {value}; stopped without saving (the last good checkpoint "
+          f"stays: {kept}). Lower optimizer.learning_rate or set optimizer.max_grad_norm"
+        )
 
 
 def _is_update_boundary(done: int, every: int, accumulation: int) -> bool:
@@ -119,10 +131,18 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
   heldout = list(distributed.heldout_for_all(config.data)) if config.eval.every_steps else []
   if process_count > 1:
     log(distributed.describe_processes())
-  sampler = make_sampler(config.sampler, run.base_tokenizer, run.hypernet_config.surface_length,
-                         config.data.sequence_length, run.mesh.shape["data"], not run.spec.causal, heldout,
-                         config.data.batch_size,
-                         hypernet_config=run.hypernet_config, encoder_buckets=run.spec.encoder_buckets)
+  sampler = make_sampler(
+    config.sampler,
+    run.base_tokenizer,
+    run.hypernet_config.surface_length,
+    config.data.sequence_length,
+    run.mesh.shape["data"],
+    not run.spec.causal,
+    heldout,
+    config.data.batch_size,
+    hypernet_config=run.hypernet_config,
+    encoder_buckets=run.spec.encoder_buckets,
+  )
   if run.data_state is not None:
     batcher.set_state(run.data_state["data"])
     sampler.set_state(run.data_state["sampler"])
@@ -137,8 +157,12 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
   config_record = {"train": to_dict(config), "hypernet": dataclasses.asdict(run.hypernet_config)}
   eval_history: list[dict[str, Any]] = []
   pending: list[Any] = []
-  summary: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint_dir": str(run.checkpointer.directory),
-                             "start_step": start, "stopped_by_signal": False}
+  summary: dict[str, Any] = {
+    "run_dir": str(run_dir),
+    "checkpoint_dir": str(run.checkpointer.directory),
+    "start_step": start,
+    "stopped_by_signal": False,
+  }
   timing = {"host_seconds": 0.0, "tokens": 0, "interval_start": time.perf_counter(), "interval_tokens": 0}
   wall_start = time.perf_counter()
 
@@ -156,10 +180,13 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
     nll = sum(float(m["nll_sum"]) for m in fetched)
     target_bytes = sum(float(m["target_bytes"]) for m in fetched)
     elapsed = time.perf_counter() - timing["interval_start"]
-    values = dict(mean, train_bpb=bits_per_byte(nll, target_bytes),
-                  tokens_per_second=timing["interval_tokens"] / max(elapsed, 1e-9),
-                  host_seconds_per_step=timing["host_seconds"] / max(len(fetched), 1),
-                  learning_rate=float(_learning_rate(config, step)))
+    values = dict(
+      mean,
+      train_bpb=bits_per_byte(nll, target_bytes),
+      tokens_per_second=timing["interval_tokens"] / max(elapsed, 1e-9),
+      host_seconds_per_step=timing["host_seconds"] / max(len(fetched), 1),
+      learning_rate=float(_learning_rate(config, step)),
+    )
     timing.update(interval_start=time.perf_counter(), interval_tokens=0, host_seconds=0.0)
     writer.write("train", step, values)
     return values
@@ -195,12 +222,14 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
         if save_now or stop_now or done == total:
           _check_finite(pending, done, run.checkpointer)
         if save_now or done == total:
-          run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
-                                config_record)
+          run.checkpointer.save(
+            done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()}, config_record
+          )
         if stop_now:
           log(f"SIGTERM: saving step {done} and stopping")
-          run.checkpointer.save(done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()},
-                                config_record)
+          run.checkpointer.save(
+            done, state, {"data": batcher.get_state(), "sampler": sampler.get_state()}, config_record
+          )
           summary["stopped_by_signal"] = True
           break
   finally:
@@ -210,13 +239,21 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
 
   if pending:
     last = flush(done)
-  summary.update(steps=done, final=last, eval=eval_history, wall_seconds=time.perf_counter() - wall_start,
-                 tokens=timing["tokens"], params=state.params, hypernet_config=run.hypernet_config)
+  summary.update(
+    steps=done,
+    final=last,
+    eval=eval_history,
+    wall_seconds=time.perf_counter() - wall_start,
+    tokens=timing["tokens"],
+    params=state.params,
+    hypernet_config=run.hypernet_config,
+  )
   # A finished run, or one stopped by SIGTERM, leaves its latest hypernetwork exported beside its checkpoints.
   export = done == total or summary["stopped_by_signal"]
   host_params = distributed.to_host(state.params) if export else None  # collective: all processes
   if export and is_main:
     from zett.hypernet.io import save_hypernet
+
     summary["hypernet_dir"] = str(save_hypernet(run_dir / "hypernet", run.hypernet_config, host_params))
     log(f"saved the hypernetwork to {summary['hypernet_dir']}")
   return summary
@@ -224,5 +261,6 @@ def train(config: TrainConfig, resume: bool = False, log: Callable[[str], None] 
 
 def _learning_rate(config: TrainConfig, micro_step: int) -> float:
   from zett.train.state import learning_rate_schedule
+
   schedule = learning_rate_schedule(config.optimizer, config.num_train_steps)
   return schedule(micro_step // config.optimizer.grad_accumulation_steps)

@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
+from zett.errors import ZettError
 from zett.train.config import TrainConfig
 from zett.train.mesh import RULE_TABLES, MeshError, logical_to_spec
-from zett.errors import ZettError
 
-GiB = 2 ** 30
+GiB = 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,30 +46,58 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "v4-8": Target(4, 32, "TPU v4: 4 chips x 32 GiB HBM, 1 host"),
-    "v4-32": Target(16, 32, "TPU v4: 16 chips x 32 GiB HBM, 4 hosts"),
-    "v4-64": Target(32, 32, "TPU v4: 32 chips x 32 GiB HBM, 8 hosts"),
-    "v5p-64": Target(32, 95, "TPU v5p: 32 chips x 95 GiB HBM, 8 hosts"),
-    "v5e-16": Target(16, 16, "TPU v5e: 16 chips x 16 GiB HBM, 4 hosts"),
-    "8xa100-80gb": Target(8, 80, "8 x A100 80 GB, 1 node"),
-    "8xh100-80gb": Target(8, 80, "8 x H100 80 GB, 1 node"),
-    "1xa100-40gb": Target(1, 40, "1 x A100 40 GB"),
+  "v4-8": Target(4, 32, "TPU v4: 4 chips x 32 GiB HBM, 1 host"),
+  "v4-32": Target(16, 32, "TPU v4: 16 chips x 32 GiB HBM, 4 hosts"),
+  "v4-64": Target(32, 32, "TPU v4: 32 chips x 32 GiB HBM, 8 hosts"),
+  "v5p-64": Target(32, 95, "TPU v5p: 32 chips x 95 GiB HBM, 8 hosts"),
+  "v5e-16": Target(16, 16, "TPU v5e: 16 chips x 16 GiB HBM, 4 hosts"),
+  "8xa100-80gb": Target(8, 80, "8 x A100 80 GB, 1 node"),
+  "8xh100-80gb": Target(8, 80, "8 x H100 80 GB, 1 node"),
+  "1xa100-40gb": Target(1, 40, "1 x A100 40 GB"),
 }
 
 # config.json subsets of the recipe bases that are hub names, so a dry run needs neither network nor weights.
 KNOWN_BASES: dict[str, dict[str, Any]] = {
-    "mistralai/Mistral-7B-v0.1": dict(
-        model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768, rope_theta=10000.0,
-        rms_norm_eps=1e-5, sliding_window=4096, tie_word_embeddings=False),
-    "TinyLlama/TinyLlama_v1.1": dict(
-        model_type="llama", vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-        num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048, rms_norm_eps=1e-5,
-        tie_word_embeddings=False),
-    "FacebookAI/xlm-roberta-base": dict(
-        model_type="xlm-roberta", vocab_size=250002, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-        eos_token_id=2, layer_norm_eps=1e-5),
+  "mistralai/Mistral-7B-v0.1": dict(
+    model_type="mistral",
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    max_position_embeddings=32768,
+    rope_theta=10000.0,
+    rms_norm_eps=1e-5,
+    sliding_window=4096,
+    tie_word_embeddings=False,
+  ),
+  "TinyLlama/TinyLlama_v1.1": dict(
+    model_type="llama",
+    vocab_size=32000,
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+  ),
+  "FacebookAI/xlm-roberta-base": dict(
+    model_type="xlm-roberta",
+    vocab_size=250002,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+    layer_norm_eps=1e-5,
+  ),
 }
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
@@ -104,9 +132,11 @@ def _abstract_base(config: TrainConfig):
     hf = KNOWN_BASES[spec]
   elif Path(spec).is_dir() and (Path(spec) / "config.json").is_file():
     from zett.interop.hf import read_config
+
     hf = read_config(spec)
   if hf is not None:
     from zett.models.family import family_for_model_type
+
     family = family_for_model_type(hf["model_type"])
     try:
       family_config = family.config_from_hf(hf)
@@ -115,10 +145,13 @@ def _abstract_base(config: TrainConfig):
   else:
     try:  # tiny test bases and GGUF files: small enough to build/read
       from zett.train.setup import load_base
+
       base = load_base(config)
     except Exception as e:  # a hub name we have no config for, a missing file
-      raise DryRunError(f"model.base {spec}: cannot get its architecture offline ({e}); point model.base at a "
-                        "local folder with config.json") from None
+      raise DryRunError(
+        f"model.base {spec}: cannot get its architecture offline ({e}); point model.base at a "
+        "local folder with config.json"
+      ) from None
     family, family_config = base.family, base.config
   module = family.make_module(family_config, compute)
   boxed = jax.eval_shape(lambda: module.init(jax.random.key(0), input_ids=jnp.zeros((1, 2), jnp.int32)))["params"]
@@ -127,6 +160,7 @@ def _abstract_base(config: TrainConfig):
 
 def _unbox(boxed, dtype=None):
   import flax.linen as nn
+
   shapes = nn.meta.unbox(boxed)
   if dtype is not None:
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), shapes)
@@ -135,14 +169,20 @@ def _unbox(boxed, dtype=None):
 
 def _specs(boxed, shapes, mesh_shape: dict[str, int], rules):
   import flax.linen as nn
+
   logical = nn.get_partition_spec(boxed)
-  return jax.tree.map(lambda spec, a: logical_to_spec(tuple(spec), tuple(a.shape), _MeshShape(mesh_shape), rules),
-                      logical, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return jax.tree.map(
+    lambda spec, a: logical_to_spec(tuple(spec), tuple(a.shape), _MeshShape(mesh_shape), rules),
+    logical,
+    shapes,
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class _MeshShape:
   """Stands in for a `Mesh` where only `.shape` is read (the sharding rules), so no devices are needed."""
+
   shape: dict[str, int]
 
 
@@ -153,16 +193,20 @@ def _shard_bytes(array, spec: PartitionSpec, mesh_shape: dict[str, int]) -> floa
 
 
 def _tree_bytes(shapes, specs, mesh_shape) -> float:
-  return sum(_shard_bytes(a, s, mesh_shape) for a, s in zip(
-      jax.tree.leaves(shapes), jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))))
+  return sum(
+    _shard_bytes(a, s, mesh_shape)
+    for a, s in zip(jax.tree.leaves(shapes), jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec)))
+  )
 
 
 def mesh_shape_for(config: TrainConfig, devices: int) -> dict[str, int]:
   model = config.mesh.model
   data = config.mesh.data if config.mesh.data != -1 else devices // model
   if data < 1 or data * model != devices:
-    raise MeshError(f"mesh data={config.mesh.data} x model={model} does not fit {devices} devices "
-                    "(the product must equal the device count)")
+    raise MeshError(
+      f"mesh data={config.mesh.data} x model={model} does not fit {devices} devices "
+      "(the product must equal the device count)"
+    )
   if config.data.batch_size % data:
     raise MeshError(f"data.batch_size={config.data.batch_size} is not divisible by the mesh's data axis ({data})")
   return {"data": data, "model": model}
@@ -171,8 +215,9 @@ def mesh_shape_for(config: TrainConfig, devices: int) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------- activations
 
 
-def _layer_bytes(width: int, heads: int, kv_heads: int, head_dim: int, mlp: int, gated: bool, context: int,
-                 model: int, c: int) -> float:
+def _layer_bytes(
+  width: int, heads: int, kv_heads: int, head_dim: int, mlp: int, gated: bool, context: int, model: int, c: int
+) -> float:
   """Bytes one transformer layer keeps per position for its backward pass (compute dtype `c`).
 
   Width-sized tensors (norm outputs, attention/MLP outputs, residuals) stay whole under tensor parallelism; q/k/v,
@@ -201,14 +246,16 @@ def _activation_bytes(config: TrainConfig, base_config, hypernet_config, mesh_sh
   kv_heads = getattr(base_config, "num_key_value_heads", heads)
   head_dim = getattr(base_config, "head_dim", d // heads)
   gated = hasattr(base_config, "num_key_value_heads")  # Llama-style gated MLP (gate, up, product)
-  base_layer = _layer_bytes(d, heads, kv_heads, head_dim, base_config.intermediate_size, gated,
-                            config.data.sequence_length, model, c)
+  base_layer = _layer_bytes(
+    d, heads, kv_heads, head_dim, base_config.intermediate_size, gated, config.data.sequence_length, model, c
+  )
   base_layers = base_config.num_hidden_layers
 
   h = hypernet_config.body_hidden_size
   nh = hypernet_config.body_num_heads
-  hn_layer = _layer_bytes(h, nh, nh, h // nh, hypernet_config.body_mlp_size, False, hypernet_config.surface_length,
-                          model, c)
+  hn_layer = _layer_bytes(
+    h, nh, nh, h // nh, hypernet_config.body_mlp_size, False, hypernet_config.surface_length, model, c
+  )
   hn_layers = hypernet_config.num_layers
   # Gathered base rows in f32 (in, and out for untied bases), their compute-dtype concatenation, the projection.
   hn_inputs = 4 * hypernet_config.input_width + c * hypernet_config.input_width + 2 * c * h
@@ -231,9 +278,14 @@ def _activation_bytes(config: TrainConfig, base_config, hypernet_config, mesh_sh
   logits = 4 * 4 * tokens * rows
   # Predicted embeddings of all rows (every device needs them for its sequences): f32 in/out + gradients.
   tables = 2 * 4 * rows * hypernet_config.embedding_dim * (2 if hypernet_config.predict_output_embeddings else 1)
-  return {"activations: base": base_act, "activations: hypernetwork": hn_act,
-          "remat: layer being recomputed": recomputed, "logits (batch vocabulary)": logits,
-          "predicted embedding tables": tables, "gradients in flight": in_flight}
+  return {
+    "activations: base": base_act,
+    "activations: hypernetwork": hn_act,
+    "remat: layer being recomputed": recomputed,
+    "logits (batch vocabulary)": logits,
+    "predicted embedding tables": tables,
+    "gradients in flight": in_flight,
+  }
 
 
 # ----------------------------------------------------------------------------------------------- estimate
@@ -258,9 +310,14 @@ def estimate(config: TrainConfig, devices: int, remat: bool | None = None) -> Me
   base_specs = _specs(base_boxed, base_shapes, mesh_shape, rules)
 
   embeddings = family.get_embeddings(base_config, base_shapes)
-  fields = dict(embedding_dim=int(embeddings.input.shape[1]), base_vocab_size=int(embeddings.input.shape[0]),
-                predict_output_embeddings=embeddings.output is not None, predict_output_bias=embeddings.bias is not None,
-                num_layers=config.hypernet.num_layers, surface_length=config.hypernet.surface_max_length)
+  fields = dict(
+    embedding_dim=int(embeddings.input.shape[1]),
+    base_vocab_size=int(embeddings.input.shape[0]),
+    predict_output_embeddings=embeddings.output is not None,
+    predict_output_bias=embeddings.bias is not None,
+    num_layers=config.hypernet.num_layers,
+    surface_length=config.hypernet.surface_max_length,
+  )
   fields.update(config.hypernet.options)
   hypernet_config = HypernetConfig(**fields)
   hn_boxed = abstract_params(hypernet_config, embeddings)
@@ -270,24 +327,31 @@ def estimate(config: TrainConfig, devices: int, remat: bool | None = None) -> Me
   optimizer = make_optimizer(config.optimizer, config.num_train_steps)
   opt_shapes = jax.eval_shape(optimizer.init, hn_shapes)
   import optax
-  opt_specs = optax.tree_map_params(optimizer, lambda _, spec: spec, opt_shapes, hn_specs,
-                                    transform_non_params=lambda _: PartitionSpec(),
-                                    is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+  opt_specs = optax.tree_map_params(
+    optimizer,
+    lambda _, spec: spec,
+    opt_shapes,
+    hn_specs,
+    transform_non_params=lambda _: PartitionSpec(),
+    is_leaf=lambda x: isinstance(x, PartitionSpec),
+  )
 
   hn_bytes = _tree_bytes(hn_shapes, hn_specs, mesh_shape)
   components = {
-      "hypernetwork params (f32)": hn_bytes,
-      "hypernetwork gradients (f32)": hn_bytes,
-      "optimizer state": _tree_bytes(opt_shapes, opt_specs, mesh_shape),
-      f"frozen base ({config.model.param_dtype})": _tree_bytes(base_shapes, base_specs, mesh_shape),
+    "hypernetwork params (f32)": hn_bytes,
+    "hypernetwork gradients (f32)": hn_bytes,
+    "optimizer state": _tree_bytes(opt_shapes, opt_specs, mesh_shape),
+    f"frozen base ({config.model.param_dtype})": _tree_bytes(base_shapes, base_specs, mesh_shape),
   }
   components.update(_activation_bytes(config, base_config, hypernet_config, mesh_shape, remat))
   count = lambda tree: sum(math.prod(a.shape) for a in jax.tree.leaves(tree))  # noqa: E731
   return MemoryEstimate(mesh_shape, components, {"hypernetwork": count(hn_shapes), "base": count(base_shapes)})
 
 
-def dry_run(config: TrainConfig, target: str | None = None, devices: int | None = None,
-            device_memory_gib: float | None = None) -> str:
+def dry_run(
+  config: TrainConfig, target: str | None = None, devices: int | None = None, device_memory_gib: float | None = None
+) -> str:
   """The `--dry-run` table: per-device memory as configured (and, if remat is off, with it), against the capacity."""
   preset = None
   if target is not None:
@@ -302,14 +366,17 @@ def dry_run(config: TrainConfig, target: str | None = None, devices: int | None 
   what_if = None if config.remat else estimate(config, devices, remat=True)
   where = f"{target} ({preset.note})" if preset else f"{devices} device(s)"
   heading = "as configured" + (" (remat)" if config.remat else "")
-  lines = [f"dry run: {config.model.base} on {where}, mesh {configured.mesh}, remat {'on' if config.remat else 'off'}",
-           f"  hypernetwork {configured.params['hypernetwork']:,} params, base {configured.params['base']:,} params; "
-           f"{config.data.batch_size} sequences x {config.data.sequence_length} tokens per micro-step, "
-           f"{config.optimizer.grad_accumulation_steps} micro-step(s) per update",
-           f"  {'per device':<34}{heading:>23}" + ("" if what_if is None else f"{'with remat*':>15}")]
+  lines = [
+    f"dry run: {config.model.base} on {where}, mesh {configured.mesh}, remat {'on' if config.remat else 'off'}",
+    f"  hypernetwork {configured.params['hypernetwork']:,} params, base {configured.params['base']:,} params; "
+    f"{config.data.batch_size} sequences x {config.data.sequence_length} tokens per micro-step, "
+    f"{config.optimizer.grad_accumulation_steps} micro-step(s) per update",
+    f"  {'per device':<34}{heading:>23}" + ("" if what_if is None else f"{'with remat*':>15}"),
+  ]
 
   def row(name, value, other):
     return f"  {name:<34}{value / GiB:>19.3f} GiB" + ("" if other is None else f"{other / GiB:>11.3f} GiB")
+
   for name, value in configured.components.items():
     lines.append(row(name, value, None if what_if is None else what_if.components[name]))
   lines.append(row("total", configured.total, None if what_if is None else what_if.total))
@@ -318,6 +385,8 @@ def dry_run(config: TrainConfig, target: str | None = None, devices: int | None 
     line = f"  {'capacity (90% usable)':<34}{0.9 * capacity:>19.3f} GiB -> {verdict(configured.total)} as configured"
     lines.append(line + ("" if what_if is None else f", {verdict(what_if.total)} with remat"))
   if what_if is not None:
-    lines.append("  * what-if: remat keeps one activation per layer and recomputes the rest in the backward pass; "
-                 "turn it on with `remat=true`.")
+    lines.append(
+      "  * what-if: remat keeps one activation per layer and recomputes the rest in the backward pass; "
+      "turn it on with `remat=true`."
+    )
   return "\n".join(lines)

@@ -11,42 +11,43 @@ Other layouts are whole alternative tables in `RULE_TABLES`, picked by `mesh.rul
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from zett.train.config import MeshConfig
 from zett.errors import ZettError
+from zett.train.config import MeshConfig
 
 MESH_AXES = ("data", "model")
 
 # Frozen base weights are stored FSDP-style: the model width over "data" (gathered layer by layer), the
 # heads / MLP / vocabulary dimensions over "model" (tensor parallel). The hypernetwork follows the same scheme.
 RULES: dict[str, str | None] = {
-    # base families
-    "vocab": "model",
-    "embed": "data",
-    "heads": "model",
-    "kv_heads": "model",
-    "head_dim": None,
-    "mlp": "model",
-    "layers": None,
-    # hypernetwork
-    "hn_input": None,
-    "hn_embed": "data",
-    "hn_heads": "model",
-    "hn_head_dim": None,
-    "hn_mlp": "model",
-    "hn_out": "model",
-    "hn_position": None,
+  # base families
+  "vocab": "model",
+  "embed": "data",
+  "heads": "model",
+  "kv_heads": "model",
+  "head_dim": None,
+  "mlp": "model",
+  "layers": None,
+  # hypernetwork
+  "hn_input": None,
+  "hn_embed": "data",
+  "hn_heads": "model",
+  "hn_head_dim": None,
+  "hn_mlp": "model",
+  "hn_out": "model",
+  "hn_position": None,
 }
 
 RULE_TABLES: dict[str, dict[str, str | None]] = {
-    "default": RULES,
-    # Everything replicated: the reference for equivalence tests and for tiny runs.
-    "replicated": {name: None for name in RULES},
+  "default": RULES,
+  # Everything replicated: the reference for equivalence tests and for tiny runs.
+  "replicated": {name: None for name in RULES},
 }
 
 
@@ -60,8 +61,10 @@ def make_mesh(config: MeshConfig, devices=None) -> Mesh:
   model = config.model
   data = config.data if config.data != -1 else len(devices) // model
   if data < 1 or data * model != len(devices):
-    raise MeshError(f"mesh data={config.data} x model={config.model} does not fit {len(devices)} devices "
-                    f"(the product must equal the device count)")
+    raise MeshError(
+      f"mesh data={config.data} x model={config.model} does not fit {len(devices)} devices "
+      f"(the product must equal the device count)"
+    )
   return Mesh(device_grid(data, model, devices), MESH_AXES)
 
 
@@ -75,6 +78,7 @@ def device_grid(data: int, model: int, devices) -> np.ndarray:
   slices do not divide) fall back to the devices in the given order.
   """
   from jax.experimental import mesh_utils
+
   devices = list(devices)
   slices = sorted({getattr(d, "slice_index", 0) for d in devices})
   try:
@@ -86,8 +90,9 @@ def device_grid(data: int, model: int, devices) -> np.ndarray:
     return np.asarray(devices, dtype=object).reshape(data, model)
 
 
-def logical_to_spec(logical_axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh,
-                    rules: Mapping[str, str | None]) -> PartitionSpec:
+def logical_to_spec(
+  logical_axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh, rules: Mapping[str, str | None]
+) -> PartitionSpec:
   """Mesh `PartitionSpec` for one parameter; each mesh axis used at most once, only on dimensions it divides."""
   used: set[str] = set()
   spec = []
@@ -113,13 +118,16 @@ def _is_spec(x) -> bool:
 def logical_axes_of(abstract_boxed) -> Any:
   """Logical `PartitionSpec` tree of a boxed (`nn.with_logical_partitioning`) abstract parameter tree."""
   import flax.linen as nn
+
   return nn.get_partition_spec(abstract_boxed)
 
 
 def param_shardings(logical_tree, abstract_params, mesh: Mesh, rules: Mapping[str, str | None]):
   """NamedSharding per parameter from its logical axes (a tree like `abstract_params`)."""
+
   def one(logical, array):
     return NamedSharding(mesh, logical_to_spec(tuple(logical), tuple(array.shape), mesh, rules))
+
   return jax.tree.map(one, logical_tree, abstract_params, is_leaf=_is_spec)
 
 

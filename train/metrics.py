@@ -11,6 +11,7 @@ from typing import Any
 
 def _tensorboard_writer(log_dir: Path):
   import importlib.util
+
   for module, needs in (("tensorboardX", "tensorboardX"), ("torch.utils.tensorboard", "tensorboard")):
     # Checked first: importing torch only to find tensorboard missing costs seconds at every start-up.
     if importlib.util.find_spec(needs) is None:
@@ -64,13 +65,13 @@ class Progress:
     self._bar = None
     if enabled:
       from tqdm.auto import tqdm
+
       self._bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
   def update(self, n: int = 1, **postfix) -> None:
     if self._bar is not None:
       if postfix:
-        self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()},
-                              refresh=False)
+        self._bar.set_postfix({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()}, refresh=False)
       self._bar.update(n)
 
   def close(self) -> None:

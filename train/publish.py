@@ -37,9 +37,14 @@ def leg_curve(metrics: list[dict], leg: int, tokens_before: float, tokens_per_st
     if record["kind"] != "eval":
       continue
     bpb = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("bpb/")}
-    points.append({"leg": leg, "step": record["step"],
-                   "tokens_seen": round(tokens_before + record["step"] * tokens_per_step),
-                   "heldout_bpb": {_short_name(k): round(v, 5) for k, v in bpb.items()}})
+    points.append(
+      {
+        "leg": leg,
+        "step": record["step"],
+        "tokens_seen": round(tokens_before + record["step"] * tokens_per_step),
+        "heldout_bpb": {_short_name(k): round(v, 5) for k, v in bpb.items()},
+      }
+    )
   return points
 
 
@@ -50,8 +55,10 @@ def _short_name(tokenizer: str) -> str:
 
 def plot_curve(points: list[dict], out: Path, title: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(7, 4))
   names = sorted({name for p in points for name in p["heldout_bpb"]})
   for name in names:
@@ -68,14 +75,25 @@ def plot_curve(points: list[dict], out: Path, title: str) -> None:
   plt.close(fig)
 
 
-def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_json: Path | None,
-            corpus_summary: Path | None, wall_seconds: float | None, tokens: int | None = None,
-            overrides: list[str] | None = None, repo: Path = REPO) -> dict:
+def publish(
+  run_dir: Path,
+  config_path: Path,
+  name: str,
+  leg_note: str,
+  eval_json: Path | None,
+  corpus_summary: Path | None,
+  wall_seconds: float | None,
+  tokens: int | None = None,
+  overrides: list[str] | None = None,
+  repo: Path = REPO,
+) -> dict:
   import jax.numpy as jnp
   import yaml
+
   from zett.hypernet.io import save_hypernet
   from zett.hypernet.record import load_hypernetwork
   from zett.sha256 import file_sha256
+
   exported = load_hypernetwork(run_dir / "hypernet")
   config, params = exported.config, exported.params
   target = repo / "zett" / "hypernets" / name
@@ -96,26 +114,34 @@ def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_jso
   first_step = 0
   last_step = max((m["step"] for m in train_records + evals), default=0)
   steps = last_step
-  tokens_per_step = (tokens / max(steps, 1)) if tokens else \
-      run_config["data"]["batch_size"] * run_config["data"]["sequence_length"]
+  tokens_per_step = (
+    (tokens / max(steps, 1)) if tokens else run_config["data"]["batch_size"] * run_config["data"]["sequence_length"]
+  )
   tokens_before = sum(leg["tokens"] for leg in manifest["legs"])
   leg_index = len(manifest["legs"]) + 1
   points = leg_curve(metrics, leg_index, tokens_before, tokens_per_step)
-  manifest["legs"].append({
-      "leg": leg_index, "first_step": first_step, "last_step": last_step, "steps": steps,
+  manifest["legs"].append(
+    {
+      "leg": leg_index,
+      "first_step": first_step,
+      "last_step": last_step,
+      "steps": steps,
       "tokens": int(tokens) if tokens else steps * tokens_per_step,
-      "tokens_note": "text tokens under the sampled tokenizers (the run's summary)" if tokens else
-                     "sequence slots (batch x length); packed text fills nearly every slot",
+      "tokens_note": "text tokens under the sampled tokenizers (the run's summary)"
+      if tokens
+      else "sequence slots (batch x length); packed text fills nearly every slot",
       "overrides": list(overrides or []),
       "hardware": f"{platform.processor() or platform.machine()}, 2 CPU cores (shared with other work)",
       "wall_time_seconds": wall_seconds,
       "note": leg_note,
-  })
+    }
+  )
   all_points = old_points + points
   curve_path.write_text("".join(json.dumps(p) + "\n" for p in all_points))
   plot_curve(all_points, manifest_dir / f"{name}.curve.png", f"{name} hypernetwork: held-out bits per byte")
 
-  manifest.update({
+  manifest.update(
+    {
       "name": name,
       "base_model": config.base_model,
       "base_weights_sha256": config.base_weights_sha256,
@@ -126,7 +152,8 @@ def publish(run_dir: Path, config_path: Path, name: str, leg_note: str, eval_jso
       "config": run_config,
       "tokens_seen": sum(leg["tokens"] for leg in manifest["legs"]),
       "curve": {"jsonl": curve_path.name, "png": f"{name}.curve.png"},
-  })
+    }
+  )
   if corpus_summary is not None:
     manifest["data"] = json.loads(corpus_summary.read_text())
   if eval_json is not None:
@@ -150,14 +177,25 @@ def main(argv=None) -> int:
   parser.add_argument("--eval-json", type=Path, help="bench/transfer_quality.py --json output")
   parser.add_argument("--corpus-summary", type=Path, help="summary.json of `zett data prepare`")
   parser.add_argument("--wall-seconds", type=float, help="wall time of the leg")
-  parser.add_argument("--tokens", type=int, help="text tokens the leg trained on (its summary's \"tokens\")")
+  parser.add_argument("--tokens", type=int, help='text tokens the leg trained on (its summary\'s "tokens")')
   parser.add_argument("--overrides", nargs="*", default=[], help="the dotted overrides the leg ran with")
   args = parser.parse_args(argv)
-  manifest = publish(args.run_dir, args.config, args.name, args.leg_note, args.eval_json, args.corpus_summary,
-                     args.wall_seconds, args.tokens, args.overrides)
-  print(f"shipped zett/hypernets/{args.name}: sha256 {manifest['hypernet_sha256']} "
-        f"({manifest['tokens_seen']:,} tokens over {len(manifest['legs'])} leg(s)); set it in "
-        "zett.assets.SHIPPED_HYPERNETS")
+  manifest = publish(
+    args.run_dir,
+    args.config,
+    args.name,
+    args.leg_note,
+    args.eval_json,
+    args.corpus_summary,
+    args.wall_seconds,
+    args.tokens,
+    args.overrides,
+  )
+  print(
+    f"shipped zett/hypernets/{args.name}: sha256 {manifest['hypernet_sha256']} "
+    f"({manifest['tokens_seen']:,} tokens over {len(manifest['legs'])} leg(s)); set it in "
+    "zett.assets.SHIPPED_HYPERNETS"
+  )
   return 0
 
 

@@ -8,21 +8,22 @@ the start-up report -> state (fresh, from `hypernet.init_checkpoint`, or restore
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from zett.errors import ZettError
 from zett.train import mesh as mesh_lib
 from zett.train.batch import BATCH_KEYS, PER_SEQUENCE_KEYS, SCALAR_KEYS
-from zett.train.checkpoint import CheckpointError, Checkpointer
+from zett.train.checkpoint import Checkpointer, CheckpointError
 from zett.train.config import ConfigError, TrainConfig, from_dict, to_dict
 from zett.train.data import check_sources
 from zett.train.state import create_sharded_state, make_optimizer, state_shardings
 from zett.train.step import LossSpec, jit_eval_sums, jit_train_step
 from zett.train.vocab import base_tokenizer_of, check_tokenizer_specs
-from zett.errors import ZettError
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Sections that may change between a run and its resumption without changing its results (remat trades memory for
@@ -70,9 +71,11 @@ def _load_base(config: TrainConfig):
   spec = config.model.base
   if spec.split(":")[0] in ("tiny-llama", "tiny-xlmr"):
     from zett.train import tiny_base
+
     build = tiny_base.tiny_base if spec.startswith("tiny-llama") else tiny_base.tiny_xlmr_base
     return build(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0, dtype=compute, param_dtype=param)
   from zett.models.load import load_model
+
   path = Path(spec)
   if (spec.endswith(".gguf") or spec.startswith(("/", "./", "../"))) and not path.exists():
     raise TrainSetupError(f"model.base: {spec} does not exist")
@@ -83,8 +86,12 @@ def hypernet_config_for(config: TrainConfig, base, base_tokenizer_name: str):
   """The hypernetwork config for this base; an init checkpoint must agree with the base's width and vocabulary."""
   from zett.hypernet import config_for_base
   from zett.hypernet.io import load_hypernet_config
-  fields = dict(num_layers=config.hypernet.num_layers, surface_length=config.hypernet.surface_max_length,
-                base_tokenizer=base_tokenizer_name)
+
+  fields = dict(
+    num_layers=config.hypernet.num_layers,
+    surface_length=config.hypernet.surface_max_length,
+    base_tokenizer=base_tokenizer_name,
+  )
   fields.update(config.hypernet.options)
   try:
     hypernet_config = config_for_base(base, **fields)
@@ -93,24 +100,34 @@ def hypernet_config_for(config: TrainConfig, base, base_tokenizer_name: str):
   if config.hypernet.init_checkpoint:
     saved, _ = load_hypernet_config(config.hypernet.init_checkpoint)
     _check_same_base(saved, hypernet_config, f"hypernet.init_checkpoint {config.hypernet.init_checkpoint}")
-    hypernet_config = dataclasses.replace(saved, base_model=hypernet_config.base_model,
-                                          base_weights_sha256=hypernet_config.base_weights_sha256)
+    hypernet_config = dataclasses.replace(
+      saved, base_model=hypernet_config.base_model, base_weights_sha256=hypernet_config.base_weights_sha256
+    )
   return hypernet_config
 
 
 def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
   """The step's static description: objective, loss weights, compute dtype, remat (base module from `load_base`)."""
   causal = base.family.is_causal if config.model.objective == "auto" else config.model.objective == "causal"
-  return LossSpec(hypernet_config, base.family, base.config, base.module, causal,
-                  aux_loss_weight=config.hypernet.aux_loss_weight, mlm_probability=config.model.mlm_probability,
-                  compute_dtype=_DTYPES[config.model.compute_dtype], remat=config.remat,
-                  encoder_buckets=check_encoder_buckets(config, hypernet_config))
+  return LossSpec(
+    hypernet_config,
+    base.family,
+    base.config,
+    base.module,
+    causal,
+    aux_loss_weight=config.hypernet.aux_loss_weight,
+    mlm_probability=config.model.mlm_probability,
+    compute_dtype=_DTYPES[config.model.compute_dtype],
+    remat=config.remat,
+    encoder_buckets=check_encoder_buckets(config, hypernet_config),
+  )
 
 
 def check_encoder_buckets(config: TrainConfig, hypernet_config):
   if not config.hypernet.encoder_buckets:
     return None
   from zett.hypernet.model import check_buckets
+
   try:
     return check_buckets(hypernet_config, config.hypernet.encoder_buckets)
   except ValueError as e:
@@ -118,27 +135,36 @@ def check_encoder_buckets(config: TrainConfig, hypernet_config):
 
 
 def _check_same_base(saved, current, where: str) -> None:
-  for field, what in (("embedding_dim", "width"), ("base_vocab_size", "vocabulary size"),
-                      ("predict_output_embeddings", "untied output embeddings"),
-                      ("predict_output_bias", "output bias")):
+  for field, what in (
+    ("embedding_dim", "width"),
+    ("base_vocab_size", "vocabulary size"),
+    ("predict_output_embeddings", "untied output embeddings"),
+    ("predict_output_bias", "output bias"),
+  ):
     if getattr(saved, field) != getattr(current, field):
-      raise TrainSetupError(f"{where} was trained for a base with {what} {getattr(saved, field)}, but base "
-                            f"{current.base_model} has {what} {getattr(current, field)}")
+      raise TrainSetupError(
+        f"{where} was trained for a base with {what} {getattr(saved, field)}, but base "
+        f"{current.base_model} has {what} {getattr(current, field)}"
+      )
 
 
 def _check_resume_config(config: TrainConfig, saved: dict, checkpointer: Checkpointer) -> None:
   current = to_dict(config)
   saved_train = saved.get("train", {})
-  differing = sorted(k for k in set(current) | set(saved_train)
-                     if k not in _RESUMABLE_CHANGES and current.get(k) != saved_train.get(k))
+  differing = sorted(
+    k for k in set(current) | set(saved_train) if k not in _RESUMABLE_CHANGES and current.get(k) != saved_train.get(k)
+  )
   if differing:
-    raise TrainSetupError(f"--resume: config section(s) {', '.join(differing)} differ from the checkpoint in "
-                          f"{checkpointer.directory}; resume with the same config or start a new run_dir")
+    raise TrainSetupError(
+      f"--resume: config section(s) {', '.join(differing)} differ from the checkpoint in "
+      f"{checkpointer.directory}; resume with the same config or start a new run_dir"
+    )
   from_dict(saved_train)  # the saved config must still parse
 
 
 def base_logical_axes(base):
   import flax.linen as nn
+
   ids = jnp.zeros((1, 2), jnp.int32)
   abstract = jax.eval_shape(lambda: base.module.init(jax.random.key(0), input_ids=ids))
   return nn.get_partition_spec(abstract)["params"]
@@ -166,8 +192,10 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   if resume and latest is None:
     raise CheckpointError(f"--resume: no checkpoint in {checkpointer.directory}")
   if not resume and latest is not None:
-    raise CheckpointError(f"{checkpointer.directory} already holds checkpoints (latest step {latest}); "
-                          "pass --resume to continue or choose a new run_dir")
+    raise CheckpointError(
+      f"{checkpointer.directory} already holds checkpoints (latest step {latest}); "
+      "pass --resume to continue or choose a new run_dir"
+    )
   saved_config = None
   if resume:
     _, saved_config = checkpointer.newest_readable_config(log)
@@ -179,19 +207,24 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   hypernet_config = hypernet_config_for(config, base, base_tokenizer.name)
   if saved_config is not None:
     from zett.hypernet.config import HypernetConfig
-    _check_same_base(HypernetConfig(**saved_config["hypernet"]), hypernet_config, f"checkpoint {checkpointer.directory}")
+
+    _check_same_base(
+      HypernetConfig(**saved_config["hypernet"]), hypernet_config, f"checkpoint {checkpointer.directory}"
+    )
   spec = loss_spec(config, base, hypernet_config)
 
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   if config.data.batch_size % mesh.shape["data"]:
-    raise mesh_lib.MeshError(f"data.batch_size={config.data.batch_size} is not divisible by the mesh's data axis "
-                             f"({mesh.shape['data']})")
+    raise mesh_lib.MeshError(
+      f"data.batch_size={config.data.batch_size} is not divisible by the mesh's data axis ({mesh.shape['data']})"
+    )
   rules = mesh_lib.RULE_TABLES[config.mesh.rules]
   replicated = mesh_lib.replicated(mesh)
   base_shardings = mesh_lib.param_shardings(base_logical_axes(base), base.params, mesh, rules)
   base_params = jax.device_put(base.params, base_shardings)
 
   from zett.hypernet.model import abstract_params, init_hypernet
+
   hypernet_logical = mesh_lib.logical_axes_of(abstract_params(hypernet_config, base.embeddings))
   optimizer = make_optimizer(config.optimizer, config.num_train_steps)
   hypernet_shardings = {}
@@ -203,14 +236,16 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   init_params = _init_params_fn(config, hypernet_config, init_hypernet)
   embeddings = base.family.get_embeddings(base.config, base_params)
   state, shardings = create_sharded_state(init_params, optimizer, config.seed, shardings_fn, embeddings)
-  report = mesh_lib.sharding_report({"hypernetwork (trained)": (state.params, shardings.params),
-                                     "frozen base": (base_params, base_shardings)}, mesh)
+  report = mesh_lib.sharding_report(
+    {"hypernetwork (trained)": (state.params, shardings.params), "frozen base": (base_params, base_shardings)}, mesh
+  )
   if config.mesh.min_sharded_size and mesh.devices.size > 1 and config.mesh.rules != "replicated":
     offenders = mesh_lib.unsharded_offenders(shardings.params, state.params, config.mesh.min_sharded_size)
     offenders += mesh_lib.unsharded_offenders(base_shardings, base_params, config.mesh.min_sharded_size)
     if offenders:
       report += "\nWARNING: unsharded parameters above mesh.min_sharded_size: " + ", ".join(
-          f"{name} {shape}" for name, shape, _ in offenders[:8])
+        f"{name} {shape}" for name, shape, _ in offenders[:8]
+      )
 
   data_state = None
   resumed_step = None
@@ -220,13 +255,30 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   batch_sh = batch_shardings(mesh)
   train_step = jit_train_step(spec, optimizer, shardings, batch_sh, base_shardings, replicated)
   eval_sums = jit_eval_sums(spec, replicated)
-  return Run(config, base, base_tokenizer, hypernet_config, spec, mesh, optimizer, base_params, state, shardings,
-             train_step, eval_sums, checkpointer, report, resumed_step, data_state)
+  return Run(
+    config,
+    base,
+    base_tokenizer,
+    hypernet_config,
+    spec,
+    mesh,
+    optimizer,
+    base_params,
+    state,
+    shardings,
+    train_step,
+    eval_sums,
+    checkpointer,
+    report,
+    resumed_step,
+    data_state,
+  )
 
 
 def _init_params_fn(config: TrainConfig, hypernet_config, init_hypernet):
   if config.hypernet.init_checkpoint:
     from zett.hypernet.record import load_hypernetwork
+
     loaded = load_hypernetwork(config.hypernet.init_checkpoint).params
     return lambda embeddings: jax.tree.map(jnp.asarray, loaded)
   return lambda embeddings: init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))

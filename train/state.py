@@ -38,13 +38,18 @@ def learning_rate_schedule(config: OptimizerConfig, num_train_steps: int) -> opt
     boundaries = [warmup]
     if config.decay_steps:
       decay_start = max(num_train_steps - config.decay_steps, warmup)
-      parts.append(optax.linear_schedule(peak, peak * config.end_learning_rate_ratio,
-                                         max(num_train_steps - decay_start, 1)))
+      parts.append(
+        optax.linear_schedule(peak, peak * config.end_learning_rate_ratio, max(num_train_steps - decay_start, 1))
+      )
       boundaries.append(decay_start)
     return optax.join_schedules(parts, boundaries)
   return optax.warmup_cosine_decay_schedule(
-      0.0, config.learning_rate, warmup, max(num_train_steps, warmup + 1),
-      end_value=config.learning_rate * config.end_learning_rate_ratio)
+    0.0,
+    config.learning_rate,
+    warmup,
+    max(num_train_steps, warmup + 1),
+    end_value=config.learning_rate * config.end_learning_rate_ratio,
+  )
 
 
 def _decay_mask(params):
@@ -57,8 +62,16 @@ def make_optimizer(config: OptimizerConfig, num_train_steps: int) -> optax.Gradi
   parts = []
   if config.max_grad_norm > 0:
     parts.append(optax.clip_by_global_norm(config.max_grad_norm))
-  parts.append(optax.adamw(learning_rate_schedule(config, num_train_steps), b1=config.b1, b2=config.b2,
-                           eps=config.eps, weight_decay=config.weight_decay, mask=_decay_mask))
+  parts.append(
+    optax.adamw(
+      learning_rate_schedule(config, num_train_steps),
+      b1=config.b1,
+      b2=config.b2,
+      eps=config.eps,
+      weight_decay=config.weight_decay,
+      mask=_decay_mask,
+    )
+  )
   optimizer = optax.chain(*parts)
   if config.grad_accumulation_steps > 1:
     optimizer = optax.MultiSteps(optimizer, every_k_schedule=config.grad_accumulation_steps)
@@ -66,15 +79,24 @@ def make_optimizer(config: OptimizerConfig, num_train_steps: int) -> optax.Gradi
 
 
 def init_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params),
-                    rng=jax.random.key_data(jax.random.key(seed)))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optimizer.init(params),
+    rng=jax.random.key_data(jax.random.key(seed)),
+  )
 
 
 def state_shardings(abstract_state: TrainState, optimizer, param_shardings, replicated: NamedSharding) -> TrainState:
   """Shardings of the whole state: optimiser moments follow their parameters; counters are replicated."""
   opt_shardings = optax.tree_map_params(
-      optimizer, lambda _, sharding: sharding, abstract_state.opt_state, param_shardings,
-      transform_non_params=lambda _: replicated, is_leaf=lambda x: isinstance(x, NamedSharding))
+    optimizer,
+    lambda _, sharding: sharding,
+    abstract_state.opt_state,
+    param_shardings,
+    transform_non_params=lambda _: replicated,
+    is_leaf=lambda x: isinstance(x, NamedSharding),
+  )
   return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings, rng=replicated)
 
 
@@ -88,8 +110,10 @@ def create_sharded_state(init_params_fn, optimizer, seed: int, shardings_fn, *ar
   Returns:
     (state, shardings).
   """
+
   def build(*args):
     return init_state(init_params_fn(*args), optimizer, seed)
+
   abstract = jax.eval_shape(build, *args)
   shardings = shardings_fn(abstract)
   return jax.jit(build, out_shardings=shardings)(*args), shardings

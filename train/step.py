@@ -22,8 +22,8 @@ import optax
 
 from zett.hypernet.config import HypernetConfig
 from zett.hypernet.model import Hypernet
-from zett.train.state import TrainState
 from zett.models.family import Embeddings
+from zett.train.state import TrainState
 
 _MASKED_LOGIT = -1e9
 
@@ -53,8 +53,13 @@ def predict_embeddings(spec: LossSpec, params, batch, base_params) -> tuple[Embe
   """(predicted embeddings of the batch vocabulary, the frozen base embeddings)."""
   base = spec.base_family.get_embeddings(spec.base_config, base_params)
   predicted = spec.hypernet().apply(
-      {"params": params}, batch["surface_ids"], batch["surface_lengths"], base, batch["special_base_ids"],
-      spec.encoder_buckets)
+    {"params": params},
+    batch["surface_ids"],
+    batch["surface_lengths"],
+    base,
+    batch["special_base_ids"],
+    spec.encoder_buckets,
+  )
   return predicted, base
 
 
@@ -90,8 +95,13 @@ def loss_from_embeddings(spec: LossSpec, predicted: Embeddings, base: Embeddings
     inputs_bt, picked_bt = _mlm_corrupt(spec, batch, rng)
   inputs_embeds_btd = jnp.take(predicted.input, inputs_bt, axis=0).astype(spec.compute_dtype)
   output_vd = predicted.output if predicted.output is not None else predicted.input
-  out = spec.base_module.apply({"params": base_params}, inputs_embeds=inputs_embeds_btd, attention_mask=mask_bt,
-                               output_embeddings=output_vd.astype(spec.compute_dtype), output_bias=predicted.bias)
+  out = spec.base_module.apply(
+    {"params": base_params},
+    inputs_embeds=inputs_embeds_btd,
+    attention_mask=mask_bt,
+    output_embeddings=output_vd.astype(spec.compute_dtype),
+    output_bias=predicted.bias,
+  )
   # logit_offsets: the sampled-softmax correction of negative rows (0 in evaluation and when it is off).
   logits_btv = jnp.where(batch["vocab_mask"], out.logits.astype(jnp.float32) + batch["logit_offsets"], _MASKED_LOGIT)
   if spec.causal:
@@ -108,8 +118,10 @@ def loss_from_embeddings(spec: LossSpec, predicted: Embeddings, base: Embeddings
   # Aux loss: tokens that also exist in the base vocabulary should keep (near) their original embeddings.
   in_base_v = (batch["base_ids"] >= 0) & batch["vocab_mask"] & (batch["special_base_ids"] < 0)
   base_rows = jnp.clip(batch["base_ids"], 0, base.input.shape[0] - 1)
+
   def row_distance(pred_vd, table_vd):
     return jnp.square(pred_vd - jnp.take(table_vd, base_rows, axis=0).astype(jnp.float32)).mean(-1)
+
   distance_v = row_distance(predicted.input, base.input)
   if predicted.output is not None:
     distance_v = 0.5 * (distance_v + row_distance(predicted.output, base.output))
@@ -117,9 +129,15 @@ def loss_from_embeddings(spec: LossSpec, predicted: Embeddings, base: Embeddings
   aux_loss = jnp.where(in_base_v, distance_v, 0.0).sum() / jnp.maximum(in_base_count, 1)
 
   loss = lm_loss + spec.aux_loss_weight * aux_loss
-  metrics = {"loss": loss, "lm_loss": lm_loss, "aux_loss": aux_loss, "nll_sum": nll_sum,
-             "num_targets": num_targets, "target_bytes": target_bytes,
-             "in_base_tokens": in_base_count.astype(jnp.float32)}
+  metrics = {
+    "loss": loss,
+    "lm_loss": lm_loss,
+    "aux_loss": aux_loss,
+    "nll_sum": nll_sum,
+    "num_targets": num_targets,
+    "target_bytes": target_bytes,
+    "in_base_tokens": in_base_count.astype(jnp.float32),
+  }
   return loss, metrics
 
 
@@ -143,10 +161,16 @@ def eval_sums(spec: LossSpec, predicted: Embeddings, batch, base_params):
 
 def jit_train_step(spec: LossSpec, optimizer, state_shardings, batch_shardings, base_shardings, replicated):
   """`train_step` jitted once with explicit shardings; the state is donated (updated in place)."""
+
   def step(state, batch, base_params):
     return train_step(spec, optimizer, state, batch, base_params)
-  return jax.jit(step, in_shardings=(state_shardings, batch_shardings, base_shardings),
-                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+  return jax.jit(
+    step,
+    in_shardings=(state_shardings, batch_shardings, base_shardings),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=(0,),
+  )
 
 
 def jit_eval_sums(spec: LossSpec, replicated):
@@ -156,8 +180,9 @@ def jit_eval_sums(spec: LossSpec, replicated):
   device), so memory stays bounded for large vocabularies and the prediction is not repeated for every batch of
   held-out text.
   """
-  return jax.jit(lambda predicted, batch, base_params: eval_sums(spec, predicted, batch, base_params),
-                 out_shardings=replicated)
+  return jax.jit(
+    lambda predicted, batch, base_params: eval_sums(spec, predicted, batch, base_params), out_shardings=replicated
+  )
 
 
 def bits_per_byte(nll_sum_nats: float, num_bytes: float) -> float:

@@ -26,10 +26,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from zett.hypernet.vocabulary import embed_in_chunks
 from zett.baselines import make_baseline
-from zett.models.family import Embeddings
+from zett.hypernet.vocabulary import embed_in_chunks
 from zett.models.base import BaseModel
+from zett.models.family import Embeddings
 from zett.transfer import TRANSFER_RECORD_NAME, TransferError, TransferRecord, target_vocabulary, with_new_vocabulary
 
 _LINEAR_METHODS = ("fvt", "lexical", "mean")
@@ -53,21 +53,30 @@ def read_transfer_record(folder: str | Path) -> dict:
 def _check_compatible(base: BaseModel, transferred: BaseModel, finetuned: BaseModel, record: dict) -> None:
   if record.get("base_weights_sha256") and record["base_weights_sha256"] != base.weights_sha256:
     raise ApplyError(
-        f"{transferred.name}: was transferred from base weights {record['base_weights_sha256'][:12]}…, but the base "
-        f"given ({base.name}) has {base.weights_sha256[:12]}…")
+      f"{transferred.name}: was transferred from base weights {record['base_weights_sha256'][:12]}…, but the base "
+      f"given ({base.name}) has {base.weights_sha256[:12]}…"
+    )
   if finetuned.family.name != base.family.name:
     raise ApplyError(f"{finetuned.name}: family {finetuned.family.name} differs from the base's ({base.family.name})")
   for name, b, f in zip(Embeddings._fields, base.embeddings, finetuned.embeddings):
     b_shape = None if b is None else tuple(b.shape)
     f_shape = None if f is None else tuple(f.shape)
     if b_shape != f_shape:
-      raise ApplyError(f"{finetuned.name}: {name} embeddings have shape {f_shape}, the base has {b_shape} "
-                       "(the fine-tuned model must share the base's vocabulary)")
+      raise ApplyError(
+        f"{finetuned.name}: {name} embeddings have shape {f_shape}, the base has {b_shape} "
+        "(the fine-tuned model must share the base's vocabulary)"
+      )
 
 
-def apply_transfer(base: BaseModel, transferred: BaseModel, finetuned: BaseModel, record: dict,
-                   tokenizer=None, batch_size: int = 4096, progress: bool = True
-                   ) -> tuple[BaseModel, TransferRecord]:
+def apply_transfer(
+  base: BaseModel,
+  transferred: BaseModel,
+  finetuned: BaseModel,
+  record: dict,
+  tokenizer=None,
+  batch_size: int = 4096,
+  progress: bool = True,
+) -> tuple[BaseModel, TransferRecord]:
   """The fine-tuned model with the transferred vocabulary (see the module docstring for the rule).
 
   Args:
@@ -79,24 +88,40 @@ def apply_transfer(base: BaseModel, transferred: BaseModel, finetuned: BaseModel
   """
   _check_compatible(base, transferred, finetuned, record)
   method = record.get("method", "fvt")
-  delta = Embeddings(*(None if b is None else jnp.asarray(f, jnp.float32) - jnp.asarray(b, jnp.float32)
-                       for b, f in zip(base.embeddings, finetuned.embeddings)))
+  delta = Embeddings(
+    *(
+      None if b is None else jnp.asarray(f, jnp.float32) - jnp.asarray(b, jnp.float32)
+      for b, f in zip(base.embeddings, finetuned.embeddings)
+    )
+  )
   target = target_vocabulary(tokenizer if tokenizer is not None else transferred.tokenizer, base)
   if target.size != transferred.embeddings.input.shape[0]:
-    raise ApplyError(f"{transferred.name}: has {transferred.embeddings.input.shape[0]} embeddings but its tokenizer "
-                     f"has {target.size} tokens")
+    raise ApplyError(
+      f"{transferred.name}: has {transferred.embeddings.input.shape[0]} embeddings but its tokenizer "
+      f"has {target.size} tokens"
+    )
   map_method = method if method in _LINEAR_METHODS else "fvt"
   surfaces = (target.surface_ids, target.surface_lengths, target.special_base_ids)
-  mapped = embed_in_chunks(make_baseline(map_method, delta, *surfaces), *surfaces,
-                           chunk_size=min(batch_size, target.size), progress=progress,
-                           description=f"delta ({map_method}) → {target.name}")
-  new = Embeddings(*(None if t is None else np.asarray(t, np.float32) + m
-                     for t, m in zip(transferred.embeddings, mapped)))
+  mapped = embed_in_chunks(
+    make_baseline(map_method, delta, *surfaces),
+    *surfaces,
+    chunk_size=min(batch_size, target.size),
+    progress=progress,
+    description=f"delta ({map_method}) → {target.name}",
+  )
+  new = Embeddings(
+    *(None if t is None else np.asarray(t, np.float32) + m for t, m in zip(transferred.embeddings, mapped))
+  )
   model = with_new_vocabulary(finetuned, new, transferred.tokenizer, f"{finetuned.name}@{target.name}")
   out_record = TransferRecord(
-      base=finetuned.name, base_weights_sha256=finetuned.weights_sha256, tokenizer=record.get("tokenizer", target.name),
-      method=f"{method} (applied from base {base.name}; delta mapped with {map_method})",
-      target_vocab_size=target.size, num_copied_special_tokens=int((target.special_base_ids >= 0).sum()),
-      num_identical_tokens=int(((target.surface_lengths == 1) & (target.special_base_ids < 0)).sum()),
-      hypernet=record.get("hypernet"), hypernet_sha256=record.get("hypernet_sha256"))
+    base=finetuned.name,
+    base_weights_sha256=finetuned.weights_sha256,
+    tokenizer=record.get("tokenizer", target.name),
+    method=f"{method} (applied from base {base.name}; delta mapped with {map_method})",
+    target_vocab_size=target.size,
+    num_copied_special_tokens=int((target.special_base_ids >= 0).sum()),
+    num_identical_tokens=int(((target.surface_lengths == 1) & (target.special_base_ids < 0)).sum()),
+    hypernet=record.get("hypernet"),
+    hypernet_sha256=record.get("hypernet_sha256"),
+  )
   return model, out_record

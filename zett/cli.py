@@ -13,24 +13,40 @@ import math
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from zett.errors import ZettError
 
 # command -> (module, add-arguments function, run function, one-line help)
 _COMMANDS = {
-    "train": ("zett.train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
-    "transfer": ("zett.transfer_cli", "add_transfer_arguments", "run_transfer",
-                 "transfer a model to a new tokenizer and export it in Hugging Face format"),
-    "eval": ("zett.transfer_cli", "add_eval_arguments", "run_eval",
-             "bits per byte and tokens per byte of models on the same text"),
-    "apply": ("zett.transfer_cli", "add_apply_arguments", "run_apply",
-              "carry a transfer made on a base model over to its fine-tuned variant"),
-    "dynamic": ("zett.dynamic.cli", "add_arguments", "run", "dynamic (batch-level BPE) tokenization"),
-    "generate": ("zett.ann.cli", "add_arguments", "run",
-                 "generate with a large vocabulary through an ANN index"),
-    "data": ("zett.data.cli", "add_arguments", "run", "build the training corpus offline (zett data prepare)"),
-    "serve": ("zett.service.cli", "add_arguments", "run", "serve embeddings, transfer, tokenization, generation over HTTP"),
+  "train": ("zett.train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
+  "transfer": (
+    "zett.transfer_cli",
+    "add_transfer_arguments",
+    "run_transfer",
+    "transfer a model to a new tokenizer and export it in Hugging Face format",
+  ),
+  "eval": (
+    "zett.transfer_cli",
+    "add_eval_arguments",
+    "run_eval",
+    "bits per byte and tokens per byte of models on the same text",
+  ),
+  "apply": (
+    "zett.transfer_cli",
+    "add_apply_arguments",
+    "run_apply",
+    "carry a transfer made on a base model over to its fine-tuned variant",
+  ),
+  "dynamic": ("zett.dynamic.cli", "add_arguments", "run", "dynamic (batch-level BPE) tokenization"),
+  "generate": ("zett.ann.cli", "add_arguments", "run", "generate with a large vocabulary through an ANN index"),
+  "data": ("zett.data.cli", "add_arguments", "run", "build the training corpus offline (zett data prepare)"),
+  "serve": (
+    "zett.service.cli",
+    "add_arguments",
+    "run",
+    "serve embeddings, transfer, tokenization, generation over HTTP",
+  ),
 }
 
 
@@ -43,6 +59,7 @@ class _Parser(argparse.ArgumentParser):
 
 def int_range(low: int, high: int):
   """An argparse `type` accepting integers in [low, high]; anything else is a one-line usage error."""
+
   def parse(text: str) -> int:
     try:
       value = int(text)
@@ -51,6 +68,7 @@ def int_range(low: int, high: int):
     if value is None or not low <= value <= high:
       raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {text!r}")
     return value
+
   return parse
 
 
@@ -63,11 +81,15 @@ def float_range(low: float, high: float, low_open: bool = False, high_open: bool
       value = float(text)
     except ValueError:
       value = math.nan
-    inside = (math.isfinite(value) and (low < value if low_open else low <= value)
-              and (value < high if high_open else value <= high))
+    inside = (
+      math.isfinite(value)
+      and (low < value if low_open else low <= value)
+      and (value < high if high_open else value <= high)
+    )
     if not inside:
       raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
     return value
+
   return parse
 
 
@@ -117,6 +139,7 @@ def _log_to_stderr(prog: str) -> Callable[[], None]:
     logger.removeHandler(handler)
     logger.setLevel(level)
     logger.propagate = propagate
+
   return undo
 
 

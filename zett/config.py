@@ -137,8 +137,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
   ftypes = _field_types(cls)
   unknown = sorted(set(data) - set(ftypes))
   if unknown:
-    raise ConfigError(
-        f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(ftypes))}")
+    raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(ftypes))}")
   kwargs = {k: _coerce(v, ftypes[k], f"{where}.{k}") for k, v in data.items()}
   try:
     return cls(**kwargs)
@@ -150,6 +149,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
 
 def to_dict(config: Any) -> dict[str, Any]:
   """The nested plain-data form of a config (tuples become lists), for YAML/JSON."""
+
   def plain(v):
     if dataclasses.is_dataclass(v):
       return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -158,6 +158,7 @@ def to_dict(config: Any) -> dict[str, Any]:
     if isinstance(v, dict):
       return {k: plain(x) for k, x in v.items()}
     return v
+
   return plain(config)
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from zett.evaluation import EvalInputError, causal_lm_bits_per_byte, count_tokens, masked_lm_bits_per_byte
 from zett.models.base import BaseModel
@@ -24,6 +25,7 @@ from zett.models.base import BaseModel
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
   """One model's scores on one text."""
+
   label: str
   kind: str
   """"causal" (bits per byte over all text) or "masked" (masked-LM bits per byte on masked positions)."""
@@ -35,8 +37,13 @@ class EvalResult:
   """num_tokens / the reference (first) model's num_tokens."""
 
 
-def evaluate_models(models: Sequence[tuple[str, BaseModel]], texts: Sequence[str], max_length: int = 512,
-                    batch_size: int = 8, seed: int = 0) -> list[EvalResult]:
+def evaluate_models(
+  models: Sequence[tuple[str, BaseModel]],
+  texts: Sequence[str],
+  max_length: int = 512,
+  batch_size: int = 8,
+  seed: int = 0,
+) -> list[EvalResult]:
   """Scores each (label, model) on the same `texts`; relative length is against the first model."""
   num_bytes = sum(len(t.encode("utf-8")) for t in texts)
   if num_bytes == 0:
@@ -61,11 +68,22 @@ def format_table(results: Sequence[EvalResult | dict]) -> str:
   """A plain-text table, one row per model."""
   rows = [r if isinstance(r, dict) else dataclasses.asdict(r) for r in results]
   header = ["model", "kind", "bits/byte", "tokens/byte", "tokens", "rel. length"]
-  body = [[r["label"], r["kind"], f"{r['bits_per_byte']:.4f}", f"{r['tokens_per_byte']:.4f}",
-           f"{r['num_tokens']:,}", f"{r['relative_length']:.3f}"] for r in rows]
+  body = [
+    [
+      r["label"],
+      r["kind"],
+      f"{r['bits_per_byte']:.4f}",
+      f"{r['tokens_per_byte']:.4f}",
+      f"{r['num_tokens']:,}",
+      f"{r['relative_length']:.3f}",
+    ]
+    for r in rows
+  ]
   widths = [max(len(str(x)) for x in column) for column in zip(header, *body)]
-  line = lambda cells: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths)))
+
+  def line(cells) -> str:
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
   return "\n".join([line(header), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
@@ -81,12 +99,16 @@ def write_json(results: Sequence[EvalResult], path: str | Path, text_source: str
 def write_bar_chart(results: Sequence[EvalResult], path: str | Path) -> Path:
   """Two bar panels (bits per byte; relative sequence length), one bar per model."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   labels = [r.label for r in results]
   fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.6 * len(labels) + 3), 3.8))
-  for axis, values, title in ((axes[0], [r.bits_per_byte for r in results], "bits per byte (lower is better)"),
-                              (axes[1], [r.relative_length for r in results], "relative sequence length")):
+  for axis, values, title in (
+    (axes[0], [r.bits_per_byte for r in results], "bits per byte (lower is better)"),
+    (axes[1], [r.relative_length for r in results], "relative sequence length"),
+  ):
     bars = axis.bar(range(len(labels)), values, color="#4c72b0")
     axis.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
     axis.set_title(title, fontsize=10)
@@ -102,6 +124,7 @@ def read_texts(spec: str, max_bytes: int | None = None, split: str = "validation
   `datasets` name/path (its "text" column), at most `max_bytes` UTF-8 bytes in all (`zett.text_files`)."""
   from zett.interop.hub import could_be_hub_name
   from zett.text_files import cut_to_bytes, read_documents
+
   path = Path(spec)
   if path.exists():
     out = read_documents(path, max_bytes)
@@ -110,6 +133,7 @@ def read_texts(spec: str, max_bytes: int | None = None, split: str = "validation
   else:
     try:
       import datasets
+
       dataset = datasets.load_dataset(spec, split=split, streaming=True)
       out = cut_to_bytes((row["text"] for row in dataset), max_bytes)
     except Exception as e:  # datasets raises many types; the user needs one message

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -93,19 +94,29 @@ def _target_log_probs(module, params, ids, mask, targets):
   return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
-
 def start_token_id(tokenizer, config=None) -> int | None:
   """The token each causal window starts with (see module docstring); None if the tokenizer has none."""
   roles = getattr(tokenizer, "roles", {}) or {}
-  for candidate in (getattr(tokenizer, "bos_token_id", None), getattr(config, "bos_token_id", None),
-                    getattr(tokenizer, "eos_token_id", None), roles.get("bos"), roles.get("eos")):
+  for candidate in (
+    getattr(tokenizer, "bos_token_id", None),
+    getattr(config, "bos_token_id", None),
+    getattr(tokenizer, "eos_token_id", None),
+    roles.get("bos"),
+    roles.get("eos"),
+  ):
     if candidate is not None:
       return int(candidate)
   return _backend(tokenizer).token_to_id("<|endoftext|>")
 
 
-def lm_eval_batches(tokenizer, texts: Sequence[str], max_length: int = 1024, batch_size: int = 8,
-                    start_id: int | None = None, vocab_size: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+def lm_eval_batches(
+  tokenizer,
+  texts: Sequence[str],
+  max_length: int = 1024,
+  batch_size: int = 8,
+  start_id: int | None = None,
+  vocab_size: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
   """Right-padded batches of windows, exactly as `causal_lm_bits_per_byte` scores them.
 
   Args:
@@ -123,24 +134,30 @@ def lm_eval_batches(tokenizer, texts: Sequence[str], max_length: int = 1024, bat
   windows = []
   for encoding in _backend(tokenizer).encode_batch(list(texts), add_special_tokens=False):
     ids = encoding.ids
-    windows += [prefix + list(ids[first:first + step]) for first in range(0, len(ids), step)]
+    windows += [prefix + list(ids[first : first + step]) for first in range(0, len(ids), step)]
   batch_size = _rows_per_batch(vocab_size, max_length, batch_size)
   for first in range(0, len(windows), batch_size):
-    group = windows[first:first + batch_size]
+    group = windows[first : first + batch_size]
     length = min(max_length, -(-max(len(w) for w in group) // _LENGTH_BUCKET) * _LENGTH_BUCKET)
     input_ids = np.zeros((batch_size, length), np.int32)
     attention_mask = np.zeros((batch_size, length), np.int32)
     for row, window in enumerate(group):
-      input_ids[row, :len(window)] = window
-      attention_mask[row, :len(window)] = 1
+      input_ids[row, : len(window)] = window
+      attention_mask[row, : len(window)] = 1
     # Position t predicts token t+1; the last column's target is a dummy (masked out).
     targets = np.concatenate([input_ids[:, 1:], np.zeros((batch_size, 1), np.int32)], axis=1)
     target_mask = np.concatenate([attention_mask[:, 1:], np.zeros((batch_size, 1), np.int32)], axis=1)
     yield {"input_ids": input_ids, "attention_mask": attention_mask, "targets": targets, "target_mask": target_mask}
 
 
-def causal_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=None, max_length: int = 1024,
-                            batch_size: int = 8, params: Any = None) -> dict[str, float]:
+def causal_lm_bits_per_byte(
+  model: BaseModel,
+  texts: Sequence[str],
+  tokenizer=None,
+  max_length: int = 1024,
+  batch_size: int = 8,
+  params: Any = None,
+) -> dict[str, float]:
   """Bits per byte of a causal `BaseModel` on `texts` (definition in the module docstring).
 
   Args:
@@ -162,23 +179,38 @@ def causal_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
     raise EvalInputError("the evaluation text is empty")
   start_id = start_token_id(tokenizer, model.config)
   total_nats, scored, text_tokens = 0.0, 0, 0
-  for batch in lm_eval_batches(tokenizer, texts, max_length, batch_size, start_id=start_id,
-                               vocab_size=getattr(model.config, "vocab_size", None)):
-    log_probs = _target_log_probs(model.module, params, *(jnp.asarray(batch[k]) for k in
-                                                          ("input_ids", "attention_mask", "targets")))
+  for batch in lm_eval_batches(
+    tokenizer, texts, max_length, batch_size, start_id=start_id, vocab_size=getattr(model.config, "vocab_size", None)
+  ):
+    log_probs = _target_log_probs(
+      model.module, params, *(jnp.asarray(batch[k]) for k in ("input_ids", "attention_mask", "targets"))
+    )
     total_nats -= float(jnp.sum(log_probs * batch["target_mask"]))
     scored += int(batch["target_mask"].sum())
-    text_tokens += int(batch["attention_mask"].sum()) - (0 if start_id is None else
-                                                         int((batch["attention_mask"][:, 0] > 0).sum()))
+    text_tokens += int(batch["attention_mask"].sum()) - (
+      0 if start_id is None else int((batch["attention_mask"][:, 0] > 0).sum())
+    )
   total_bits = total_nats / math.log(2)
-  return {"bits_per_byte": total_bits / num_bytes, "tokens_per_byte": text_tokens / num_bytes,
-          "total_bits": total_bits, "num_bytes": num_bytes, "num_scored_tokens": scored,
-          "num_text_tokens": text_tokens}
+  return {
+    "bits_per_byte": total_bits / num_bytes,
+    "tokens_per_byte": text_tokens / num_bytes,
+    "total_bits": total_bits,
+    "num_bytes": num_bytes,
+    "num_scored_tokens": scored,
+    "num_text_tokens": text_tokens,
+  }
 
 
-def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=None, mask_fraction: float = 0.15,
-                            max_length: int = 512, seed: int = 0, batch_size: int = 8,
-                            mask_token_id: int | None = None) -> tuple[float, int]:
+def masked_lm_bits_per_byte(
+  model: BaseModel,
+  texts: Sequence[str],
+  tokenizer=None,
+  mask_fraction: float = 0.15,
+  max_length: int = 512,
+  seed: int = 0,
+  batch_size: int = 8,
+  mask_token_id: int | None = None,
+) -> tuple[float, int]:
   """Masked-LM bits per byte on masked positions.
 
   Definition: each text is tokenized with the model's special tokens and cut into windows of at most
@@ -216,17 +248,20 @@ def masked_lm_bits_per_byte(model: BaseModel, texts: Sequence[str], tokenizer=No
   length = max(len(w[0]) for w in windows)
   batch_size = _rows_per_batch(getattr(model.config, "vocab_size", None), length, batch_size)
   for first in range(0, len(windows), batch_size):
-    group = windows[first:first + batch_size]
+    group = windows[first : first + batch_size]
     ids = np.zeros((batch_size, length), np.int32)
     attention = np.zeros((batch_size, length), np.int32)
     masked_inputs = ids.copy()
     for row, (window_ids, positions, _) in enumerate(group):
-      ids[row, :len(window_ids)] = window_ids
-      attention[row, :len(window_ids)] = 1
-      masked_inputs[row, :len(window_ids)] = window_ids
+      ids[row, : len(window_ids)] = window_ids
+      attention[row, : len(window_ids)] = 1
+      masked_inputs[row, : len(window_ids)] = window_ids
       masked_inputs[row, positions] = mask_id
-    log_probs = np.asarray(_target_log_probs(model.module, model.params, jnp.asarray(masked_inputs),
-                                             jnp.asarray(attention), jnp.asarray(ids)))
+    log_probs = np.asarray(
+      _target_log_probs(
+        model.module, model.params, jnp.asarray(masked_inputs), jnp.asarray(attention), jnp.asarray(ids)
+      )
+    )
     for row, (_, positions, nbytes) in enumerate(group):
       total_bits -= float(log_probs[row, positions].sum()) / math.log(2)
       total_bytes += nbytes

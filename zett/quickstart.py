@@ -30,16 +30,36 @@ from zett.stdlib_source import stdlib_folder, stdlib_text
 _log = logging.getLogger(__name__)
 
 SAMPLE_TEXT = (
-    "Language models read text as a sequence of tokens, and the tokenizer decides how a string is cut "
-    "into those pieces. A model trained with one tokenizer usually cannot use another, because every "
-    "token has its own learned embedding. Zero-shot tokenizer transfer trains a small hypernetwork that "
-    "predicts the embeddings of any new token from the pieces it is made of, so the frozen model can read "
-    "text cut in a different way without being trained again.")
+  "Language models read text as a sequence of tokens, and the tokenizer decides how a string is cut "
+  "into those pieces. A model trained with one tokenizer usually cannot use another, because every "
+  "token has its own learned embedding. Zero-shot tokenizer transfer trains a small hypernetwork that "
+  "predicts the embeddings of any new token from the pieces it is made of, so the frozen model can read "
+  "text cut in a different way without being trained again."
+)
 
 # Stdlib modules the code tokenizer is trained on, and held-out ones it is evaluated on.
-_CODE_TRAIN_MODULES = ("argparse", "typing", "inspect", "dataclasses", "pathlib", "subprocess", "shutil",
-                       "tarfile", "zipfile", "configparser", "logging/__init__", "json/decoder", "csv",
-                       "textwrap", "string", "functools", "collections/__init__", "enum", "ast", "tokenize")
+_CODE_TRAIN_MODULES = (
+  "argparse",
+  "typing",
+  "inspect",
+  "dataclasses",
+  "pathlib",
+  "subprocess",
+  "shutil",
+  "tarfile",
+  "zipfile",
+  "configparser",
+  "logging/__init__",
+  "json/decoder",
+  "csv",
+  "textwrap",
+  "string",
+  "functools",
+  "collections/__init__",
+  "enum",
+  "ast",
+  "tokenize",
+)
 _CODE_HELDOUT_MODULES = ("pprint", "heapq")
 
 
@@ -52,15 +72,20 @@ def _english_heldout(max_bytes: int = 6000) -> str:
 
 def _train_code_tokenizer(vocab_size: int):
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
   from zett.tokenization import from_backend
+
   backend = Tokenizer(models.BPE())
   backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=["<|endoftext|>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
   backend.train_from_iterator([stdlib_text((f"{m}.py",)) for m in _CODE_TRAIN_MODULES], trainer)
-  return from_backend(backend, name=f"python-code-bpe-{vocab_size // 1024}k",
-                      roles={"bos": 0, "eos": 0, "pad": 0})
+  return from_backend(backend, name=f"python-code-bpe-{vocab_size // 1024}k", roles={"bos": 0, "eos": 0, "pad": 0})
 
 
 def _heldout_corpus_texts(corpus: Path, language: str, max_bytes: int) -> tuple[list[str], list[str]] | None:
@@ -69,12 +94,13 @@ def _heldout_corpus_texts(corpus: Path, language: str, max_bytes: int) -> tuple[
   if not path.is_file():
     return None
   import pyarrow.parquet as pq
+
   table = pq.read_table(path, columns=["text", "split"]).to_pydict()
   train = [t for t, split in zip(table["text"], table["split"]) if split == "train"]
   heldout, used = [], 0
   for text, split in zip(table["text"], table["split"]):
     if split == "heldout" and used < max_bytes:
-      piece = text.encode("utf-8")[:max_bytes - used].decode("utf-8", errors="ignore")
+      piece = text.encode("utf-8")[: max_bytes - used].decode("utf-8", errors="ignore")
       heldout.append(piece)
       used += len(piece.encode("utf-8"))
   return (train, heldout) if train and heldout else None
@@ -83,6 +109,7 @@ def _heldout_corpus_texts(corpus: Path, language: str, max_bytes: int) -> tuple[
 def _russian_corpus(out: Path, max_bytes: int) -> tuple[list[str], list[str]] | None:
   """Builds a Russian-only corpus under `out` when Debian's Russian docs are installed; None (and why) otherwise."""
   from zett.data import CorpusError, prepare_corpus
+
   try:
     prepare_corpus(out / "corpus-ru", languages=("ru",), progress=False)
   except CorpusError as e:
@@ -94,7 +121,9 @@ def _russian_corpus(out: Path, max_bytes: int) -> tuple[list[str], list[str]] | 
 def _train_language_tokenizer(name: str, texts: list[str], vocab_size: int, max_bytes: int = 3_000_000):
   """A byte-level BPE trained on (the first `max_bytes` of) `texts`: a tokenizer the hypernetwork never saw."""
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
   from zett.tokenization import from_backend
+
   chosen, used = [], 0
   for text in texts:
     if used >= max_bytes:
@@ -104,8 +133,12 @@ def _train_language_tokenizer(name: str, texts: list[str], vocab_size: int, max_
   backend = Tokenizer(models.BPE())
   backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=["<|endoftext|>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    show_progress=False,
+  )
   backend.train_from_iterator(chosen, trainer)
   return from_backend(backend, name=f"{name}-bpe-{vocab_size // 1024}k", roles={"bos": 0, "eos": 0, "pad": 0})
 
@@ -114,6 +147,7 @@ def _check_in_transformers(folder: Path, ours, text: str) -> float:
   """Reloads an exported folder with transformers (PyTorch); max |logit difference| vs our Flax model."""
   import torch
   from transformers import AutoModelForCausalLM, AutoTokenizer
+
   hf_tokenizer = AutoTokenizer.from_pretrained(folder)
   hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
   ids = hf_tokenizer(text, add_special_tokens=False)["input_ids"][:64]
@@ -126,8 +160,9 @@ def _check_in_transformers(folder: Path, ours, text: str) -> float:
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", default=DEFAULT_MODEL, help="HF folder, hub name, .gguf file or smollm2-135m")
-  parser.add_argument("--hypernet", default=None,
-                      help="hypernetwork folder (default: the one zett ships for the model; FVT only if none)")
+  parser.add_argument(
+    "--hypernet", default=None, help="hypernetwork folder (default: the one zett ships for the model; FVT only if none)"
+  )
   parser.add_argument("--corpus", default="data/corpus", help="a `zett data prepare` folder (Russian text)")
   parser.add_argument("--out", default="out/quickstart", help="where the exports, JSON and chart go")
   parser.add_argument("--vocab-size", type=int, default=16384, help="vocabulary of the tokenizer trained here")
@@ -138,13 +173,17 @@ def main(argv: list[str] | None = None) -> dict:
   start = time.perf_counter()
   model = load_model(args.model)
   loaded = time.perf_counter()
-  print(f"base model: {model.name} (family {model.family.name}, {model.num_params():,} parameters, "
-        f"vocabulary {model.config.vocab_size:,}) loaded in {loaded - start:.1f} s")
+  print(
+    f"base model: {model.name} (family {model.family.name}, {model.num_params():,} parameters, "
+    f"vocabulary {model.config.vocab_size:,}) loaded in {loaded - start:.1f} s"
+  )
   print(f"weights sha256: {model.weights_sha256}")
   result = causal_lm_bits_per_byte(model, texts=[SAMPLE_TEXT], max_length=256, batch_size=1)
-  print(f"bits per byte on the sample text ({result['num_bytes']} bytes, {result['num_text_tokens']} tokens): "
-        f"{result['bits_per_byte']:.4f}  (tokens per byte {result['tokens_per_byte']:.4f}, "
-        f"{time.perf_counter() - loaded:.1f} s)")
+  print(
+    f"bits per byte on the sample text ({result['num_bytes']} bytes, {result['num_text_tokens']} tokens): "
+    f"{result['bits_per_byte']:.4f}  (tokens per byte {result['tokens_per_byte']:.4f}, "
+    f"{time.perf_counter() - loaded:.1f} s)"
+  )
   if args.size_only:
     return {"base": result}
 
@@ -154,12 +193,18 @@ def main(argv: list[str] | None = None) -> dict:
 
   hypernet = args.hypernet or shipped_hypernet_for(model)
   methods = ["fvt"] + (["hypernet"] if hypernet else [])
-  print(f"hypernetwork: {hypernet}" if hypernet else
-        f"no hypernetwork ships for {model.name} and none was given (--hypernet): FVT only")
-  texts = {"English prose": [_english_heldout(args.text_bytes)],
-           "Python code (held out)": [stdlib_text((f"{m}.py",))[:args.text_bytes] for m in _CODE_HELDOUT_MODULES]}
-  russian = _heldout_corpus_texts(Path(args.corpus), "ru", args.text_bytes) or _russian_corpus(Path(args.out),
-                                                                                             args.text_bytes)
+  print(
+    f"hypernetwork: {hypernet}"
+    if hypernet
+    else f"no hypernetwork ships for {model.name} and none was given (--hypernet): FVT only"
+  )
+  texts = {
+    "English prose": [_english_heldout(args.text_bytes)],
+    "Python code (held out)": [stdlib_text((f"{m}.py",))[: args.text_bytes] for m in _CODE_HELDOUT_MODULES],
+  }
+  russian = _heldout_corpus_texts(Path(args.corpus), "ru", args.text_bytes) or _russian_corpus(
+    Path(args.out), args.text_bytes
+  )
   if russian is not None:
     language_tokenizer = _train_language_tokenizer("russian", russian[0], args.vocab_size)
     texts["Russian (held out)"] = russian[1]
@@ -174,10 +219,13 @@ def main(argv: list[str] | None = None) -> dict:
   for label, tokenizer in (("qwen", str(qwen_tiktoken_path())), (language_label, language_tokenizer)):
     for method in methods:
       began = time.perf_counter()
-      new_model, record = transfer_with_record(model, tokenizer, hypernet=hypernet if method == "hypernet" else None,
-                                               method=method, progress=False)
-      line = (f"{method} -> {label}: {record.target_vocab_size:,} tokens ({record.num_identical_tokens:,} shared "
-              f"with the base) in {time.perf_counter() - began:.1f} s")
+      new_model, record = transfer_with_record(
+        model, tokenizer, hypernet=hypernet if method == "hypernet" else None, method=method, progress=False
+      )
+      line = (
+        f"{method} -> {label}: {record.target_vocab_size:,} tokens ({record.num_identical_tokens:,} shared "
+        f"with the base) in {time.perf_counter() - began:.1f} s"
+      )
       if method == methods[-1]:
         folder = export(new_model, record, out / f"smollm2-{label}", overwrite=True)
         difference = _check_in_transformers(folder, new_model, SAMPLE_TEXT)

@@ -32,7 +32,7 @@ def remove_stale_staging(out: str | os.PathLike) -> list[Path]:
   removed = []
   prefix = f".{out.name}."
   for candidate in out.parent.glob(f"{glob.escape(prefix)}*{_SUFFIX}"):
-    pid = candidate.name[len(prefix):].split(".", 1)[0]
+    pid = candidate.name[len(prefix) :].split(".", 1)[0]
     if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
       shutil.rmtree(candidate, ignore_errors=True)
       removed.append(candidate)

@@ -22,8 +22,9 @@ def stdlib_text(names: tuple[str, ...], skip_missing: bool = False) -> str:
     skip_missing: leave out files this Python lacks instead of failing (for material that only needs to be text).
   """
   folder = stdlib_folder()
-  return "\n\n".join((folder / name).read_text(encoding="utf-8") for name in names
-                     if not skip_missing or (folder / name).is_file())
+  return "\n\n".join(
+    (folder / name).read_text(encoding="utf-8") for name in names if not skip_missing or (folder / name).is_file()
+  )
 
 
 @functools.cache

@@ -75,7 +75,7 @@ def cut_to_bytes(texts, max_bytes: int | None) -> list[str]:
       break
     data = text.encode("utf-8")
     if max_bytes is not None and total + len(data) > max_bytes:
-      text = data[:max_bytes - total].decode("utf-8", errors="ignore")  # drops a character split by the cut
+      text = data[: max_bytes - total].decode("utf-8", errors="ignore")  # drops a character split by the cut
       if not text:
         break
     out.append(text)
@@ -109,6 +109,8 @@ def read_documents(path: str | os.PathLike, max_bytes: int | None = None) -> lis
     texts = _jsonl_texts(path, read_text(path))
   else:
     # Blank lines between documents do not count toward the limit: read until the documents themselves fill it.
-    enough = lambda text: sum(len(p.encode("utf-8")) for p in _paragraphs(text)) >= max_bytes
+    def enough(text: str) -> bool:
+      return sum(len(p.encode("utf-8")) for p in _paragraphs(text)) >= max_bytes
+
     texts = _paragraphs(read_text(path, max_bytes, enough))
   return cut_to_bytes(texts, max_bytes)

@@ -27,8 +27,15 @@ from zett.transfer_vocab import MissingTokenizerError, TargetVocabulary, as_toke
 
 METHODS = ("hypernet",) + BASELINE_METHODS
 _MAX_BATCH_SIZE = 8192
-_SPECIAL_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "cls_token_id",
-                      "mask_token_id", "unk_token_id")
+_SPECIAL_ID_FIELDS = (
+  "bos_token_id",
+  "eos_token_id",
+  "pad_token_id",
+  "sep_token_id",
+  "cls_token_id",
+  "mask_token_id",
+  "unk_token_id",
+)
 TRANSFER_RECORD_NAME = "zett_transfer.json"
 
 
@@ -47,6 +54,7 @@ class OutputExistsError(TransferError):
 @dataclasses.dataclass(frozen=True)
 class TransferRecord:
   """What a transfer did, as written to the model card and `zett_transfer.json`."""
+
   base: str
   base_weights_sha256: str
   tokenizer: str
@@ -86,11 +94,12 @@ def _per_token_work_bytes(embedding_dim: int, surface_length: int, hypernet_conf
   h, heads = hypernet_config.body_hidden_size, hypernet_config.body_num_heads
   # qkv (3h) + attention out + residuals/norms (~4h) + MLP (2 * mlp) per position, plus the score matrices.
   per_position = (3 * h + 5 * h + 2 * hypernet_config.body_mlp_size) * 4
-  return gathered + surface_length * per_position + heads * surface_length ** 2 * 4 * 2
+  return gathered + surface_length * per_position + heads * surface_length**2 * 4 * 2
 
 
-def estimate_transfer_bytes(base: BaseModel, target_vocab_size: int, batch_size: int, surface_length: int,
-                            hypernet_config=None) -> int:
+def estimate_transfer_bytes(
+  base: BaseModel, target_vocab_size: int, batch_size: int, surface_length: int, hypernet_config=None
+) -> int:
   """Bytes a transfer needs beyond what is already loaded: result matrices (x2 for the export copy),
   surface forms, and one batch's working memory."""
   embeddings = base.embeddings
@@ -102,8 +111,9 @@ def estimate_transfer_bytes(base: BaseModel, target_vocab_size: int, batch_size:
   return 2 * result + surfaces + work
 
 
-def _choose_batch_size(base: BaseModel, vocab_size: int, surface_length: int, hypernet_config,
-                       memory_bytes: int, batch_size: int | None) -> int:
+def _choose_batch_size(
+  base: BaseModel, vocab_size: int, surface_length: int, hypernet_config, memory_bytes: int, batch_size: int | None
+) -> int:
   """`batch_size` if given, else the largest power of two whose working set takes <= 1/4 of the memory
   left after the results (capped at 8192, which already keeps the CPU busy)."""
   if batch_size is not None:
@@ -119,14 +129,22 @@ def _choose_batch_size(base: BaseModel, vocab_size: int, surface_length: int, hy
   return min(size, max(vocab_size, 1))
 
 
-def _check_memory(base: BaseModel, target: str, vocab_size: int, batch_size: int, surface_length: int,
-                  hypernet_config, memory_bytes: int) -> None:
+def _check_memory(
+  base: BaseModel,
+  target: str,
+  vocab_size: int,
+  batch_size: int,
+  surface_length: int,
+  hypernet_config,
+  memory_bytes: int,
+) -> None:
   needed = estimate_transfer_bytes(base, vocab_size, batch_size, surface_length, hypernet_config)
   if needed > memory_bytes:
     raise VocabularyTooLargeError(
-        f"{target}: a {vocab_size:,}-token vocabulary for {base.name} needs about {needed / 2**30:.2f} GiB "
-        f"(embeddings, export copy, batch of {batch_size}) but only {memory_bytes / 2**30:.2f} GiB is available; "
-        f"use a smaller vocabulary or a machine with more memory")
+      f"{target}: a {vocab_size:,}-token vocabulary for {base.name} needs about {needed / 2**30:.2f} GiB "
+      f"(embeddings, export copy, batch of {batch_size}) but only {memory_bytes / 2**30:.2f} GiB is available; "
+      f"use a smaller vocabulary or a machine with more memory"
+    )
 
 
 def target_vocabulary(tokenizer, base: BaseModel, surface_length: int = DEFAULT_SURFACE_LENGTH) -> TargetVocabulary:
@@ -161,13 +179,27 @@ def with_new_vocabulary(model: BaseModel, embeddings: Embeddings, tokenizer, nam
   config, params = model.family.set_embeddings(model.config, model.params, embeddings)
   config = _with_special_ids(config, tokenizer)
   dtype = getattr(model.module, "dtype", jnp.float32)
-  return BaseModel(family=model.family, config=config, module=model.family.make_module(config, dtype),
-                   params=params, tokenizer=tokenizer, name=name, weights_sha256=params_sha256(params))
+  return BaseModel(
+    family=model.family,
+    config=config,
+    module=model.family.make_module(config, dtype),
+    params=params,
+    tokenizer=tokenizer,
+    name=name,
+    weights_sha256=params_sha256(params),
+  )
 
 
-def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str = "hypernet",
-                         batch_size: int | None = None, max_memory_bytes: int | None = None, seed: int = 0,
-                         progress: bool = True) -> tuple[BaseModel, TransferRecord]:
+def transfer_with_record(
+  base: BaseModel,
+  tokenizer,
+  hypernet=None,
+  method: str = "hypernet",
+  batch_size: int | None = None,
+  max_memory_bytes: int | None = None,
+  seed: int = 0,
+  progress: bool = True,
+) -> tuple[BaseModel, TransferRecord]:
   """`transfer`, plus the record of what was done (for the model card)."""
   if method not in METHODS:
     raise TransferError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -177,6 +209,7 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   hypernetwork = None
   if method == "hypernet":
     from zett.hypernet.record import load_hypernetwork
+
     hypernetwork = load_hypernetwork(hypernet, base)
   hypernet_config = hypernetwork.config if hypernetwork else None
   surface_length = hypernet_config.surface_length if hypernet_config else DEFAULT_SURFACE_LENGTH
@@ -190,11 +223,13 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   _check_memory(base, target_tokenizer.name, vocab_size, size, surface_length, hypernet_config, memory)
   if getattr(hypernet_config, "surface_tokenizer", ""):  # a published hypernetwork spells with its own tokenizer
     from zett.transfer_vocab import published_target_vocabulary
+
     target = published_target_vocabulary(target_tokenizer, hypernet_config)
   else:
     target = target_vocabulary(target_tokenizer, base, surface_length)
 
   from zett.hypernet.vocabulary import embed_in_chunks, embed_vocabulary
+
   base_embeddings = Embeddings(*(None if m is None else jnp.asarray(m, jnp.float32) for m in base.embeddings))
   surfaces = (target.surface_ids, target.surface_lengths, target.special_base_ids)
   chunking = dict(chunk_size=size, progress=progress, description=f"{method} → {target.name}")
@@ -208,15 +243,30 @@ def transfer_with_record(base: BaseModel, tokenizer, hypernet=None, method: str 
   special = target.special_base_ids >= 0
   source, sha = (hypernetwork.source, hypernetwork.sha256) if hypernetwork else (None, None)
   record = TransferRecord(
-      base=base.name, base_weights_sha256=base.weights_sha256, tokenizer=target.name, method=method,
-      target_vocab_size=target.size, num_copied_special_tokens=int(special.sum()),
-      num_identical_tokens=int(((target.surface_lengths == 1) & ~special).sum()),
-      hypernet=source, hypernet_sha256=sha, seconds=round(time.perf_counter() - started, 3))
+    base=base.name,
+    base_weights_sha256=base.weights_sha256,
+    tokenizer=target.name,
+    method=method,
+    target_vocab_size=target.size,
+    num_copied_special_tokens=int(special.sum()),
+    num_identical_tokens=int(((target.surface_lengths == 1) & ~special).sum()),
+    hypernet=source,
+    hypernet_sha256=sha,
+    seconds=round(time.perf_counter() - started, 3),
+  )
   return model, record
 
 
-def transfer(base: BaseModel, tokenizer, hypernet=None, method: str = "hypernet", batch_size: int | None = None,
-             max_memory_bytes: int | None = None, seed: int = 0, progress: bool = True) -> BaseModel:
+def transfer(
+  base: BaseModel,
+  tokenizer,
+  hypernet=None,
+  method: str = "hypernet",
+  batch_size: int | None = None,
+  max_memory_bytes: int | None = None,
+  seed: int = 0,
+  progress: bool = True,
+) -> BaseModel:
   """Transfers `base` to `tokenizer`: new input (and output, and bias) embeddings for every target token.
 
   Args:
@@ -259,29 +309,49 @@ def model_card(model: BaseModel, record: TransferRecord) -> str:
   """README.md for an exported transfer: provenance, method and (if run) evaluation."""
   auto_class = "AutoModelForCausalLM" if model.family.is_causal else "AutoModelForMaskedLM"
   lines = [
-      "---", "library_name: transformers", "tags:", "- zett", "- tokenizer-transfer", "---", "",
-      f"# {model.name}", "",
-      f"`{record.base}` transferred to the tokenizer `{record.tokenizer}` with zett (zero-shot tokenizer transfer).",
-      "", "| | |", "|---|---|",
-      f"| base model | `{record.base}` |",
-      f"| base weights sha256 | `{record.base_weights_sha256}` |",
-      f"| target tokenizer | `{record.tokenizer}` ({record.target_vocab_size:,} tokens, "
-      f"{record.num_copied_special_tokens} special tokens copied from the base, "
-      f"{record.num_identical_tokens:,} identical to base tokens) |",
-      f"| method | `{record.method}` |",
+    "---",
+    "library_name: transformers",
+    "tags:",
+    "- zett",
+    "- tokenizer-transfer",
+    "---",
+    "",
+    f"# {model.name}",
+    "",
+    f"`{record.base}` transferred to the tokenizer `{record.tokenizer}` with zett (zero-shot tokenizer transfer).",
+    "",
+    "| | |",
+    "|---|---|",
+    f"| base model | `{record.base}` |",
+    f"| base weights sha256 | `{record.base_weights_sha256}` |",
+    f"| target tokenizer | `{record.tokenizer}` ({record.target_vocab_size:,} tokens, "
+    f"{record.num_copied_special_tokens} special tokens copied from the base, "
+    f"{record.num_identical_tokens:,} identical to base tokens) |",
+    f"| method | `{record.method}` |",
   ]
   if record.hypernet is not None or record.hypernet_sha256 is not None:
     lines.append(f"| hypernetwork | `{record.hypernet}` |")
     lines.append(f"| hypernetwork weights sha256 | `{record.hypernet_sha256}` |")
-  lines += [f"| transfer time | {record.seconds:.1f} s |", "",
-            "Special tokens keep the base model's embeddings. Provenance in machine-readable form: "
-            f"`{TRANSFER_RECORD_NAME}`.", ""]
+  lines += [
+    f"| transfer time | {record.seconds:.1f} s |",
+    "",
+    f"Special tokens keep the base model's embeddings. Provenance in machine-readable form: `{TRANSFER_RECORD_NAME}`.",
+    "",
+  ]
   if record.evaluation:
     from zett.eval_report import format_table
+
     lines += ["## Evaluation", "", "```", format_table(record.evaluation), "```", ""]
-  lines += ["## Use", "", "```python", f"from transformers import {auto_class}, AutoTokenizer",
-            f'model = {auto_class}.from_pretrained("path/to/this/folder")',
-            'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")', "```", ""]
+  lines += [
+    "## Use",
+    "",
+    "```python",
+    f"from transformers import {auto_class}, AutoTokenizer",
+    f'model = {auto_class}.from_pretrained("path/to/this/folder")',
+    'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+    "```",
+    "",
+  ]
   return "\n".join(lines)
 
 
@@ -293,6 +363,7 @@ def export(model: BaseModel, record: TransferRecord, out_dir: str | Path, overwr
   """
   from zett.interop.hf import save_pretrained
   from zett.staging import new_staging_folder, replace_folder
+
   out = check_output_folder(out_dir, overwrite)
   staging = new_staging_folder(out)
   try:

@@ -19,18 +19,29 @@ _TEXT_BYTES = int_range(1, 1 << 40)
 
 def add_transfer_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--base", required=True, help="base model: HF folder, .gguf file, smollm2-135m or hub name")
-  parser.add_argument("--tokenizer", required=True,
-                      help="target tokenizer: HF folder, tokenizer.json, SentencePiece .model, .gguf, .tiktoken")
+  parser.add_argument(
+    "--tokenizer",
+    required=True,
+    help="target tokenizer: HF folder, tokenizer.json, SentencePiece .model, .gguf, .tiktoken",
+  )
   parser.add_argument("--out", required=True, help="output folder (Hugging Face format)")
-  parser.add_argument("--hypernet", help="hypernetwork folder (from `zett train`); implies --method hypernet "
-                      "(default: the one zett ships for the base, if any)")
-  parser.add_argument("--method", choices=METHODS,
-                      help="default: hypernet (--hypernet, else the shipped one for the base), else fvt")
+  parser.add_argument(
+    "--hypernet",
+    help="hypernetwork folder (from `zett train`); implies --method hypernet "
+    "(default: the one zett ships for the base, if any)",
+  )
+  parser.add_argument(
+    "--method", choices=METHODS, help="default: hypernet (--hypernet, else the shipped one for the base), else fvt"
+  )
   parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-  parser.add_argument("--batch-size", type=int_range(1, 1 << 20),
-                      help="target tokens per batch (default: sized to memory)")
-  parser.add_argument("--max-memory-gb", type=float_range(0, 1 << 20, low_open=True),
-                      help="memory budget (default: what the OS reports free)")
+  parser.add_argument(
+    "--batch-size", type=int_range(1, 1 << 20), help="target tokens per batch (default: sized to memory)"
+  )
+  parser.add_argument(
+    "--max-memory-gb",
+    type=float_range(0, 1 << 20, low_open=True),
+    help="memory budget (default: what the OS reports free)",
+  )
   parser.add_argument("--seed", type=_SEEDS, default=0, help="seed of the random baseline")
   parser.add_argument("--eval-text", help="also evaluate base and transferred model on this text (file or dataset)")
   parser.add_argument("--eval-max-bytes", type=_TEXT_BYTES, default=200_000, help="bytes of --eval-text to use")
@@ -42,6 +53,7 @@ def run_transfer(args: argparse.Namespace) -> int:
   from zett.models.load import load_model
   from zett.transfer import check_output_folder, export, transfer_with_record
   from zett.transfer_vocab import as_tokenizer
+
   out = check_output_folder(args.out, args.overwrite)  # before any expensive work
   if args.hypernet and args.method not in (None, "hypernet"):
     raise UsageError(f"--hypernet was given but --method is {args.method}; drop one of them")
@@ -49,15 +61,24 @@ def run_transfer(args: argparse.Namespace) -> int:
   texts = None
   if args.eval_text:  # a bad --eval-text fails before the transfer, not after it
     from zett.eval_report import read_texts
+
     texts = read_texts(args.eval_text, max_bytes=args.eval_max_bytes)
   base = load_model(args.base)
   hypernet, method = _choose_hypernet(args, base)
   max_memory = None if args.max_memory_gb is None else int(args.max_memory_gb * 2**30)
-  model, record = transfer_with_record(base, target, hypernet=hypernet, method=method,
-                                       batch_size=args.batch_size, max_memory_bytes=max_memory, seed=args.seed,
-                                       progress=not args.no_progress)
+  model, record = transfer_with_record(
+    base,
+    target,
+    hypernet=hypernet,
+    method=method,
+    batch_size=args.batch_size,
+    max_memory_bytes=max_memory,
+    seed=args.seed,
+    progress=not args.no_progress,
+  )
   if texts is not None:
     from zett.eval_report import evaluate_models, format_table
+
     results = evaluate_models([(f"{base.name} (original)", base), (f"{model.name} ({method})", model)], texts)
     print(format_table(results))
     record = dataclasses.replace(record, evaluation=[dataclasses.asdict(r) for r in results])
@@ -69,6 +90,7 @@ def run_transfer(args: argparse.Namespace) -> int:
 def _choose_hypernet(args: argparse.Namespace, base):
   """(hypernetwork folder or None, method): --hypernet, else the one shipped for this base, else FVT."""
   from zett.assets import shipped_hypernet_for
+
   if args.hypernet:
     return args.hypernet, "hypernet"
   if args.method not in (None, "hypernet"):
@@ -84,8 +106,12 @@ def _choose_hypernet(args: argparse.Namespace, base):
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("models", nargs="+", metavar="MODEL_OR_DIR",
-                      help="models to compare (the first is the reference for relative length)")
+  parser.add_argument(
+    "models",
+    nargs="+",
+    metavar="MODEL_OR_DIR",
+    help="models to compare (the first is the reference for relative length)",
+  )
   parser.add_argument("--text", required=True, help="text file (.txt/.jsonl) or a datasets name")
   parser.add_argument("--max-bytes", type=_TEXT_BYTES, default=200_000, help="use at most this many bytes of text")
   parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=512, help="tokens per evaluation window")
@@ -98,6 +124,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace) -> int:
   from zett.eval_report import evaluate_models, format_table, read_texts, write_bar_chart, write_json
   from zett.models.load import load_model
+
   for flag, path in (("--json", args.json), ("--png", args.png)):  # before the evaluation, not after it
     check_output_file(flag, path)
   texts = read_texts(args.text, max_bytes=args.max_bytes)
@@ -117,10 +144,14 @@ def run_eval(args: argparse.Namespace) -> int:
 def check_output_file(flag: str, path: str | Path) -> None:
   """Refuses an output file whose folder is missing or not writable, naming the flag."""
   import os
+
   folder = Path(path).absolute().parent
   if not folder.is_dir():
-    raise UsageError(f"{flag} {path}: the folder {folder} does not exist" if not folder.exists()
-                     else f"{flag} {path}: {folder} is not a folder")
+    raise UsageError(
+      f"{flag} {path}: the folder {folder} does not exist"
+      if not folder.exists()
+      else f"{flag} {path}: {folder} is not a folder"
+    )
   if not os.access(folder, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
     raise UsageError(f"{flag} {path}: not writable here (permission denied)")
 
@@ -144,11 +175,13 @@ def run_apply(args: argparse.Namespace) -> int:
   from zett.apply import apply_transfer, read_transfer_record
   from zett.models.load import load_model
   from zett.transfer import check_output_folder, export
+
   out = check_output_folder(args.out, args.overwrite)
   record = read_transfer_record(args.transferred)
   base, transferred, finetuned = load_model(args.base), load_model(args.transferred), load_model(args.finetuned)
-  model, new_record = apply_transfer(base, transferred, finetuned, record, tokenizer=args.transferred,
-                                     progress=not args.no_progress)
+  model, new_record = apply_transfer(
+    base, transferred, finetuned, record, tokenizer=args.transferred, progress=not args.no_progress
+  )
   export(model, new_record, out, overwrite=args.overwrite)
   print(f"wrote {out} ({new_record.method})")
   return 0

@@ -24,6 +24,7 @@ class MissingTokenizerError(ZettError, ValueError):
 @dataclasses.dataclass(frozen=True)
 class TargetVocabulary:
   """Spellings of the target vocabulary in base subtokens, and the special-token mapping."""
+
   tokenizer: Any
   """The target as a `zett.tokenization.Tokenizer`."""
   hf_tokenizer: Any
@@ -44,6 +45,7 @@ class TargetVocabulary:
 def as_tokenizer(spec, what: str = "tokenizer"):
   """A `zett.tokenization.Tokenizer` from a spec or any loaded tokenizer object."""
   from zett.tokenization import ROLES, Tokenizer, TokenizerError, from_backend, load_tokenizer
+
   if spec is None:
     raise MissingTokenizerError(f"no {what} given (the model has none; pass one explicitly)")
   if isinstance(spec, Tokenizer):
@@ -68,6 +70,7 @@ def short_name(name: str) -> str:
 def to_transformers(tokenizer):
   """The `transformers` fast tokenizer equivalent to a zett `Tokenizer` (via its lossless `to_hf`)."""
   from transformers import AutoTokenizer
+
   with tempfile.TemporaryDirectory(prefix="zett-tokenizer-") as folder:
     tokenizer.to_hf(folder)
     hf = AutoTokenizer.from_pretrained(folder)
@@ -78,18 +81,31 @@ def to_transformers(tokenizer):
 def build_target_vocabulary(target, base_tokenizer, surface_length: int) -> TargetVocabulary:
   """Spells every token of `target` (any tokenizer form) in `base_tokenizer`'s subtokens."""
   from zett.tokenization import surface_forms
+
   target = as_tokenizer(target, "target tokenizer")
   base = as_tokenizer(base_tokenizer, "base model tokenizer")
   forms = surface_forms(target, base, max_length=surface_length)
-  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=short_name(target.name),
-                          surface_ids=forms.ids, surface_lengths=forms.lengths,
-                          special_base_ids=forms.special_base_ids)
+  return TargetVocabulary(
+    tokenizer=target,
+    hf_tokenizer=to_transformers(target),
+    name=short_name(target.name),
+    surface_ids=forms.ids,
+    surface_lengths=forms.lengths,
+    special_base_ids=forms.special_base_ids,
+  )
 
 
 def published_target_vocabulary(target, config):
   """The `TargetVocabulary` transfer uses with a `PublishedHypernetConfig` (spelled by its own tokenizer)."""
   from zett.tokenization.published_surface import spell_like_zett_authors
+
   target = as_tokenizer(target, "target tokenizer")
   forms = spell_like_zett_authors(target, config.surface_tokenizer, config.surface_length, config.base_vocab_size)
-  return TargetVocabulary(tokenizer=target, hf_tokenizer=to_transformers(target), name=short_name(target.name),
-                          surface_ids=forms.ids, surface_lengths=forms.lengths, special_base_ids=forms.special_base_ids)
+  return TargetVocabulary(
+    tokenizer=target,
+    hf_tokenizer=to_transformers(target),
+    name=short_name(target.name),
+    surface_ids=forms.ids,
+    surface_lengths=forms.lengths,
+    special_base_ids=forms.special_base_ids,
+  )

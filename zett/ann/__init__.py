@@ -5,11 +5,31 @@ maximum-inner-product candidates for a hidden state and rescores them exactly; `
 large vocabulary and fills its stores with hypernetwork predictions; `generate` decodes with it.
 """
 
-from zett.ann.index import (AnnIndex, IndexMismatchError, IndexSpec, build_index, exact_topk, load_index,
-                            query_scale_from, rescore)
+from zett.ann.index import (
+  AnnIndex,
+  IndexMismatchError,
+  IndexSpec,
+  build_index,
+  exact_topk,
+  load_index,
+  query_scale_from,
+  rescore,
+)
 from zett.ann.store import EmbeddingStore, StoreError, StoreManifest, build_store, store_exists, vocabulary_sha256
 
 __all__ = [
-    "AnnIndex", "EmbeddingStore", "IndexMismatchError", "IndexSpec", "StoreError", "StoreManifest", "build_index",
-    "build_store", "exact_topk", "load_index", "query_scale_from", "rescore", "store_exists", "vocabulary_sha256",
+  "AnnIndex",
+  "EmbeddingStore",
+  "IndexMismatchError",
+  "IndexSpec",
+  "StoreError",
+  "StoreManifest",
+  "build_index",
+  "build_store",
+  "exact_topk",
+  "load_index",
+  "query_scale_from",
+  "rescore",
+  "store_exists",
+  "vocabulary_sha256",
 ]

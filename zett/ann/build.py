@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import tokenizers
@@ -30,6 +30,8 @@ from zett.ann.index import IndexMismatchError, IndexSpec, build_index, load_inde
 from zett.ann.store import EmbeddingStore, build_store, vocabulary_sha256
 from zett.errors import ZettError
 from zett.tokenization import Tokenizer, from_backend, load_tokenizer, surface_forms
+
+_DEFAULT_INDEX_SPEC = IndexSpec()
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_META_FILE = "vocab.json"
@@ -43,9 +45,14 @@ def _merge_pairs(merges) -> list[tuple[str, str]]:
   return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
 
 
-def train_bpe_vocabulary(texts: Iterable[str], target_vocab_size: int, base: Tokenizer | str,
-                         min_frequency: int = 2, max_token_length: int = 32,
-                         multi_word: bool = False) -> Tokenizer:
+def train_bpe_vocabulary(
+  texts: Iterable[str],
+  target_vocab_size: int,
+  base: Tokenizer | str,
+  min_frequency: int = 2,
+  max_token_length: int = 32,
+  multi_word: bool = False,
+) -> Tokenizer:
   """Trains a byte-level BPE vocabulary with the base vocabulary forced in.
 
   The base's own pipeline (normalizer, pre-tokenizer, decoder, special tokens) is kept, every base
@@ -65,22 +72,33 @@ def train_bpe_vocabulary(texts: Iterable[str], target_vocab_size: int, base: Tok
   base = load_tokenizer(base)
   state = json.loads(base.backend.to_str())
   if state["model"]["type"] != "BPE" or "ByteLevel" not in json.dumps(state.get("pre_tokenizer")):
-    raise VocabularyError(f"{base.name}: forcing a base vocabulary into a trained BPE needs a byte-level BPE base "
-                          f"(got {state['model']['type']}); pass an existing tokenizer instead")
+    raise VocabularyError(
+      f"{base.name}: forcing a base vocabulary into a trained BPE needs a byte-level BPE base "
+      f"(got {state['model']['type']}); pass an existing tokenizer instead"
+    )
   base_vocab: dict[str, int] = state["model"]["vocab"]
   if target_vocab_size <= base.vocab_size:
     raise VocabularyError(f"target_vocab_size {target_vocab_size} is not larger than the base's {base.vocab_size}")
 
   if multi_word:
-    state["pre_tokenizer"] = json.loads(tokenizers.pre_tokenizers.Sequence([
-        tokenizers.pre_tokenizers.Split("\n", "merged_with_previous"),
-        tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]).__getstate__())
+    state["pre_tokenizer"] = json.loads(
+      tokenizers.pre_tokenizers.Sequence(
+        [
+          tokenizers.pre_tokenizers.Split("\n", "merged_with_previous"),
+          tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+      ).__getstate__()
+    )
   training = dict(state, added_tokens=[], post_processor=None)
   training["model"] = dict(state["model"], vocab={}, merges=[])
   trainable = tokenizers.Tokenizer.from_str(json.dumps(training))
   trainer = tokenizers.trainers.BpeTrainer(
-      vocab_size=target_vocab_size, min_frequency=min_frequency, show_progress=False,
-      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(), max_token_length=max_token_length)
+    vocab_size=target_vocab_size,
+    min_frequency=min_frequency,
+    show_progress=False,
+    initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+    max_token_length=max_token_length,
+  )
   trainable.train_from_iterator(texts, trainer)
   trained = json.loads(trainable.to_str())["model"]
 
@@ -104,23 +122,27 @@ def train_bpe_vocabulary(texts: Iterable[str], target_vocab_size: int, base: Tok
   return from_backend(backend, f"bpe{len(vocab)}+{base.name}", roles=dict(base.roles), add_bos=base.add_bos)
 
 
-def _fvt_embed_fn(table_vd: np.ndarray, surface_ids: np.ndarray, surface_lengths: np.ndarray,
-                  special_base_ids: np.ndarray):
+def _fvt_embed_fn(
+  table_vd: np.ndarray, surface_ids: np.ndarray, surface_lengths: np.ndarray, special_base_ids: np.ndarray
+):
   """Mean of subtoken rows (FVT); specials copy their base row."""
+
   def embed(token_range: range) -> np.ndarray:
-    ids = surface_ids[token_range.start:token_range.stop]
-    lengths = surface_lengths[token_range.start:token_range.stop]
+    ids = surface_ids[token_range.start : token_range.stop]
+    lengths = surface_lengths[token_range.start : token_range.stop]
     mask = (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.float32)
     rows = (table_vd[ids] * mask[..., None]).sum(1) / np.maximum(lengths, 1)[:, None]
-    specials = special_base_ids[token_range.start:token_range.stop]
+    specials = special_base_ids[token_range.start : token_range.stop]
     rows[specials >= 0] = table_vd[specials[specials >= 0]]
     return rows
+
   return embed
 
 
 def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int):
   """(input_fn, output_fn or None) predicting with the hypernetwork one store chunk at a time."""
   from zett.hypernet.vocabulary import embed_vocabulary
+
   cache: dict[int, object] = {}
 
   def predicted(token_range: range):
@@ -128,9 +150,14 @@ def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int)
     if token_range.start not in cache:
       cache.clear()
       rows = slice(token_range.start, token_range.stop)
-      cache[token_range.start] = embed_vocabulary(hypernetwork, base_embeddings, surface.ids[rows],
-                                                  surface.lengths[rows], surface.special_base_ids[rows],
-                                                  chunk_size=batch_size)
+      cache[token_range.start] = embed_vocabulary(
+        hypernetwork,
+        base_embeddings,
+        surface.ids[rows],
+        surface.lengths[rows],
+        surface.special_base_ids[rows],
+        chunk_size=batch_size,
+      )
     return cache[token_range.start]
 
   def input_fn(token_range):
@@ -149,14 +176,22 @@ def sample_hidden_states(model, num_sequences: int = 4, length: int = 128, seed:
   hidden states come from the network, not the text, so random tokens show them as real text does.
   """
   import jax.numpy as jnp
+
   ids = np.random.default_rng(seed).integers(0, model.config.vocab_size, size=(num_sequences, length))
   out = model.module.apply({"params": model.params}, input_ids=jnp.asarray(ids, jnp.int32), compute_logits=False)
   return np.asarray(out.hidden_states, np.float32).reshape(-1, model.config.hidden_size)
 
 
-def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | str, hypernet=None,
-                     batch_size: int = 4096, index_spec: IndexSpec | None = IndexSpec(),
-                     query_sample: np.ndarray | None = None, progress: bool = True) -> Path:
+def build_vocabulary(
+  out_dir: str | os.PathLike,
+  model,
+  tokenizer: Tokenizer | str,
+  hypernet=None,
+  batch_size: int = 4096,
+  index_spec: IndexSpec | None = _DEFAULT_INDEX_SPEC,
+  query_sample: np.ndarray | None = None,
+  progress: bool = True,
+) -> Path:
   """Predicts a vocabulary's embeddings for `model` into stores, and indexes the scored store.
 
   Args:
@@ -174,14 +209,19 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
   base_tokenizer = base_tokenizer_of(model)
   if hypernet is not None:
     from zett.hypernet.record import load_hypernetwork
+
     hypernet = load_hypernetwork(hypernet, model)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)  # only once the inputs load: a failed start leaves no empty folder
   sha = vocabulary_sha256(tokenizer.vocab_bytes)
   meta_path = out / VOCAB_META_FILE
-  meta = {"vocab_size": tokenizer.vocab_size, "vocab_sha256": sha, "base_model": model.name,
-          "base_weights_sha256": model.weights_sha256,
-          "embeddings": "hypernetwork" if hypernet is not None else "fvt-mean"}
+  meta = {
+    "vocab_size": tokenizer.vocab_size,
+    "vocab_sha256": sha,
+    "base_model": model.name,
+    "base_weights_sha256": model.weights_sha256,
+    "embeddings": "hypernetwork" if hypernet is not None else "fvt-mean",
+  }
   if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
     raise VocabularyError(f"{meta_path}: this directory holds another vocabulary build; use a new directory")
   tokenizer.backend.save(str(out / TOKENIZER_FILE))
@@ -190,8 +230,10 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
   config = hypernet.config if hypernet is not None else None
   if getattr(config, "surface_tokenizer", ""):  # a published ZeTT hypernetwork spells with its own tokenizer
     from zett.tokenization.published_surface import spell_like_zett_authors
-    surface = spell_like_zett_authors(tokenizer, config.surface_tokenizer, config.surface_length,
-                                      config.base_vocab_size)
+
+    surface = spell_like_zett_authors(
+      tokenizer, config.surface_tokenizer, config.surface_length, config.base_vocab_size
+    )
   else:
     surface = surface_forms(tokenizer, base_tokenizer)
   base = model.embeddings
@@ -202,15 +244,20 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
     args = (surface.ids, surface.lengths, surface.special_base_ids)
     input_fn = _fvt_embed_fn(np.asarray(base.input, np.float32), *args)
     output_fn = None if base.output is None else _fvt_embed_fn(np.asarray(base.output, np.float32), *args)
-  stores = {"input": build_store(out / "input", tokenizer.vocab_size, dim, input_fn, sha, batch_size, progress,
-                                 description="input embeddings")}
+  stores = {
+    "input": build_store(
+      out / "input", tokenizer.vocab_size, dim, input_fn, sha, batch_size, progress, description="input embeddings"
+    )
+  }
   if output_fn is not None:
-    stores["output"] = build_store(out / "output", tokenizer.vocab_size, dim, output_fn, sha, batch_size, progress,
-                                   description="output embeddings")
+    stores["output"] = build_store(
+      out / "output", tokenizer.vocab_size, dim, output_fn, sha, batch_size, progress, description="output embeddings"
+    )
   if base.bias is not None:
     # The bias is [V] floats: small enough to compute whole (mean of subtoken biases, or the hypernetwork's).
-    bias = _fvt_embed_fn(np.asarray(base.bias, np.float32)[:, None], surface.ids, surface.lengths,
-                         surface.special_base_ids)(range(tokenizer.vocab_size))[:, 0]
+    bias = _fvt_embed_fn(
+      np.asarray(base.bias, np.float32)[:, None], surface.ids, surface.lengths, surface.special_base_ids
+    )(range(tokenizer.vocab_size))[:, 0]
     np.save(out / "bias.npy", bias.astype(np.float32))
   if index_spec is not None:
     scored = stores.get("output", stores["input"])
@@ -219,8 +266,9 @@ def build_vocabulary(out_dir: str | os.PathLike, model, tokenizer: Tokenizer | s
     except IndexMismatchError:
       if query_sample is None:
         query_sample = sample_hidden_states(model)
-      build_index(scored, index_spec, bias_v=_load_bias(out), query_sample=query_sample,
-                  progress=progress).save(scored.path)
+      build_index(scored, index_spec, bias_v=_load_bias(out), query_sample=query_sample, progress=progress).save(
+        scored.path
+      )
   return out
 
 
@@ -241,14 +289,16 @@ def _load_bias(directory: Path) -> np.ndarray | None:
   return np.load(path) if path.exists() else None
 
 
-def open_vocabulary_stores(directory: str | os.PathLike) -> tuple[Tokenizer, EmbeddingStore, EmbeddingStore,
-                                                                    np.ndarray | None, dict]:
+def open_vocabulary_stores(
+  directory: str | os.PathLike,
+) -> tuple[Tokenizer, EmbeddingStore, EmbeddingStore, np.ndarray | None, dict]:
   """(tokenizer, input store, scored output store, bias or None, vocab.json) of a vocabulary directory."""
   directory = Path(directory)
   meta_path = directory / VOCAB_META_FILE
   if not meta_path.is_file():
-    raise VocabularyError(f"{directory}: not a vocabulary directory (no {VOCAB_META_FILE}); build it with "
-                          "zett.ann.build.build_vocabulary")
+    raise VocabularyError(
+      f"{directory}: not a vocabulary directory (no {VOCAB_META_FILE}); build it with zett.ann.build.build_vocabulary"
+    )
   meta = json.loads(meta_path.read_text())
   tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
   sha = vocabulary_sha256(tokenizer.vocab_bytes)

@@ -13,7 +13,7 @@ import codecs
 import dataclasses
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +35,7 @@ class GenerationError(ZettError, ValueError):
 @dataclasses.dataclass
 class GenerationStats:
   """What the last `generate` call did (for benchmarks and the CLI's summary line)."""
+
   prompt_tokens: int = 0
   new_tokens: int = 0
   new_bytes: int = 0
@@ -89,11 +90,14 @@ class LargeVocabGenerator:
     self.model = model
     self.tokenizer, self.input_store, self.output_store, self.bias_v, self.meta = open_vocabulary_stores(vocab_dir)
     if self.input_store.dim != model.config.hidden_size:
-      raise GenerationError(f"{vocab_dir}: embeddings have width {self.input_store.dim}, {model.name} has "
-                            f"{model.config.hidden_size}")
+      raise GenerationError(
+        f"{vocab_dir}: embeddings have width {self.input_store.dim}, {model.name} has {model.config.hidden_size}"
+      )
     if self.meta.get("base_weights_sha256") not in (None, model.weights_sha256):
-      raise GenerationError(f"{vocab_dir}: built for base weights {self.meta['base_weights_sha256'][:12]}..., "
-                            f"not {model.name} ({model.weights_sha256[:12]}...)")
+      raise GenerationError(
+        f"{vocab_dir}: built for base weights {self.meta['base_weights_sha256'][:12]}..., "
+        f"not {model.name} ({model.weights_sha256[:12]}...)"
+      )
     self.index: AnnIndex | None = load_index(self.output_store) if load_ann_index else None
     self.candidates = candidates or (self.index.spec.candidates if self.index else 64)
     self._exact: ExactScorer | None = None
@@ -121,9 +125,16 @@ class LargeVocabGenerator:
       raise ValueError("no ANN index loaded (LargeVocabGenerator(load_ann_index=False)); use exact=True")
     return self.index.topk(hidden_bd, k=k, candidates=max(k, self.candidates))
 
-  def generate_ids(self, prompt_ids: list[int], max_new_tokens: int = 64, exact: bool = False,
-                   temperature: float = 0.0, sample_top_k: int = 40, seed: int = 0,
-                   stop_at_eos: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+  def generate_ids(
+    self,
+    prompt_ids: list[int],
+    max_new_tokens: int = 64,
+    exact: bool = False,
+    temperature: float = 0.0,
+    sample_top_k: int = 40,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+  ) -> Iterator[tuple[int, np.ndarray]]:
     """Yields (token id, final hidden state [D] it was chosen from) per generated token."""
     if not prompt_ids:
       raise GenerationError("the prompt is empty after tokenization")
@@ -157,8 +168,16 @@ class LargeVocabGenerator:
         return
       embeds = self.input_store.rows(np.asarray([[token]]))
 
-  def generate(self, prompt: str, max_new_tokens: int = 64, exact: bool = False, temperature: float = 0.0,
-               sample_top_k: int = 40, seed: int = 0, add_bos: bool | None = None) -> Iterator[str]:
+  def generate(
+    self,
+    prompt: str,
+    max_new_tokens: int = 64,
+    exact: bool = False,
+    temperature: float = 0.0,
+    sample_top_k: int = 40,
+    seed: int = 0,
+    add_bos: bool | None = None,
+  ) -> Iterator[str]:
     """Streams the continuation of `prompt` as text pieces (whole UTF-8 characters only)."""
     prompt_ids = self.tokenizer.encode(prompt)
     bos = self.tokenizer.roles.get("bos")

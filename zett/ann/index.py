@@ -75,8 +75,7 @@ class IndexSpec:
   "ivf" (inverted lists, inner product) or "flat" (exact, for reference)."""
   storage: str = "SQfp16"
   """faiss vector codec inside hnsw/ivf indexes: "Flat" (float32), "SQfp16", "SQ8"."""
-  pq_bands: tuple[tuple[float, int, float], ...] = ((0.05, 1, 0.5), (0.15, 1, 0.25), (0.4, 4, 0.125),
-                                                    (1.0, 8, 0.125))
+  pq_bands: tuple[tuple[float, int, float], ...] = ((0.05, 1, 0.5), (0.15, 1, 0.25), (0.4, 4, 0.125), (1.0, 8, 0.125))
   """"pq": norm bands, longest rows first, as (cumulative fraction of rows, dimensions per 4-bit
   code, share of the candidates). Measured at 1M x 576 on SmolLM2 states with 1024 candidates:
   recall@1 0.996 with 29% of the codes of a single band with one code per dimension (0.973 there)."""
@@ -113,10 +112,16 @@ class IndexSpec:
       bands = ()
     object.__setattr__(self, "pq_bands", bands)
     fractions = [band[0] for band in bands]
-    if not bands or fractions[-1] != 1.0 or any(b <= a for a, b in zip([0.0] + fractions, fractions)) or any(
-        per_code < 1 or share <= 0 for _, per_code, share in bands):
-      raise ValueError(f"IndexSpec.pq_bands must be (fraction, dims per code >= 1, candidate share > 0) with "
-                       f"fractions rising to 1.0, got {self.pq_bands!r}")
+    if (
+      not bands
+      or fractions[-1] != 1.0
+      or any(b <= a for a, b in zip([0.0] + fractions, fractions))
+      or any(per_code < 1 or share <= 0 for _, per_code, share in bands)
+    ):
+      raise ValueError(
+        f"IndexSpec.pq_bands must be (fraction, dims per code >= 1, candidate share > 0) with "
+        f"fractions rising to 1.0, got {self.pq_bands!r}"
+      )
     if self.pq_layout not in ("auto", "bands", "one band"):
       raise ValueError(f"IndexSpec.pq_layout must be auto, bands or one band, got {self.pq_layout!r}")
     if not 0.0 <= self.pq_min_recall <= 1.0:
@@ -155,6 +160,7 @@ def _single_band(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, 
 
 def _factory(spec: IndexSpec, dim: int, pq_dims_per_code: int, vocab_size: int) -> tuple[str, int]:
   import faiss
+
   codec = "" if spec.storage == "Flat" else f"_{spec.storage}"
   if spec.kind == "pq":
     return f"PQ{dim // pq_dims_per_code}x4fs", faiss.METRIC_INNER_PRODUCT
@@ -178,7 +184,7 @@ def query_scale_from(hidden_nd: np.ndarray) -> np.ndarray:
   """
   rms = np.sqrt(np.mean(np.square(np.asarray(hidden_nd, np.float64)), axis=0))
   rms = np.maximum(rms, 1e-6 * rms.max())
-  return (rms / np.sqrt(np.mean(rms ** 2))).astype(np.float32)
+  return (rms / np.sqrt(np.mean(rms**2))).astype(np.float32)
 
 
 class _Transform:
@@ -196,7 +202,7 @@ class _Transform:
       columns.append(self.bias_v[ids, None])
     if self.spec.kind == "hnsw-l2" and with_norm:
       partial = np.concatenate(columns, axis=1)
-      columns.append(np.sqrt(np.maximum(self.max_norm ** 2 - np.einsum("nd,nd->n", partial, partial), 0.0))[:, None])
+      columns.append(np.sqrt(np.maximum(self.max_norm**2 - np.einsum("nd,nd->n", partial, partial), 0.0))[:, None])
     return np.concatenate(columns, axis=1).astype(np.float32)
 
   def queries(self, queries_bd: np.ndarray) -> np.ndarray:
@@ -218,6 +224,7 @@ def _pad(x: np.ndarray, width: int) -> np.ndarray:
 @dataclasses.dataclass
 class _Band:
   """One norm band: its store rows (band position -> row id), index width, candidate share, faiss shards."""
+
   rows: np.ndarray
   dim: int
   share: float
@@ -230,8 +237,9 @@ class _Band:
   def merge(self, found: list[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
     """Store row ids [B, k] of the best approximate scores over this band's shard results."""
     scores = np.concatenate([scores for scores, _ in found], axis=1)
-    positions = np.concatenate([np.where(ids < 0, -1, ids + offset) for (_, ids), offset in zip(found, self.offsets)],
-                               axis=1)
+    positions = np.concatenate(
+      [np.where(ids < 0, -1, ids + offset) for (_, ids), offset in zip(found, self.offsets)], axis=1
+    )
     if len(found) > 1:  # one band's shards share codebooks, so their approximate scores compare
       positions = np.take_along_axis(positions, np.argsort(-scores, axis=1, kind="stable")[:, :k], 1)
     return np.where(positions < 0, -1, self.rows[np.maximum(positions, 0)])
@@ -251,8 +259,15 @@ class AnnIndex:
     max_norm: largest transformed row norm, used by "hnsw-l2".
   """
 
-  def __init__(self, bands: list[_Band], store: EmbeddingStore, spec: IndexSpec, max_norm: float,
-               bias_v: np.ndarray | None = None, query_scale: np.ndarray | None = None):
+  def __init__(
+    self,
+    bands: list[_Band],
+    store: EmbeddingStore,
+    spec: IndexSpec,
+    max_norm: float,
+    bias_v: np.ndarray | None = None,
+    query_scale: np.ndarray | None = None,
+  ):
     self.bands = bands
     self.store = store
     self.spec = spec
@@ -275,8 +290,10 @@ class AnnIndex:
   def set_search_effort(self, hnsw_ef_search: int | None = None, ivf_probe: int | None = None) -> None:
     """Trades speed for recall at query time (no rebuild)."""
     import faiss
-    self.spec = dataclasses.replace(self.spec, hnsw_ef_search=hnsw_ef_search or self.spec.hnsw_ef_search,
-                                    ivf_probe=ivf_probe or self.spec.ivf_probe)
+
+    self.spec = dataclasses.replace(
+      self.spec, hnsw_ef_search=hnsw_ef_search or self.spec.hnsw_ef_search, ivf_probe=ivf_probe or self.spec.ivf_probe
+    )
     for shard in (shard for band in self.bands for shard in band.shards):
       if self.spec.kind.startswith("hnsw"):
         faiss.downcast_index(shard).hnsw.efSearch = self.spec.hnsw_ef_search
@@ -292,15 +309,22 @@ class AnnIndex:
     padded = [_pad(queries, band.dim) for band in self.bands]
 
     def search_column(column: int) -> list:
-      return [band.shards[column].search(padded[number], ks[number]) if column < len(band.shards) else None
-              for number, band in enumerate(self.bands)]
+      return [
+        band.shards[column].search(padded[number], ks[number]) if column < len(band.shards) else None
+        for number, band in enumerate(self.bands)
+      ]
 
     # One thread per shard column, all bands in one go: faiss scans one query on one thread, and
     # waking the threads once per query (not once per band) keeps the hand-off cheap.
     futures = [self._pool.submit(search_column, column) for column in range(1, self._columns)]
     columns = [search_column(0)] + [future.result() for future in futures]
-    return np.concatenate([band.merge([column[number] for column in columns if column[number] is not None],
-                                      ks[number]) for number, band in enumerate(self.bands)], axis=1)
+    return np.concatenate(
+      [
+        band.merge([column[number] for column in columns if column[number] is not None], ks[number])
+        for number, band in enumerate(self.bands)
+      ],
+      axis=1,
+    )
 
   def topk(self, queries_bd: np.ndarray, k: int = 1, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores and ids [B, k] of the best candidates by `q . e (+ bias)`, best first."""
@@ -311,6 +335,7 @@ class AnnIndex:
   def save(self, directory: str | os.PathLike | None = None) -> Path:
     """Writes index.faiss + index.json + index_rows.npy (+ bias / query scale .npy) into `directory`."""
     import faiss
+
     directory = Path(directory or self.store.path)
     directory.mkdir(parents=True, exist_ok=True)
     index_path = directory / _INDEX_FILE
@@ -326,18 +351,28 @@ class AnnIndex:
       np.save(directory / _BIAS_FILE, self.bias_v)
     if self.query_scale is not None:
       np.save(directory / _SCALE_FILE, self.query_scale)
-    meta = {"format_version": _FORMAT_VERSION, "vocab_sha256": self.store.vocab_sha256,
-            "vocab_size": self.store.vocab_size, "dim": self.store.dim, "max_norm": self.max_norm,
-            "spec": dataclasses.asdict(self.spec), "bands": [[len(band.rows), band.dim, band.share] for band in self.bands],
-            "parts": parts, "has_bias": self.bias_v is not None, "has_query_scale": self.query_scale is not None,
-            "calibration": self.calibration,
-            "index_sha256": file_sha256(index_path), "faiss_version": faiss.__version__}
+    meta = {
+      "format_version": _FORMAT_VERSION,
+      "vocab_sha256": self.store.vocab_sha256,
+      "vocab_size": self.store.vocab_size,
+      "dim": self.store.dim,
+      "max_norm": self.max_norm,
+      "spec": dataclasses.asdict(self.spec),
+      "bands": [[len(band.rows), band.dim, band.share] for band in self.bands],
+      "parts": parts,
+      "has_bias": self.bias_v is not None,
+      "has_query_scale": self.query_scale is not None,
+      "calibration": self.calibration,
+      "index_sha256": file_sha256(index_path),
+      "faiss_version": faiss.__version__,
+    }
     (directory / _META_FILE).write_text(json.dumps(meta, indent=1))
     return directory
 
 
-def rescore(store: EmbeddingStore, queries_bd: np.ndarray, candidate_ids: np.ndarray, k: int,
-            bias_v: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def rescore(
+  store: EmbeddingStore, queries_bd: np.ndarray, candidate_ids: np.ndarray, k: int, bias_v: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Exact `q . e (+ bias)` over each query's candidates; returns (scores, ids) [B, k], best first."""
   ids = np.where(candidate_ids < 0, 0, candidate_ids)
   # einsum, not `@`: a threaded BLAS matrix-vector product over a few thousand rows spends more
@@ -355,9 +390,15 @@ def _row_norms(store: EmbeddingStore) -> np.ndarray:
   return np.concatenate([np.sqrt(np.einsum("nd,nd->n", rows, rows)) for _, rows in store.iter_chunks(1 << 16)])
 
 
-def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np.ndarray | None = None,
-                query_sample: np.ndarray | None = None, progress: bool = True, train_sample: int = 65_536,
-                seed: int = 0) -> AnnIndex:
+def build_index(
+  store: EmbeddingStore,
+  spec: IndexSpec = IndexSpec(),
+  bias_v: np.ndarray | None = None,
+  query_sample: np.ndarray | None = None,
+  progress: bool = True,
+  train_sample: int = 65_536,
+  seed: int = 0,
+) -> AnnIndex:
   """Builds an index over every row of `store` (and its output bias), reading a chunk of rows at a time.
 
   Args:
@@ -395,9 +436,14 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
       layout = _single_band(spec, store.vocab_size)
     index = AnnIndex(build(layout), store, spec, max_norm, bias_v, query_scale)
     if spec.kind == "pq":
-      index.calibration = {"layout": "norm bands" if len(layout) > 1 else "one band",
-                           "why": f"pq_layout={spec.pq_layout!r}" if spec.pq_layout != "auto" else
-                           "no query sample" if query_sample is None else "too few rows for bands"}
+      index.calibration = {
+        "layout": "norm bands" if len(layout) > 1 else "one band",
+        "why": f"pq_layout={spec.pq_layout!r}"
+        if spec.pq_layout != "auto"
+        else "no query sample"
+        if query_sample is None
+        else "too few rows for bands",
+      }
     return index
   # Both layouts, measured on the sample: the higher recall@1 wins (ties: the bands, which scan fewer codes),
   # then the fewest candidates that reach pq_min_recall.
@@ -415,8 +461,12 @@ def build_index(store: EmbeddingStore, spec: IndexSpec = IndexSpec(), bias_v: np
   reaching = [count for count, recall in zip(ladder, recalls) if recall >= spec.pq_min_recall]
   chosen = reaching[0] if reaching else ladder[int(np.argmax(recalls))]
   index.spec = dataclasses.replace(index.spec, candidates=chosen)
-  index.calibration = {"layout": name, "candidates": chosen, "queries": len(queries),
-                       "sample_recall_at_1": {entry[0]: dict(zip(map(str, ladder), entry[2])) for entry in measured}}
+  index.calibration = {
+    "layout": name,
+    "candidates": chosen,
+    "queries": len(queries),
+    "sample_recall_at_1": {entry[0]: dict(zip(map(str, ladder), entry[2])) for entry in measured},
+  }
   return index
 
 
@@ -430,15 +480,27 @@ def _recall_at_1(index: AnnIndex, queries: np.ndarray, best_scores: np.ndarray, 
   return float(np.mean(found_scores[:, 0] >= best_scores - 1e-5 * np.maximum(1.0, np.abs(best_scores))))
 
 
-def _build_bands(store: EmbeddingStore, spec: IndexSpec, transform: _Transform, order: np.ndarray,
-                 layout: list[tuple[int, int, int, float]], train_sample: int, seed: int, progress: bool) -> list[_Band]:
+def _build_bands(
+  store: EmbeddingStore,
+  spec: IndexSpec,
+  transform: _Transform,
+  order: np.ndarray,
+  layout: list[tuple[int, int, int, float]],
+  train_sample: int,
+  seed: int,
+  progress: bool,
+) -> list[_Band]:
   import faiss
   from tqdm.auto import tqdm
 
   rng = np.random.default_rng(seed)
   bands = []
-  with tqdm(total=store.vocab_size, unit="tok", desc=f"index ({len(layout)} band{'s' * (len(layout) > 1)})",
-            disable=not progress) as bar:
+  with tqdm(
+    total=store.vocab_size,
+    unit="tok",
+    desc=f"index ({len(layout)} band{'s' * (len(layout) > 1)})",
+    disable=not progress,
+  ) as bar:
     for start, stop, per_code, share in layout:
       rows = np.sort(order[start:stop])
       dim = -(-transform.width // per_code) * per_code
@@ -454,7 +516,7 @@ def _build_bands(store: EmbeddingStore, spec: IndexSpec, transform: _Transform, 
       for shard_rows in np.array_split(rows, count):
         shard = faiss.clone_index(template) if count > 1 else template
         for at in range(0, len(shard_rows), 1 << 16):
-          ids = shard_rows[at:at + (1 << 16)]
+          ids = shard_rows[at : at + (1 << 16)]
           shard.add(_pad(transform.rows(ids, store.rows(ids)), dim))
           bar.update(len(ids))
         shards.append(shard)
@@ -462,10 +524,10 @@ def _build_bands(store: EmbeddingStore, spec: IndexSpec, transform: _Transform, 
   return bands
 
 
-def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None,
-               verify_file: bool = True) -> AnnIndex:
+def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None, verify_file: bool = True) -> AnnIndex:
   """Loads the index saved next to `store` (or in `directory`), refusing one for another vocabulary."""
   import faiss
+
   directory = Path(directory or store.path)
   meta_path, index_path = directory / _META_FILE, directory / _INDEX_FILE
   if not meta_path.is_file() or not index_path.is_file():
@@ -473,8 +535,10 @@ def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None
   try:
     meta = json.loads(meta_path.read_text())
     if meta.get("format_version") != _FORMAT_VERSION:
-      raise IndexMismatchError(f"{meta_path}: index format {meta.get('format_version', 1)}, this zett reads "
-                               f"{_FORMAT_VERSION}; rebuild the index")
+      raise IndexMismatchError(
+        f"{meta_path}: index format {meta.get('format_version', 1)}, this zett reads "
+        f"{_FORMAT_VERSION}; rebuild the index"
+      )
     spec = IndexSpec(**meta["spec"])
     has_bias = bool(meta["has_bias"])
     band_shapes = [(int(rows), int(dim), float(share)) for rows, dim, share in meta["bands"]]
@@ -484,22 +548,26 @@ def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None
       raise
     raise IndexMismatchError(f"{meta_path}: malformed index metadata ({e})") from None
   if meta["vocab_sha256"] != store.vocab_sha256:
-    raise IndexMismatchError(f"{index_path}: built for vocabulary {meta['vocab_sha256'][:12]}..., but the store "
-                             f"{store.path} holds vocabulary {store.vocab_sha256[:12]}...; rebuild the index")
+    raise IndexMismatchError(
+      f"{index_path}: built for vocabulary {meta['vocab_sha256'][:12]}..., but the store "
+      f"{store.path} holds vocabulary {store.vocab_sha256[:12]}...; rebuild the index"
+    )
   if (meta["vocab_size"], meta["dim"]) != (store.vocab_size, store.dim):
-    raise IndexMismatchError(f"{index_path}: built for [{meta['vocab_size']}, {meta['dim']}], store is "
-                             f"[{store.vocab_size}, {store.dim}]")
+    raise IndexMismatchError(
+      f"{index_path}: built for [{meta['vocab_size']}, {meta['dim']}], store is [{store.vocab_size}, {store.dim}]"
+    )
   if verify_file and file_sha256(index_path) != meta["index_sha256"]:
     raise IndexMismatchError(f"{index_path}: file does not match its recorded sha256 (corrupt or replaced)")
   data = np.fromfile(index_path, dtype=np.uint8)
   if len(data) != sum(size for _, size in parts):
-    raise IndexMismatchError(f"{index_path}: unreadable faiss index ({len(data)} bytes, its parts add up to "
-                             f"{sum(size for _, size in parts)})")
+    raise IndexMismatchError(
+      f"{index_path}: unreadable faiss index ({len(data)} bytes, its parts add up to {sum(size for _, size in parts)})"
+    )
   shards: list[list] = [[] for _ in band_shapes]
   offset = 0
   for band, size in parts:
     try:
-      shards[band].append(faiss.deserialize_index(data[offset:offset + size]))
+      shards[band].append(faiss.deserialize_index(data[offset : offset + size]))
     except RuntimeError as e:
       raise IndexMismatchError(f"{index_path}: unreadable faiss index ({str(e).strip().splitlines()[-1]})") from None
     offset += size
@@ -509,9 +577,11 @@ def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None
   bands, start = [], 0
   for (count, dim, share), band_shards in zip(band_shapes, shards):
     if sum(shard.ntotal for shard in band_shards) != count or any(shard.d != dim for shard in band_shards):
-      raise IndexMismatchError(f"{index_path}: a band holds {sum(s.ntotal for s in band_shards)} vectors, its "
-                               f"metadata says {count} of width {dim}")
-    bands.append(_Band(rows[start:start + count], dim, share, band_shards))
+      raise IndexMismatchError(
+        f"{index_path}: a band holds {sum(s.ntotal for s in band_shards)} vectors, its "
+        f"metadata says {count} of width {dim}"
+      )
+    bands.append(_Band(rows[start : start + count], dim, share, band_shards))
     start += count
   if start != store.vocab_size:
     raise IndexMismatchError(f"{index_path}: holds {start} vectors, store has {store.vocab_size}")
@@ -528,8 +598,9 @@ def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None
   return index
 
 
-def exact_topk(store: EmbeddingStore, queries_bd: np.ndarray, k: int = 1, bias_v: np.ndarray | None = None,
-               chunk_size: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def exact_topk(
+  store: EmbeddingStore, queries_bd: np.ndarray, k: int = 1, bias_v: np.ndarray | None = None, chunk_size: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
   """Brute-force top-k over the whole store, a chunk at a time (the reference the index is held to)."""
   queries = np.asarray(queries_bd, dtype=np.float32).reshape(-1, store.dim)
   best_scores = np.full((len(queries), k), -np.inf, np.float32)
@@ -537,9 +608,12 @@ def exact_topk(store: EmbeddingStore, queries_bd: np.ndarray, k: int = 1, bias_v
   for start, rows in store.iter_chunks(chunk_size):
     scores = queries @ rows.T
     if bias_v is not None:
-      scores += np.asarray(bias_v[start:start + len(rows)], np.float32)
-    top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k] if scores.shape[1] > k else \
-        np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+      scores += np.asarray(bias_v[start : start + len(rows)], np.float32)
+    top = (
+      np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+      if scores.shape[1] > k
+      else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    )
     merged_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
     merged_ids = np.concatenate([best_ids, top + start], axis=1)
     order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]

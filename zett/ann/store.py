@@ -20,8 +20,8 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -100,19 +100,23 @@ def _read_manifest(directory: Path) -> StoreManifest:
   if manifest.format_version != _FORMAT_VERSION or manifest.dtype != "float16":
     raise StoreError(f"{path}: unsupported store format {manifest.format_version}/{manifest.dtype}")
   if len(manifest.chunk_sha256) * manifest.chunk_size < manifest.rows_completed or not (
-      0 <= manifest.rows_completed <= manifest.vocab_size):
-    raise StoreError(f"{path}: inconsistent manifest (rows_completed {manifest.rows_completed}, "
-                     f"{len(manifest.chunk_sha256)} chunk checksums)")
+    0 <= manifest.rows_completed <= manifest.vocab_size
+  ):
+    raise StoreError(
+      f"{path}: inconsistent manifest (rows_completed {manifest.rows_completed}, "
+      f"{len(manifest.chunk_sha256)} chunk checksums)"
+    )
   return manifest
 
 
 def _header_size(vocab_size: int, dim: int) -> int:
   """Byte offset of the table in a .npy file of this shape (the header is padded to 64 bytes)."""
   import io
+
   buffer = io.BytesIO()
   np.lib.format.write_array_header_1_0(
-      buffer, {"descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False,
-               "shape": (vocab_size, dim)})
+    buffer, {"descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False, "shape": (vocab_size, dim)}
+  )
   return buffer.tell()
 
 
@@ -120,7 +124,8 @@ def _create_table_file(table_path: Path, vocab_size: int, dim: int) -> None:
   """Writes the .npy header and sizes the file (sparse: no data pages yet, nothing mapped)."""
   with open(table_path, "wb") as f:
     np.lib.format.write_array_header_1_0(
-        f, {"descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False, "shape": (vocab_size, dim)})
+      f, {"descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False, "shape": (vocab_size, dim)}
+    )
     f.truncate(_header_size(vocab_size, dim) + vocab_size * dim * _DTYPE.itemsize)
 
 
@@ -141,8 +146,10 @@ def _check_table_file(directory: Path, manifest: StoreManifest) -> Path:
   expected = _header_size(manifest.vocab_size, manifest.dim) + manifest.vocab_size * manifest.dim * 2
   actual = table_path.stat().st_size
   if actual != expected:
-    raise StoreError(f"{table_path}: truncated or wrong size ({actual} bytes, expected {expected} for "
-                     f"[{manifest.vocab_size}, {manifest.dim}] float16)")
+    raise StoreError(
+      f"{table_path}: truncated or wrong size ({actual} bytes, expected {expected} for "
+      f"[{manifest.vocab_size}, {manifest.dim}] float16)"
+    )
   return table_path
 
 
@@ -151,8 +158,10 @@ def _verify_chunks(directory: Path, manifest: StoreManifest, table_path: Path, n
     start, stop = manifest.chunk_range(chunk)
     rows = _map_rows(table_path, manifest, start, stop, "r")
     if _chunk_digest(rows) != manifest.chunk_sha256[chunk]:
-      raise StoreError(f"{table_path}: rows {start}..{stop} do not match their checksum in "
-                       f"{directory / _MANIFEST_FILE} (corrupt store; delete it and rebuild)")
+      raise StoreError(
+        f"{table_path}: rows {start}..{stop} do not match their checksum in "
+        f"{directory / _MANIFEST_FILE} (corrupt store; delete it and rebuild)"
+      )
     del rows
 
 
@@ -170,8 +179,10 @@ class EmbeddingStore:
     self.manifest = _read_manifest(self.path)
     table_path = _check_table_file(self.path, self.manifest)
     if not self.manifest.complete:
-      raise StoreError(f"{self.path}: incomplete store ({self.manifest.rows_completed} of "
-                       f"{self.manifest.vocab_size} rows); rerun the build to resume it")
+      raise StoreError(
+        f"{self.path}: incomplete store ({self.manifest.rows_completed} of "
+        f"{self.manifest.vocab_size} rows); rerun the build to resume it"
+      )
     if verify:
       _verify_chunks(self.path, self.manifest, table_path, self.manifest.num_chunks)
     self._table_path = table_path
@@ -184,8 +195,10 @@ class EmbeddingStore:
     except ValueError as e:
       raise StoreError(f"{self._table_path}: not a readable .npy file ({e})") from None
     if table.shape != (self.manifest.vocab_size, self.manifest.dim) or table.dtype != _DTYPE:
-      raise StoreError(f"{self._table_path}: holds {table.dtype} {table.shape}, manifest says "
-                       f"float16 [{self.manifest.vocab_size}, {self.manifest.dim}]")
+      raise StoreError(
+        f"{self._table_path}: holds {table.dtype} {table.shape}, manifest says "
+        f"float16 [{self.manifest.vocab_size}, {self.manifest.dim}]"
+      )
     return table
 
   @property
@@ -204,7 +217,7 @@ class EmbeddingStore:
     """Yields (start, float32 rows) in order, one chunk in memory at a time."""
     chunk_size = chunk_size or self.manifest.chunk_size
     for start in range(0, self.vocab_size, chunk_size):
-      yield start, np.asarray(self.table[start:start + chunk_size], dtype=np.float32)
+      yield start, np.asarray(self.table[start : start + chunk_size], dtype=np.float32)
 
   def rows(self, ids: np.ndarray) -> np.ndarray:
     """float32 [..., D] rows for integer ids of any shape."""
@@ -214,14 +227,16 @@ class EmbeddingStore:
     return np.take(_HALF_TO_FLOAT, self.table[ids.reshape(-1)].view(np.uint16)).reshape(*ids.shape, self.dim)
 
 
-def build_store(path: str | os.PathLike,
-                vocab_size: int,
-                dim: int,
-                embed_fn: Callable[[range], np.ndarray],
-                vocab_sha256: str,
-                chunk_size: int = 8192,
-                progress: bool = True,
-                description: str = "embedding") -> EmbeddingStore:
+def build_store(
+  path: str | os.PathLike,
+  vocab_size: int,
+  dim: int,
+  embed_fn: Callable[[range], np.ndarray],
+  vocab_sha256: str,
+  chunk_size: int = 8192,
+  progress: bool = True,
+  description: str = "embedding",
+) -> EmbeddingStore:
   """Creates (or resumes) a store by calling `embed_fn` on consecutive token ranges.
 
   Args:
@@ -247,8 +262,10 @@ def build_store(path: str | os.PathLike,
     manifest = _read_manifest(directory)
     for field in ("vocab_size", "dim", "vocab_sha256", "chunk_size"):
       if getattr(manifest, field) != getattr(wanted, field):
-        raise StoreError(f"{directory}: existing store has {field}={getattr(manifest, field)!r}, this build "
-                         f"wants {getattr(wanted, field)!r}; use another directory or delete it")
+        raise StoreError(
+          f"{directory}: existing store has {field}={getattr(manifest, field)!r}, this build "
+          f"wants {getattr(wanted, field)!r}; use another directory or delete it"
+        )
     _check_table_file(directory, manifest)
     done_chunks = manifest.rows_completed // chunk_size if not manifest.complete else manifest.num_chunks
     _verify_chunks(directory, manifest, table_path, done_chunks)
@@ -258,24 +275,30 @@ def build_store(path: str | os.PathLike,
     _write_manifest(directory, manifest)
     done_chunks = 0
 
-  with tqdm(total=vocab_size, initial=min(done_chunks * chunk_size, vocab_size),
-            unit="tok", desc=description, disable=not progress) as bar:
+  with tqdm(
+    total=vocab_size,
+    initial=min(done_chunks * chunk_size, vocab_size),
+    unit="tok",
+    desc=description,
+    disable=not progress,
+  ) as bar:
     for chunk in range(done_chunks, manifest.num_chunks):
       start, stop = manifest.chunk_range(chunk)
       rows = np.asarray(embed_fn(range(start, stop)))
       if rows.shape != (stop - start, dim):
-        raise ValueError(f"embed_fn returned shape {rows.shape} for tokens {start}..{stop}, "
-                         f"expected {(stop - start, dim)}")
+        raise ValueError(
+          f"embed_fn returned shape {rows.shape} for tokens {start}..{stop}, expected {(stop - start, dim)}"
+        )
       rows = rows.astype(_DTYPE)
       if not np.isfinite(rows).all():
-        raise ValueError(f"embed_fn returned non-finite values (or values beyond float16) for tokens "
-                         f"{start}..{stop}")
+        raise ValueError(f"embed_fn returned non-finite values (or values beyond float16) for tokens {start}..{stop}")
       mapped = _map_rows(table_path, manifest, start, stop, "r+")
       mapped[:] = rows
       mapped.flush()
       del mapped
-      manifest = dataclasses.replace(manifest, rows_completed=stop,
-                                     chunk_sha256=manifest.chunk_sha256[:chunk] + (_chunk_digest(rows),))
+      manifest = dataclasses.replace(
+        manifest, rows_completed=stop, chunk_sha256=manifest.chunk_sha256[:chunk] + (_chunk_digest(rows),)
+      )
       _write_manifest(directory, manifest)
       bar.update(stop - start)
   return EmbeddingStore(directory)

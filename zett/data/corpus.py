@@ -31,10 +31,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 import zett
-from zett.train.data import is_heldout
 from zett.data.documents import STDLIB_PACKAGE, Document, Extractor, plan
 from zett.data.packages import CODE_LANGUAGE, KNOWN_LANGUAGES, CorpusError, check_installed, packages_for
 from zett.sha256 import file_sha256
+from zett.train.data import is_heldout
 
 MIN_DOCUMENT_BYTES = 200
 SPLITS = ("train", "heldout")
@@ -67,8 +67,9 @@ def resolve_languages(languages: str | list[str] | tuple[str, ...] | None) -> tu
     languages = [code.strip() for code in languages.split(",") if code.strip()]
   unknown = sorted(set(languages) - set(KNOWN_LANGUAGES))
   if unknown or not languages:
-    raise CorpusError(f"unknown language(s) {', '.join(unknown) or '(none given)'}; "
-                      f"known: {', '.join(KNOWN_LANGUAGES)}")
+    raise CorpusError(
+      f"unknown language(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(KNOWN_LANGUAGES)}"
+    )
   return tuple(code for code in KNOWN_LANGUAGES if code in languages)
 
 
@@ -95,7 +96,8 @@ def _collect(items, extractor: Extractor, heldout_permille: int, progress: bool)
       seen.add(digest)
       split = "heldout" if is_heldout(text, heldout_permille) else "train"
       rows.setdefault(output_name(document), []).append(
-          (text, document.language, document.domain, document.source, split))
+        (text, document.language, document.domain, document.source, split)
+      )
   return rows, dropped
 
 
@@ -103,8 +105,14 @@ def _write_parquet(rows: list[tuple[str, ...]], path: Path) -> None:
   rows = sorted(rows, key=lambda row: hashlib.sha256(row[0].encode("utf-8")).digest())
   schema = pa.schema([(name, pa.string()) for name in _COLUMNS])
   table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(_COLUMNS)}, schema=schema)
-  pq.write_table(table, path, compression="zstd", compression_level=_ZSTD_LEVEL, row_group_size=_ROWS_PER_GROUP,
-                 use_dictionary=["language", "domain", "split"])
+  pq.write_table(
+    table,
+    path,
+    compression="zstd",
+    compression_level=_ZSTD_LEVEL,
+    row_group_size=_ROWS_PER_GROUP,
+    use_dictionary=["language", "domain", "split"],
+  )
 
 
 def _counts(rows: list[tuple[str, ...]]) -> dict[str, dict[str, int]]:
@@ -126,9 +134,14 @@ def _replace_folder(built: Path, out: Path) -> None:
   shutil.rmtree(previous)
 
 
-def prepare_corpus(out: str | os.PathLike, languages: str | list[str] | tuple[str, ...] | None = None,
-                   heldout_permille: int = 20, root: str = "/", stdlib_dir: str | None = None,
-                   progress: bool = True) -> dict:
+def prepare_corpus(
+  out: str | os.PathLike,
+  languages: str | list[str] | tuple[str, ...] | None = None,
+  heldout_permille: int = 20,
+  root: str = "/",
+  stdlib_dir: str | None = None,
+  progress: bool = True,
+) -> dict:
   """Builds the corpus into the folder `out` (replacing a corpus already there) and returns its summary.
 
   Args:
@@ -164,26 +177,30 @@ def prepare_corpus(out: str | os.PathLike, languages: str | list[str] | tuple[st
       _write_parquet(rows[name], building / name)
       first = rows[name][0]
       counts = _counts(rows[name])
-      files[name] = {"sha256": file_sha256(building / name), "language": first[1], "splits": counts,
-                     "domains": dict(sorted(Counter(row[2] for row in rows[name]).items()))}
+      files[name] = {
+        "sha256": file_sha256(building / name),
+        "language": first[1],
+        "splits": counts,
+        "domains": dict(sorted(Counter(row[2] for row in rows[name]).items())),
+      }
       languages_summary[first[1]] = counts
     summary = {
-        "files": files,
-        "languages": dict(sorted(languages_summary.items())),
-        "dropped": dict(sorted(dropped.items())),
-        "recipe": {
-            "zett_version": zett.__version__,
-            "heldout_permille": heldout_permille,
-            "min_document_bytes": MIN_DOCUMENT_BYTES,
-            "selected_languages": list(selected),
-            "packages": {STDLIB_PACKAGE: platform.python_version(), **versions}
-                        if CODE_LANGUAGE in selected else versions,
-            "pyarrow_version": pa.__version__,
-            "zstd_level": _ZSTD_LEVEL,
-        },
+      "files": files,
+      "languages": dict(sorted(languages_summary.items())),
+      "dropped": dict(sorted(dropped.items())),
+      "recipe": {
+        "zett_version": zett.__version__,
+        "heldout_permille": heldout_permille,
+        "min_document_bytes": MIN_DOCUMENT_BYTES,
+        "selected_languages": list(selected),
+        "packages": {STDLIB_PACKAGE: platform.python_version(), **versions} if CODE_LANGUAGE in selected else versions,
+        "pyarrow_version": pa.__version__,
+        "zstd_level": _ZSTD_LEVEL,
+      },
     }
-    (building / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
-                                           encoding="utf-8")
+    (building / "summary.json").write_text(
+      json.dumps(summary, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
+    )
     building.chmod(0o755)  # mkdtemp makes it 0700
     _replace_folder(building, out)
   except BaseException:

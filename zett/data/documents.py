@@ -16,8 +16,8 @@ import io
 import os
 import re
 import tokenize
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from zett.data import html_text
 from zett.data.packages import CODE_LANGUAGE, HANDBOOK_LOCALES, MAN_LOCALES, Package, host_path, package_files
@@ -79,8 +79,11 @@ def plan(root: str, stdlib_dir: str | None, languages: tuple[str, ...], packages
   items = []
   if CODE_LANGUAGE in languages and stdlib_dir is not None:
     base = Path(stdlib_dir)
-    modules = sorted(p.relative_to(base).as_posix() for p in base.rglob("*.py") if p.is_file() and not p.is_symlink()
-                     and not _SKIPPED_STDLIB_FOLDERS & set(p.relative_to(base).parts))
+    modules = sorted(
+      p.relative_to(base).as_posix()
+      for p in base.rglob("*.py")
+      if p.is_file() and not p.is_symlink() and not _SKIPPED_STDLIB_FOLDERS & set(p.relative_to(base).parts)
+    )
     items += [WorkItem(STDLIB_PACKAGE, "code", rel, CODE_LANGUAGE) for rel in modules]
   for package in packages:
     for path in package_files(root, package.name):

@@ -15,11 +15,47 @@ from html.parser import HTMLParser
 
 # Navigation, tables of contents and index anchors repeat text that is elsewhere (or is not prose at all).
 _SKIPPED_TAGS = frozenset({"head", "script", "style", "noscript"})
-_SKIPPED_CLASSES = frozenset({"toc", "docnav", "navheader", "navfooter", "list-of-tables", "list-of-figures",
-                              "list-of-examples", "list-of-equations", "indexterm"})
+_SKIPPED_CLASSES = frozenset(
+  {
+    "toc",
+    "docnav",
+    "navheader",
+    "navfooter",
+    "list-of-tables",
+    "list-of-figures",
+    "list-of-examples",
+    "list-of-equations",
+    "indexterm",
+  }
+)
 _SKIPPED_IDS = frozenset({"banner", "title"})  # the handbook's "Download the ebook" banner and logo row
-_BLOCK_TAGS = frozenset({"p", "div", "pre", "li", "dt", "dd", "tr", "table", "br", "blockquote", "ul", "ol", "dl",
-                         "hr", "section", "h1", "h2", "h3", "h4", "h5", "h6", "caption", "figure"})
+_BLOCK_TAGS = frozenset(
+  {
+    "p",
+    "div",
+    "pre",
+    "li",
+    "dt",
+    "dd",
+    "tr",
+    "table",
+    "br",
+    "blockquote",
+    "ul",
+    "ol",
+    "dl",
+    "hr",
+    "section",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "caption",
+    "figure",
+  }
+)
 _CELL_TAGS = frozenset({"td", "th"})
 _WORD = re.compile(r"\w+")
 UNTRANSLATED_WORD_SHARE = 0.6
@@ -36,7 +72,6 @@ class Block:
 
 
 class _BlockParser(HTMLParser):
-
   def __init__(self):
     super().__init__(convert_charrefs=True)
     self.blocks: list[Block] = []

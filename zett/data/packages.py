@@ -20,15 +20,51 @@ Kind = Literal["handbook", "reference", "man", "fortunes"]
 
 # The handbook's folders (html/<locale>/) and their ISO 639-1 codes; both Chinese scripts are "zh".
 HANDBOOK_LOCALES = {
-    "ar-MA": "ar", "ca-ES": "ca", "cs-CZ": "cs", "da-DK": "da", "de-DE": "de", "el-GR": "el", "en-US": "en",
-    "es-ES": "es", "fa-IR": "fa", "fr-FR": "fr", "hr-HR": "hr", "id-ID": "id", "it-IT": "it", "ja-JP": "ja",
-    "ko-KR": "ko", "nb-NO": "nb", "nl-NL": "nl", "pl-PL": "pl", "pt-BR": "pt", "ro-RO": "ro", "ru-RU": "ru",
-    "sv-SE": "sv", "tr-TR": "tr", "vi-VN": "vi", "zh-CN": "zh", "zh-TW": "zh",
+  "ar-MA": "ar",
+  "ca-ES": "ca",
+  "cs-CZ": "cs",
+  "da-DK": "da",
+  "de-DE": "de",
+  "el-GR": "el",
+  "en-US": "en",
+  "es-ES": "es",
+  "fa-IR": "fa",
+  "fr-FR": "fr",
+  "hr-HR": "hr",
+  "id-ID": "id",
+  "it-IT": "it",
+  "ja-JP": "ja",
+  "ko-KR": "ko",
+  "nb-NO": "nb",
+  "nl-NL": "nl",
+  "pl-PL": "pl",
+  "pt-BR": "pt",
+  "ro-RO": "ro",
+  "ru-RU": "ru",
+  "sv-SE": "sv",
+  "tr-TR": "tr",
+  "vi-VN": "vi",
+  "zh-CN": "zh",
+  "zh-TW": "zh",
 }
 
 # /usr/share/man/<folder>/ of the translated man-page packages, and their ISO 639-1 codes.
-MAN_LOCALES = {"de": "de", "el": "el", "es": "es", "fr": "fr", "it": "it", "ja": "ja", "mk": "mk", "nl": "nl",
-               "pl": "pl", "ru": "ru", "sr": "sr", "uk": "uk", "zh_CN": "zh", "zh_TW": "zh"}
+MAN_LOCALES = {
+  "de": "de",
+  "el": "el",
+  "es": "es",
+  "fr": "fr",
+  "it": "it",
+  "ja": "ja",
+  "mk": "mk",
+  "nl": "nl",
+  "pl": "pl",
+  "ru": "ru",
+  "sr": "sr",
+  "uk": "uk",
+  "zh_CN": "zh",
+  "zh_TW": "zh",
+}
 
 CODE_LANGUAGE = "python"
 """The `language` of the standard-library code documents; selecting it needs no Debian package."""
@@ -53,16 +89,21 @@ def _same(*codes: str) -> dict[str, str]:
 
 
 PACKAGES: tuple[Package, ...] = (
-    Package("debian-handbook", "handbook", tuple(sorted(set(HANDBOOK_LOCALES.values())))),
-    Package("debian-reference-en", "reference", ("en",)),
-    *_one_per_language("reference", "debian-reference-", {**_same("de", "es", "fr", "it", "ja", "pt"), "zh-cn": "zh"},
-                       needs=("debian-reference-en",)),
-    # English man pages: manpages has sections 1, 4, 5, 7 and 8; manpages-dev the system calls and C library (2, 3).
-    Package("manpages", "man", ("en",)),
-    Package("manpages-dev", "man", ("en",)),
-    *_one_per_language("man", "manpages-", _same("de", "el", "es", "fr", "it", "ja", "mk", "nl", "pl", "ru", "sr",
-                                                 "uk", "zh")),
-    *_one_per_language("fortunes", "fortunes-", _same("bg", "cs", "de", "es", "it", "pl", "ru", "zh")),
+  Package("debian-handbook", "handbook", tuple(sorted(set(HANDBOOK_LOCALES.values())))),
+  Package("debian-reference-en", "reference", ("en",)),
+  *_one_per_language(
+    "reference",
+    "debian-reference-",
+    {**_same("de", "es", "fr", "it", "ja", "pt"), "zh-cn": "zh"},
+    needs=("debian-reference-en",),
+  ),
+  # English man pages: manpages has sections 1, 4, 5, 7 and 8; manpages-dev the system calls and C library (2, 3).
+  Package("manpages", "man", ("en",)),
+  Package("manpages-dev", "man", ("en",)),
+  *_one_per_language(
+    "man", "manpages-", _same("de", "el", "es", "fr", "it", "ja", "mk", "nl", "pl", "ru", "sr", "uk", "zh")
+  ),
+  *_one_per_language("fortunes", "fortunes-", _same("bg", "cs", "de", "es", "it", "pl", "ru", "zh")),
 )
 """In the order documents are read (dedup keeps the first copy, so this order decides which source a shared
 document is credited to)."""
@@ -103,11 +144,20 @@ def check_installed(root: str, languages: tuple[str, ...]) -> dict[str, str]:
   missing = [p for p in needed if p.name not in versions]
   if missing:
     missing_names = {p.name for p in missing}
-    affected = sorted({lang for p in needed if p.name in missing_names or missing_names & set(p.needs)
-                       for lang in p.languages if lang in languages})
-    raise CorpusError(f"missing Debian packages for languages {', '.join(affected)} "
-                      f"(or leave those out with --languages): sudo apt-get install -y "
-                      f"{' '.join(p.name for p in missing)}")
+    affected = sorted(
+      {
+        lang
+        for p in needed
+        if p.name in missing_names or missing_names & set(p.needs)
+        for lang in p.languages
+        if lang in languages
+      }
+    )
+    raise CorpusError(
+      f"missing Debian packages for languages {', '.join(affected)} "
+      f"(or leave those out with --languages): sudo apt-get install -y "
+      f"{' '.join(p.name for p in missing)}"
+    )
   return {p.name: versions[p.name] for p in needed}
 
 
@@ -118,11 +168,15 @@ def package_files(root: str, name: str) -> list[str]:
   them would only make duplicates.
   """
   info = host_path(root, "/var/lib/dpkg/info")
-  lists = sorted(glob.glob(os.path.join(info, glob.escape(name) + ".list"))
-                 + glob.glob(os.path.join(info, glob.escape(name) + ":*.list")))  # name:arch.list for multi-arch
+  lists = sorted(
+    glob.glob(os.path.join(info, glob.escape(name) + ".list"))
+    + glob.glob(os.path.join(info, glob.escape(name) + ":*.list"))
+  )  # name:arch.list for multi-arch
   if not lists:
-    raise CorpusError(f"package {name} is installed but {info}/{name}.list is missing; "
-                      f"reinstall it: sudo apt-get install --reinstall -y {name}")
+    raise CorpusError(
+      f"package {name} is installed but {info}/{name}.list is missing; "
+      f"reinstall it: sudo apt-get install --reinstall -y {name}"
+    )
   files = set()
   for list_path in lists:
     with open(list_path, encoding="utf-8", errors="surrogateescape") as f:

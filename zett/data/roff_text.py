@@ -13,23 +13,117 @@ import unicodedata
 
 # Glyphs by roff name (\(xx, \[xx]); names not here render as nothing.
 _GLYPHS = {
-    "em": "—", "en": "–", "hy": "-", "mi": "-", "aq": "'", "dq": '"', "lq": "“", "rq": "”", "oq": "‘", "cq": "’",
-    "Fo": "«", "Fc": "»", "fo": "‹", "fc": "›", "bu": "•", "co": "©", "rg": "®", "tm": "™", "mu": "×", "di": "÷",
-    "de": "°", "+-": "±", "<=": "≤", ">=": "≥", "!=": "≠", "->": "→", "<-": "←", "==": "≡", "ga": "`", "ha": "^",
-    "ti": "~", "rs": "\\", "sl": "/", "ba": "|", "br": "|", "ul": "_", "ru": "_", "sc": "§", "ps": "¶", "dg": "†",
-    "Eu": "€", "eu": "€", "Po": "£", "ct": "¢", "Ye": "¥", "ss": "ß", "a:": "ä", "o:": "ö", "u:": "ü", "A:": "Ä",
-    "O:": "Ö", "U:": "Ü", "'e": "é", "`e": "è", "'E": "É", "^e": "ê", ",c": "ç", "~n": "ñ", "aa": "´", "at": "@",
-    "sh": "#", "Do": "$", "lB": "[", "rB": "]", "lC": "{", "rC": "}", "la": "⟨", "ra": "⟩", "or": "|", "pl": "+",
-    "eq": "=", "**": "∗", "fm": "′", "sd": "″", "ua": "↑", "da": "↓", "rA": "⇒", "lA": "⇐", "hA": "⇔", "sq": "□",
-    "ci": "○", "OK": "✓", "if": "∞", "pt": "∝", "es": "∅", "mo": "∈", "nm": "∉", "sr": "√", "ap": "~", "~~": "≈",
+  "em": "—",
+  "en": "–",
+  "hy": "-",
+  "mi": "-",
+  "aq": "'",
+  "dq": '"',
+  "lq": "“",
+  "rq": "”",
+  "oq": "‘",
+  "cq": "’",
+  "Fo": "«",
+  "Fc": "»",
+  "fo": "‹",
+  "fc": "›",
+  "bu": "•",
+  "co": "©",
+  "rg": "®",
+  "tm": "™",
+  "mu": "×",
+  "di": "÷",
+  "de": "°",
+  "+-": "±",
+  "<=": "≤",
+  ">=": "≥",
+  "!=": "≠",
+  "->": "→",
+  "<-": "←",
+  "==": "≡",
+  "ga": "`",
+  "ha": "^",
+  "ti": "~",
+  "rs": "\\",
+  "sl": "/",
+  "ba": "|",
+  "br": "|",
+  "ul": "_",
+  "ru": "_",
+  "sc": "§",
+  "ps": "¶",
+  "dg": "†",
+  "Eu": "€",
+  "eu": "€",
+  "Po": "£",
+  "ct": "¢",
+  "Ye": "¥",
+  "ss": "ß",
+  "a:": "ä",
+  "o:": "ö",
+  "u:": "ü",
+  "A:": "Ä",
+  "O:": "Ö",
+  "U:": "Ü",
+  "'e": "é",
+  "`e": "è",
+  "'E": "É",
+  "^e": "ê",
+  ",c": "ç",
+  "~n": "ñ",
+  "aa": "´",
+  "at": "@",
+  "sh": "#",
+  "Do": "$",
+  "lB": "[",
+  "rB": "]",
+  "lC": "{",
+  "rC": "}",
+  "la": "⟨",
+  "ra": "⟩",
+  "or": "|",
+  "pl": "+",
+  "eq": "=",
+  "**": "∗",
+  "fm": "′",
+  "sd": "″",
+  "ua": "↑",
+  "da": "↓",
+  "rA": "⇒",
+  "lA": "⇐",
+  "hA": "⇔",
+  "sq": "□",
+  "ci": "○",
+  "OK": "✓",
+  "if": "∞",
+  "pt": "∝",
+  "es": "∅",
+  "mo": "∈",
+  "nm": "∉",
+  "sr": "√",
+  "ap": "~",
+  "~~": "≈",
 }
 # Strings (\*x, \*(xx, \*[xx]) the man and mdoc packages predefine; others render as nothing.
 _STRINGS = {"R": "®", "Tm": "™", "lq": "“", "rq": "”", "aq": "'", "S": "", "Lq": "“", "Rq": "”"}
 # One-character escapes that print something; every other one is zero-width or a layout hint.
-_PLAIN_ESCAPES = {"-": "-", "e": "\\", "E": "\\", "\\": "\\", " ": " ", "~": " ", "0": " ", "t": "\t", "'": "´",
-                  "`": "`", ".": ".", "_": "_"}
+_PLAIN_ESCAPES = {
+  "-": "-",
+  "e": "\\",
+  "E": "\\",
+  "\\": "\\",
+  " ": " ",
+  "~": " ",
+  "0": " ",
+  "t": "\t",
+  "'": "´",
+  "`": "`",
+  ".": ".",
+  "_": "_",
+}
 
-_ESCAPE = re.compile(r"""\\(?:
+_ESCAPE = re.compile(
+  r"""\\(?:
     \((?P<paren>..) | \[(?P<bracket>[^\]]*)\]
   | \*(?:\((?P<string2>..)|\[(?P<stringb>[^\]]*)\]|(?P<string1>.))
   | N'(?P<number>\d+)'
@@ -38,7 +132,9 @@ _ESCAPE = re.compile(r"""\\(?:
   | [hvwloLDXbxSRZAB](?P<quote>['|]).*?(?P=quote)
   | k.
   | (?P<single>.)
-)""", re.X)
+)""",
+  re.X,
+)
 _COMMENT = re.compile(r'\\".*$|\\#.*$')
 
 _HEADINGS = frozenset({"SH", "SS", "Sh", "Ss"})
@@ -48,16 +144,137 @@ _ALTERNATING_FONTS = frozenset({"BR", "BI", "IB", "IR", "RB", "RI"})
 _NO_FILL, _FILL = frozenset({"nf", "EX", "Vb"}), frozenset({"fi", "EE", "Ve"})  # Vb/Ve: pod2man verbatim
 _DROPPED_WITH_BODY = {"de": "..", "de1": "..", "am": "..", "ig": "..", "EQ": ".EN"}
 # Page headers and mdoc bookkeeping: no running text.
-_DROPPED_MACROS = frozenset({"TH", "Dd", "Dt", "Os", "UC", "PD", "RS", "RE", "IX", "Sm", "Bk", "Ek", "Xo", "Xc",
-                             "Ns", "Pf", "Db", "ad", "na", "nh", "hy", "ne", "ft", "in", "ti", "ll", "ta", "ds",
-                             "nr", "so", "mso", "rm", "rn", "tr", "cc", "c2", "ec", "eo", "ps", "vs", "ls", "pl",
-                             "mk", "rt", "ev", "lf", "if", "ie", "el", "ce", "ul", "cu", "fam", "fcolor", "gcolor",
-                             "pc", "lt", "po", "tl", "cs", "ss", "fp", "char", "hw", "hc", "nx", "ab", "tm", "do"})
+_DROPPED_MACROS = frozenset(
+  {
+    "TH",
+    "Dd",
+    "Dt",
+    "Os",
+    "UC",
+    "PD",
+    "RS",
+    "RE",
+    "IX",
+    "Sm",
+    "Bk",
+    "Ek",
+    "Xo",
+    "Xc",
+    "Ns",
+    "Pf",
+    "Db",
+    "ad",
+    "na",
+    "nh",
+    "hy",
+    "ne",
+    "ft",
+    "in",
+    "ti",
+    "ll",
+    "ta",
+    "ds",
+    "nr",
+    "so",
+    "mso",
+    "rm",
+    "rn",
+    "tr",
+    "cc",
+    "c2",
+    "ec",
+    "eo",
+    "ps",
+    "vs",
+    "ls",
+    "pl",
+    "mk",
+    "rt",
+    "ev",
+    "lf",
+    "if",
+    "ie",
+    "el",
+    "ce",
+    "ul",
+    "cu",
+    "fam",
+    "fcolor",
+    "gcolor",
+    "pc",
+    "lt",
+    "po",
+    "tl",
+    "cs",
+    "ss",
+    "fp",
+    "char",
+    "hw",
+    "hc",
+    "nx",
+    "ab",
+    "tm",
+    "do",
+  }
+)
 # mdoc words that name a macro inside a macro line ("Op Fl a Ar file"); dropped from the rendered arguments.
-_MDOC_CALLABLE = frozenset({"Ac", "Ao", "Ap", "Aq", "Ar", "Bc", "Bo", "Bq", "Brc", "Bro", "Brq", "Cm", "Dc", "Do",
-                            "Dq", "Dv", "Ec", "Em", "Eo", "Er", "Ev", "Fa", "Fc", "Fl", "Fn", "Fo", "Ft", "Ic",
-                            "Li", "Nm", "No", "Ns", "Oc", "Oo", "Op", "Pa", "Pc", "Pf", "Po", "Pq", "Qc", "Ql",
-                            "Qo", "Qq", "Sc", "So", "Sq", "Sx", "Sy", "Ta", "Tn", "Va", "Xr"})
+_MDOC_CALLABLE = frozenset(
+  {
+    "Ac",
+    "Ao",
+    "Ap",
+    "Aq",
+    "Ar",
+    "Bc",
+    "Bo",
+    "Bq",
+    "Brc",
+    "Bro",
+    "Brq",
+    "Cm",
+    "Dc",
+    "Do",
+    "Dq",
+    "Dv",
+    "Ec",
+    "Em",
+    "Eo",
+    "Er",
+    "Ev",
+    "Fa",
+    "Fc",
+    "Fl",
+    "Fn",
+    "Fo",
+    "Ft",
+    "Ic",
+    "Li",
+    "Nm",
+    "No",
+    "Ns",
+    "Oc",
+    "Oo",
+    "Op",
+    "Pa",
+    "Pc",
+    "Pf",
+    "Po",
+    "Pq",
+    "Qc",
+    "Ql",
+    "Qo",
+    "Qq",
+    "Sc",
+    "So",
+    "Sq",
+    "Sx",
+    "Sy",
+    "Ta",
+    "Tn",
+    "Va",
+    "Xr",
+  }
+)
 
 
 def _escape(match: re.Match) -> str:
@@ -93,7 +310,7 @@ def _arguments(rest: str) -> list[str]:
       j, arg = i + 1, []
       while j < len(rest):
         if rest[j] == '"':
-          if rest[j + 1:j + 2] == '"':
+          if rest[j + 1 : j + 2] == '"':
             arg.append('"')
             j += 2
             continue
@@ -116,7 +333,6 @@ def _wide(char: str) -> bool:
 
 
 class _Renderer:
-
   def __init__(self):
     self.lines: list[str] = []
     self.paragraph = ""

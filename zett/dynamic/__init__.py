@@ -5,6 +5,12 @@ from zett.dynamic.merge import BaseBatch, MergeInputError, MergeResult, can_merg
 from zett.dynamic.split import split_texts, vocab_bytes
 
 __all__ = [
-    "BaseBatch", "EmbeddingCache", "MergeInputError", "MergeResult", "can_merge", "merge_batch",
-    "split_texts", "vocab_bytes",
+  "BaseBatch",
+  "EmbeddingCache",
+  "MergeInputError",
+  "MergeResult",
+  "can_merge",
+  "merge_batch",
+  "split_texts",
+  "vocab_bytes",
 ]

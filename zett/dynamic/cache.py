@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -38,8 +38,9 @@ class EmbeddingCache:
     self._rows.clear()
     self.hits = self.misses = 0
 
-  def lookup_or_compute(self, keys: Sequence[Hashable],
-                        compute_fn: Callable[[list[Hashable]], np.ndarray]) -> np.ndarray:
+  def lookup_or_compute(
+    self, keys: Sequence[Hashable], compute_fn: Callable[[list[Hashable]], np.ndarray]
+  ) -> np.ndarray:
     """Rows for `keys` [K, ...]; the distinct missing keys go to `compute_fn` in one call.
 
     Each occurrence of a key counts once, as a hit or a miss; a key repeated within one call is a

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -62,6 +62,7 @@ class BaseBatch:
       mapped back to a space, SentencePiece "▁" to a space).
     special_ids: base ids that are never merged (BOS, EOS, ...).
   """
+
   token_ids: Sequence[np.ndarray]
   starts_pretoken: Sequence[np.ndarray]
   id_to_bytes: Sequence[bytes]
@@ -99,6 +100,7 @@ class MergeResult:
     stop_reason: "max_merges", "target_reduction", "min_frequency" or "no_pairs".
     base_vocab_size: size of the base vocabulary (first new id).
   """
+
   pieces: list[list[bytes]]
   ids: list[np.ndarray]
   spans: list[np.ndarray]
@@ -141,7 +143,8 @@ def can_merge(left: bytes, right: bytes) -> bool:
 
 def _flags_allow(left_flags: int, right_flags: int) -> bool:
   return bool(left_flags & right_flags & _WELL_FORMED) and bool(
-      (left_flags & _ALL_WHITESPACE) or not (right_flags & _HAS_WHITESPACE))
+    (left_flags & _ALL_WHITESPACE) or not (right_flags & _HAS_WHITESPACE)
+  )
 
 
 def check_stopping_rules(max_merges: int | None, target_reduction: float | None, min_frequency: int) -> None:
@@ -158,7 +161,8 @@ def check_batch(batch: BaseBatch) -> None:
     raise MergeInputError("empty batch: no examples to merge")
   if len(batch.token_ids) != len(batch.starts_pretoken):
     raise MergeInputError(
-        f"token_ids has {len(batch.token_ids)} examples but starts_pretoken has {len(batch.starts_pretoken)}")
+      f"token_ids has {len(batch.token_ids)} examples but starts_pretoken has {len(batch.starts_pretoken)}"
+    )
   vocab_size = len(batch.id_to_bytes)
   for i, (ids, starts) in enumerate(zip(batch.token_ids, batch.starts_pretoken)):
     if len(ids) == 0:
@@ -170,13 +174,20 @@ def check_batch(batch: BaseBatch) -> None:
       raise MergeInputError(f"example {i}: token id out of range [0, {vocab_size})")
     for t in set(ids.tolist()) - batch.special_ids:
       if len(batch.id_to_bytes[t]) == 0:
-        raise MergeInputError(f"example {i}: base token {t} has empty bytes (an empty string piece); "
-                              "drop it or mark it special")
+        raise MergeInputError(
+          f"example {i}: base token {t} has empty bytes (an empty string piece); drop it or mark it special"
+        )
 
 
-def merge_batch(batch: BaseBatch, *, max_merges: int | None = None, target_reduction: float | None = None,
-                min_frequency: int = 1, max_token_length: int | None = None,
-                deduplicate_pretokens: bool = True) -> MergeResult:
+def merge_batch(
+  batch: BaseBatch,
+  *,
+  max_merges: int | None = None,
+  target_reduction: float | None = None,
+  min_frequency: int = 1,
+  max_token_length: int | None = None,
+  deduplicate_pretokens: bool = True,
+) -> MergeResult:
   """Merges the most frequent adjacent pairs of `batch` until a stopping rule fires.
 
   With no rule given, merging runs until no pair is left: word level.
@@ -251,8 +262,10 @@ class _MergeState:
       for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         if end - start < 2:
           continue
-        word = tuple(base_symbol[i] if i in base_symbol else base_symbol.setdefault(i, self._symbol(batch.id_to_bytes[i]))
-                     for i in ids_list[start:end])
+        word = tuple(
+          base_symbol[i] if i in base_symbol else base_symbol.setdefault(i, self._symbol(batch.id_to_bytes[i]))
+          for i in ids_list[start:end]
+        )
         w = word_index.get(word) if deduplicate else None
         if w is None:
           w = len(word_heads)
@@ -316,8 +329,10 @@ class _MergeState:
     if r == -1:
       return None
     a, b = self.symbols[q], self.symbols[r]
-    if (not _flags_allow(self.symbol_flags[a], self.symbol_flags[b])
-        or self.base_length[q] + self.base_length[r] > self.max_token_length):
+    if (
+      not _flags_allow(self.symbol_flags[a], self.symbol_flags[b])
+      or self.base_length[q] + self.base_length[r] > self.max_token_length
+    ):
       return None
     return a << _SHIFT | b
 
@@ -345,8 +360,10 @@ class _MergeState:
     a, b = key >> _SHIFT, key & _LOW_MASK
     flags_a, flags_b = self.symbol_flags[a], self.symbol_flags[b]
     # A mergeable pair is well formed; whitespace-only iff both halves are.
-    merged = self._symbol(self.symbol_bytes[a] + self.symbol_bytes[b],
-                          _WELL_FORMED | (flags_a & flags_b & _ALL_WHITESPACE) | ((flags_a | flags_b) & _HAS_WHITESPACE))
+    merged = self._symbol(
+      self.symbol_bytes[a] + self.symbol_bytes[b],
+      _WELL_FORMED | (flags_a & flags_b & _ALL_WHITESPACE) | ((flags_a | flags_b) & _HAS_WHITESPACE),
+    )
     symbols, prev, nxt = self.symbols, self.prev, self.next
     changed: set[int] = set()
     # Ascending positions = left to right inside each word, which settles overlaps ("aaa").
@@ -425,7 +442,7 @@ class _MergeState:
           ends.append(begin + length)
           pieces.append(token)
           if token_id < 0 and token_id not in first_base_ids:
-            first_base_ids[token_id] = tuple(ids_list[begin:begin + length])
+            first_base_ids[token_id] = tuple(ids_list[begin : begin + length])
           position = begin + length
       out_ids.extend(ids_list[position:])
       starts.extend(range(position, len(ids_list)))
@@ -444,11 +461,12 @@ class _MergeState:
         out_ids[negative] = lookup(out_ids[negative])
       all_ids[k] = out_ids.astype(np.int32)
     return MergeResult(
-        pieces=all_pieces,
-        ids=all_ids,
-        spans=all_spans,
-        new_tokens=[self.symbol_bytes[-1 - mark] for mark in new_marks],
-        new_token_base_ids=[first_base_ids[mark] for mark in new_marks],
-        merges=merges,
-        stop_reason=stop_reason,
-        base_vocab_size=base_vocab_size)
+      pieces=all_pieces,
+      ids=all_ids,
+      spans=all_spans,
+      new_tokens=[self.symbol_bytes[-1 - mark] for mark in new_marks],
+      new_token_base_ids=[first_base_ids[mark] for mark in new_marks],
+      merges=merges,
+      stop_reason=stop_reason,
+      base_vocab_size=base_vocab_size,
+    )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,7 @@ class DynamicEmbedder:
     from zett.hypernet.config import config_for_base
     from zett.hypernet.model import init_hypernet
     from zett.hypernet.record import load_hypernetwork
+
     self.model = model
     self.base = model.embeddings
     if hypernet is None:
@@ -57,6 +59,7 @@ class DynamicEmbedder:
   def _predict(self, surfaces: list[tuple[int, ...]]) -> np.ndarray:
     from zett.hypernet.vocabulary import embed_vocabulary
     from zett.tokenization.surface import pack_rows
+
     ids, lengths, truncated = pack_rows(surfaces, self.hypernetwork.config.surface_length)
     self.truncated_surface_forms += truncated
     return embed_vocabulary(self.hypernetwork, self.base, ids, lengths).input
@@ -85,6 +88,7 @@ class DynamicEmbedder:
 @dataclasses.dataclass(frozen=True)
 class DecoderReport:
   """Prefill with merged tokens vs with base tokens, scored on the same continuation bytes."""
+
   prompt_tokens_base: int
   prompt_tokens_merged: int
   continuation_tokens: int
@@ -139,10 +143,10 @@ def _pad(rows: Sequence[np.ndarray], left: bool, multiple: int = 16) -> tuple[np
   return out, mask
 
 
-_RUNNERS: dict[int, tuple[Any, "_Runner"]] = {}
+_RUNNERS: dict[int, tuple[Any, _Runner]] = {}
 
 
-def _runner_for(model: Any) -> "_Runner":
+def _runner_for(model: Any) -> _Runner:
   """One runner per live model, so its jitted calls compile once per shape."""
   entry = _RUNNERS.get(id(model))
   if entry is None or entry[0] is not model:
@@ -163,8 +167,13 @@ class _Runner:
     self.output_bias = embeddings.bias
 
     def embeds_call(params, inputs_embeds, attention_mask, cache):
-      out = module.apply({"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         cache=cache, compute_logits=False)
+      out = module.apply(
+        {"params": params},
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        cache=cache,
+        compute_logits=False,
+      )
       return out.hidden_states, out.cache
 
     def ids_call(params, input_ids, attention_mask, cache):
@@ -172,8 +181,9 @@ class _Runner:
       return out.logits, out.cache
 
     def pooled_call(params, inputs_embeds, attention_mask):
-      hidden = module.apply({"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                            compute_logits=False).hidden_states
+      hidden = module.apply(
+        {"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask, compute_logits=False
+      ).hidden_states
       weights = attention_mask[..., None].astype(hidden.dtype)
       return (hidden * weights).sum(1) / weights.sum(1)
 
@@ -182,12 +192,14 @@ class _Runner:
     self.pooled_call = jax.jit(pooled_call)
 
   def logits_of(self, hidden_bd):
-    logits = jnp.einsum("bd,vd->bv", hidden_bd, self.output_vd.astype(hidden_bd.dtype),
-                        preferred_element_type=jnp.float32)
+    logits = jnp.einsum(
+      "bd,vd->bv", hidden_bd, self.output_vd.astype(hidden_bd.dtype), preferred_element_type=jnp.float32
+    )
     return logits if self.output_bias is None else logits + self.output_bias
 
-  def score_and_generate(self, prompt_rows: list[np.ndarray], continuations: list[np.ndarray],
-                         generate_tokens: int) -> tuple[float, list[list[int]]]:
+  def score_and_generate(
+    self, prompt_rows: list[np.ndarray], continuations: list[np.ndarray], generate_tokens: int
+  ) -> tuple[float, list[list[int]]]:
     """Total bits of the continuations after the prompts, and greedy base tokens after the prompts."""
     model = self.model
     embeds, prompt_mask = _pad(prompt_rows, left=True)
@@ -216,9 +228,17 @@ class _Runner:
     return bits, generated
 
 
-def evaluate_decoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str], *, prompt_fraction: float = 0.5,
-                     max_length: int = 256, generate_tokens: int = 0, tokenizer: Any = None,
-                     **merge_rules) -> DecoderReport:
+def evaluate_decoder(
+  model: Any,
+  embedder: DynamicEmbedder,
+  texts: Sequence[str],
+  *,
+  prompt_fraction: float = 0.5,
+  max_length: int = 256,
+  generate_tokens: int = 0,
+  tokenizer: Any = None,
+  **merge_rules,
+) -> DecoderReport:
   """Merged prefill vs base prefill on `texts`, continuation scored in the base vocabulary.
 
   Each text is cut to `max_length` base tokens; the first `prompt_fraction` of them is the prompt
@@ -248,15 +268,29 @@ def evaluate_decoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str]
   bits_merged, generated_merged = runner.score_and_generate(embedder.embed(result), continuations, generate_tokens)
   num_bytes = sum(len(batch.id_to_bytes[int(i)]) for c in continuations for i in c)
   return DecoderReport(
-      prompt_tokens_base=sum(len(p) for p in prompts), prompt_tokens_merged=result.num_merged_tokens,
-      continuation_tokens=sum(len(c) for c in continuations), continuation_bytes=num_bytes,
-      bits_per_byte_base=bits_base / num_bytes, bits_per_byte_merged=bits_merged / num_bytes,
-      new_tokens=len(result.new_tokens), merges=len(result.merges), stop_reason=result.stop_reason,
-      generated_base_prefill=generated_base, generated_merged_prefill=generated_merged)
+    prompt_tokens_base=sum(len(p) for p in prompts),
+    prompt_tokens_merged=result.num_merged_tokens,
+    continuation_tokens=sum(len(c) for c in continuations),
+    continuation_bytes=num_bytes,
+    bits_per_byte_base=bits_base / num_bytes,
+    bits_per_byte_merged=bits_merged / num_bytes,
+    new_tokens=len(result.new_tokens),
+    merges=len(result.merges),
+    stop_reason=result.stop_reason,
+    generated_base_prefill=generated_base,
+    generated_merged_prefill=generated_merged,
+  )
 
 
-def evaluate_encoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str], *, max_length: int = 256,
-                     tokenizer: Any = None, **merge_rules) -> EncoderReport:
+def evaluate_encoder(
+  model: Any,
+  embedder: DynamicEmbedder,
+  texts: Sequence[str],
+  *,
+  max_length: int = 256,
+  tokenizer: Any = None,
+  **merge_rules,
+) -> EncoderReport:
   """Runs the model on the base and the merged batch; positions are re-numbered 0..N_i-1.
 
   `max_token_length` defaults to the hypernetwork's surface length (see `evaluate_decoder`).
@@ -270,7 +304,13 @@ def evaluate_encoder(model: Any, embedder: DynamicEmbedder, texts: Sequence[str]
   base_pooled = np.asarray(pooled(model.params, jnp.asarray(base_embeds), jnp.asarray(base_mask)))
   merged_pooled = np.asarray(pooled(model.params, jnp.asarray(merged_embeds), jnp.asarray(merged_mask)))
   cosine = (base_pooled * merged_pooled).sum(-1) / (
-      np.linalg.norm(base_pooled, axis=-1) * np.linalg.norm(merged_pooled, axis=-1) + 1e-12)
-  return EncoderReport(tokens_base=result.num_base_tokens, tokens_merged=result.num_merged_tokens,
-                       mean_pooled_cosine=float(cosine.mean()), new_tokens=len(result.new_tokens),
-                       merges=len(result.merges), stop_reason=result.stop_reason)
+    np.linalg.norm(base_pooled, axis=-1) * np.linalg.norm(merged_pooled, axis=-1) + 1e-12
+  )
+  return EncoderReport(
+    tokens_base=result.num_base_tokens,
+    tokens_merged=result.num_merged_tokens,
+    mean_pooled_cosine=float(cosine.mean()),
+    new_tokens=len(result.new_tokens),
+    merges=len(result.merges),
+    stop_reason=result.stop_reason,
+  )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +18,9 @@ def backend_tokenizer(tokenizer: Any):
   for backend in (getattr(tokenizer, "backend_tokenizer", None), getattr(tokenizer, "backend", None), tokenizer):
     if hasattr(backend, "encode_batch") and hasattr(backend, "to_str"):
       return backend
-  raise TypeError(f"need a tokenizers.Tokenizer, a zett Tokenizer or a transformers fast tokenizer, "
-                  f"got {type(tokenizer).__name__}")
+  raise TypeError(
+    f"need a tokenizers.Tokenizer, a zett Tokenizer or a transformers fast tokenizer, got {type(tokenizer).__name__}"
+  )
 
 
 def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
@@ -31,6 +33,7 @@ def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
   """
   from zett.tokenization.byte_level import detect_kind, vocabulary_bytes
   from zett.tokenization.tokenizer import check_dense_ids
+
   if hasattr(tokenizer, "vocab_bytes") and hasattr(tokenizer, "special_ids"):  # a zett Tokenizer
     return list(tokenizer.vocab_bytes), frozenset(tokenizer.special_ids)
   backend = backend_tokenizer(tokenizer)
@@ -52,8 +55,9 @@ def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
   return out, special
 
 
-def split_texts(tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bool = False,
-                max_length: int | None = None) -> BaseBatch:
+def split_texts(
+  tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bool = False, max_length: int | None = None
+) -> BaseBatch:
   """Tokenizes `texts` with the base tokenizer; pre-token starts come from the encodings' word ids.
 
   Args:

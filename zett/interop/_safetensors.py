@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import ml_dtypes
 import numpy as np
 
 from zett.models.family import ModelLoadError
 
-_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_DTYPES = {
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
+}
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 _MAX_HEADER_BYTES = 100 << 20
 
@@ -52,8 +62,9 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
       if end - begin != expected:
         raise ModelLoadError(f"{self.path}: tensor {name!r} byte range {end - begin} != shape x dtype {expected}")
       if self._data_start + end > size:
-        raise ModelLoadError(f"{self.path}: truncated file: tensor {name!r} ends at byte {self._data_start + end}, "
-                             f"file has {size}")
+        raise ModelLoadError(
+          f"{self.path}: truncated file: tensor {name!r} ends at byte {self._data_start + end}, file has {size}"
+        )
     self._mmap = None
 
   def __getitem__(self, name: str) -> np.ndarray:
@@ -61,7 +72,7 @@ class SafetensorsFile(Mapping[str, np.ndarray]):
     if self._mmap is None:
       self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
     begin, end = entry["data_offsets"]
-    raw = self._mmap[self._data_start + begin:self._data_start + end]
+    raw = self._mmap[self._data_start + begin : self._data_start + end]
     return raw.view(_DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
   def shape(self, name: str) -> tuple[int, ...]:
@@ -101,8 +112,11 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, np.ndarray], metad
     array = np.ascontiguousarray(array)
     if array.dtype not in _NAMES:
       raise ValueError(f"cannot write tensor {name!r} of dtype {array.dtype} to safetensors")
-    header[name] = {"dtype": _NAMES[array.dtype], "shape": list(array.shape),
-                    "data_offsets": [offset, offset + array.nbytes]}
+    header[name] = {
+      "dtype": _NAMES[array.dtype],
+      "shape": list(array.shape),
+      "data_offsets": [offset, offset + array.nbytes],
+    }
     offset += array.nbytes
     arrays.append(array)
   header["__metadata__"] = dict(metadata or {"format": "pt"})

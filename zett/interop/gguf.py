@@ -13,24 +13,32 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from zett.models.family import ModelLoadError, family_for_model_type
 from zett.models.base import BaseModel, cast_params
+from zett.models.family import ModelLoadError, family_for_model_type
 from zett.sha256 import file_sha256
 
 _SUPPORTED_ARCHITECTURES = ("llama",)
 _LAYER_NAMES = {
-    "attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight", "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight", "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
+  "attn_norm.weight": "input_layernorm.weight",
+  "ffn_norm.weight": "post_attention_layernorm.weight",
+  "attn_q.weight": "self_attn.q_proj.weight",
+  "attn_k.weight": "self_attn.k_proj.weight",
+  "attn_v.weight": "self_attn.v_proj.weight",
+  "attn_output.weight": "self_attn.o_proj.weight",
+  "ffn_gate.weight": "mlp.gate_proj.weight",
+  "ffn_up.weight": "mlp.up_proj.weight",
+  "ffn_down.weight": "mlp.down_proj.weight",
 }
-_GLOBAL_NAMES = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
-                 "output.weight": "lm_head.weight"}
+_GLOBAL_NAMES = {
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
+}
 
 
 def _reader(path: Path):
   import gguf
+
   if not path.is_file():
     raise ModelLoadError(f"{path}: no such GGUF file")
   try:
@@ -63,18 +71,21 @@ def hf_config_from_gguf(reader, path: Path) -> dict[str, Any]:
   if vocab_size is None:
     raise ModelLoadError(f"{path}: GGUF has neither {arch}.vocab_size nor tokenizer.ggml.tokens")
   return {
-      "model_type": "llama", "vocab_size": int(vocab_size), "hidden_size": hidden,
-      "intermediate_size": int(_field(reader, path, f"{arch}.feed_forward_length")),
-      "num_hidden_layers": int(_field(reader, path, f"{arch}.block_count")), "num_attention_heads": heads,
-      "num_key_value_heads": int(_field(reader, path, f"{arch}.attention.head_count_kv", heads)),
-      "head_dim": int(_field(reader, path, f"{arch}.rope.dimension_count", hidden // heads)),
-      "rms_norm_eps": float(_field(reader, path, f"{arch}.attention.layer_norm_rms_epsilon")),
-      "rope_theta": float(_field(reader, path, f"{arch}.rope.freq_base", 10000.0)),
-      "max_position_embeddings": int(_field(reader, path, f"{arch}.context_length", 2048)),
-      "tie_word_embeddings": "output.weight" not in tensor_names,
-      "bos_token_id": _field(reader, path, "tokenizer.ggml.bos_token_id", None),
-      "eos_token_id": _field(reader, path, "tokenizer.ggml.eos_token_id", None),
-      "pad_token_id": _field(reader, path, "tokenizer.ggml.padding_token_id", None),
+    "model_type": "llama",
+    "vocab_size": int(vocab_size),
+    "hidden_size": hidden,
+    "intermediate_size": int(_field(reader, path, f"{arch}.feed_forward_length")),
+    "num_hidden_layers": int(_field(reader, path, f"{arch}.block_count")),
+    "num_attention_heads": heads,
+    "num_key_value_heads": int(_field(reader, path, f"{arch}.attention.head_count_kv", heads)),
+    "head_dim": int(_field(reader, path, f"{arch}.rope.dimension_count", hidden // heads)),
+    "rms_norm_eps": float(_field(reader, path, f"{arch}.attention.layer_norm_rms_epsilon")),
+    "rope_theta": float(_field(reader, path, f"{arch}.rope.freq_base", 10000.0)),
+    "max_position_embeddings": int(_field(reader, path, f"{arch}.context_length", 2048)),
+    "tie_word_embeddings": "output.weight" not in tensor_names,
+    "bos_token_id": _field(reader, path, "tokenizer.ggml.bos_token_id", None),
+    "eos_token_id": _field(reader, path, "tokenizer.ggml.eos_token_id", None),
+    "pad_token_id": _field(reader, path, "tokenizer.ggml.padding_token_id", None),
   }
 
 
@@ -87,6 +98,7 @@ def _unpermute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 def hf_tensors_from_gguf(reader, path: Path, hf_config: dict[str, Any]) -> dict[str, np.ndarray]:
   """All tensors dequantized to float32 under their Hugging Face names ([out, in] layout)."""
   from gguf.quants import dequantize
+
   tensors = {}
   for tensor in reader.tensors:
     name = tensor.name
@@ -112,6 +124,7 @@ def hf_tensors_from_gguf(reader, path: Path, hf_config: dict[str, Any]) -> dict[
 @functools.lru_cache(maxsize=4)
 def _cached_tokenizer(path: str, mtime_ns: int):
   from transformers import AutoTokenizer
+
   try:
     return AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
   except Exception as e:  # transformers' GGUF tokenizer conversion raises assorted types.
@@ -142,6 +155,12 @@ def load_gguf(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, load
     raise type(e)(f"{path}: {e}") from e
   name = str(_field(reader, path, "general.name", path.stem))
   tokenizer = load_gguf_tokenizer(path) if load_tokenizer else None
-  return BaseModel(family=family, config=config, module=family.make_module(config, dtype),
-                   params=cast_params(params, param_dtype), tokenizer=tokenizer, name=name,
-                   weights_sha256=file_sha256(path))
+  return BaseModel(
+    family=family,
+    config=config,
+    module=family.make_module(config, dtype),
+    params=cast_params(params, param_dtype),
+    tokenizer=tokenizer,
+    name=name,
+    weights_sha256=file_sha256(path),
+  )

@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.interop._safetensors import SafetensorsFile, ShardedTensors, write_safetensors
-from zett.models.family import ModelLoadError, family_for_model_type
 from zett.models.base import BaseModel, cast_params
+from zett.models.family import ModelLoadError, family_for_model_type
 from zett.sha256 import file_sha256
 from zett.staging import new_staging_folder, replace_folder
 
@@ -68,8 +68,9 @@ def read_tensors(folder: str | Path) -> tuple[ShardedTensors, list[Path]]:
   return ShardedTensors({SINGLE_FILE: SafetensorsFile(single)}), [single]
 
 
-def load_pretrained(folder: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None,
-                    load_tokenizer: bool = True) -> BaseModel:
+def load_pretrained(
+  folder: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, name: str | None = None, load_tokenizer: bool = True
+) -> BaseModel:
   """A `BaseModel` from a local Hugging Face folder (config.json + safetensors [+ tokenizer files])."""
   folder = Path(folder)
   hf_config = read_config(folder)
@@ -86,8 +87,15 @@ def load_pretrained(folder: str | Path, dtype=jnp.float32, param_dtype=jnp.float
     raise type(e)(f"{where}: {e}") from e
   params = cast_params(params, param_dtype)
   tokenizer = load_folder_tokenizer(folder) if load_tokenizer else None
-  return BaseModel(family=family, config=config, module=family.make_module(config, dtype), params=params,
-                   tokenizer=tokenizer, name=name or folder.name, weights_sha256=file_sha256(files))
+  return BaseModel(
+    family=family,
+    config=config,
+    module=family.make_module(config, dtype),
+    params=params,
+    tokenizer=tokenizer,
+    name=name or folder.name,
+    weights_sha256=file_sha256(files),
+  )
 
 
 def load_folder_tokenizer(folder: Path):
@@ -95,6 +103,7 @@ def load_folder_tokenizer(folder: Path):
   if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
     return None
   from transformers import AutoTokenizer
+
   try:
     return AutoTokenizer.from_pretrained(str(folder))
   except (OSError, ValueError) as e:
@@ -104,9 +113,11 @@ def load_folder_tokenizer(folder: Path):
 def load_from_hub(repo_id: str, dtype=jnp.float32, param_dtype=jnp.float32, revision: str | None = None) -> BaseModel:
   """Downloads (needs network) the config, safetensors and tokenizer files of a hub model, then loads it."""
   from huggingface_hub import snapshot_download
+
   try:
-    folder = snapshot_download(repo_id, revision=revision,
-                               allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt"])
+    folder = snapshot_download(
+      repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
+    )
   except Exception as e:  # the hub client raises many types; the user needs one message.
     raise ModelLoadError(f"{repo_id}: not a local path, and downloading it from the hub failed: {e}") from e
   return load_pretrained(folder, dtype=dtype, param_dtype=param_dtype, name=repo_id)
@@ -124,15 +135,22 @@ def _shards(tensors: dict[str, np.ndarray], max_shard_bytes: int) -> list[dict[s
 
 
 def _model_card(name: str, model: BaseModel, auto_class: str, num_params: int) -> str:
-  return (f"---\nlibrary_name: transformers\n---\n\n# {name}\n\n"
-          f"Exported by zett from `{model.name}` (family `{model.family.name}`, {num_params:,} parameters; source "
-          f"weights sha256 `{model.weights_sha256}`).\n\n"
-          f"```python\nfrom transformers import {auto_class}, AutoTokenizer\n"
-          f"model = {auto_class}.from_pretrained(\"path/to/this/folder\")\n```\n")
+  return (
+    f"---\nlibrary_name: transformers\n---\n\n# {name}\n\n"
+    f"Exported by zett from `{model.name}` (family `{model.family.name}`, {num_params:,} parameters; source "
+    f"weights sha256 `{model.weights_sha256}`).\n\n"
+    f"```python\nfrom transformers import {auto_class}, AutoTokenizer\n"
+    f'model = {auto_class}.from_pretrained("path/to/this/folder")\n```\n'
+  )
 
 
-def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
-                    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, name: str | None = None) -> Path:
+def save_pretrained(
+  model: BaseModel,
+  out_dir: str | Path,
+  tokenizer=None,
+  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+  name: str | None = None,
+) -> Path:
   """Writes `model` as a Hugging Face folder that `transformers` loads as is.
 
   Writes config.json, model.safetensors (or shards + model.safetensors.index.json when larger than
@@ -177,5 +195,3 @@ def save_pretrained(model: BaseModel, out_dir: str | Path, tokenizer=None,
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out_dir
-
-

@@ -8,7 +8,8 @@ sharding-rules table can map them to mesh axes.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -21,16 +22,24 @@ LOGICAL_AXIS_NAMES = ("vocab", "embed", "mlp", "heads", "kv_heads", "head_dim", 
 # Finite rather than -inf: a query whose keys are all masked (a padding position) then gets a uniform
 # softmax instead of NaNs, which would otherwise leak into gradients through the masked sum.
 _MASK_VALUE = float(np.finfo(np.float32).min)
+_NORMAL_002 = nn.initializers.normal(0.02)
 
 
-def param(module: nn.Module, name: str, axes: tuple[str, ...], shape: tuple[int, ...],
-          init=nn.initializers.normal(0.02), dtype=jnp.float32):
+def param(
+  module: nn.Module,
+  name: str,
+  axes: tuple[str, ...],
+  shape: tuple[int, ...],
+  init=_NORMAL_002,
+  dtype=jnp.float32,
+):
   """Declares a parameter whose dimensions carry logical axis names."""
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 
 class RMSNorm(nn.Module):
   """Root-mean-square norm computed in float32, as `transformers`' LlamaRMSNorm does."""
+
   eps: float
   dtype: Any = jnp.float32
 
@@ -43,8 +52,9 @@ class RMSNorm(nn.Module):
     return scale_d.astype(self.dtype) * x32.astype(self.dtype)
 
 
-def rope_inverse_frequencies(head_dim: int, rope_theta: float,
-                             rope_scaling: Mapping[str, Any] | None = None) -> np.ndarray:
+def rope_inverse_frequencies(
+  head_dim: int, rope_theta: float, rope_scaling: Mapping[str, Any] | None = None
+) -> np.ndarray:
   """Inverse frequencies [head_dim // 2] (float32), with "linear" or Llama-3 ("llama3") scaling.
 
   Mirrors `transformers.modeling_rope_utils` step by step in float32 so logits match to 1e-6.
@@ -110,8 +120,9 @@ def grouped_query_attention(q_bthd, k_bskd, v_bskd, bias_b1ts, dtype):
   batch, length, num_heads, head_dim = q_bthd.shape
   num_kv_heads = k_bskd.shape[2]
   q_btkgd = q_bthd.reshape(batch, length, num_kv_heads, num_heads // num_kv_heads, head_dim)
-  scores_bkgts = jnp.einsum("btkgd,bskd->bkgts", q_btkgd, k_bskd.astype(dtype),
-                            preferred_element_type=jnp.float32) / np.sqrt(head_dim).astype(np.float32)
+  scores_bkgts = jnp.einsum(
+    "btkgd,bskd->bkgts", q_btkgd, k_bskd.astype(dtype), preferred_element_type=jnp.float32
+  ) / np.sqrt(head_dim).astype(np.float32)
   scores_bkgts = scores_bkgts + bias_b1ts[:, :, None]
   probs_bkgts = jax.nn.softmax(scores_bkgts, axis=-1).astype(dtype)
   out_btkgd = jnp.einsum("bkgts,bskd->btkgd", probs_bkgts, v_bskd.astype(dtype))
@@ -124,17 +135,23 @@ class KVCache(NamedTuple):
   key, value: [layers, B, S, kv_heads, head_dim]. mask: int32 [B, S], 1 where a slot holds a real
   token. index: int32 [], the number of slots already written (the next write position).
   """
+
   key: Any
   value: Any
   mask: Any
   index: Any
 
 
-def empty_kv_cache(num_layers: int, batch_size: int, max_length: int, num_kv_heads: int,
-                   head_dim: int, dtype=jnp.float32) -> KVCache:
+def empty_kv_cache(
+  num_layers: int, batch_size: int, max_length: int, num_kv_heads: int, head_dim: int, dtype=jnp.float32
+) -> KVCache:
   shape = (num_layers, batch_size, max_length, num_kv_heads, head_dim)
-  return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype),
-                 jnp.zeros((batch_size, max_length), jnp.int32), jnp.zeros((), jnp.int32))
+  return KVCache(
+    jnp.zeros(shape, dtype),
+    jnp.zeros(shape, dtype),
+    jnp.zeros((batch_size, max_length), jnp.int32),
+    jnp.zeros((), jnp.int32),
+  )
 
 
 def positions_from_mask(mask_bt):
@@ -145,8 +162,9 @@ def positions_from_mask(mask_bt):
 
 def vocabulary_logits(hidden_btd, lm_head_vd, bias_v, dtype):
   """float32 logits [B, T, V] = hidden @ lm_head.T (+ bias), with the matmul in `dtype`."""
-  logits = jnp.einsum("btd,vd->btv", hidden_btd, jnp.asarray(lm_head_vd).astype(dtype),
-                      preferred_element_type=jnp.float32)
+  logits = jnp.einsum(
+    "btd,vd->btv", hidden_btd, jnp.asarray(lm_head_vd).astype(dtype), preferred_element_type=jnp.float32
+  )
   if bias_v is not None:
     logits = logits + jnp.asarray(bias_v).astype(jnp.float32)
   return logits

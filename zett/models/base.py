@@ -20,6 +20,7 @@ from zett.models.family import Embeddings, Family, Params
 @dataclasses.dataclass(frozen=True)
 class BaseModel:
   """A frozen base model: family, config, Flax module, params and (optionally) its tokenizer."""
+
   family: Family
   config: Any
   module: Any
@@ -48,5 +49,10 @@ def params_sha256(params: Params) -> str:
 def cast_params(params: Params, param_dtype) -> Params:
   """Floating params to `param_dtype` as jax arrays."""
   return jax.tree_util.tree_map(
-      lambda x: jnp.asarray(x, param_dtype) if np.issubdtype(np.asarray(x).dtype, np.floating)
-      or str(np.asarray(x).dtype) == "bfloat16" else jnp.asarray(x), params)
+    lambda x: (
+      jnp.asarray(x, param_dtype)
+      if np.issubdtype(np.asarray(x).dtype, np.floating) or str(np.asarray(x).dtype) == "bfloat16"
+      else jnp.asarray(x)
+    ),
+    params,
+  )

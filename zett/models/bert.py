@@ -22,7 +22,8 @@ agrees for right padding (the usual layout for encoders) and unpadded rows.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -34,8 +35,18 @@ from zett.models._layers import param, vocabulary_logits
 from zett.models._norm_act import LayerNorm, activation, check_activation
 from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
 
-__all__ = ["BertConfig", "BertModule", "FAMILY", "config_from_hf", "config_to_hf", "init_params",
-           "logical_param_axes", "make_module", "params_from_hf", "params_to_hf"]
+__all__ = [
+  "BertConfig",
+  "BertModule",
+  "FAMILY",
+  "config_from_hf",
+  "config_to_hf",
+  "init_params",
+  "logical_param_axes",
+  "make_module",
+  "params_from_hf",
+  "params_to_hf",
+]
 
 _MODEL_TYPES = ("bert", "roberta", "xlm-roberta")
 _ARCHITECTURES = {"bert": "BertForMaskedLM", "roberta": "RobertaForMaskedLM", "xlm-roberta": "XLMRobertaForMaskedLM"}
@@ -63,8 +74,9 @@ class BertConfig:
     if self.model_type not in _MODEL_TYPES:
       raise ValueError(f"model_type {self.model_type!r} is not one of {', '.join(_MODEL_TYPES)}")
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                       f"{self.num_attention_heads}")
+      raise ValueError(
+        f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+      )
     check_activation(self.hidden_act, "hidden_act")
 
   @property
@@ -93,26 +105,43 @@ def config_from_hf(hf: Mapping[str, Any]) -> BertConfig:
     raise ValueError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported (absolute only)")
   model_type = hf.get("model_type", "bert")
   return BertConfig(
-      vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], num_hidden_layers=hf["num_hidden_layers"],
-      num_attention_heads=hf["num_attention_heads"], intermediate_size=hf["intermediate_size"],
-      max_position_embeddings=hf.get("max_position_embeddings", 512), type_vocab_size=hf.get("type_vocab_size", 2),
-      layer_norm_eps=hf.get("layer_norm_eps", 1e-12), hidden_act=hf.get("hidden_act", "gelu"),
-      pad_token_id=hf.get("pad_token_id", 1 if model_type != "bert" else 0) or 0,
-      bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"),
-      tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)), model_type=model_type)
+    vocab_size=hf["vocab_size"],
+    hidden_size=hf["hidden_size"],
+    num_hidden_layers=hf["num_hidden_layers"],
+    num_attention_heads=hf["num_attention_heads"],
+    intermediate_size=hf["intermediate_size"],
+    max_position_embeddings=hf.get("max_position_embeddings", 512),
+    type_vocab_size=hf.get("type_vocab_size", 2),
+    layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+    hidden_act=hf.get("hidden_act", "gelu"),
+    pad_token_id=hf.get("pad_token_id", 1 if model_type != "bert" else 0) or 0,
+    bos_token_id=hf.get("bos_token_id"),
+    eos_token_id=hf.get("eos_token_id"),
+    tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
+    model_type=model_type,
+  )
 
 
 def config_to_hf(config: BertConfig) -> dict[str, Any]:
   """BertConfig -> config.json dict that `transformers` loads as *ForMaskedLM."""
   return {
-      "architectures": [_ARCHITECTURES[config.model_type]], "model_type": config.model_type,
-      "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
-      "num_hidden_layers": config.num_hidden_layers, "num_attention_heads": config.num_attention_heads,
-      "intermediate_size": config.intermediate_size, "max_position_embeddings": config.max_position_embeddings,
-      "type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps,
-      "hidden_act": config.hidden_act, "position_embedding_type": "absolute", "is_decoder": False,
-      "pad_token_id": config.pad_token_id, "bos_token_id": config.bos_token_id,
-      "eos_token_id": config.eos_token_id, "tie_word_embeddings": config.tie_word_embeddings,
+    "architectures": [_ARCHITECTURES[config.model_type]],
+    "model_type": config.model_type,
+    "vocab_size": config.vocab_size,
+    "hidden_size": config.hidden_size,
+    "num_hidden_layers": config.num_hidden_layers,
+    "num_attention_heads": config.num_attention_heads,
+    "intermediate_size": config.intermediate_size,
+    "max_position_embeddings": config.max_position_embeddings,
+    "type_vocab_size": config.type_vocab_size,
+    "layer_norm_eps": config.layer_norm_eps,
+    "hidden_act": config.hidden_act,
+    "position_embedding_type": "absolute",
+    "is_decoder": False,
+    "pad_token_id": config.pad_token_id,
+    "bos_token_id": config.bos_token_id,
+    "eos_token_id": config.eos_token_id,
+    "tie_word_embeddings": config.tie_word_embeddings,
   }
 
 
@@ -135,12 +164,12 @@ class _EncoderLayer(nn.Module):
     key = project("k_proj", hidden_btd, *qkv_args)
     value = project("v_proj", hidden_btd, *qkv_args)
     attended_bthe = _layers.grouped_query_attention(query, key, value, bias_b1ts, dtype)
-    out = project("o_proj", attended_bthe, (h, dh, d), ("heads", "head_dim", "embed"), "bthe,hed->btd", (d,),
-                  ("embed",))
+    out = project(
+      "o_proj", attended_bthe, (h, dh, d), ("heads", "head_dim", "embed"), "bthe,hed->btd", (d,), ("embed",)
+    )
     hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="attention_norm")(hidden_btd + out)
     x = project("fc_in_proj", hidden_btd, (d, f), ("embed", "mlp"), "btd,df->btf", (f,), ("mlp",))
-    x = project("fc_out_proj", activation(cfg.hidden_act)(x), (f, d), ("mlp", "embed"), "btf,fd->btd", (d,),
-                ("embed",))
+    x = project("fc_out_proj", activation(cfg.hidden_act)(x), (f, d), ("mlp", "embed"), "btf,fd->btd", (d,), ("embed",))
     return LayerNorm(cfg.layer_norm_eps, dtype, name="output_norm")(hidden_btd + x), None
 
 
@@ -149,6 +178,7 @@ class BertModule(nn.Module):
 
   Encoders take no cache (`cache` must be None). Extra keyword: `token_type_ids` int32 [B, T] (default 0).
   """
+
   config: BertConfig
   dtype: Any = jnp.float32
   remat: bool = False
@@ -156,8 +186,18 @@ class BertModule(nn.Module):
   inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
 
   @nn.compact
-  def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
-               output_embeddings=None, output_bias=None, cache=None, compute_logits=True, token_type_ids=None):
+  def __call__(
+    self,
+    input_ids=None,
+    inputs_embeds=None,
+    attention_mask=None,
+    position_ids=None,
+    output_embeddings=None,
+    output_bias=None,
+    cache=None,
+    compute_logits=True,
+    token_type_ids=None,
+  ):
     cfg, dtype = self.config, self.dtype
     d, v = cfg.hidden_size, cfg.vocab_size
     if cache is not None:
@@ -178,22 +218,32 @@ class BertModule(nn.Module):
     attention_mask = jnp.asarray(attention_mask).astype(jnp.int32)
     if position_ids is None:
       # Padding slots get the padding position (RoBERTa's padding_idx row; row 0 for BERT).
-      position_ids = jnp.where(attention_mask > 0, _layers.positions_from_mask(attention_mask) + cfg.first_position_id,
-                               max(cfg.first_position_id - 1, 0))
+      position_ids = jnp.where(
+        attention_mask > 0,
+        _layers.positions_from_mask(attention_mask) + cfg.first_position_id,
+        max(cfg.first_position_id - 1, 0),
+      )
     if token_type_ids is None:
       token_type_ids = jnp.zeros((batch, length), jnp.int32)
-    hidden_btd = (hidden_btd + jnp.take(token_types_nd, token_type_ids, axis=0).astype(dtype)
-                  + jnp.take(positions_pd, position_ids, axis=0).astype(dtype))
+    hidden_btd = (
+      hidden_btd
+      + jnp.take(token_types_nd, token_type_ids, axis=0).astype(dtype)
+      + jnp.take(positions_pd, position_ids, axis=0).astype(dtype)
+    )
     hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="embed_norm")(hidden_btd)
 
-    bias_b1ts = jnp.where(attention_mask[:, None, None, :] > 0, 0.0,
-                          np.finfo(np.float32).min).astype(jnp.float32)
+    bias_b1ts = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min).astype(jnp.float32)
     # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
     # forward pass) and lets XLA optimise the recomputed layer.
     layer = nn.remat(_EncoderLayer, prevent_cse=False) if self.remat else _EncoderLayer
-    layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast,), length=cfg.num_hidden_layers,
-                     metadata_params={nn.PARTITION_NAME: "layers"})
+    layers = nn.scan(
+      layer,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(nn.broadcast,),
+      length=cfg.num_hidden_layers,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )
     hidden_btd, _ = layers(cfg, dtype, name="layers")(hidden_btd, bias_b1ts)
 
     # The LM head's transform; its output is what the (swappable) vocabulary projection reads.
@@ -234,6 +284,7 @@ def logical_param_axes(config: BertConfig) -> Params:
 
 # --- Hugging Face name mapping --------------------------------------------------------------------------------------
 # torch Linear weights are [out, in]; ours are [in, out] with heads split out.
+
 
 def _base_prefix(config: BertConfig) -> str:
   return "roberta." if config.is_roberta else "bert."
@@ -306,16 +357,16 @@ def params_from_hf(config: BertConfig, tensors: Mapping[str, np.ndarray]) -> Par
     bias_names.reverse()
   bias_name = next((n for n in bias_names if n in tensors), bias_names[0])
   params: dict[str, Any] = {
-      "embed_tokens": _take(tensors, f"{base}embeddings.word_embeddings.weight", (v, d)),
-      "embed_positions": _take(tensors, f"{base}embeddings.position_embeddings.weight",
-                               (config.max_position_embeddings, d)),
-      "embed_token_types": _take(tensors, f"{base}embeddings.token_type_embeddings.weight",
-                                 (config.type_vocab_size, d)),
-      "embed_norm": _norm_from_hf(tensors, f"{base}embeddings.LayerNorm", d),
-      "lm_head_transform": _take(tensors, f"{head}{dense_name}.weight", (d, d)).T,
-      "lm_head_transform_bias": _take(tensors, f"{head}{dense_name}.bias", (d,)),
-      "lm_head_norm": _norm_from_hf(tensors, f"{head}{norm_name}", d),
-      "lm_head_bias": _take(tensors, bias_name, (v,)),
+    "embed_tokens": _take(tensors, f"{base}embeddings.word_embeddings.weight", (v, d)),
+    "embed_positions": _take(
+      tensors, f"{base}embeddings.position_embeddings.weight", (config.max_position_embeddings, d)
+    ),
+    "embed_token_types": _take(tensors, f"{base}embeddings.token_type_embeddings.weight", (config.type_vocab_size, d)),
+    "embed_norm": _norm_from_hf(tensors, f"{base}embeddings.LayerNorm", d),
+    "lm_head_transform": _take(tensors, f"{head}{dense_name}.weight", (d, d)).T,
+    "lm_head_transform_bias": _take(tensors, f"{head}{dense_name}.bias", (d,)),
+    "lm_head_norm": _norm_from_hf(tensors, f"{head}{norm_name}", d),
+    "lm_head_bias": _take(tensors, bias_name, (v,)),
   }
   if not config.tie_word_embeddings:
     params["lm_head"] = _take(tensors, f"{head}decoder.weight", (v, d))
@@ -331,16 +382,16 @@ def params_to_hf(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
   norm_name = "layer_norm" if config.is_roberta else "transform.LayerNorm"
   dense_name = "dense" if config.is_roberta else "transform.dense"
   out = {
-      f"{base}embeddings.word_embeddings.weight": params["embed_tokens"],
-      f"{base}embeddings.position_embeddings.weight": params["embed_positions"],
-      f"{base}embeddings.token_type_embeddings.weight": params["embed_token_types"],
-      f"{base}embeddings.LayerNorm.weight": params["embed_norm"]["scale"],
-      f"{base}embeddings.LayerNorm.bias": params["embed_norm"]["bias"],
-      f"{head}{dense_name}.weight": np.ascontiguousarray(params["lm_head_transform"].T),
-      f"{head}{dense_name}.bias": params["lm_head_transform_bias"],
-      f"{head}{norm_name}.weight": params["lm_head_norm"]["scale"],
-      f"{head}{norm_name}.bias": params["lm_head_norm"]["bias"],
-      f"{head}bias": params["lm_head_bias"],
+    f"{base}embeddings.word_embeddings.weight": params["embed_tokens"],
+    f"{base}embeddings.position_embeddings.weight": params["embed_positions"],
+    f"{base}embeddings.token_type_embeddings.weight": params["embed_token_types"],
+    f"{base}embeddings.LayerNorm.weight": params["embed_norm"]["scale"],
+    f"{base}embeddings.LayerNorm.bias": params["embed_norm"]["bias"],
+    f"{head}{dense_name}.weight": np.ascontiguousarray(params["lm_head_transform"].T),
+    f"{head}{dense_name}.bias": params["lm_head_transform_bias"],
+    f"{head}{norm_name}.weight": params["lm_head_norm"]["scale"],
+    f"{head}{norm_name}.bias": params["lm_head_norm"]["bias"],
+    f"{head}bias": params["lm_head_bias"],
   }
   if not config.tie_word_embeddings:
     # Untied, transformers keeps decoder.bias apart from `bias` and the forward pass reads decoder.bias.
@@ -353,8 +404,9 @@ def params_to_hf(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
 
 
 def get_embeddings(config: BertConfig, params: Params) -> Embeddings:
-  return Embeddings(params["embed_tokens"], None if config.tie_word_embeddings else params["lm_head"],
-                    params["lm_head_bias"])
+  return Embeddings(
+    params["embed_tokens"], None if config.tie_word_embeddings else params["lm_head"], params["lm_head_bias"]
+  )
 
 
 def set_embeddings(config: BertConfig, params: Params, embeddings: Embeddings) -> tuple[BertConfig, Params]:
@@ -364,8 +416,10 @@ def set_embeddings(config: BertConfig, params: Params, embeddings: Embeddings) -
   params.pop("lm_head", None)
   if embeddings.output is not None:
     if tuple(embeddings.output.shape) != tuple(embeddings.input.shape):
-      raise ValueError(f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
-                       f"{tuple(embeddings.input.shape)}")
+      raise ValueError(
+        f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
+        f"{tuple(embeddings.input.shape)}"
+      )
     params["lm_head"] = embeddings.output
   bias = embeddings.bias
   if bias is None:
@@ -377,7 +431,18 @@ def set_embeddings(config: BertConfig, params: Params, embeddings: Embeddings) -
   return config, params
 
 
-FAMILY = register(Family(
-    name="bert", model_types=_MODEL_TYPES, is_causal=False, config_from_hf=config_from_hf, config_to_hf=config_to_hf,
-    make_module=make_module, params_from_hf=params_from_hf, params_to_hf=params_to_hf,
-    get_embeddings=get_embeddings, set_embeddings=set_embeddings, init_cache=None))
+FAMILY = register(
+  Family(
+    name="bert",
+    model_types=_MODEL_TYPES,
+    is_causal=False,
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    make_module=make_module,
+    params_from_hf=params_from_hf,
+    params_to_hf=params_to_hf,
+    get_embeddings=get_embeddings,
+    set_embeddings=set_embeddings,
+    init_cache=None,
+  )
+)

@@ -23,7 +23,8 @@ Calling convention of every family's Flax (linen) module:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class Embeddings(NamedTuple):
   input: [V, D]. output: [V, D] for untied models, None when tied to `input`.
   bias: [V] LM-head output bias for models that have one (BERT family), else None.
   """
+
   input: Any
   output: Any | None
   bias: Any | None
@@ -117,14 +119,14 @@ def register(family: Family) -> Family:
 def family_for_model_type(model_type: str, where: str = "config.json") -> Family:
   _load_builtin_families()
   if model_type not in _REGISTRY:
-    raise ModelLoadError(
-        f"{where}: unknown model_type {model_type!r}; supported: {', '.join(sorted(_REGISTRY))}")
+    raise ModelLoadError(f"{where}: unknown model_type {model_type!r}; supported: {', '.join(sorted(_REGISTRY))}")
   return _REGISTRY[model_type]
 
 
 def _load_builtin_families() -> None:
   # Importing a family module registers it.
   import importlib
+
   for mod in ("llama", "gpt2", "bert"):
     try:
       importlib.import_module(f"zett.models.{mod}")

@@ -15,8 +15,9 @@ def _step(module, params, input_ids, attention_mask, cache):
   return jnp.argmax(out.logits[:, -1], axis=-1).astype(jnp.int32), out.cache
 
 
-def greedy_generate(model, input_ids, attention_mask=None, max_new_tokens: int = 20,
-                    eos_token_id: int | None = None) -> np.ndarray:
+def greedy_generate(
+  model, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id: int | None = None
+) -> np.ndarray:
   """Greedy continuation of a (left-padded) prompt batch; returns int32 [B, <= max_new_tokens].
 
   Stops early once every row has produced `eos_token_id`; rows that finished earlier repeat it.

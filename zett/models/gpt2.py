@@ -16,7 +16,8 @@ Positions default to counting real tokens of the attention mask (so left padding
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,8 +29,19 @@ from zett.models._layers import KVCache, param, vocabulary_logits
 from zett.models._norm_act import LayerNorm, activation, check_activation
 from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
 
-__all__ = ["GPT2Config", "GPT2Module", "FAMILY", "config_from_hf", "config_to_hf", "init_cache", "init_params",
-           "logical_param_axes", "make_module", "params_from_hf", "params_to_hf"]
+__all__ = [
+  "GPT2Config",
+  "GPT2Module",
+  "FAMILY",
+  "config_from_hf",
+  "config_to_hf",
+  "init_cache",
+  "init_params",
+  "logical_param_axes",
+  "make_module",
+  "params_from_hf",
+  "params_to_hf",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +65,9 @@ class GPT2Config:
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
-      raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                       f"{self.num_attention_heads}")
+      raise ValueError(
+        f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
+      )
     check_activation(self.activation_function, "activation_function")
 
   @property
@@ -68,29 +81,43 @@ def config_from_hf(hf: Mapping[str, Any]) -> GPT2Config:
     raise ValueError("GPT-2 with add_cross_attention=true is not supported")
   hidden = hf.get("n_embd", hf.get("hidden_size"))
   return GPT2Config(
-      vocab_size=hf["vocab_size"], hidden_size=hidden, num_hidden_layers=hf.get("n_layer", hf.get("num_hidden_layers")),
-      num_attention_heads=hf.get("n_head", hf.get("num_attention_heads")),
-      intermediate_size=hf.get("n_inner") or 4 * hidden,
-      max_position_embeddings=hf.get("n_positions", hf.get("max_position_embeddings", 1024)),
-      layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
-      activation_function=hf.get("activation_function", "gelu_new"),
-      scale_attn_weights=bool(hf.get("scale_attn_weights", True)),
-      scale_attn_by_inverse_layer_idx=bool(hf.get("scale_attn_by_inverse_layer_idx", False)),
-      tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
-      bos_token_id=hf.get("bos_token_id"), eos_token_id=hf.get("eos_token_id"), pad_token_id=hf.get("pad_token_id"))
+    vocab_size=hf["vocab_size"],
+    hidden_size=hidden,
+    num_hidden_layers=hf.get("n_layer", hf.get("num_hidden_layers")),
+    num_attention_heads=hf.get("n_head", hf.get("num_attention_heads")),
+    intermediate_size=hf.get("n_inner") or 4 * hidden,
+    max_position_embeddings=hf.get("n_positions", hf.get("max_position_embeddings", 1024)),
+    layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
+    activation_function=hf.get("activation_function", "gelu_new"),
+    scale_attn_weights=bool(hf.get("scale_attn_weights", True)),
+    scale_attn_by_inverse_layer_idx=bool(hf.get("scale_attn_by_inverse_layer_idx", False)),
+    tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
+    bos_token_id=hf.get("bos_token_id"),
+    eos_token_id=hf.get("eos_token_id"),
+    pad_token_id=hf.get("pad_token_id"),
+  )
 
 
 def config_to_hf(config: GPT2Config) -> dict[str, Any]:
   """GPT2Config -> config.json dict that `transformers` loads as GPT2LMHeadModel."""
   return {
-      "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-      "vocab_size": config.vocab_size, "n_embd": config.hidden_size, "n_layer": config.num_hidden_layers,
-      "n_head": config.num_attention_heads, "n_inner": config.intermediate_size,
-      "n_positions": config.max_position_embeddings, "layer_norm_epsilon": config.layer_norm_epsilon,
-      "activation_function": config.activation_function, "scale_attn_weights": config.scale_attn_weights,
-      "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx,
-      "reorder_and_upcast_attn": False, "tie_word_embeddings": config.tie_word_embeddings,
-      "bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "pad_token_id": config.pad_token_id,
+    "architectures": ["GPT2LMHeadModel"],
+    "model_type": "gpt2",
+    "vocab_size": config.vocab_size,
+    "n_embd": config.hidden_size,
+    "n_layer": config.num_hidden_layers,
+    "n_head": config.num_attention_heads,
+    "n_inner": config.intermediate_size,
+    "n_positions": config.max_position_embeddings,
+    "layer_norm_epsilon": config.layer_norm_epsilon,
+    "activation_function": config.activation_function,
+    "scale_attn_weights": config.scale_attn_weights,
+    "scale_attn_by_inverse_layer_idx": config.scale_attn_by_inverse_layer_idx,
+    "reorder_and_upcast_attn": False,
+    "tie_word_embeddings": config.tie_word_embeddings,
+    "bos_token_id": config.bos_token_id,
+    "eos_token_id": config.eos_token_id,
+    "pad_token_id": config.pad_token_id,
   }
 
 
@@ -125,19 +152,22 @@ class _Block(nn.Module):
       value = jax.lax.dynamic_update_slice(cached_value, value.astype(cached_value.dtype), (0, cache_index, 0, 0))
       layer_cache = (key, value)
     attended_bthe = _layers.grouped_query_attention(query, key, value, bias_b1ts, dtype)
-    out = jnp.einsum("bthe,hed->btd", attended_bthe,
-                     param(self, "o_proj", ("heads", "head_dim", "embed"), (h, dh, d)).astype(dtype))
+    out = jnp.einsum(
+      "bthe,hed->btd", attended_bthe, param(self, "o_proj", ("heads", "head_dim", "embed"), (h, dh, d)).astype(dtype)
+    )
     hidden_btd = hidden_btd + out + param(self, "o_bias", ("embed",), (d,), zeros).astype(dtype)
 
     x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="ln_2")(hidden_btd)
     x = project("fc_in_proj", x, (d, f), ("embed", "mlp"), "btd,df->btf", (f,), ("mlp",))
-    x = project("fc_out_proj", activation(cfg.activation_function)(x), (f, d), ("mlp", "embed"), "btf,fd->btd",
-                (d,), ("embed",))
+    x = project(
+      "fc_out_proj", activation(cfg.activation_function)(x), (f, d), ("mlp", "embed"), "btf,fd->btd", (d,), ("embed",)
+    )
     return hidden_btd + x, layer_cache
 
 
 class GPT2Module(nn.Module):
   """GPT-2 following the calling convention in `zett.models.family` (no output bias of its own)."""
+
   config: GPT2Config
   dtype: Any = jnp.float32
   remat: bool = False
@@ -145,8 +175,17 @@ class GPT2Module(nn.Module):
   inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
 
   @nn.compact
-  def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
-               output_embeddings=None, output_bias=None, cache: KVCache | None = None, compute_logits=True):
+  def __call__(
+    self,
+    input_ids=None,
+    inputs_embeds=None,
+    attention_mask=None,
+    position_ids=None,
+    output_embeddings=None,
+    output_bias=None,
+    cache: KVCache | None = None,
+    compute_logits=True,
+  ):
     cfg, dtype = self.config, self.dtype
     embedding_vd = param(self, "embed_tokens", ("vocab", "embed"), (cfg.vocab_size, cfg.hidden_size))
     # Position table rows are not a sharded dimension; only its width is.
@@ -179,12 +218,18 @@ class GPT2Module(nn.Module):
     # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
     # forward pass) and lets XLA optimise the recomputed layer.
     block = nn.remat(_Block, prevent_cse=False) if self.remat else _Block
-    blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast, nn.broadcast, 0, 0), length=cfg.num_hidden_layers,
-                     metadata_params={nn.PARTITION_NAME: "layers"})
+    blocks = nn.scan(
+      block,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(nn.broadcast, nn.broadcast, 0, 0),
+      length=cfg.num_hidden_layers,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )
     layer_caches = None if cache is None else (cache.key, cache.value)
     hidden_btd, layer_caches = blocks(cfg, dtype, name="layers")(
-        hidden_btd, bias_b1ts, cache_index, jnp.arange(cfg.num_hidden_layers), layer_caches)
+      hidden_btd, bias_b1ts, cache_index, jnp.arange(cfg.num_hidden_layers), layer_caches
+    )
     hidden_btd = LayerNorm(cfg.layer_norm_epsilon, dtype, name="final_norm")(hidden_btd)
 
     new_cache = None
@@ -209,8 +254,9 @@ def make_module(config: GPT2Config, dtype=jnp.float32, remat: bool = False) -> G
 
 def init_cache(config: GPT2Config, batch_size: int, max_length: int, dtype=jnp.float32) -> KVCache:
   """An empty KV cache for `max_length` slots (prompt + generated tokens, padding included)."""
-  return _layers.empty_kv_cache(config.num_hidden_layers, batch_size, max_length, config.num_attention_heads,
-                                config.head_dim, dtype)
+  return _layers.empty_kv_cache(
+    config.num_hidden_layers, batch_size, max_length, config.num_attention_heads, config.head_dim, dtype
+  )
 
 
 def init_params(config: GPT2Config, rng) -> Params:
@@ -226,6 +272,7 @@ def logical_param_axes(config: GPT2Config) -> Params:
 # --- Hugging Face name mapping --------------------------------------------------------------------------------------
 # HF GPT-2 uses Conv1D, whose weight is [in, out] (already our kernel layout), and fuses q/k/v into c_attn.
 
+
 def _prefix(tensors: Mapping[str, Any]) -> str:
   # GPT2LMHeadModel saves "transformer.*"; the original hub checkpoints (GPT2Model) have no prefix.
   return "" if "transformer.wte.weight" not in tensors and "wte.weight" in tensors else "transformer."
@@ -235,13 +282,15 @@ def _layer_from_hf(config: GPT2Config, tensors: Mapping[str, Any], prefix: str) 
   d, h, dh, f = config.hidden_size, config.num_attention_heads, config.head_dim, config.intermediate_size
   layer: dict[str, Any] = {}
   for norm in ("ln_1", "ln_2"):
-    layer[norm] = {"scale": take_tensor(tensors, f"{prefix}{norm}.weight", (d,)),
-                   "bias": take_tensor(tensors, f"{prefix}{norm}.bias", (d,))}
+    layer[norm] = {
+      "scale": take_tensor(tensors, f"{prefix}{norm}.weight", (d,)),
+      "bias": take_tensor(tensors, f"{prefix}{norm}.bias", (d,)),
+    }
   qkv_weight = np.asarray(take_tensor(tensors, f"{prefix}attn.c_attn.weight", (d, 3 * d)))
   qkv_bias = np.asarray(take_tensor(tensors, f"{prefix}attn.c_attn.bias", (3 * d,)))
   for i, name in enumerate("qkv"):
-    layer[f"{name}_proj"] = qkv_weight[:, i * d:(i + 1) * d].reshape(d, h, dh)
-    layer[f"{name}_bias"] = qkv_bias[i * d:(i + 1) * d].reshape(h, dh)
+    layer[f"{name}_proj"] = qkv_weight[:, i * d : (i + 1) * d].reshape(d, h, dh)
+    layer[f"{name}_bias"] = qkv_bias[i * d : (i + 1) * d].reshape(h, dh)
   layer["o_proj"] = np.asarray(take_tensor(tensors, f"{prefix}attn.c_proj.weight", (d, d))).reshape(h, dh, d)
   layer["o_bias"] = take_tensor(tensors, f"{prefix}attn.c_proj.bias", (d,))
   layer["fc_in_proj"] = take_tensor(tensors, f"{prefix}mlp.c_fc.weight", (d, f))
@@ -273,10 +322,12 @@ def params_from_hf(config: GPT2Config, tensors: Mapping[str, np.ndarray]) -> Par
   v, d, p = config.vocab_size, config.hidden_size, config.max_position_embeddings
   prefix = _prefix(tensors)
   params: dict[str, Any] = {
-      "embed_tokens": take_tensor(tensors, f"{prefix}wte.weight", (v, d)),
-      "embed_positions": take_tensor(tensors, f"{prefix}wpe.weight", (p, d)),
-      "final_norm": {"scale": take_tensor(tensors, f"{prefix}ln_f.weight", (d,)),
-                     "bias": take_tensor(tensors, f"{prefix}ln_f.bias", (d,))},
+    "embed_tokens": take_tensor(tensors, f"{prefix}wte.weight", (v, d)),
+    "embed_positions": take_tensor(tensors, f"{prefix}wpe.weight", (p, d)),
+    "final_norm": {
+      "scale": take_tensor(tensors, f"{prefix}ln_f.weight", (d,)),
+      "bias": take_tensor(tensors, f"{prefix}ln_f.bias", (d,)),
+    },
   }
   if not config.tie_word_embeddings:
     params["lm_head"] = take_tensor(tensors, "lm_head.weight", (v, d))
@@ -288,9 +339,12 @@ def params_from_hf(config: GPT2Config, tensors: Mapping[str, np.ndarray]) -> Par
 def params_to_hf(config: GPT2Config, params: Params) -> dict[str, np.ndarray]:
   """Our params -> {HF name: array} as GPT2LMHeadModel names them (lm_head.weight only when untied)."""
   params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
-  out = {"transformer.wte.weight": params["embed_tokens"], "transformer.wpe.weight": params["embed_positions"],
-         "transformer.ln_f.weight": params["final_norm"]["scale"],
-         "transformer.ln_f.bias": params["final_norm"]["bias"]}
+  out = {
+    "transformer.wte.weight": params["embed_tokens"],
+    "transformer.wpe.weight": params["embed_positions"],
+    "transformer.ln_f.weight": params["final_norm"]["scale"],
+    "transformer.ln_f.bias": params["final_norm"]["bias"],
+  }
   if not config.tie_word_embeddings:
     out["lm_head.weight"] = params["lm_head"]
   for i in range(config.num_hidden_layers):
@@ -311,15 +365,29 @@ def set_embeddings(config: GPT2Config, params: Params, embeddings: Embeddings) -
   params.pop("lm_head", None)
   if embeddings.output is not None:
     if tuple(embeddings.output.shape) != tuple(embeddings.input.shape):
-      raise ValueError(f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
-                       f"{tuple(embeddings.input.shape)}")
+      raise ValueError(
+        f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
+        f"{tuple(embeddings.input.shape)}"
+      )
     params["lm_head"] = embeddings.output
-  config = dataclasses.replace(config, vocab_size=int(embeddings.input.shape[0]),
-                               tie_word_embeddings=embeddings.output is None)
+  config = dataclasses.replace(
+    config, vocab_size=int(embeddings.input.shape[0]), tie_word_embeddings=embeddings.output is None
+  )
   return config, params
 
 
-FAMILY = register(Family(
-    name="gpt2", model_types=("gpt2",), is_causal=True, config_from_hf=config_from_hf, config_to_hf=config_to_hf,
-    make_module=make_module, params_from_hf=params_from_hf, params_to_hf=params_to_hf,
-    get_embeddings=get_embeddings, set_embeddings=set_embeddings, init_cache=init_cache))
+FAMILY = register(
+  Family(
+    name="gpt2",
+    model_types=("gpt2",),
+    is_causal=True,
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    make_module=make_module,
+    params_from_hf=params_from_hf,
+    params_to_hf=params_to_hf,
+    get_embeddings=get_embeddings,
+    set_embeddings=set_embeddings,
+    init_cache=init_cache,
+  )
+)

@@ -12,7 +12,8 @@ compile time flat in depth. Parameter tree (shapes without the leading layer axi
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -57,8 +58,10 @@ class LlamaConfig:
 
   def __post_init__(self):
     if self.num_attention_heads % self.num_key_value_heads:
-      raise ValueError(f"num_attention_heads {self.num_attention_heads} is not a multiple of "
-                       f"num_key_value_heads {self.num_key_value_heads}")
+      raise ValueError(
+        f"num_attention_heads {self.num_attention_heads} is not a multiple of "
+        f"num_key_value_heads {self.num_key_value_heads}"
+      )
     if self.model_type not in _MODEL_TYPES:
       raise ValueError(f"model_type {self.model_type!r} is not a Llama-style decoder")
 
@@ -89,35 +92,51 @@ def config_from_hf(hf: Mapping[str, Any]) -> LlamaConfig:
   eos = hf.get("eos_token_id")
   attention_bias = bool(hf.get("attention_bias", False))
   return LlamaConfig(
-      vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"], intermediate_size=hf["intermediate_size"],
-      num_hidden_layers=hf["num_hidden_layers"], num_attention_heads=heads,
-      num_key_value_heads=hf.get("num_key_value_heads") or heads,
-      head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-      rms_norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=rope_theta,
-      rope_scaling=tuple(sorted(rope.items())) or None,
-      max_position_embeddings=hf.get("max_position_embeddings", 2048),
-      tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-      qkv_bias=model_type == "qwen2" or attention_bias, o_bias=model_type != "qwen2" and attention_bias,
-      mlp_bias=bool(hf.get("mlp_bias", False)), sliding_window=sliding_window,
-      model_type=model_type if model_type in ("mistral", "qwen2") else "llama",
-      bos_token_id=hf.get("bos_token_id"), eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
-      pad_token_id=hf.get("pad_token_id"))
+    vocab_size=hf["vocab_size"],
+    hidden_size=hf["hidden_size"],
+    intermediate_size=hf["intermediate_size"],
+    num_hidden_layers=hf["num_hidden_layers"],
+    num_attention_heads=heads,
+    num_key_value_heads=hf.get("num_key_value_heads") or heads,
+    head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+    rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+    rope_theta=rope_theta,
+    rope_scaling=tuple(sorted(rope.items())) or None,
+    max_position_embeddings=hf.get("max_position_embeddings", 2048),
+    tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+    qkv_bias=model_type == "qwen2" or attention_bias,
+    o_bias=model_type != "qwen2" and attention_bias,
+    mlp_bias=bool(hf.get("mlp_bias", False)),
+    sliding_window=sliding_window,
+    model_type=model_type if model_type in ("mistral", "qwen2") else "llama",
+    bos_token_id=hf.get("bos_token_id"),
+    eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
+    pad_token_id=hf.get("pad_token_id"),
+  )
 
 
 def config_to_hf(config: LlamaConfig) -> dict[str, Any]:
   model_type = config.model_type
   rope = {"rope_type": "default", **(config.rope_scaling_dict or {}), "rope_theta": config.rope_theta}
   hf = {
-      "architectures": [_ARCHITECTURES[model_type]], "model_type": model_type,
-      "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
-      "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_hidden_layers,
-      "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
-      "head_dim": config.head_dim, "hidden_act": "silu", "rms_norm_eps": config.rms_norm_eps,
-      "rope_theta": config.rope_theta, "rope_parameters": rope,
-      "max_position_embeddings": config.max_position_embeddings,
-      "tie_word_embeddings": config.tie_word_embeddings,
-      "bos_token_id": config.bos_token_id, "pad_token_id": config.pad_token_id,
-      "eos_token_id": list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else config.eos_token_id,
+    "architectures": [_ARCHITECTURES[model_type]],
+    "model_type": model_type,
+    "vocab_size": config.vocab_size,
+    "hidden_size": config.hidden_size,
+    "intermediate_size": config.intermediate_size,
+    "num_hidden_layers": config.num_hidden_layers,
+    "num_attention_heads": config.num_attention_heads,
+    "num_key_value_heads": config.num_key_value_heads,
+    "head_dim": config.head_dim,
+    "hidden_act": "silu",
+    "rms_norm_eps": config.rms_norm_eps,
+    "rope_theta": config.rope_theta,
+    "rope_parameters": rope,
+    "max_position_embeddings": config.max_position_embeddings,
+    "tie_word_embeddings": config.tie_word_embeddings,
+    "bos_token_id": config.bos_token_id,
+    "pad_token_id": config.pad_token_id,
+    "eos_token_id": list(config.eos_token_id) if isinstance(config.eos_token_id, tuple) else config.eos_token_id,
   }
   if model_type == "llama":
     hf.update(attention_bias=config.qkv_bias, mlp_bias=config.mlp_bias)
@@ -135,8 +154,13 @@ class _DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, hidden_btd, cos_btd, sin_btd, bias_b1ts, cache_index, layer_cache):
     cfg, dtype = self.config, self.dtype
-    d, h, k, dh, f = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
-                      cfg.intermediate_size)
+    d, h, k, dh, f = (
+      cfg.hidden_size,
+      cfg.num_attention_heads,
+      cfg.num_key_value_heads,
+      cfg.head_dim,
+      cfg.intermediate_size,
+    )
     zeros = nn.initializers.zeros
 
     def project(name, x, shape, axes, spec, bias_shape=None, bias_axes=None):
@@ -147,10 +171,22 @@ class _DecoderLayer(nn.Module):
 
     x = _layers.RMSNorm(cfg.rms_norm_eps, dtype, name="input_norm")(hidden_btd)
     qkv_bias = cfg.qkv_bias
-    q = project("q_proj", x, (d, h, dh), ("embed", "heads", "head_dim"), "btd,dhe->bthe",
-                (h, dh) if qkv_bias else None, ("heads", "head_dim"))
-    kv_args = ((d, k, dh), ("embed", "kv_heads", "head_dim"), "btd,dke->btke",
-               (k, dh) if qkv_bias else None, ("kv_heads", "head_dim"))
+    q = project(
+      "q_proj",
+      x,
+      (d, h, dh),
+      ("embed", "heads", "head_dim"),
+      "btd,dhe->bthe",
+      (h, dh) if qkv_bias else None,
+      ("heads", "head_dim"),
+    )
+    kv_args = (
+      (d, k, dh),
+      ("embed", "kv_heads", "head_dim"),
+      "btd,dke->btke",
+      (k, dh) if qkv_bias else None,
+      ("kv_heads", "head_dim"),
+    )
     key = project("k_proj", x, *kv_args)
     value = project("v_proj", x, *kv_args)
     q = _layers.apply_rotary(q, cos_btd, sin_btd)
@@ -161,8 +197,9 @@ class _DecoderLayer(nn.Module):
       value = jax.lax.dynamic_update_slice(cached_value, value.astype(cached_value.dtype), (0, cache_index, 0, 0))
       layer_cache = (key, value)
     attended = _layers.grouped_query_attention(q, key, value, bias_b1ts, dtype)
-    out = jnp.einsum("bthe,hed->btd", attended, param(self, "o_proj", ("heads", "head_dim", "embed"),
-                                                      (h, dh, d)).astype(dtype))
+    out = jnp.einsum(
+      "bthe,hed->btd", attended, param(self, "o_proj", ("heads", "head_dim", "embed"), (h, dh, d)).astype(dtype)
+    )
     if cfg.o_bias:
       out = out + param(self, "o_bias", ("embed",), (d,), zeros).astype(dtype)
     hidden_btd = hidden_btd + out
@@ -171,13 +208,15 @@ class _DecoderLayer(nn.Module):
     mlp_bias = cfg.mlp_bias
     gate = project("gate_proj", x, (d, f), ("embed", "mlp"), "btd,df->btf", (f,) if mlp_bias else None, ("mlp",))
     up = project("up_proj", x, (d, f), ("embed", "mlp"), "btd,df->btf", (f,) if mlp_bias else None, ("mlp",))
-    down = project("down_proj", nn.silu(gate) * up, (f, d), ("mlp", "embed"), "btf,fd->btd",
-                   (d,) if mlp_bias else None, ("embed",))
+    down = project(
+      "down_proj", nn.silu(gate) * up, (f, d), ("mlp", "embed"), "btf,fd->btd", (d,) if mlp_bias else None, ("embed",)
+    )
     return hidden_btd + down, layer_cache
 
 
 class LlamaModule(nn.Module):
   """A Llama-style decoder following the calling convention in `zett.models.family`."""
+
   config: LlamaConfig
   dtype: Any = jnp.float32
   remat: bool = False
@@ -185,8 +224,17 @@ class LlamaModule(nn.Module):
   inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
 
   @nn.compact
-  def __call__(self, input_ids=None, inputs_embeds=None, attention_mask=None, position_ids=None,
-               output_embeddings=None, output_bias=None, cache: KVCache | None = None, compute_logits=True):
+  def __call__(
+    self,
+    input_ids=None,
+    inputs_embeds=None,
+    attention_mask=None,
+    position_ids=None,
+    output_embeddings=None,
+    output_bias=None,
+    cache: KVCache | None = None,
+    compute_logits=True,
+  ):
     cfg, dtype = self.config, self.dtype
     embedding_vd = param(self, "embed_tokens", ("vocab", "embed"), (cfg.vocab_size, cfg.hidden_size))
     if (input_ids is None) == (inputs_embeds is None):
@@ -218,12 +266,18 @@ class LlamaModule(nn.Module):
     # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
     # forward pass) and lets XLA optimise the recomputed layer.
     layer = nn.remat(_DecoderLayer, prevent_cse=False) if self.remat else _DecoderLayer
-    layers = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
-                     length=cfg.num_hidden_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    layers = nn.scan(
+      layer,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+      length=cfg.num_hidden_layers,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+    )
     layer_caches = None if cache is None else (cache.key, cache.value)
     hidden_btd, layer_caches = layers(cfg, dtype, name="layers")(
-        hidden_btd, cos_btd, sin_btd, bias_b1ts, cache_index, layer_caches)
+      hidden_btd, cos_btd, sin_btd, bias_b1ts, cache_index, layer_caches
+    )
     hidden_btd = _layers.RMSNorm(cfg.rms_norm_eps, dtype, name="final_norm")(hidden_btd)
 
     new_cache = None
@@ -248,8 +302,9 @@ def make_module(config: LlamaConfig, dtype=jnp.float32, remat: bool = False) -> 
 
 def init_cache(config: LlamaConfig, batch_size: int, max_length: int, dtype=jnp.float32) -> KVCache:
   """An empty KV cache for `max_length` slots (prompt + generated tokens, padding included)."""
-  return _layers.empty_kv_cache(config.num_hidden_layers, batch_size, max_length, config.num_key_value_heads,
-                                config.head_dim, dtype)
+  return _layers.empty_kv_cache(
+    config.num_hidden_layers, batch_size, max_length, config.num_key_value_heads, config.head_dim, dtype
+  )
 
 
 def init_params(config: LlamaConfig, rng: int | jax.Array = 0) -> Params:
@@ -273,6 +328,7 @@ def init_params(config: LlamaConfig, rng: int | jax.Array = 0) -> Params:
     if "bias" in name:
       return jnp.zeros(leaf.shape, jnp.float32)
     return jnp.asarray(rng.normal(0.0, 0.02, leaf.shape).astype(np.float32))
+
   return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
@@ -292,17 +348,26 @@ def logical_param_axes(config: LlamaConfig) -> Params:
 
 # --- Hugging Face name mapping --------------------------------------------------------------------------------------
 
+
 def _layer_map(config: LlamaConfig) -> list[tuple[str, str, str]]:
   """(our name, HF name suffix, kind) per layer tensor; kind says how to transpose/reshape."""
-  names = [("input_norm/scale", "input_layernorm.weight", "vector"),
-           ("post_attention_norm/scale", "post_attention_layernorm.weight", "vector"),
-           ("q_proj", "self_attn.q_proj.weight", "in_heads"), ("k_proj", "self_attn.k_proj.weight", "in_kv"),
-           ("v_proj", "self_attn.v_proj.weight", "in_kv"), ("o_proj", "self_attn.o_proj.weight", "out_heads"),
-           ("gate_proj", "mlp.gate_proj.weight", "linear"), ("up_proj", "mlp.up_proj.weight", "linear"),
-           ("down_proj", "mlp.down_proj.weight", "linear")]
+  names = [
+    ("input_norm/scale", "input_layernorm.weight", "vector"),
+    ("post_attention_norm/scale", "post_attention_layernorm.weight", "vector"),
+    ("q_proj", "self_attn.q_proj.weight", "in_heads"),
+    ("k_proj", "self_attn.k_proj.weight", "in_kv"),
+    ("v_proj", "self_attn.v_proj.weight", "in_kv"),
+    ("o_proj", "self_attn.o_proj.weight", "out_heads"),
+    ("gate_proj", "mlp.gate_proj.weight", "linear"),
+    ("up_proj", "mlp.up_proj.weight", "linear"),
+    ("down_proj", "mlp.down_proj.weight", "linear"),
+  ]
   if config.qkv_bias:
-    names += [("q_bias", "self_attn.q_proj.bias", "bias_heads"), ("k_bias", "self_attn.k_proj.bias", "bias_kv"),
-              ("v_bias", "self_attn.v_proj.bias", "bias_kv")]
+    names += [
+      ("q_bias", "self_attn.q_proj.bias", "bias_heads"),
+      ("k_bias", "self_attn.k_proj.bias", "bias_kv"),
+      ("v_bias", "self_attn.v_proj.bias", "bias_kv"),
+    ]
   if config.o_bias:
     names += [("o_bias", "self_attn.o_proj.bias", "vector")]
   if config.mlp_bias:
@@ -311,12 +376,22 @@ def _layer_map(config: LlamaConfig) -> list[tuple[str, str, str]]:
 
 
 def _hf_shape(config: LlamaConfig, kind: str, ours: str) -> tuple[int, ...]:
-  d, h, k, dh, f = (config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim,
-                    config.intermediate_size)
-  return {"in_heads": (h * dh, d), "in_kv": (k * dh, d), "out_heads": (d, h * dh),
-          "bias_heads": (h * dh,), "bias_kv": (k * dh,),
-          "linear": {"gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f)}.get(ours),
-          "vector": {"gate_bias": (f,), "up_bias": (f,)}.get(ours, (d,))}[kind]
+  d, h, k, dh, f = (
+    config.hidden_size,
+    config.num_attention_heads,
+    config.num_key_value_heads,
+    config.head_dim,
+    config.intermediate_size,
+  )
+  return {
+    "in_heads": (h * dh, d),
+    "in_kv": (k * dh, d),
+    "out_heads": (d, h * dh),
+    "bias_heads": (h * dh,),
+    "bias_kv": (k * dh,),
+    "linear": {"gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f)}.get(ours),
+    "vector": {"gate_bias": (f,), "up_bias": (f,)}.get(ours, (d,)),
+  }[kind]
 
 
 def _from_hf(config: LlamaConfig, kind: str, array: np.ndarray) -> np.ndarray:
@@ -365,16 +440,17 @@ def params_from_hf(config: LlamaConfig, tensors: Mapping[str, np.ndarray]) -> Pa
   """{HF name: array} -> our params (arrays keep their dtype); raises MissingTensorError / ShapeError."""
   v, d = config.vocab_size, config.hidden_size
   params: dict[str, Any] = {
-      "embed_tokens": take_tensor(tensors, "model.embed_tokens.weight", (v, d)),
-      "final_norm": {"scale": take_tensor(tensors, "model.norm.weight", (d,))},
+    "embed_tokens": take_tensor(tensors, "model.embed_tokens.weight", (v, d)),
+    "final_norm": {"scale": take_tensor(tensors, "model.norm.weight", (d,))},
   }
   if not config.tie_word_embeddings:
     params["lm_head"] = take_tensor(tensors, "lm_head.weight", (v, d))
   layers: dict[str, Any] = {}
   for ours, hf_suffix, kind in _layer_map(config):
     per_layer = [
-        _from_hf(config, kind, take_tensor(tensors, f"model.layers.{i}.{hf_suffix}", _hf_shape(config, kind, ours)))
-        for i in range(config.num_hidden_layers)]
+      _from_hf(config, kind, take_tensor(tensors, f"model.layers.{i}.{hf_suffix}", _hf_shape(config, kind, ours)))
+      for i in range(config.num_hidden_layers)
+    ]
     _set(layers, ours, np.stack(per_layer))
   params["layers"] = layers
   return params
@@ -382,8 +458,10 @@ def params_from_hf(config: LlamaConfig, tensors: Mapping[str, np.ndarray]) -> Pa
 
 def params_to_hf(config: LlamaConfig, params: Params) -> dict[str, np.ndarray]:
   params = jax.device_get(params)
-  out = {"model.embed_tokens.weight": np.asarray(params["embed_tokens"]),
-         "model.norm.weight": np.asarray(params["final_norm"]["scale"])}
+  out = {
+    "model.embed_tokens.weight": np.asarray(params["embed_tokens"]),
+    "model.norm.weight": np.asarray(params["final_norm"]["scale"]),
+  }
   if not config.tie_word_embeddings:
     out["lm_head.weight"] = np.asarray(params["lm_head"])
   for ours, hf_suffix, kind in _layer_map(config):
@@ -408,7 +486,18 @@ def set_embeddings(config: LlamaConfig, params: Params, embeddings: Embeddings) 
   return dataclasses.replace(config, vocab_size=int(embeddings.input.shape[0])), params
 
 
-FAMILY = register(Family(
-    name="llama", model_types=_MODEL_TYPES, is_causal=True, config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf, make_module=make_module, params_from_hf=params_from_hf, params_to_hf=params_to_hf,
-    get_embeddings=get_embeddings, set_embeddings=set_embeddings, init_cache=init_cache))
+FAMILY = register(
+  Family(
+    name="llama",
+    model_types=_MODEL_TYPES,
+    is_causal=True,
+    config_from_hf=config_from_hf,
+    config_to_hf=config_to_hf,
+    make_module=make_module,
+    params_from_hf=params_from_hf,
+    params_to_hf=params_to_hf,
+    get_embeddings=get_embeddings,
+    set_embeddings=set_embeddings,
+    init_cache=init_cache,
+  )
+)

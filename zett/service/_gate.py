@@ -30,8 +30,14 @@ def host_name(header: bytes) -> str:
 class Gate:
   """Wraps the FastAPI app; see the module docstring."""
 
-  def __init__(self, app, api_key: str | None, max_body_bytes: int, metrics: ServiceMetrics,
-               allowed_hosts: tuple[str, ...] = ("*",)):
+  def __init__(
+    self,
+    app,
+    api_key: str | None,
+    max_body_bytes: int,
+    metrics: ServiceMetrics,
+    allowed_hosts: tuple[str, ...] = ("*",),
+  ):
     self.app = app
     self._any_host = "*" in allowed_hosts
     self._hosts = frozenset(h.strip().lower().strip("[]") for h in allowed_hosts)
@@ -64,13 +70,22 @@ class Gate:
     headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
     host = headers.get("host")
     if not self._any_host and host is not None and host_name(host) not in self._hosts:
-      return await send_error(send, 400, "invalid_host", f"Host {host.decode('latin-1')!r} is not served here; "
-                              "add its name to the allowed_hosts service setting")
+      return await send_error(
+        send,
+        400,
+        "invalid_host",
+        f"Host {host.decode('latin-1')!r} is not served here; add its name to the allowed_hosts service setting",
+      )
     if self._key is not None and scope["path"] not in PUBLIC_PATHS:
       given = headers.get("authorization", b"")
       if not given:
-        return await send_error(send, 401, "unauthorized", "missing API key: send the header "
-                                "'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")])
+        return await send_error(
+          send,
+          401,
+          "unauthorized",
+          "missing API key: send the header 'Authorization: Bearer <key>'",
+          [(b"www-authenticate", b"Bearer")],
+        )
       scheme, _, token = given.partition(b" ")
       # compare_digest takes time independent of where the strings differ: no timing oracle on the key.
       if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._key):
@@ -83,8 +98,12 @@ class Gate:
       except ValueError:
         return await send_error(send, 400, "bad_request", "Content-Length is not a number")
       if declared_bytes > self.max_body_bytes:
-        return await send_error(send, 413, "body_too_large", f"request body of {declared_bytes} bytes exceeds the "
-                                f"limit of {self.max_body_bytes} bytes")
+        return await send_error(
+          send,
+          413,
+          "body_too_large",
+          f"request body of {declared_bytes} bytes exceeds the limit of {self.max_body_bytes} bytes",
+        )
     chunks, size = [], 0
     more = True
     while more:
@@ -94,8 +113,9 @@ class Gate:
       chunk = message.get("body", b"")
       size += len(chunk)
       if size > self.max_body_bytes:
-        return await send_error(send, 413, "body_too_large", f"request body exceeds the limit of "
-                                f"{self.max_body_bytes} bytes")
+        return await send_error(
+          send, 413, "body_too_large", f"request body exceeds the limit of {self.max_body_bytes} bytes"
+        )
       chunks.append(chunk)
       more = message.get("more_body", False)
     body = b"".join(chunks)
@@ -103,14 +123,23 @@ class Gate:
     content_type = headers.get("content-type", b"").split(b";")[0].strip().lower()
     if body and scope.get("method") in ("POST", "PUT", "PATCH"):
       if content_type != b"application/json":
-        return await send_error(send, 415, "unsupported_media_type",
-                                f"send the body as JSON with 'Content-Type: application/json' "
-                                f"(got {content_type.decode('latin-1') or 'no content type'!r})")
+        return await send_error(
+          send,
+          415,
+          "unsupported_media_type",
+          f"send the body as JSON with 'Content-Type: application/json' "
+          f"(got {content_type.decode('latin-1') or 'no content type'!r})",
+        )
       try:
         body.decode("utf-8")
       except UnicodeDecodeError as error:
-        return await send_error(send, 400, "invalid_encoding", f"request body is not valid UTF-8 "
-                                f"(byte 0x{body[error.start]:02x} at offset {error.start}); JSON must be UTF-8")
+        return await send_error(
+          send,
+          400,
+          "invalid_encoding",
+          f"request body is not valid UTF-8 "
+          f"(byte 0x{body[error.start]:02x} at offset {error.start}); JSON must be UTF-8",
+        )
 
     delivered = False
 

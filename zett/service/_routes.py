@@ -6,7 +6,8 @@ import codecs
 import dataclasses
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
@@ -34,8 +35,11 @@ class Context:
 
 
 # One server-sent event (schema of each event in the stream); `data` holds a JSON object.
-_SSE_EVENT = {"type": "object", "required": ["event", "data"],
-              "properties": {"event": {"type": "string", "enum": ["token", "done"]}, "data": {"type": "string"}}}
+_SSE_EVENT = {
+  "type": "object",
+  "required": ["event", "data"],
+  "properties": {"event": {"type": "string", "enum": ["token", "done"]}, "data": {"type": "string"}},
+}
 
 
 def _text(data: bytes) -> str:
@@ -62,16 +66,28 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
       new_embeddings = [base64.b64encode(np.ascontiguousarray(r, "<f4").tobytes()).decode() for r in rows.input]
     first_new = result.base_vocab_size
     return schemas.TokenizeResponse(
-        data=[schemas.TokenizedText(tokens=[_text(p) for p in pieces], ids=ids.tolist())
-              for pieces, ids in zip(result.pieces, result.ids)],
-        new_tokens=[schemas.NewToken(id=first_new + k, token=_text(t), surface_ids=list(map(int, s)),
-                                     input_embedding=e)
-                    for k, (t, s, e) in enumerate(zip(result.new_tokens, result.new_token_base_ids, new_embeddings))],
-        num_base_tokens=result.num_base_tokens, num_tokens=result.num_merged_tokens,
-        reduction=round(result.reduction, 6), num_merges=len(result.merges), stop_reason=result.stop_reason)
+      data=[
+        schemas.TokenizedText(tokens=[_text(p) for p in pieces], ids=ids.tolist())
+        for pieces, ids in zip(result.pieces, result.ids)
+      ],
+      new_tokens=[
+        schemas.NewToken(id=first_new + k, token=_text(t), surface_ids=list(map(int, s)), input_embedding=e)
+        for k, (t, s, e) in enumerate(zip(result.new_tokens, result.new_token_base_ids, new_embeddings))
+      ],
+      num_base_tokens=result.num_base_tokens,
+      num_tokens=result.num_merged_tokens,
+      reduction=round(result.reduction, 6),
+      num_merges=len(result.merges),
+      stop_reason=result.stop_reason,
+    )
 
-  @app.post("/v1/transfer", response_model=schemas.JobInfo, status_code=202, tags=["transfer"],
-            responses={429: {"model": schemas.ErrorResponse}, 507: {"model": schemas.ErrorResponse}})
+  @app.post(
+    "/v1/transfer",
+    response_model=schemas.JobInfo,
+    status_code=202,
+    tags=["transfer"],
+    responses={429: {"model": schemas.ErrorResponse}, 507: {"model": schemas.ErrorResponse}},
+  )
   async def transfer(body: schemas.TransferRequest):
     """Starts a transfer of the base model to an uploaded tokenizer.json; poll GET /v1/jobs/{id}.
 
@@ -82,8 +98,12 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
       ctx.jobs.check_capacity()  # before parsing the upload: a full server should not spend time on it
       tokenizer = await asyncio.to_thread(_read_tokenizer, body.tokenizer)
       run = _transfer_job(engine, tokenizer, body.name)
-      job = ctx.jobs.submit("transfer", run, description=f"transfer {engine.model.name} to {body.name}",
-                            info={"tokenizer": body.name, "target_vocab_size": tokenizer.vocab_size})
+      job = ctx.jobs.submit(
+        "transfer",
+        run,
+        description=f"transfer {engine.model.name} to {body.name}",
+        info={"tokenizer": body.name, "target_vocab_size": tokenizer.vocab_size},
+      )
     except JobQueueFullError as error:
       raise ServiceError(429, "too_many_jobs", str(error)) from None
     except JobQuotaError as error:
@@ -100,8 +120,13 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     """Status of one job."""
     return _job_info(_find_job(ctx.jobs, job_id))
 
-  @app.delete("/v1/jobs/{job_id}", status_code=204, response_class=Response, tags=["transfer"],
-              responses={404: {"model": schemas.ErrorResponse}, 409: {"model": schemas.ErrorResponse}})
+  @app.delete(
+    "/v1/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
+    tags=["transfer"],
+    responses={404: {"model": schemas.ErrorResponse}, 409: {"model": schemas.ErrorResponse}},
+  )
   async def delete_job(job_id: str):
     """Deletes a finished job's record and result (finished jobs also expire after `job_retention_s`)."""
     try:
@@ -112,21 +137,35 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
       raise ServiceError(409, "job_active", str(error)) from None
     return Response(status_code=204)
 
-  @app.get("/v1/jobs/{job_id}/result", tags=["transfer"], response_class=FileResponse,
-           responses={200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
-                      409: {"model": schemas.ErrorResponse}})
+  @app.get(
+    "/v1/jobs/{job_id}/result",
+    tags=["transfer"],
+    response_class=FileResponse,
+    responses={
+      200: {"content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+      409: {"model": schemas.ErrorResponse},
+    },
+  )
   async def job_result(job_id: str):
     """The finished job's Hugging Face folder as an uncompressed tar."""
     job = _find_job(ctx.jobs, job_id)
     if job.status != SUCCEEDED:
       detail = f": {job.error}" if job.error else ""
       raise ServiceError(409, "job_not_finished", f"job {job_id} is {job.status}{detail}; no result to download")
-    return FileResponse(ctx.jobs.result_path(job_id), media_type="application/x-tar",
-                        filename=f"zett-transfer-{job_id}.tar")
+    return FileResponse(
+      ctx.jobs.result_path(job_id), media_type="application/x-tar", filename=f"zett-transfer-{job_id}.tar"
+    )
 
-  @app.post("/v1/generate", tags=["generation"],
-            responses={200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}},
-                             "description": "Server-sent events: one 'token' event per token, then 'done'."}})
+  @app.post(
+    "/v1/generate",
+    tags=["generation"],
+    responses={
+      200: {
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
+        "description": "Server-sent events: one 'token' event per token, then 'done'.",
+      }
+    },
+  )
   async def generate(body: ctx.requests.generate):
     """Generation streamed as server-sent events.
 
@@ -137,44 +176,57 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
     utf8([body.prompt], "prompt")
     prompt_ids = await asyncio.to_thread(engine.tokenizer.encode, body.prompt)
     if len(prompt_ids) > settings.max_tokens_per_request:
-      raise ServiceError(413, "too_many_tokens", f"the prompt has {len(prompt_ids)} tokens; the limit is "
-                         f"{settings.max_tokens_per_request}")
+      raise ServiceError(
+        413,
+        "too_many_tokens",
+        f"the prompt has {len(prompt_ids)} tokens; the limit is {settings.max_tokens_per_request}",
+      )
     bos = engine.tokenizer.roles.get("bos")
     if engine.tokenizer.add_bos and bos is not None:  # the base tokenizer's own convention
       prompt_ids = [bos] + prompt_ids
     eos = engine.tokenizer.roles.get("eos")
     stop_ids = frozenset([eos]) if body.stop_at_eos and eos is not None else frozenset()
     if body.vocabulary == "large":  # only in the schema when the server has one
-      steps = ctx.large_vocabulary.steps(body.prompt, body.max_new_tokens, body.temperature, body.seed,
-                                         body.stop_at_eos)
+      steps = ctx.large_vocabulary.steps(
+        body.prompt, body.max_new_tokens, body.temperature, body.seed, body.stop_at_eos
+      )
       stop_ids = frozenset([ctx.large_vocabulary.tokenizer.roles.get("eos")]) if body.stop_at_eos else frozenset()
     else:
       if ctx.generator is None:
         from zett.service.generation import Generator
+
         ctx.generator = Generator(engine.model)
       decoding = ctx.generator.decode(prompt_ids, body.max_new_tokens, body.temperature, body.seed, stop_ids)
       steps = ((i, engine.tokenizer.token_bytes(i)) for i in decoding)
-    return StreamingResponse(_events(ctx, steps, stop_ids), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+      _events(ctx, steps, stop_ids), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 def _merge(engine: Engine, body, max_tokens: int):
   from zett.dynamic import MergeInputError, merge_batch, split_texts
+
   batch = split_texts(engine.tokenizer.backend, body.texts)
   total = sum(len(ids) for ids in batch.token_ids)
   if total > max_tokens:
     raise ServiceError(413, "too_many_tokens", f"the texts have {total} base tokens; the limit is {max_tokens}")
   try:
-    return merge_batch(batch, max_merges=body.max_merges, target_reduction=body.target_reduction,
-                       min_frequency=body.min_frequency,
-                       max_token_length=body.max_token_length or engine.hypernetwork.config.surface_length)
+    return merge_batch(
+      batch,
+      max_merges=body.max_merges,
+      target_reduction=body.target_reduction,
+      min_frequency=body.min_frequency,
+      max_token_length=body.max_token_length or engine.hypernetwork.config.surface_length,
+    )
   except MergeInputError as error:
     raise ServiceError(422, "invalid_batch", str(error)) from None
 
 
 def _read_tokenizer(spec: dict):
   import tokenizers
+
   from zett.tokenization import TokenizerError, from_backend
+
   try:
     backend = tokenizers.Tokenizer.from_str(json.dumps(spec))
   except Exception as error:  # the Rust parser raises a bare Exception with serde's message
@@ -188,16 +240,18 @@ def _read_tokenizer(spec: dict):
 def _transfer_job(engine: Engine, tokenizer, name: str):
   def run(work_dir):
     from zett import transfer as transfer_lib
+
     # Batches of the engine's own bucket sizes reuse its compiled hypernetwork (same shapes, same config). It goes
     # in anonymous: the record and the exported model card must not name files on the server.
     anonymous = dataclasses.replace(engine.hypernetwork, sha256=None, source=None)
     model, record = transfer_lib.transfer_with_record(
-        engine.model, tokenizer, hypernet=anonymous,
-        batch_size=engine.batch_rows(tokenizer.vocab_size), progress=False)
+      engine.model, tokenizer, hypernet=anonymous, batch_size=engine.batch_rows(tokenizer.vocab_size), progress=False
+    )
     record = dataclasses.replace(record, tokenizer=name)
     folder = transfer_lib.export(model, record, work_dir / "model")
     # The record's scalar facts (method, vocabulary size, timings...) go into the job's info.
     return folder, {k: v for k, v in record.to_json().items() if isinstance(v, (bool, int, float, str))}
+
   return run
 
 

@@ -11,16 +11,17 @@ import asyncio
 import dataclasses
 import threading
 import time
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from zett import hypernet
-from zett.hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
 from zett.dynamic.cache import EmbeddingCache
 from zett.errors import ZettError
+from zett.hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
 from zett.models.family import Embeddings
 from zett.tokenization import SurfaceEncoder, load_tokenizer
 from zett.tokenization.surface import pack_rows
@@ -36,6 +37,7 @@ class EngineError(ZettError, ValueError):
 
 class EmbeddingRows(NamedTuple):
   """Predicted embeddings of K tokens: input [K, D], output [K, D] or None (tied), bias [K] or None."""
+
   input: np.ndarray
   output: np.ndarray | None
   bias: np.ndarray | None
@@ -88,8 +90,9 @@ class Engine:
 
   def predict(self, tokens: Sequence[bytes]) -> EmbeddingRows:
     """Embeddings of `tokens`, bypassing the cache (`hypernet.embed_vocabulary`, one call per 4096 tokens)."""
-    out = hypernet.embed_vocabulary(self.hypernetwork, self.base, *self.surface_forms(tokens),
-                                    chunk_size=_MAX_CHUNK_ROWS)
+    out = hypernet.embed_vocabulary(
+      self.hypernetwork, self.base, *self.surface_forms(tokens), chunk_size=_MAX_CHUNK_ROWS
+    )
     return EmbeddingRows(*out)
 
   def batch_rows(self, num_tokens: int) -> int:
@@ -113,8 +116,9 @@ class Engine:
     d = self.embedding_dim
     if count == 0:
       packed = np.zeros((0, d * (1 + self.has_output) + self.has_bias), np.float32)
-    return EmbeddingRows(packed[:, :d], packed[:, d:2 * d] if self.has_output else None,
-                         packed[:, -1] if self.has_bias else None)
+    return EmbeddingRows(
+      packed[:, :d], packed[:, d : 2 * d] if self.has_output else None, packed[:, -1] if self.has_bias else None
+    )
 
   def warm_up(self, max_rows: int = MIN_CHUNK_ROWS) -> None:
     """Compiles every shape a request of up to `max_rows` tokens can take (a row count by the longest spelling among
@@ -123,8 +127,13 @@ class Engine:
     rows = MIN_CHUNK_ROWS
     while True:
       for length in range(1, surface_length + 1):
-        hypernet.embed_vocabulary(self.hypernetwork, self.base, np.zeros((rows, surface_length), np.int32),
-                                  np.full((rows,), length, np.int32), chunk_size=_MAX_CHUNK_ROWS)
+        hypernet.embed_vocabulary(
+          self.hypernetwork,
+          self.base,
+          np.zeros((rows, surface_length), np.int32),
+          np.full((rows,), length, np.int32),
+          chunk_size=_MAX_CHUNK_ROWS,
+        )
       if rows >= min(max_rows, _MAX_CHUNK_ROWS):
         break
       rows *= 2
@@ -147,8 +156,9 @@ class EmbeddingBatcher:
   With `enabled=False` every request makes its own `Engine.embed` call (the baseline).
   """
 
-  def __init__(self, engine: Engine, max_batch_tokens: int = 1024, wait_s: float = 0.0, enabled: bool = True,
-               on_batch=None):
+  def __init__(
+    self, engine: Engine, max_batch_tokens: int = 1024, wait_s: float = 0.0, enabled: bool = True, on_batch=None
+  ):
     self.engine = engine
     self.max_batch_tokens = max_batch_tokens
     self.wait_s = wait_s
@@ -201,7 +211,7 @@ class EmbeddingBatcher:
             break
           try:
             item = await asyncio.wait_for(queue.get(), remaining)
-          except asyncio.TimeoutError:
+          except TimeoutError:
             break
         if total + len(item.tokens) > self.max_batch_tokens:
           carry = item  # starts the next batch, so no request waits behind an ever-full batch

@@ -28,9 +28,13 @@ def error_response(status: int, kind: str, message: str, details=None, headers=N
 async def send_error(send, status: int, kind: str, message: str, headers=()) -> None:
   """Answers with an error straight on the ASGI channel (before any route ran)."""
   body = json.dumps(error_body(kind, message)).encode()
-  await send({"type": "http.response.start", "status": status,
-              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                          *headers]})
+  await send(
+    {
+      "type": "http.response.start",
+      "status": status,
+      "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+    }
+  )
   await send({"type": "http.response.body", "body": body})
 
 
@@ -41,6 +45,7 @@ def utf8(texts: list[str], field: str) -> list[bytes]:
     try:
       out.append(text.encode("utf-8"))
     except UnicodeEncodeError:
-      raise ServiceError(422, "invalid_text", f"{field}[{i}] is not valid Unicode (it holds a lone surrogate "
-                         "such as \\ud800)") from None
+      raise ServiceError(
+        422, "invalid_text", f"{field}[{i}] is not valid Unicode (it holds a lone surrogate such as \\ud800)"
+      ) from None
   return out

@@ -9,7 +9,7 @@ jitted call; the service runs it in a worker thread and streams the token as soo
 from __future__ import annotations
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -40,16 +40,23 @@ class Generator:
       return _choose(out.logits[:, -1], key, temperature), out.cache
 
     def step(params, token_b, cache, key, temperature):
-      out = module.apply({"params": params}, input_ids=token_b[:, None], attention_mask=jnp.ones_like(token_b)[:, None],
-                         cache=cache)
+      out = module.apply(
+        {"params": params}, input_ids=token_b[:, None], attention_mask=jnp.ones_like(token_b)[:, None], cache=cache
+      )
       return _choose(out.logits[:, -1], key, temperature), out.cache
 
     self._prefill = jax.jit(prefill, donate_argnums=(3,))
     self._step = jax.jit(step, donate_argnums=(2,))
     self._init_cache = functools.partial(model.family.init_cache, config)
 
-  def decode(self, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
-             stop_ids: frozenset[int] = frozenset()) -> Iterator[int]:
+  def decode(
+    self,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+    stop_ids: frozenset[int] = frozenset(),
+  ) -> Iterator[int]:
     """Yields up to `max_new_tokens` token ids; stops after yielding one of `stop_ids`.
 
     Each `next()` runs one device call, so a consumer can stream and stop at any point.
@@ -60,16 +67,17 @@ class Generator:
     prompt_len = -(-n // PREFILL_CHUNK) * PREFILL_CHUNK
     ids = np.zeros((1, prompt_len), np.int32)
     mask = np.zeros((1, prompt_len), np.int32)
-    ids[0, prompt_len - n:] = prompt_ids
-    mask[0, prompt_len - n:] = 1
+    ids[0, prompt_len - n :] = prompt_ids
+    mask[0, prompt_len - n :] = 1
     cache = self._init_cache(1, _cache_slots(prompt_len + max_new_tokens))
     key = jax.random.key(seed)
     temperature = jnp.float32(temperature)
     params = self.model.params
     for start in range(0, prompt_len, PREFILL_CHUNK):
       chunk = slice(start, start + PREFILL_CHUNK)
-      token, cache = self._prefill(params, jnp.asarray(ids[:, chunk]), jnp.asarray(mask[:, chunk]), cache,
-                                   jax.random.fold_in(key, 0), temperature)
+      token, cache = self._prefill(
+        params, jnp.asarray(ids[:, chunk]), jnp.asarray(mask[:, chunk]), cache, jax.random.fold_in(key, 0), temperature
+      )
     for i in range(max_new_tokens):
       value = int(token[0])
       yield value
@@ -92,16 +100,19 @@ class LargeVocabularyDecoder:
 
   def __init__(self, model, vocab_dir):
     from zett.ann.generate import LargeVocabGenerator
+
     self.generator = LargeVocabGenerator(model, vocab_dir)
     self.tokenizer = self.generator.tokenizer
 
-  def steps(self, prompt: str, max_new_tokens: int, temperature: float = 0.0, seed: int = 0,
-            stop_at_eos: bool = True) -> Iterator[tuple[int, bytes]]:
+  def steps(
+    self, prompt: str, max_new_tokens: int, temperature: float = 0.0, seed: int = 0, stop_at_eos: bool = True
+  ) -> Iterator[tuple[int, bytes]]:
     """Yields (large-vocabulary id, token bytes) per generated token."""
     prompt_ids = self.tokenizer.encode(prompt)
     bos = self.tokenizer.roles.get("bos")
     if self.tokenizer.add_bos and bos is not None:
       prompt_ids = [bos] + prompt_ids
-    for token, _ in self.generator.generate_ids(prompt_ids, max_new_tokens, temperature=temperature, seed=seed,
-                                                stop_at_eos=stop_at_eos):
+    for token, _ in self.generator.generate_ids(
+      prompt_ids, max_new_tokens, temperature=temperature, seed=seed, stop_at_eos=stop_at_eos
+    ):
       yield token, self.tokenizer.vocab_bytes[token]

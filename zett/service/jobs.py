@@ -19,8 +19,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from zett.errors import ZettError
 
@@ -54,6 +54,7 @@ class JobQuotaError(ZettError, RuntimeError):
 @dataclasses.dataclass
 class Job:
   """One background job, as listed by GET /v1/jobs."""
+
   id: str
   kind: str
   status: str
@@ -76,8 +77,15 @@ class JobManager:
   (plus a dict of facts for the record); anything it raises marks the job failed with the message.
   """
 
-  def __init__(self, root: str | Path, max_concurrent: int = 1, max_queued: int = 16, on_finish=None,
-               retention_s: float = 0.0, max_result_bytes: int | None = None):
+  def __init__(
+    self,
+    root: str | Path,
+    max_concurrent: int = 1,
+    max_queued: int = 16,
+    on_finish=None,
+    retention_s: float = 0.0,
+    max_result_bytes: int | None = None,
+  ):
     """`retention_s`: finished jobs older than this are deleted (checked whenever jobs are listed,
     looked up or submitted); 0 keeps them until deleted by hand. `max_result_bytes`: disk quota of all kept
     results together; a result that does not fit fails its job, and no job starts while the quota is full."""
@@ -103,7 +111,11 @@ class JobManager:
         # A planted or foreign record: its id would become a path (an id of "../x" made expiry delete outside root).
         continue
       if job.status in (QUEUED, RUNNING):  # the server that ran it stopped
-        job.status, job.error, job.finished_at = FAILED, "interrupted: the server stopped before it finished", time.time()
+        job.status, job.error, job.finished_at = (
+          FAILED,
+          "interrupted: the server stopped before it finished",
+          time.time(),
+        )
         self._write(job)
       self._jobs[job.id] = job
 
@@ -114,13 +126,20 @@ class JobManager:
     tmp.write_text(json.dumps(job.to_json(), indent=2))
     os.replace(tmp, folder / RECORD_NAME)
 
-  def submit(self, kind: str, fn: Callable[[Path], tuple[Path, dict]], description: str = "",
-             info: dict | None = None) -> Job:
+  def submit(
+    self, kind: str, fn: Callable[[Path], tuple[Path, dict]], description: str = "", info: dict | None = None
+  ) -> Job:
     """Queues `fn(work_dir) -> (folder to pack, facts)`; raises JobQueueFullError when full."""
     with self._lock:
       self._check_capacity()
-      job = Job(id=uuid.uuid4().hex, kind=kind, status=QUEUED, created_at=time.time(), description=description,
-                info=dict(info or {}))
+      job = Job(
+        id=uuid.uuid4().hex,
+        kind=kind,
+        status=QUEUED,
+        created_at=time.time(),
+        description=description,
+        info=dict(info or {}),
+      )
       self._jobs[job.id] = job
       self._write(job)
     self._pool.submit(self._run, job, fn)
@@ -143,8 +162,10 @@ class JobManager:
       with self._lock:
         room = None if self.max_result_bytes is None else self.max_result_bytes - self._result_bytes()
         if room is not None and size > room:
-          raise JobQuotaError(f"the result takes {size:,} bytes but only {max(room, 0):,} of the "
-                              f"{self.max_result_bytes:,}-byte quota for job results is free")
+          raise JobQuotaError(
+            f"the result takes {size:,} bytes but only {max(room, 0):,} of the "
+            f"{self.max_result_bytes:,}-byte quota for job results is free"
+          )
         os.replace(tmp, folder / RESULT_NAME)
         job.info.update(facts or {})
         job.result_bytes = size
@@ -175,12 +196,15 @@ class JobManager:
     active = sum(j.status in (QUEUED, RUNNING) for j in self._jobs.values())
     if active >= self.max_concurrent + self.max_queued:
       raise JobQueueFullError(
-          f"{active} jobs are running or queued (limit {self.max_concurrent} running + {self.max_queued} queued); "
-          "retry when one finishes")
+        f"{active} jobs are running or queued (limit {self.max_concurrent} running + {self.max_queued} queued); "
+        "retry when one finishes"
+      )
     used = self._result_bytes()
     if self.max_result_bytes is not None and used >= self.max_result_bytes:
-      raise JobQuotaError(f"finished jobs' results take {used:,} bytes, the quota is {self.max_result_bytes:,}; "
-                          "download and DELETE finished jobs, or wait for them to expire")
+      raise JobQuotaError(
+        f"finished jobs' results take {used:,} bytes, the quota is {self.max_result_bytes:,}; "
+        "download and DELETE finished jobs, or wait for them to expire"
+      )
 
   def _result_bytes(self) -> int:
     """Disk taken by kept results. Call with the lock held."""

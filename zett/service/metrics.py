@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -18,17 +18,29 @@ class ServiceMetrics:
   def __init__(self):
     self.registry = CollectorRegistry(auto_describe=True)
     r = self.registry
-    self.requests = Counter("zett_requests", "HTTP requests answered, by route and status code.",
-                            ("method", "route", "status"), registry=r)
-    self.latency = Histogram("zett_request_duration_seconds", "Time to answer an HTTP request (headers sent).",
-                             ("method", "route"), buckets=_LATENCY_BUCKETS_S, registry=r)
+    self.requests = Counter(
+      "zett_requests", "HTTP requests answered, by route and status code.", ("method", "route", "status"), registry=r
+    )
+    self.latency = Histogram(
+      "zett_request_duration_seconds",
+      "Time to answer an HTTP request (headers sent).",
+      ("method", "route"),
+      buckets=_LATENCY_BUCKETS_S,
+      registry=r,
+    )
     self.cache_hits = Counter("zett_embedding_cache_hits", "Token embeddings served from the LRU cache.", registry=r)
-    self.cache_misses = Counter("zett_embedding_cache_misses", "Token embeddings the hypernetwork had to predict.",
-                                registry=r)
-    self.batch_requests = Histogram("zett_embedding_batch_requests", "Requests merged into one hypernetwork call.",
-                                    buckets=_BATCH_BUCKETS, registry=r)
-    self.batch_tokens = Histogram("zett_embedding_batch_tokens", "Distinct tokens predicted in one hypernetwork call.",
-                                  buckets=_BATCH_BUCKETS, registry=r)
+    self.cache_misses = Counter(
+      "zett_embedding_cache_misses", "Token embeddings the hypernetwork had to predict.", registry=r
+    )
+    self.batch_requests = Histogram(
+      "zett_embedding_batch_requests", "Requests merged into one hypernetwork call.", buckets=_BATCH_BUCKETS, registry=r
+    )
+    self.batch_tokens = Histogram(
+      "zett_embedding_batch_tokens",
+      "Distinct tokens predicted in one hypernetwork call.",
+      buckets=_BATCH_BUCKETS,
+      registry=r,
+    )
     self.generated_tokens = Counter("zett_generated_tokens", "Tokens streamed by /v1/generate.", registry=r)
     self.jobs = Counter("zett_jobs", "Transfer jobs finished, by final status.", ("status",), registry=r)
 

@@ -105,21 +105,30 @@ def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
   text = Annotated[str, StringConstraints(min_length=1)]
 
   class EmbeddingsRequest(_Strict):
-    tokens: list[token] = Field(min_length=1, max_length=settings.max_tokens_per_request,
-                                description="Token strings (UTF-8 text, e.g. ' hello').")
+    tokens: list[token] = Field(
+      min_length=1, max_length=settings.max_tokens_per_request, description="Token strings (UTF-8 text, e.g. ' hello')."
+    )
     encoding: Literal["float", "base64"] = Field(
-        default="float", description="'float': JSON numbers; 'base64': little-endian float32 bytes, base64.")
+      default="float", description="'float': JSON numbers; 'base64': little-endian float32 bytes, base64."
+    )
 
   class TokenizeRequest(_Strict):
-    texts: list[text] = Field(min_length=1, max_length=settings.max_texts_per_request,
-                              description="The batch: merges are counted over all of it.")
+    texts: list[text] = Field(
+      min_length=1,
+      max_length=settings.max_texts_per_request,
+      description="The batch: merges are counted over all of it.",
+    )
     target_reduction: float | None = Field(
-        default=None, ge=0.0, lt=1.0, description="Stop once the batch is this fraction shorter (e.g. 0.2).")
+      default=None, ge=0.0, lt=1.0, description="Stop once the batch is this fraction shorter (e.g. 0.2)."
+    )
     max_merges: int | None = Field(default=None, ge=0, description="Merge budget.")
     min_frequency: int = Field(default=1, ge=1, description="Never merge a pair seen fewer times.")
     max_token_length: int | None = Field(
-        default=None, ge=1, description="Never make a token of more base tokens than this; default: the "
-        "hypernetwork's surface length L, so every new token's embedding sees its whole spelling.")
+      default=None,
+      ge=1,
+      description="Never make a token of more base tokens than this; default: the "
+      "hypernetwork's surface length L, so every new token's embedding sees its whole spelling.",
+    )
     embeddings: bool = Field(default=False, description="Also return input embeddings of the new tokens (base64).")
 
   class GenerateRequest(_Strict):
@@ -128,7 +137,8 @@ def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
     temperature: float = Field(default=0.0, ge=0.0, le=100.0, description="0 = greedy.")
     seed: int = Field(default=0, ge=0, lt=2**31)
     vocabulary: vocabularies = Field(
-        default="base", description="'base': the base model's own vocabulary; 'large': an ANN-indexed vocabulary.")
+      default="base", description="'base': the base model's own vocabulary; 'large': an ANN-indexed vocabulary."
+    )
     stop_at_eos: bool = True
 
   return RequestModels(EmbeddingsRequest, TokenizeRequest, GenerateRequest)

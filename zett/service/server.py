@@ -15,6 +15,7 @@ LOOPBACK = "127.0.0.1"
 @dataclasses.dataclass
 class RunningServer:
   """A uvicorn server in a daemon thread; `url` is its base address, `stop()` shuts it down."""
+
   url: str
   server: uvicorn.Server
   thread: threading.Thread
@@ -24,10 +25,18 @@ class RunningServer:
     self.thread.join(timeout_s)
 
 
-def uvicorn_config(app, host: str = LOOPBACK, port: int = 8000, timeout_keep_alive_s: int = 5,
-                   log_level: str = "warning") -> uvicorn.Config:
-  return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                        timeout_keep_alive=timeout_keep_alive_s, lifespan="on")
+def uvicorn_config(
+  app, host: str = LOOPBACK, port: int = 8000, timeout_keep_alive_s: int = 5, log_level: str = "warning"
+) -> uvicorn.Config:
+  return uvicorn.Config(
+    app,
+    host=host,
+    port=port,
+    log_level=log_level,
+    access_log=False,
+    timeout_keep_alive=timeout_keep_alive_s,
+    lifespan="on",
+  )
 
 
 def serve_in_thread(app, host: str = LOOPBACK, startup_timeout_s: float = 60.0) -> RunningServer:

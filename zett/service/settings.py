@@ -51,8 +51,16 @@ class ServiceSettings:
   browser). `zett serve --host ADDRESS` adds that address; "*" allows any host."""
 
   def __post_init__(self):
-    positive = ("max_tokens_per_request", "max_token_chars", "max_body_bytes", "max_concurrent_jobs",
-                "max_batch_tokens", "max_new_tokens", "max_texts_per_request", "max_job_results_bytes")
+    positive = (
+      "max_tokens_per_request",
+      "max_token_chars",
+      "max_body_bytes",
+      "max_concurrent_jobs",
+      "max_batch_tokens",
+      "max_new_tokens",
+      "max_texts_per_request",
+      "max_job_results_bytes",
+    )
     for name in positive:
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -68,16 +76,27 @@ class ServiceSettings:
     if not self.batch_wait_ms >= 0:
       raise ValueError(f"service setting batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
     if not self.allowed_hosts or not all(isinstance(h, str) and h.strip() for h in self.allowed_hosts):
-      raise ValueError(f"service setting allowed_hosts must list host names (or \"*\"), got {self.allowed_hosts!r}")
+      raise ValueError(f'service setting allowed_hosts must list host names (or "*"), got {self.allowed_hosts!r}')
     # Upper bounds: a few extra zeros in a setting would otherwise size buffers, caches or waits absurdly.
-    for name, high in (("max_tokens_per_request", 1 << 24), ("max_token_chars", 1 << 16), ("max_body_bytes", 1 << 34),
-                       ("max_concurrent_jobs", 256), ("max_queued_jobs", 1 << 16), ("max_batch_tokens", 1 << 20),
-                       ("cache_size", 1 << 26), ("max_new_tokens", 1 << 20), ("max_texts_per_request", 1 << 20),
-                       ("max_job_results_bytes", 1 << 50), ("request_timeout_s", 7 * 86400),
-                       ("job_retention_s", 366 * 86400), ("batch_wait_ms", 60_000)):
+    for name, high in (
+      ("max_tokens_per_request", 1 << 24),
+      ("max_token_chars", 1 << 16),
+      ("max_body_bytes", 1 << 34),
+      ("max_concurrent_jobs", 256),
+      ("max_queued_jobs", 1 << 16),
+      ("max_batch_tokens", 1 << 20),
+      ("cache_size", 1 << 26),
+      ("max_new_tokens", 1 << 20),
+      ("max_texts_per_request", 1 << 20),
+      ("max_job_results_bytes", 1 << 50),
+      ("request_timeout_s", 7 * 86400),
+      ("job_retention_s", 366 * 86400),
+      ("batch_wait_ms", 60_000),
+    ):
       if getattr(self, name) > high:
         raise ValueError(f"service setting {name} must be at most {high:,}, got {getattr(self, name)!r}")
-    if self.api_key is not None and (not self.api_key or not self.api_key.isascii() or not self.api_key.isprintable()
-                                     or " " in self.api_key):
+    if self.api_key is not None and (
+      not self.api_key or not self.api_key.isascii() or not self.api_key.isprintable() or " " in self.api_key
+    ):
       # HTTP headers are Latin-1 bytes: a key with other characters (or spaces) could never be sent as given.
       raise ValueError("service setting api_key must be a non-empty string of printable ASCII without spaces")

@@ -8,8 +8,16 @@ import re
 NO_INTERNAL_WHITESPACE = re.compile(rb"[ \t\n\r\x0b\x0c]*[^ \t\n\r\x0b\x0c]*")
 
 
-def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reduction=None, min_frequency=1,
-                    max_token_length=None, frozen=None):
+def reference_merge(
+  pieces,
+  starts_pretoken,
+  *,
+  max_merges=None,
+  target_reduction=None,
+  min_frequency=1,
+  max_token_length=None,
+  frozen=None,
+):
   """Recounts every pair of the batch after every merge (the published reference's algorithm).
 
   Args:
@@ -36,8 +44,13 @@ def reference_merge(pieces, starts_pretoken, *, max_merges=None, target_reductio
   limit = max_token_length or num_base + 1
 
   def mergeable(x, y):
-    return (x[1] == y[1] and not x[4] and not y[4] and (x[3] - x[2]) + (y[3] - y[2]) <= limit
-            and NO_INTERNAL_WHITESPACE.fullmatch(x[0] + y[0]) is not None)
+    return (
+      x[1] == y[1]
+      and not x[4]
+      and not y[4]
+      and (x[3] - x[2]) + (y[3] - y[2]) <= limit
+      and NO_INTERNAL_WHITESPACE.fullmatch(x[0] + y[0]) is not None
+    )
 
   merges = []
   while True:

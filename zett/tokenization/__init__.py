@@ -1,16 +1,34 @@
 """The tokenizer layer: load any tokenizer, view its vocabulary as bytes, spell tokens in base
 subtokens (surface forms), and sample a fresh UnigramLM tokenizer per training batch."""
 
-from zett.tokenization.byte_level import (ModelKind, TokenizerError, bytes_to_unicode, from_byte_level,
-                                          printable, to_byte_level)
+from zett.tokenization.byte_level import (
+  ModelKind,
+  TokenizerError,
+  bytes_to_unicode,
+  from_byte_level,
+  printable,
+  to_byte_level,
+)
 from zett.tokenization.load import load_tokenizer
-from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend
 from zett.tokenization.sampler import SampledBatch, SamplerError, TokenizerSampler
 from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
+from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend
 
 __all__ = [
-    "ModelKind", "TokenizerError", "bytes_to_unicode", "from_byte_level", "printable", "to_byte_level",
-    "ROLES", "Tokenizer", "from_backend", "load_tokenizer",
-    "SampledBatch", "SamplerError", "TokenizerSampler",
-    "SurfaceEncoder", "SurfaceForms", "surface_forms",
+  "ModelKind",
+  "TokenizerError",
+  "bytes_to_unicode",
+  "from_byte_level",
+  "printable",
+  "to_byte_level",
+  "ROLES",
+  "Tokenizer",
+  "from_backend",
+  "load_tokenizer",
+  "SampledBatch",
+  "SamplerError",
+  "TokenizerSampler",
+  "SurfaceEncoder",
+  "SurfaceForms",
+  "surface_forms",
 ]

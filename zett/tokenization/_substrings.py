@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import regex
@@ -30,27 +30,29 @@ HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplicatio
 @dataclasses.dataclass
 class BatchSubstrings:
   """Distinct substrings of one batch: sorted keys, weighted counts, and where each one is spelled."""
-  keys: np.ndarray      # uint64 [N] sorted
-  counts: np.ndarray    # int64 [N]
-  offsets: np.ndarray   # int64 [N] start in `buffer`
-  lengths: np.ndarray   # int64 [N] in bytes
-  buffer: str           # byte-level spelling of the batch's distinct pre-tokens, concatenated
+
+  keys: np.ndarray  # uint64 [N] sorted
+  counts: np.ndarray  # int64 [N]
+  offsets: np.ndarray  # int64 [N] start in `buffer`
+  lengths: np.ndarray  # int64 [N] in bytes
+  buffer: str  # byte-level spelling of the batch's distinct pre-tokens, concatenated
 
 
 @dataclasses.dataclass
 class BatchWords:
   """The distinct pre-tokens of a batch as one byte buffer, with every in-word substring's hash."""
-  codes: np.ndarray          # uint8 [P] bytes of all words, concatenated
-  joined: bytes              # the same bytes
-  word_starts: np.ndarray    # int64 [W]
-  word_lengths: np.ndarray   # int64 [W]
-  max_length: int            # longest substring counted, in bytes
+
+  codes: np.ndarray  # uint8 [P] bytes of all words, concatenated
+  joined: bytes  # the same bytes
+  word_starts: np.ndarray  # int64 [W]
+  word_lengths: np.ndarray  # int64 [W]
+  max_length: int  # longest substring counted, in bytes
   hashes: np.ndarray | None = None  # uint64 [P, max_length + 1]; column l = hash of bytes [p, p + l) (numpy path)
-  valid: np.ndarray | None = None   # bool [P, max_length + 1]; the substring stays inside its word (l >= 2)
-  substring_starts: np.ndarray | None = None   # int64 [S] start of each valid substring (set by counting)
+  valid: np.ndarray | None = None  # bool [P, max_length + 1]; the substring stays inside its word (l >= 2)
+  substring_starts: np.ndarray | None = None  # int64 [S] start of each valid substring (set by counting)
   substring_lengths: np.ndarray | None = None  # int64 [S]
-  substring_unique: np.ndarray | None = None   # int64 [S] index into the batch's sorted distinct keys
-  unique_keys: np.ndarray | None = None        # uint64 sorted distinct keys of the batch
+  substring_unique: np.ndarray | None = None  # int64 [S] index into the batch's sorted distinct keys
+  unique_keys: np.ndarray | None = None  # uint64 sorted distinct keys of the batch
 
 
 def pretokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,8 +68,11 @@ def pretokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     counter.update(words)
   index = {word: i for i, word in enumerate(counter)}
   token_ends = np.cumsum(np.fromiter(map(len, per_text), dtype=np.int64, count=len(per_text)))
-  word_ids = np.fromiter(map(index.__getitem__, itertools.chain.from_iterable(per_text)), dtype=np.int64,
-                         count=int(token_ends[-1]) if token_ends.size else 0)
+  word_ids = np.fromiter(
+    map(index.__getitem__, itertools.chain.from_iterable(per_text)),
+    dtype=np.int64,
+    count=int(token_ends[-1]) if token_ends.size else 0,
+  )
   utf8 = [w.encode("utf-8") for w in counter]
   codes = np.frombuffer(b"".join(utf8), dtype=np.uint8)
   word_lengths = np.fromiter(map(len, utf8), dtype=np.int64, count=len(utf8))
@@ -96,11 +101,12 @@ def hash_words(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndar
     for length in range(2, max_length + 1):
       if size < length:
         break
-      current = current[:-1] * HASH_MULTIPLIER + values[length - 1:]
+      current = current[:-1] * HASH_MULTIPLIER + values[length - 1 :]
       count = size - length + 1
       hashes[:count, length] = current
-      valid[:count, length] = ((word_of[:count] == word_of[length - 1:]) & boundary[:count]
-                               & boundary[length:length + count])
+      valid[:count, length] = (
+        (word_of[:count] == word_of[length - 1 :]) & boundary[:count] & boundary[length : length + count]
+      )
   return BatchWords(codes, codes.tobytes(), word_starts, word_lengths, max_length, hashes, valid)
 
 
@@ -125,12 +131,19 @@ def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstri
   counts = np.add.reduceat(weights, group_starts) if keys.size else np.zeros(0, dtype=np.int64)
   words.substring_starts, words.substring_lengths = starts, lengths
   words.substring_unique, words.unique_keys = inverse.reshape(-1), unique
-  return BatchSubstrings(unique, counts, starts[first].astype(np.int64), lengths[first].astype(np.int64),
-                         to_byte_level(words.joined))
+  return BatchSubstrings(
+    unique, counts, starts[first].astype(np.int64), lengths[first].astype(np.int64), to_byte_level(words.joined)
+  )
 
 
-def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, piece_scores: np.ndarray,
-            byte_ids: np.ndarray, byte_score: float) -> tuple[np.ndarray, np.ndarray]:
+def segment(
+  words: BatchWords,
+  piece_keys: np.ndarray,
+  piece_ids: np.ndarray,
+  piece_scores: np.ndarray,
+  byte_ids: np.ndarray,
+  byte_score: float,
+) -> tuple[np.ndarray, np.ndarray]:
   """Unigram Viterbi over every word at once: the highest-scoring split into pieces and bytes.
 
   Args:
@@ -165,8 +178,7 @@ def segment(words: BatchWords, piece_keys: np.ndarray, piece_ids: np.ndarray, pi
   order = np.argsort(-words.word_lengths, kind="stable")
   sorted_slots, sorted_starts = slot_starts[order], words.word_starts[order]
   sorted_lengths = words.word_lengths[order]
-  active_counts = np.searchsorted(-sorted_lengths, -np.arange(1, int(sorted_lengths.max(initial=0)) + 1),
-                                  side="right")
+  active_counts = np.searchsorted(-sorted_lengths, -np.arange(1, int(sorted_lengths.max(initial=0)) + 1), side="right")
   for end in range(1, active_counts.size + 1):
     count = active_counts[end - 1]
     # Longest last piece first: on equal scores `tokenizers` keeps the path found first, i.e. the
@@ -228,12 +240,26 @@ class SubstringWindow:
     spare = self._spare
     if not spare or spare[0].size < needed:  # reused, not reallocated: fresh pages cost page faults
       capacity = needed + needed // 2
-      spare = (np.empty(capacity, np.uint64), np.empty(capacity, np.int64), np.empty(capacity, np.int64),
-               np.empty(capacity, np.int64))
+      spare = (
+        np.empty(capacity, np.uint64),
+        np.empty(capacity, np.int64),
+        np.empty(capacity, np.int64),
+        np.empty(capacity, np.int64),
+      )
     none = np.zeros(0, dtype=np.uint64)
-    n = self.merge(self.keys, self.counts, self.locations, self.slots, batch.keys, batch.counts, locations,
-                   none if expired is None else expired[1].keys,
-                   none.astype(np.int64) if expired is None else expired[1].counts, expired is not None, *spare)
+    n = self.merge(
+      self.keys,
+      self.counts,
+      self.locations,
+      self.slots,
+      batch.keys,
+      batch.counts,
+      locations,
+      none if expired is None else expired[1].keys,
+      none.astype(np.int64) if expired is None else expired[1].counts,
+      expired is not None,
+      *spare,
+    )
     current = (self.keys, self.counts, self.locations, self.slots)
     self._spare = tuple(array.base if array.base is not None else array for array in current)
     self.keys, self.counts, self.locations, self.slots = (array[:n] for array in spare)
@@ -280,5 +306,9 @@ class SubstringWindow:
     """Byte-level spelling of the keys at `positions` (indices into `keys`)."""
     buffers = self._buffers
     locations = self.locations[positions]
-    return [buffers[b][o:o + n] for b, o, n in zip((locations >> 40).tolist(), ((locations >> 8) & 0xFFFFFFFF).tolist(),
-                                                    (locations & 0xFF).tolist())]
+    return [
+      buffers[b][o : o + n]
+      for b, o, n in zip(
+        (locations >> 40).tolist(), ((locations >> 8) & 0xFFFFFFFF).tolist(), (locations & 0xFF).tolist()
+      )
+    ]

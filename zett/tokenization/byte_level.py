@@ -12,7 +12,8 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from zett.errors import ZettError
 
@@ -21,8 +22,9 @@ class TokenizerError(ZettError, ValueError):
   """A tokenizer file or object that cannot be used; the message names the file and the problem."""
 
 
-class ModelKind(str, enum.Enum):
+class ModelKind(enum.StrEnum):
   """How a tokenizer's model spells its vocabulary (which decides the token -> bytes rule)."""
+
   BYTE_LEVEL_BPE = "byte_level_bpe"
   """BPE over the GPT-2 byte alphabet (GPT-2, Llama 3, Qwen, SmolLM2, tiktoken/tekken files)."""
   SENTENCEPIECE_BPE = "sentencepiece_bpe"
@@ -38,8 +40,9 @@ class ModelKind(str, enum.Enum):
 @functools.cache
 def bytes_to_unicode() -> dict[int, str]:
   """GPT-2's reversible byte -> printable character table (256 entries)."""
-  printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-               + list(range(ord("®"), ord("ÿ") + 1)))
+  printable = (
+    list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+  )
   codes = printable[:]
   extra = 0
   for byte in range(256):
@@ -124,14 +127,15 @@ def piece_to_bytes(piece: str, kind: ModelKind, continuing_prefix: str = "##") -
     return piece.replace("▁", " ").encode("utf-8")
   if kind == ModelKind.WORDPIECE:
     if continuing_prefix and piece.startswith(continuing_prefix) and len(piece) > len(continuing_prefix):
-      return piece[len(continuing_prefix):].encode("utf-8")
+      return piece[len(continuing_prefix) :].encode("utf-8")
     # Word-initial WordPiece tokens follow a word boundary; spell them like `▁x` / `Ġx`.
     return b" " + piece.encode("utf-8")
   raise TokenizerError(f"unknown model kind {kind!r}")
 
 
-def vocabulary_bytes(id_to_piece: Sequence[str | None], kind: ModelKind, special_ids: set[int],
-                     continuing_prefix: str = "##") -> list[bytes]:
+def vocabulary_bytes(
+  id_to_piece: Sequence[str | None], kind: ModelKind, special_ids: set[int], continuing_prefix: str = "##"
+) -> list[bytes]:
   """Bytes for every id; special tokens give their UTF-8 content (callers keep them apart)."""
   result = []
   for token_id, piece in enumerate(id_to_piece):

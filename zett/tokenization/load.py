@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tokenizers
 
@@ -68,6 +69,7 @@ def _load_hf_folder(folder: Path, name: str) -> Tokenizer:
 def _load_hub(spec: str) -> Tokenizer:
   try:
     import transformers
+
     hf = transformers.AutoTokenizer.from_pretrained(spec)
   except Exception as error:
     raise TokenizerError(f"{spec!r}: not a local path and not loadable from the hub ({error})") from None
@@ -88,8 +90,10 @@ def _cache_dir() -> Path:
 def _load_converted(path: Path, convert) -> Tokenizer:
   """Convert a non-HF tokenizer file once, then reuse the tokenizer.json (conversion takes seconds)."""
   stat = path.stat()
-  key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{convert.__name__}|"
-                       f"{_CONVERTER_VERSION}|{tokenizers.__version__}".encode()).hexdigest()[:32]
+  key = hashlib.sha256(
+    f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{convert.__name__}|"
+    f"{_CONVERTER_VERSION}|{tokenizers.__version__}".encode()
+  ).hexdigest()[:32]
   folder = _cache_dir()
   json_path, meta_path = folder / f"{key}.json", folder / f"{key}.meta.json"
   if json_path.exists() and meta_path.exists():
@@ -98,15 +102,26 @@ def _load_converted(path: Path, convert) -> Tokenizer:
       backend = tokenizers.Tokenizer.from_file(str(json_path))
       backend.encode_special_tokens = meta["encode_special_tokens"]
       check_dense_ids(backend.get_vocab(with_added_tokens=True), str(json_path))
-      return Tokenizer(backend=backend, name=str(path), kind=ModelKind(meta["kind"]),
-                       special_ids=frozenset(meta["special_ids"]), roles=meta["roles"], add_bos=meta["add_bos"])
+      return Tokenizer(
+        backend=backend,
+        name=str(path),
+        kind=ModelKind(meta["kind"]),
+        special_ids=frozenset(meta["special_ids"]),
+        roles=meta["roles"],
+        add_bos=meta["add_bos"],
+      )
     except Exception:  # a damaged cache entry: convert again
       pass
   tokenizer = convert(path)
   try:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"kind": tokenizer.kind.value, "special_ids": sorted(tokenizer.special_ids), "roles": dict(tokenizer.roles),
-            "add_bos": tokenizer.add_bos, "encode_special_tokens": tokenizer.backend.encode_special_tokens}
+    meta = {
+      "kind": tokenizer.kind.value,
+      "special_ids": sorted(tokenizer.special_ids),
+      "roles": dict(tokenizer.roles),
+      "add_bos": tokenizer.add_bos,
+      "encode_special_tokens": tokenizer.backend.encode_special_tokens,
+    }
     suffix = f".{os.getpid()}.tmp"
     tokenizer.backend.save(str(json_path) + suffix)
     Path(str(meta_path) + suffix).write_text(json.dumps(meta))
@@ -150,11 +165,17 @@ def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -
       if b'"config"' in head and b'"vocab"' in head and b'"model"' not in head:
         return _load_converted(path, _formats.load_tekken)
       config = _read_side_config(path.parent / "tokenizer_config.json")
-      return from_backend(_load_tokenizer_json(path, name), name, _roles_from_config(config),
-                          add_bos=bool(config.get("add_bos_token", False)))
-    raise TokenizerError(f"{path}: unrecognised tokenizer file (expected tokenizer.json, .model, .gguf, "
-                         ".tiktoken or a tekken .json)")
+      return from_backend(
+        _load_tokenizer_json(path, name),
+        name,
+        _roles_from_config(config),
+        add_bos=bool(config.get("add_bos_token", False)),
+      )
+    raise TokenizerError(
+      f"{path}: unrecognised tokenizer file (expected tokenizer.json, .model, .gguf, .tiktoken or a tekken .json)"
+    )
   from zett.interop.hub import could_be_hub_name
+
   if not could_be_hub_name(name):
     raise TokenizerError(f"{name}: no such file or folder")
   return _load_hub(name)

@@ -35,6 +35,7 @@ def spell_like_zett_authors(target, tokenizer_json: str | Path, max_length: int,
       predicted instead.
   """
   from zett.tokenization import load_tokenizer
+
   speller = load_tokenizer(str(tokenizer_json))
   forms = surface_forms(target, speller, max_length=max_length)  # for the special-token mapping
   model_only = tokenizers.Tokenizer(speller.backend.model)
@@ -47,6 +48,10 @@ def spell_like_zett_authors(target, tokenizer_json: str | Path, max_length: int,
   surface_ids[rows], surface_lengths[rows] = ids, lengths
   special[special >= base_vocab_size] = -1
   unknown = 0 if speller.roles.get("unk") is None else int((ids == speller.roles["unk"]).any(axis=1).sum())
-  return SurfaceForms(ids=surface_ids, lengths=surface_lengths, special_base_ids=special.astype(np.int32),
-                      num_truncated=truncated, num_unknown=unknown)
-
+  return SurfaceForms(
+    ids=surface_ids,
+    lengths=surface_lengths,
+    special_base_ids=special.astype(np.int32),
+    num_truncated=truncated,
+    num_unknown=unknown,
+  )

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tokenizers
@@ -21,11 +22,19 @@ from tokenizers import decoders, models, pre_tokenizers
 
 from zett.errors import ZettError
 from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize, byte_level
+from zett.tokenization._substrings import (
+  PRETOKEN_PATTERN,
+  BatchSubstrings,
+  BatchWords,
+  SubstringWindow,
+  count_substrings,
+  hash_words,
+  pretokenize,
+  segment,
+)
 from zett.tokenization.byte_level import to_byte_level
-from zett.tokenization._substrings import (PRETOKEN_PATTERN, BatchSubstrings, BatchWords, SubstringWindow,
-                                           count_substrings, hash_words, pretokenize, segment)
-from zett.tokenization.tokenizer import Tokenizer, from_backend
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH, SurfaceEncoder, pack_flat, pack_rows
+from zett.tokenization.tokenizer import Tokenizer, from_backend
 
 _BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
 
@@ -41,23 +50,24 @@ class SampledBatch:
   Rows of the embedded vocabulary ("rows") are the whole sampled vocabulary, or with
   `batch_vocab_size` the tokens used in the batch + sampled negatives; `input_ids` index rows.
   """
-  input_ids: np.ndarray              # int32 [B, T] row ids (pad: row of the pad special, else 0)
-  attention_mask: np.ndarray         # int32 [B, T]
-  vocab_surface_ids: np.ndarray      # int32 [Vmax, L] base ids spelling each row
+
+  input_ids: np.ndarray  # int32 [B, T] row ids (pad: row of the pad special, else 0)
+  attention_mask: np.ndarray  # int32 [B, T]
+  vocab_surface_ids: np.ndarray  # int32 [Vmax, L] base ids spelling each row
   vocab_surface_lengths: np.ndarray  # int32 [Vmax]; padded rows have length 1
-  special_base_ids: np.ndarray       # int32 [Vmax]; base special a row copies, -1 otherwise
-  vocab_mask: np.ndarray             # bool [Vmax]; False on padding rows (mask their logits)
-  vocab_token_ids: np.ndarray        # int32 [Vmax]; sampled-vocabulary id of each row, -1 on padding
-  token_bytes: np.ndarray            # int32 [Vmax]; bytes a row stands for (0: special / padding)
-  base_token_ids: np.ndarray         # int32 [Vmax]; base id of rows that are exactly one base token, else -1
-  vocab_size: int                    # real rows
-  sampled_vocab_size: int            # size of the whole sampled vocabulary
+  special_base_ids: np.ndarray  # int32 [Vmax]; base special a row copies, -1 otherwise
+  vocab_mask: np.ndarray  # bool [Vmax]; False on padding rows (mask their logits)
+  vocab_token_ids: np.ndarray  # int32 [Vmax]; sampled-vocabulary id of each row, -1 on padding
+  token_bytes: np.ndarray  # int32 [Vmax]; bytes a row stands for (0: special / padding)
+  base_token_ids: np.ndarray  # int32 [Vmax]; base id of rows that are exactly one base token, else -1
+  vocab_size: int  # real rows
+  sampled_vocab_size: int  # size of the whole sampled vocabulary
   step: int
-  scores: np.ndarray                 # float64 [sampled pieces] log-prob of each non-byte piece
+  scores: np.ndarray  # float64 [sampled pieces] log-prob of each non-byte piece
   num_specials: int
-  _fixed_pieces: tuple[str, ...]     # specials' content + the 256 byte pieces
-  _piece_spellings: list[str]        # the surface cache's spellings (append-only) ...
-  _piece_slots: np.ndarray           # ... and where this vocabulary's pieces are in it
+  _fixed_pieces: tuple[str, ...]  # specials' content + the 256 byte pieces
+  _piece_spellings: list[str]  # the surface cache's spellings (append-only) ...
+  _piece_slots: np.ndarray  # ... and where this vocabulary's pieces are in it
 
   @property
   def pieces(self) -> tuple[str, ...]:
@@ -73,9 +83,19 @@ class SampledBatch:
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The static-shape arrays a jitted step takes."""
-    return {name: getattr(self, name) for name in (
-        "input_ids", "attention_mask", "vocab_surface_ids", "vocab_surface_lengths", "special_base_ids",
-        "vocab_mask", "token_bytes", "base_token_ids")}
+    return {
+      name: getattr(self, name)
+      for name in (
+        "input_ids",
+        "attention_mask",
+        "vocab_surface_ids",
+        "vocab_surface_lengths",
+        "special_base_ids",
+        "vocab_mask",
+        "token_bytes",
+        "base_token_ids",
+      )
+    }
 
 
 def _byte_score(scores: np.ndarray) -> float:
@@ -91,8 +111,7 @@ class _SurfaceCache:
   vocabulary pays for the rows it embeds, not for the whole sampled vocabulary.
   """
 
-  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, speller=None,
-               max_entries: int = 1_000_000):
+  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, speller=None, max_entries: int = 1_000_000):
     self.encoder, self.max_length, self.pad_id, self.max_entries = encoder, max_length, pad_id, max_entries
     self.speller = speller  # compiled BPE (`_fast_bpe.BpeSpeller`), or None: the encoder's Rust model
     self.clear()
@@ -149,11 +168,23 @@ class TokenizerSampler:
       the same batches; the numpy path is the reference and the fallback.
   """
 
-  def __init__(self, base: Tokenizer, vocab_size: int = 32768, noise_std: float = 1.0, history_batches: int = 16,
-               seed: int = 0, min_vocab_size: int | None = None, max_piece_bytes: int = 16, min_count: int = 2,
-               sequence_length: int = 128, surface_max_length: int = DEFAULT_SURFACE_LENGTH,
-               batch_vocab_size: int = 0,
-               prepend_bos: bool = False, append_eos: bool = False, compiled: bool | None = None):
+  def __init__(
+    self,
+    base: Tokenizer,
+    vocab_size: int = 32768,
+    noise_std: float = 1.0,
+    history_batches: int = 16,
+    seed: int = 0,
+    min_vocab_size: int | None = None,
+    max_piece_bytes: int = 16,
+    min_count: int = 2,
+    sequence_length: int = 128,
+    surface_max_length: int = DEFAULT_SURFACE_LENGTH,
+    batch_vocab_size: int = 0,
+    prepend_bos: bool = False,
+    append_eos: bool = False,
+    compiled: bool | None = None,
+  ):
     if vocab_size < 257:
       raise SamplerError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
     if min_vocab_size is not None and not 257 <= min_vocab_size <= vocab_size:
@@ -218,9 +249,21 @@ class TokenizerSampler:
     word_starts = np.cumsum(word_lengths) - word_lengths
     if self.compiled:
       keys, key_counts, firsts, lengths, starts, sub_lengths, sub_unique = _fast.hash_count(
-          codes, word_starts, word_lengths, counts, self.max_piece_bytes)
-      hashed = BatchWords(codes, joined, word_starts, word_lengths, self.max_piece_bytes, None, None, starts,
-                          sub_lengths, sub_unique, keys)
+        codes, word_starts, word_lengths, counts, self.max_piece_bytes
+      )
+      hashed = BatchWords(
+        codes,
+        joined,
+        word_starts,
+        word_lengths,
+        self.max_piece_bytes,
+        None,
+        None,
+        starts,
+        sub_lengths,
+        sub_unique,
+        keys,
+      )
       substrings = BatchSubstrings(keys, key_counts, firsts, lengths, to_byte_level(joined))
     else:
       hashed = hash_words(codes, word_starts, word_lengths, self.max_piece_bytes)
@@ -234,8 +277,9 @@ class TokenizerSampler:
 
   def _pick_pieces(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
     """(window positions of the chosen pieces, their log-prob scores, sampled vocabulary size)."""
-    size = self.vocab_size if self.min_vocab_size is None else int(rng.integers(self.min_vocab_size,
-                                                                                 self.vocab_size + 1))
+    size = (
+      self.vocab_size if self.min_vocab_size is None else int(rng.integers(self.min_vocab_size, self.vocab_size + 1))
+    )
     window = self._window
     candidates = np.flatnonzero(window.counts >= self.min_count)
     noisy = np.log(window.counts[candidates].astype(np.float64))
@@ -273,12 +317,14 @@ class TokenizerSampler:
     vocab = [(content, byte_score) for content in self._special_pieces]
     vocab += [(piece, byte_score) for piece in _BYTE_PIECES] + list(zip(spellings, scores.tolist()))
     backend = tokenizers.Tokenizer(models.Unigram(vocab, None, False))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+      [
         pre_tokenizers.Split(tokenizers.Regex(PRETOKEN_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+      ]
+    )
     backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([tokenizers.AddedToken(c, special=True, normalized=False)
-                                for c in self._special_pieces])
+    backend.add_special_tokens([tokenizers.AddedToken(c, special=True, normalized=False) for c in self._special_pieces])
     row_of_base = {int(b): i for i, b in enumerate(self.special_base_ids)}
     roles = {role: row_of_base[token_id] for role, token_id in self.base.roles.items() if token_id in row_of_base}
     return from_backend(backend, name, roles)
@@ -298,7 +344,9 @@ class TokenizerSampler:
     spellings = [spellings[i] for i in self._slots(positions).tolist()]
     return self._standalone(spellings, scores, f"sampled-fixed@{seed}")
 
-  def _encode_words(self, words: BatchWords, positions: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def _encode_words(
+    self, words: BatchWords, positions: np.ndarray, scores: np.ndarray
+  ) -> tuple[np.ndarray, np.ndarray]:
     """CSR token lists of the batch's distinct words: (sampled ids, offsets [W + 1])."""
     piece_keys = self._window.keys[positions]  # sorted: positions ascend
     piece_ids = self.num_specials + 256 + np.arange(positions.size)
@@ -306,8 +354,9 @@ class TokenizerSampler:
     viterbi = _fast.segment if self.compiled else segment
     return viterbi(words, piece_keys, piece_ids, scores, byte_ids, _byte_score(scores))
 
-  def _sequences(self, ids: np.ndarray, starts: np.ndarray, word_ids: np.ndarray,
-                 text_offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  def _sequences(
+    self, ids: np.ndarray, starts: np.ndarray, word_ids: np.ndarray, text_offsets: np.ndarray
+  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token ids of every text, truncated and with bos/eos: (flat ids, text of each, column of each)."""
     body = self.sequence_length - (self._bos is not None) - (self._eos is not None)
     lengths = starts[word_ids + 1] - starts[word_ids]  # tokens per word occurrence
@@ -348,8 +397,10 @@ class TokenizerSampler:
     if self.batch_vocab_size:
       used = np.unique(np.concatenate([tokens, np.arange(self.num_specials)]))
       if used.size > self.batch_vocab_size:
-        raise SamplerError(f"the batch uses {used.size} distinct tokens but batch_vocab_size is "
-                           f"{self.batch_vocab_size}; raise batch_vocab_size (>= batch tokens + specials)")
+        raise SamplerError(
+          f"the batch uses {used.size} distinct tokens but batch_vocab_size is "
+          f"{self.batch_vocab_size}; raise batch_vocab_size (>= batch tokens + specials)"
+        )
       unused = np.ones(sampled_total, dtype=bool)
       unused[used] = False
       free = np.flatnonzero(unused)
@@ -384,10 +435,19 @@ class TokenizerSampler:
       surface_lengths[:num_rows][fixed] = self._fixed_lengths[token_ids[fixed]]
       piece_ids, piece_lengths = self._surface.surfaces(slots[token_ids[~fixed] - num_fixed])
       surface_ids[:num_rows][~fixed], surface_lengths[:num_rows][~fixed] = piece_ids, piece_lengths
-    special_base_ids = padded(np.concatenate([self.special_base_ids,
-                                              np.full(sampled_total - self.num_specials, -1, np.int32)]), -1)
-    token_bytes = padded(np.concatenate([np.zeros(self.num_specials, np.int32), np.ones(256, np.int32),
-                                         self._window.lengths(positions).astype(np.int32)]), 0)
+    special_base_ids = padded(
+      np.concatenate([self.special_base_ids, np.full(sampled_total - self.num_specials, -1, np.int32)]), -1
+    )
+    token_bytes = padded(
+      np.concatenate(
+        [
+          np.zeros(self.num_specials, np.int32),
+          np.ones(256, np.int32),
+          self._window.lengths(positions).astype(np.int32),
+        ]
+      ),
+      0,
+    )
     vocab_token_ids = np.full(rows, -1, dtype=np.int32)
     vocab_token_ids[:num_rows] = token_ids
     vocab_mask = vocab_token_ids >= 0
@@ -395,9 +455,25 @@ class TokenizerSampler:
     # the base cannot spell (the unk token is special, so it never matches a piece exactly).
     single = (surface_lengths == 1) & (special_base_ids < 0) & vocab_mask & (surface_ids[:, 0] != self._base_unk)
     base_token_ids = np.where(single, surface_ids[:, 0], -1).astype(np.int32)
-    return SampledBatch(input_ids, attention_mask, surface_ids, surface_lengths, special_base_ids,
-                        vocab_mask, vocab_token_ids, token_bytes, base_token_ids, int(num_rows), int(sampled_total), step,
-                        scores, self.num_specials, self._special_pieces + _BYTE_PIECES, self._surface.spellings, slots)
+    return SampledBatch(
+      input_ids,
+      attention_mask,
+      surface_ids,
+      surface_lengths,
+      special_base_ids,
+      vocab_mask,
+      vocab_token_ids,
+      token_bytes,
+      base_token_ids,
+      int(num_rows),
+      int(sampled_total),
+      step,
+      scores,
+      self.num_specials,
+      self._special_pieces + _BYTE_PIECES,
+      self._surface.spellings,
+      slots,
+    )
 
   # -- state -------------------------------------------------------------------------------------
 

@@ -12,13 +12,13 @@ import dataclasses
 import hashlib
 import itertools
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tokenizers
 
-from zett.tokenization.byte_level import (ModelKind, TokenizerError, byte_fallback_value, from_byte_level,
-                                          to_byte_level)
+from zett.tokenization.byte_level import ModelKind, TokenizerError, byte_fallback_value, from_byte_level, to_byte_level
 from zett.tokenization.tokenizer import ROLES, Tokenizer
 
 DEFAULT_SURFACE_LENGTH = 7
@@ -37,6 +37,7 @@ class SurfaceForms:
   num_truncated: rows whose spelling was longer than L (kept: the first L subtokens).
   num_unknown: rows that contain the base's unk id (a byte the base cannot spell).
   """
+
   ids: np.ndarray
   lengths: np.ndarray
   special_base_ids: np.ndarray
@@ -60,8 +61,9 @@ def pack_rows(rows: Sequence[Sequence[int]], max_length: int, pad_id: int = 0) -
   return pack_flat(flat, full_lengths, max_length, pad_id)
 
 
-def pack_flat(flat: np.ndarray, full_lengths: np.ndarray, max_length: int,
-              pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+def pack_flat(
+  flat: np.ndarray, full_lengths: np.ndarray, max_length: int, pad_id: int = 0
+) -> tuple[np.ndarray, np.ndarray, int]:
   """Concatenated rows + their lengths -> (ids [N, L] int32 padded, lengths [N] clipped, truncated)."""
   full_lengths = np.asarray(full_lengths, dtype=np.int64)
   ids = np.full((full_lengths.size, max_length), pad_id, dtype=np.int32)
@@ -103,8 +105,7 @@ class SurfaceEncoder:
           self._byte_ids[value] = token_id
     self._present = bytes(int(b) for b in np.flatnonzero(self._byte_ids >= 0))
     # A byte-level BPE model silently drops a byte it has no token for: spell around the gap.
-    self._has_gaps = len(self._present) < 256 and base.kind in (ModelKind.BYTE_LEVEL_BPE,
-                                                               ModelKind.BYTE_LEVEL_UNIGRAM)
+    self._has_gaps = len(self._present) < 256 and base.kind in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM)
 
   def _spell_with_gaps(self, data: bytes) -> list[int]:
     """Spellable runs through the model; each byte the base lacks becomes unk (or an error)."""
@@ -140,8 +141,10 @@ class SurfaceEncoder:
     if token_id >= 0:
       return token_id
     if self._unk_id is None:
-      raise TokenizerError(f"{self.base.name}: cannot spell byte 0x{byte:02x} (in {data!r}): no byte token, no "
-                           f"byte fallback and no unk token; bytes it cannot spell: {self.missing_bytes[:16]}")
+      raise TokenizerError(
+        f"{self.base.name}: cannot spell byte 0x{byte:02x} (in {data!r}): no byte token, no "
+        f"byte fallback and no unk token; bytes it cannot spell: {self.missing_bytes[:16]}"
+      )
     return self._unk_id
 
   def _spell_mixed(self, data: bytes) -> list[int]:
@@ -179,7 +182,7 @@ class SurfaceEncoder:
         batch_strings.append(string)
     if batch_strings:
       encodings = self._model_only.encode_batch_fast(batch_strings, add_special_tokens=False)
-      for index, encoding, string in zip(batch_index, encodings, batch_strings):
+      for index, encoding in zip(batch_index, encodings):
         ids = encoding.ids
         if not ids:  # e.g. WordPiece gives nothing for a lone space
           ids = [self._byte_id(b, pieces[index]) for b in pieces[index]]
@@ -208,16 +211,19 @@ class SurfaceEncoder:
       else:
         rows[index] = [token_id]
     if batch_strings:
-      for index, encoding in zip(batch_index, self._model_only.encode_batch_fast(batch_strings,
-                                                                                 add_special_tokens=False)):
+      for index, encoding in zip(
+        batch_index, self._model_only.encode_batch_fast(batch_strings, add_special_tokens=False)
+      ):
         rows[index] = encoding.ids
     return rows  # type: ignore[return-value]
 
-  def encode_bytes_packed(self, pieces: Sequence[bytes], max_length: int,
-                          pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+  def encode_bytes_packed(
+    self, pieces: Sequence[bytes], max_length: int, pad_id: int = 0
+  ) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids [N, L], lengths [N], truncated) for non-empty byte strings; compiled BPE where it applies."""
     if self._speller is _NOT_BUILT:
       from zett.tokenization import _fast_bpe
+
       self._speller = _fast_bpe.BpeSpeller.create(self)
     if self._speller is not None:
       return pack_flat(*self._speller.spell_bytes(pieces), max_length, pad_id)
@@ -225,8 +231,9 @@ class SurfaceEncoder:
       return self.encode_byte_level_packed([to_byte_level(p) for p in pieces], max_length, pad_id)
     return pack_rows(self.encode_ids(pieces), max_length, pad_id)
 
-  def encode_byte_level_packed(self, spellings: Sequence[str], max_length: int,
-                               pad_id: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+  def encode_byte_level_packed(
+    self, spellings: Sequence[str], max_length: int, pad_id: int = 0
+  ) -> tuple[np.ndarray, np.ndarray, int]:
     """`encode_byte_level` packed to (ids [N, L], lengths [N], truncated): one Rust call, no per-row lists."""
     if self.base.kind not in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
       return pack_rows(self.encode_byte_level(spellings), max_length, pad_id)
@@ -242,25 +249,27 @@ class SurfaceEncoder:
         rest = np.flatnonzero(clean)
         ids = np.full((len(spellings), max_length), pad_id, dtype=np.int32)
         lengths = np.zeros(len(spellings), dtype=np.int32)
-        ids[rest], lengths[rest], truncated = self._packed(
-            [spellings[i] for i in rest.tolist()], max_length, pad_id)
+        ids[rest], lengths[rest], truncated = self._packed([spellings[i] for i in rest.tolist()], max_length, pad_id)
         ids[with_gap], lengths[with_gap], gap_truncated = pack_rows(
-            self.encode_byte_level([spellings[i] for i in with_gap]), max_length, pad_id)
+          self.encode_byte_level([spellings[i] for i in with_gap]), max_length, pad_id
+        )
         return ids, lengths, truncated + gap_truncated
     return self._packed(spellings, max_length, pad_id)
 
   def _packed(self, spellings: Sequence[str], max_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
     if self._exact_spelled is None:
       self._exact_spelled = {to_byte_level(data): token_id for data, token_id in self._exact.items()}
-    exact = np.fromiter(map(self._exact_spelled.get, spellings, itertools.repeat(-1)), dtype=np.int64,
-                        count=len(spellings))
+    exact = np.fromiter(
+      map(self._exact_spelled.get, spellings, itertools.repeat(-1)), dtype=np.int64, count=len(spellings)
+    )
     rest = np.flatnonzero(exact < 0)
     lengths = np.ones(len(spellings), dtype=np.int64)
     flat = exact
     if rest.size:
       # All words in one pre-tokenized call: one Encoding instead of one per piece.
-      encoding = self._model_only.encode([spellings[i] for i in rest.tolist()], is_pretokenized=True,
-                                         add_special_tokens=False)
+      encoding = self._model_only.encode(
+        [spellings[i] for i in rest.tolist()], is_pretokenized=True, add_special_tokens=False
+      )
       rest_ids = np.asarray(encoding.ids, dtype=np.int64)
       rest_lengths = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=rest.size)
       lengths[rest] = rest_lengths
@@ -310,8 +319,13 @@ def _special_target_to_base(target: Tokenizer, base: Tokenizer) -> dict[int, int
   return mapping
 
 
-def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = DEFAULT_SURFACE_LENGTH, pad_id: int = 0,
-                  encoder: SurfaceEncoder | None = None) -> SurfaceForms:
+def surface_forms(
+  target: Tokenizer,
+  base: Tokenizer,
+  max_length: int = DEFAULT_SURFACE_LENGTH,
+  pad_id: int = 0,
+  encoder: SurfaceEncoder | None = None,
+) -> SurfaceForms:
   """Spell every token of `target` in `base` subtokens.
 
   Tokens whose bytes are a base token are length-1 rows of that id (the target's own id when
@@ -343,8 +357,15 @@ def surface_forms(target: Tokenizer, base: Tokenizer, max_length: int = DEFAULT_
     ids[special_rows, 0] = special_base_ids[special_rows]
     lengths[special_rows] = 1
     unknown_id = base.roles.get("unk")
-    unknown = 0 if unknown_id is None else int(np.any((ids == unknown_id) & (special_base_ids < 0)[:, None]
-                                                      & (np.arange(max_length) < lengths[:, None]), axis=1).sum())
+    unknown = (
+      0
+      if unknown_id is None
+      else int(
+        np.any(
+          (ids == unknown_id) & (special_base_ids < 0)[:, None] & (np.arange(max_length) < lengths[:, None]), axis=1
+        ).sum()
+      )
+    )
     result = SurfaceForms(ids, lengths, special_base_ids, truncated, unknown)
   if len(_CACHE) >= _CACHE_ENTRIES:
     _CACHE.pop(next(iter(_CACHE)))

@@ -10,8 +10,8 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import tokenizers
@@ -23,10 +23,10 @@ ROLES = ("bos", "eos", "pad", "unk")
 
 # Content -> role for tokenizers whose files do not name their roles (tokenizer.json alone).
 _ROLE_GUESSES = {
-    "bos": ("<s>", "<|begin_of_text|>", "[CLS]", "<bos>", "<|startoftext|>"),
-    "eos": ("</s>", "<|endoftext|>", "<|end_of_text|>", "[SEP]", "<eos>", "<|im_end|>"),
-    "pad": ("<pad>", "[PAD]", "<|pad|>", "<|endoftext|>"),
-    "unk": ("<unk>", "[UNK]", "<|unk|>"),
+  "bos": ("<s>", "<|begin_of_text|>", "[CLS]", "<bos>", "<|startoftext|>"),
+  "eos": ("</s>", "<|endoftext|>", "<|end_of_text|>", "[SEP]", "<eos>", "<|im_end|>"),
+  "pad": ("<pad>", "[PAD]", "<|pad|>", "<|endoftext|>"),
+  "unk": ("<unk>", "[UNK]", "<|unk|>"),
 }
 
 
@@ -76,8 +76,9 @@ class Tokenizer:
   @functools.cached_property
   def vocab_bytes(self) -> tuple[bytes, ...]:
     """Bytes of every token id (special tokens: their UTF-8 content; check `is_special`)."""
-    return tuple(byte_level.vocabulary_bytes(self.id_to_piece, self.kind, set(self.special_ids),
-                                             self._continuing_prefix))
+    return tuple(
+      byte_level.vocabulary_bytes(self.id_to_piece, self.kind, set(self.special_ids), self._continuing_prefix)
+    )
 
   @functools.cached_property
   def is_special(self) -> np.ndarray:
@@ -112,12 +113,12 @@ class Tokenizer:
     pieces = self.id_to_piece
     special_map = {f"{role}_token": pieces[token_id] for role, token_id in self.roles.items()}
     config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "add_bos_token": self.add_bos,
-        "add_eos_token": False,
-        "clean_up_tokenization_spaces": False,
-        "model_max_length": 1 << 30,
-        **special_map,
+      "tokenizer_class": "PreTrainedTokenizerFast",
+      "add_bos_token": self.add_bos,
+      "add_eos_token": False,
+      "clean_up_tokenization_spaces": False,
+      "model_max_length": 1 << 30,
+      **special_map,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False))
@@ -127,8 +128,13 @@ class Tokenizer:
     return f"Tokenizer({self.name!r}, kind={self.kind.value}, vocab_size={self.vocab_size}, roles={dict(self.roles)})"
 
 
-def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, int | str] | None = None,
-                 extra_special: Sequence[int] = (), add_bos: bool = False) -> Tokenizer:
+def from_backend(
+  backend: tokenizers.Tokenizer,
+  name: str,
+  roles: Mapping[str, int | str] | None = None,
+  extra_special: Sequence[int] = (),
+  add_bos: bool = False,
+) -> Tokenizer:
   """Wrap a `tokenizers.Tokenizer`, finding its special tokens and (if not given) their roles.
 
   Truncation and padding a tokenizer.json may carry (sentence-embedding models ship files that cut and pad every
@@ -163,8 +169,9 @@ def from_backend(backend: tokenizers.Tokenizer, name: str, roles: Mapping[str, i
           resolved[role] = vocab[content]
           break
   special_ids.update(resolved.values())
-  return Tokenizer(backend=backend, name=name, kind=kind, special_ids=frozenset(special_ids),
-                   roles=resolved, add_bos=add_bos)
+  return Tokenizer(
+    backend=backend, name=name, kind=kind, special_ids=frozenset(special_ids), roles=resolved, add_bos=add_bos
+  )
 
 
 def check_dense_ids(vocab: Mapping[str, int], name: str) -> None:
@@ -177,5 +184,7 @@ def check_dense_ids(vocab: Mapping[str, int], name: str) -> None:
     raise TokenizerError(f"{name}: the vocabulary is empty")
   piece, largest = max(vocab.items(), key=lambda item: item[1])
   if largest >= len(vocab) or len(set(vocab.values())) != len(vocab):
-    raise TokenizerError(f"{name}: token ids must run from 0 to {len(vocab) - 1} without gaps or repeats "
-                         f"({len(vocab)} tokens), but {piece!r} has id {largest}")
+    raise TokenizerError(
+      f"{name}: token ids must run from 0 to {len(vocab) - 1} without gaps or repeats "
+      f"({len(vocab)} tokens), but {piece!r} has id {largest}"
+    )
