@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test venv clean bench
+.PHONY: quickstart test lint venv clean bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,12 @@ venv: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) -m zett.quickstart
 
-test: $(STAMP)
+# Style and types first (config in pyproject.toml): a finding fails the test run.
+lint: $(STAMP)
+	$(PY) -m ruff check
+	$(PY) -m ruff format --check
+
+test: lint
 	$(PY) -m pytest -q -x --durations=15
 
 bench: $(STAMP)
