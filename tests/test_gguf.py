@@ -136,7 +136,8 @@ def test_smollm2_metadata(smollm2):
 @pytest.mark.slow
 def test_smollm2_greedy_continuation_matches_transformers(smollm2, smollm2_reference):
   import torch
-  from zett.models.generate import greedy_generate
+
+  from zett.models.decoding import greedy_generate
   ids = smollm2.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
   ours = greedy_generate(smollm2, [ids], max_new_tokens=20)[0].tolist()
   with torch.no_grad():
@@ -148,6 +149,7 @@ def test_smollm2_greedy_continuation_matches_transformers(smollm2, smollm2_refer
 @pytest.mark.slow
 def test_smollm2_bits_per_byte_matches_transformers(smollm2, smollm2_reference):
   import torch
+
   from zett.evaluation import causal_lm_bits_per_byte, lm_eval_batches, start_token_id
   ours = causal_lm_bits_per_byte(smollm2, texts=[PARAGRAPH], max_length=64, batch_size=2)
   assert ours["num_bytes"] == len(PARAGRAPH.encode()) and ours["num_scored_tokens"] > 60

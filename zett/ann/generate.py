@@ -15,14 +15,13 @@ import os
 import time
 from collections.abc import Iterator
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from zett.ann.build import open_vocabulary_stores
 from zett.ann.index import AnnIndex, load_index
 from zett.ann.store import EmbeddingStore
 from zett.errors import ZettError
+from zett.models.decoding import Decoder, DecodeTiming
 
 _EXACT_IN_MEMORY_BYTES = 4 << 30
 """Exact scoring keeps a float32 copy of the output table up to this size, else streams the store."""
@@ -102,14 +101,7 @@ class LargeVocabGenerator:
     self.candidates = candidates or (self.index.spec.candidates if self.index else 64)
     self._exact: ExactScorer | None = None
     self.stats = GenerationStats()
-    module, params = model.module, model.params
-
-    @jax.jit
-    def forward(embeds_btd, cache):
-      out = module.apply({"params": params}, inputs_embeds=embeds_btd, cache=cache, compute_logits=False)
-      return out.hidden_states[:, -1].astype(jnp.float32), out.cache
-
-    self._forward = forward
+    self._decoder = Decoder(model)
 
   @property
   def exact_scorer(self) -> ExactScorer:
@@ -140,33 +132,24 @@ class LargeVocabGenerator:
       raise GenerationError("the prompt is empty after tokenization")
     if max(prompt_ids) >= self.tokenizer.vocab_size:
       raise ValueError(f"prompt id {max(prompt_ids)} is outside the vocabulary ({self.tokenizer.vocab_size})")
-    # Cache lengths rounded up to 128 slots: one compilation serves many prompt/answer lengths
-    # (unused slots stay masked out, so results do not change).
-    cache_length = -(-(len(prompt_ids) + max_new_tokens) // 128) * 128
-    cache = self.model.family.init_cache(self.model.config, 1, cache_length, jnp.float32)
-    rng = np.random.default_rng(seed)
     eos = self.tokenizer.roles.get("eos")
     self.stats = GenerationStats(prompt_tokens=len(prompt_ids))
-    embeds = self.input_store.rows(np.asarray(prompt_ids))[None]
-    for _ in range(max_new_tokens):
-      start = time.perf_counter()
-      hidden, cache = self._forward(jnp.asarray(embeds), cache)
-      hidden = np.asarray(hidden)
-      chosen_at = time.perf_counter()
-      self.stats.model_seconds += chosen_at - start
-      if temperature <= 0:
-        token = int(self.select(hidden, exact)[1][0, 0])
-      else:
-        scores, ids = self.select(hidden, exact, k=sample_top_k)
-        weights = np.exp((scores[0] - scores[0, 0]) / temperature)
-        token = int(rng.choice(ids[0], p=weights / weights.sum()))
-      self.stats.selection_seconds += time.perf_counter() - chosen_at
+    timing = DecodeTiming()
+    started = time.perf_counter()
+    state = self._decoder.prefill(
+      embeds=self.input_store.rows(np.asarray(prompt_ids))[None], new_tokens=max_new_tokens, reads="hidden"
+    )
+    timing.model_seconds = time.perf_counter() - started
+    choose = _IndexChoice(self, exact, temperature, sample_top_k, np.random.default_rng(seed))
+    stop_ids = frozenset([eos]) if stop_at_eos and eos is not None else frozenset()
+    for tokens in self._decoder.decode(
+      state, max_new_tokens, choose, embed=self.input_store.rows, stop_ids=stop_ids, timing=timing
+    ):
+      token = int(tokens[0])
+      self.stats.model_seconds, self.stats.selection_seconds = timing.model_seconds, timing.choose_seconds
       self.stats.new_tokens += 1
       self.stats.new_bytes += len(self.tokenizer.vocab_bytes[token])
-      yield token, hidden[0]
-      if stop_at_eos and token == eos:
-        return
-      embeds = self.input_store.rows(np.asarray([[token]]))
+      yield token, choose.hidden[0]
 
   def generate(
     self,
@@ -194,3 +177,22 @@ class LargeVocabGenerator:
     tail = decoder.decode(b"", final=True)
     if tail:
       yield tail
+
+
+class _IndexChoice:
+  """Next tokens from the final hidden state: greedy or top-k sampling over the index's (or the exact) candidates.
+  Keeps the hidden state it chose from (`hidden`)."""
+
+  reads = "hidden"
+
+  def __init__(self, generator: LargeVocabGenerator, exact: bool, temperature: float, top_k: int, rng):
+    self.generator, self.exact, self.temperature, self.top_k, self.rng = generator, exact, temperature, top_k, rng
+    self.hidden = np.zeros((1, 0), np.float32)
+
+  def __call__(self, last, step: int) -> np.ndarray:
+    self.hidden = hidden = np.asarray(last)
+    if self.temperature <= 0:
+      return self.generator.select(hidden, self.exact)[1][:, 0]
+    scores, ids = self.generator.select(hidden, self.exact, k=self.top_k)
+    weights = np.exp((scores - scores[:, :1]) / self.temperature)
+    return np.array([self.rng.choice(row_ids, p=w / w.sum()) for row_ids, w in zip(ids, weights)])

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,7 @@ from zett.dynamic.cache import EmbeddingCache
 from zett.dynamic.merge import BaseBatch, MergeResult, merge_batch
 from zett.dynamic.split import split_texts
 from zett.errors import ZettError
+from zett.models.decoding import Decoder
 
 
 class DynamicRunError(ZettError, ValueError):
@@ -143,89 +145,32 @@ def _pad(rows: Sequence[np.ndarray], left: bool, multiple: int = 16) -> tuple[np
   return out, mask
 
 
-_RUNNERS: dict[int, tuple[Any, _Runner]] = {}
+@functools.partial(jax.jit, static_argnames="module")
+def _pooled(module, params, inputs_embeds, attention_mask):
+  """Mean over the unmasked positions of the final hidden states [B, D]."""
+  hidden = module.apply(
+    {"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask, compute_logits=False
+  ).hidden_states
+  weights = attention_mask[..., None].astype(hidden.dtype)
+  return (hidden * weights).sum(1) / weights.sum(1)
 
 
-def _runner_for(model: Any) -> _Runner:
-  """One runner per live model, so its jitted calls compile once per shape."""
-  entry = _RUNNERS.get(id(model))
-  if entry is None or entry[0] is not model:
-    if len(_RUNNERS) >= 4:
-      _RUNNERS.pop(next(iter(_RUNNERS)))
-    entry = _RUNNERS[id(model)] = (model, _Runner(model))
-  return entry[1]
-
-
-class _Runner:
-  """Jitted calls of one model's module (prefill with embeddings, continuation with ids)."""
-
-  def __init__(self, model: Any):
-    self.model = model
-    module = model.module
-    embeddings = model.embeddings
-    self.output_vd = embeddings.output if embeddings.output is not None else embeddings.input
-    self.output_bias = embeddings.bias
-
-    def embeds_call(params, inputs_embeds, attention_mask, cache):
-      out = module.apply(
-        {"params": params},
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        cache=cache,
-        compute_logits=False,
-      )
-      return out.hidden_states, out.cache
-
-    def ids_call(params, input_ids, attention_mask, cache):
-      out = module.apply({"params": params}, input_ids=input_ids, attention_mask=attention_mask, cache=cache)
-      return out.logits, out.cache
-
-    def pooled_call(params, inputs_embeds, attention_mask):
-      hidden = module.apply(
-        {"params": params}, inputs_embeds=inputs_embeds, attention_mask=attention_mask, compute_logits=False
-      ).hidden_states
-      weights = attention_mask[..., None].astype(hidden.dtype)
-      return (hidden * weights).sum(1) / weights.sum(1)
-
-    self.embeds_call = jax.jit(embeds_call)
-    self.ids_call = jax.jit(ids_call)
-    self.pooled_call = jax.jit(pooled_call)
-
-  def logits_of(self, hidden_bd):
-    logits = jnp.einsum(
-      "bd,vd->bv", hidden_bd, self.output_vd.astype(hidden_bd.dtype), preferred_element_type=jnp.float32
-    )
-    return logits if self.output_bias is None else logits + self.output_bias
-
-  def score_and_generate(
-    self, prompt_rows: list[np.ndarray], continuations: list[np.ndarray], generate_tokens: int
-  ) -> tuple[float, list[list[int]]]:
-    """Total bits of the continuations after the prompts, and greedy base tokens after the prompts."""
-    model = self.model
-    embeds, prompt_mask = _pad(prompt_rows, left=True)
-    cont_ids, cont_mask = _pad([c.astype(np.int32) for c in continuations], left=False)
-    batch, prompt_length = prompt_mask.shape
-    slots = prompt_length + max(cont_ids.shape[1], generate_tokens)
-    cache = model.family.init_cache(model.config, batch, slots, jnp.float32)
-    hidden, prefill_cache = self.embeds_call(model.params, jnp.asarray(embeds), jnp.asarray(prompt_mask), cache)
-    first_logits = self.logits_of(hidden[:, -1])  # left padding: the last slot is every prompt's last token
-    cont_logits, _ = self.ids_call(model.params, jnp.asarray(cont_ids), jnp.asarray(cont_mask), prefill_cache)
-    logits_btv = jnp.concatenate([first_logits[:, None], cont_logits[:, :-1]], axis=1)
-    log_probs = jax.nn.log_softmax(logits_btv, axis=-1)
-    target = jnp.take_along_axis(log_probs, jnp.asarray(cont_ids)[..., None], axis=-1)[..., 0]
-    bits = float(-(target * jnp.asarray(cont_mask)).sum() / math.log(2))
-    generated = []
-    if generate_tokens:
-      token = jnp.argmax(first_logits, axis=-1).astype(jnp.int32)
-      cache, ones = prefill_cache, jnp.ones((batch, 1), jnp.int32)
-      for _ in range(generate_tokens):
-        generated.append(np.asarray(token))
-        logits, cache = self.ids_call(model.params, token[:, None], ones, cache)
-        token = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-      generated = np.stack(generated, axis=1).tolist()
-    else:
-      generated = [[] for _ in range(batch)]
-    return bits, generated
+def _score_and_generate(
+  model: Any, prompt_rows: list[np.ndarray], continuations: list[np.ndarray], generate_tokens: int
+) -> tuple[float, list[list[int]]]:
+  """Total bits of the continuations after the prompts, and greedy base tokens after the prompts."""
+  decoder = Decoder(model, donate_cache=False)  # the prefilled cache serves the scoring and the generation
+  embeds, prompt_mask = _pad(prompt_rows, left=True)
+  cont_ids, cont_mask = _pad([c.astype(np.int32) for c in continuations], left=False)
+  state = decoder.prefill(embeds=embeds, mask=prompt_mask, new_tokens=max(cont_ids.shape[1], generate_tokens))
+  cont_logits, _ = decoder.forward(state.cache, ids=jnp.asarray(cont_ids), mask=jnp.asarray(cont_mask), reads="all")
+  logits_btv = jnp.concatenate([state.last[:, None], cont_logits[:, :-1]], axis=1)
+  log_probs = jax.nn.log_softmax(logits_btv, axis=-1)
+  target = jnp.take_along_axis(log_probs, jnp.asarray(cont_ids)[..., None], axis=-1)[..., 0]
+  bits = float(-(target * jnp.asarray(cont_mask)).sum() / math.log(2))
+  if not generate_tokens:
+    return bits, [[] for _ in continuations]
+  return bits, np.stack(list(decoder.decode(state, generate_tokens)), axis=1).tolist()
 
 
 def evaluate_decoder(
@@ -262,10 +207,9 @@ def evaluate_decoder(
     starts.append(batch.starts_pretoken[i][:cut])
   prompt_batch = BaseBatch(prompts, starts, batch.id_to_bytes, batch.special_ids)
   result = merge_batch(prompt_batch, **merge_rules)
-  runner = _runner_for(model)
   base_rows = [embedder.base_input_vd[ids] for ids in prompts]
-  bits_base, generated_base = runner.score_and_generate(base_rows, continuations, generate_tokens)
-  bits_merged, generated_merged = runner.score_and_generate(embedder.embed(result), continuations, generate_tokens)
+  bits_base, generated_base = _score_and_generate(model, base_rows, continuations, generate_tokens)
+  bits_merged, generated_merged = _score_and_generate(model, embedder.embed(result), continuations, generate_tokens)
   num_bytes = sum(len(batch.id_to_bytes[int(i)]) for c in continuations for i in c)
   return DecoderReport(
     prompt_tokens_base=sum(len(p) for p in prompts),
@@ -298,7 +242,7 @@ def evaluate_encoder(
   merge_rules.setdefault("max_token_length", embedder.hypernetwork.config.surface_length)
   batch = split_texts(_tokenizer(model, tokenizer), texts, max_length=max_length)
   result = merge_batch(batch, **merge_rules)
-  pooled = _runner_for(model).pooled_call
+  pooled = functools.partial(_pooled, model.module)
   base_embeds, base_mask = _pad([embedder.base_input_vd[np.asarray(ids)] for ids in batch.token_ids], left=False)
   merged_embeds, merged_mask = _pad(embedder.embed(result), left=False)
   base_pooled = np.asarray(pooled(model.params, jnp.asarray(base_embeds), jnp.asarray(base_mask)))
