@@ -66,6 +66,16 @@ def test_exact_with_base_vocabulary_equals_plain_greedy(tmp_path, base_tokenizer
   assert ours == ids[len(prompt):]
   assert len(set(ours)) > 3  # a trajectory, not one repeated token
 
+  # A damaged vocab.json is a clear error naming it, on open and on a resumed build.
+  meta = tmp_path / "v" / "vocab.json"
+  for damaged in (meta.read_bytes()[:-5], b"[1, 2]"):
+    meta.write_bytes(damaged)
+    with pytest.raises(VocabularyError, match="vocab.json"):
+      LargeVocabGenerator(model, tmp_path / "v", load_ann_index=False)
+    with pytest.raises(VocabularyError, match="vocab.json"):
+      build_vocabulary(tmp_path / "v", model, base_tokenizer, hypernet=(config, params), batch_size=512,
+                       index_spec=None, progress=False)
+
 
 def test_ann_top1_matches_exact_on_greedy_steps(tmp_path, base_tokenizer):
   large = train_bpe_vocabulary(stdlib_texts_up_to(4_000_000), 20_000, base_tokenizer)

@@ -222,7 +222,7 @@ def build_vocabulary(
     "base_weights_sha256": model.weights_sha256,
     "embeddings": "hypernetwork" if hypernet is not None else "fvt-mean",
   }
-  if meta_path.exists() and json.loads(meta_path.read_text()) != meta:
+  if meta_path.exists() and _read_meta(meta_path) != meta:
     raise VocabularyError(f"{meta_path}: this directory holds another vocabulary build; use a new directory")
   tokenizer.backend.save(str(out / TOKENIZER_FILE))
   meta_path.write_text(json.dumps(meta, indent=1))
@@ -289,6 +289,17 @@ def _load_bias(directory: Path) -> np.ndarray | None:
   return np.load(path) if path.exists() else None
 
 
+def _read_meta(path: Path) -> dict:
+  """vocab.json, or a VocabularyError naming the file when it is not the JSON object a build writes."""
+  try:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    raise VocabularyError(f"{path}: not valid JSON ({error}); rebuild the vocabulary directory") from None
+  if not isinstance(meta, dict) or not isinstance(meta.get("vocab_sha256"), str):
+    raise VocabularyError(f"{path}: not a vocabulary description (no vocab_sha256); rebuild the vocabulary directory")
+  return meta
+
+
 def open_vocabulary_stores(
   directory: str | os.PathLike,
 ) -> tuple[Tokenizer, EmbeddingStore, EmbeddingStore, np.ndarray | None, dict]:
@@ -299,7 +310,7 @@ def open_vocabulary_stores(
     raise VocabularyError(
       f"{directory}: not a vocabulary directory (no {VOCAB_META_FILE}); build it with zett.ann.build.build_vocabulary"
     )
-  meta = json.loads(meta_path.read_text())
+  meta = _read_meta(meta_path)
   tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
   sha = vocabulary_sha256(tokenizer.vocab_bytes)
   input_store = EmbeddingStore(directory / "input")
