@@ -195,6 +195,23 @@ def test_transfer_job_end_to_end(client, engine, tmp_path):
   np.testing.assert_allclose(np.asarray(exported.embeddings.input), np.asarray(want.embeddings.input), atol=1e-6)
 
 
+def test_transfer_job_records_the_hypernetwork_sha256_but_no_server_path(engine, tmp_path):
+  import copy
+  import dataclasses
+
+  from zett.service._routes import _transfer_job
+  from zett.tokenization import load_tokenizer
+
+  spec_path = tmp_path / "tokenizer.json"
+  spec_path.write_text(json.dumps(_target_tokenizer_json()))
+  pinned = copy.copy(engine)
+  pinned.hypernetwork = dataclasses.replace(engine.hypernetwork, sha256="ab" * 32, source="/srv/secret/hypernet")
+  folder, info = _transfer_job(pinned, load_tokenizer(spec_path), "tiny-300")(tmp_path)
+  assert info["hypernet_sha256"] == "ab" * 32
+  written = "".join(p.read_text(errors="replace") for p in folder.iterdir() if p.suffix in (".json", ".md"))
+  assert "ab" * 32 in written and "/srv/secret" not in written
+
+
 def test_transfer_job_survives_client_disconnect(server, client):
   body = json.dumps({"tokenizer": _target_tokenizer_json(), "name": "hang-up"}).encode()
   host, port = server.url.removeprefix("http://").split(":")

@@ -241,9 +241,9 @@ def _transfer_job(engine: Engine, tokenizer, name: str):
   def run(work_dir):
     from zett import transfer as transfer_lib
 
-    # Batches of the engine's own bucket sizes reuse its compiled hypernetwork (same shapes, same config). It goes
-    # in anonymous: the record and the exported model card must not name files on the server.
-    anonymous = dataclasses.replace(engine.hypernetwork, sha256=None, source=None)
+    # Batches of the engine's own bucket sizes reuse its compiled hypernetwork (same shapes, same config). The record
+    # and the exported model card keep the weights' sha256 but must not name files on the server.
+    anonymous = dataclasses.replace(engine.hypernetwork, source=None)
     model, record = transfer_lib.transfer_with_record(
       engine.model, tokenizer, hypernet=anonymous, batch_size=engine.batch_rows(tokenizer.vocab_size), progress=False
     )
