@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zett import hypernet
+import zett.hypernet as hypernet  # not `from zett import hypernet`: pyright resolves only the dotted name
 from zett.dynamic.cache import EmbeddingCache
 from zett.errors import ZettError
 from zett.hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
