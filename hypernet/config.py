@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 
@@ -74,7 +74,7 @@ class HypernetConfig:
 def config_for_base(model, **overrides) -> HypernetConfig:
   """A hypernetwork config matching a loaded base model (`zett.models.base.BaseModel`)."""
   embeddings = model.family.get_embeddings(model.config, model.params)
-  fields = dict(
+  fields: dict[str, Any] = dict(
     embedding_dim=int(embeddings.input.shape[1]),
     base_vocab_size=int(embeddings.input.shape[0]),
     predict_output_embeddings=embeddings.output is not None,

@@ -178,6 +178,7 @@ class Hypernet(nn.Module):
       "position_embeddings",
       nn.with_logical_partitioning(nn.initializers.normal(0.02), ("hn_position", "hn_embed")),
       (c.surface_length, c.body_hidden_size),
+      unbox=True,  # the default; saying it selects the overload of Flax's `param` typed as the unboxed array
     )
     rematerialise = self.remat and c.num_layers and not self.is_initializing()
     layers = [] if rematerialise else [_EncoderLayer(c, self.dtype, name=f"layer_{i}") for i in range(c.num_layers)]
@@ -230,6 +231,7 @@ class Hypernet(nn.Module):
       if pred_out is not None:
         pred_out = jnp.where(is_special[:, None], jnp.take(base_out, src, axis=0).astype(jnp.float32), pred_out)
       if pred_bias is not None:
+        assert base.bias is not None  # pred_bias is predicted from it
         pred_bias = jnp.where(is_special, jnp.take(base.bias, src).astype(jnp.float32), pred_bias)
     return Embeddings(pred_in, pred_out, pred_bias)
 
@@ -286,7 +288,8 @@ def predict(
   """
   if isinstance(config, PublishedHypernetConfig):
     return published_model.predict(config, params, surface_ids, surface_lengths, base, special_base_ids)
-  return Hypernet(config, dtype).apply(
+  # Flax types `apply` as "output or (output, mutated variables)"; without `mutable` it is the output alone.
+  return Hypernet(config, dtype).apply(  # pyright: ignore[reportReturnType]
     {"params": params}, surface_ids, surface_lengths, base, special_base_ids, buckets
   )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,8 @@ def _read_msgpack(path: Path) -> dict[str, np.ndarray]:
     raise PublishedHypernetError(f"{path}: unreadable Flax msgpack file ({e})") from None
   if isinstance(tree, dict) and set(tree) == {"params"}:
     tree = tree["params"]
-  return {"/".join(map(str, key)): value for key, value in traverse_util.flatten_dict(tree).items()}
+  flat: dict[tuple, Any] = traverse_util.flatten_dict(tree)  # leaves: the file's arrays
+  return {"/".join(map(str, key)): value for key, value in flat.items()}
 
 
 def weights_file(folder: Path) -> Path:

@@ -154,6 +154,7 @@ def predict(
   main_ids = jnp.clip(surface_ids, 0, c.base_vocab_size - 1)
   source = jnp.take(base.input, main_ids, axis=0).astype(jnp.float32)
   if c.predict_output_embeddings:
+    assert base.output is not None  # checked above
     source = jnp.concatenate([source, jnp.take(base.output, main_ids, axis=0).astype(jnp.float32)], axis=-1)
   if c.rescale_embeddings:
     source = _rescale(params["in_scaler"], source)
@@ -192,8 +193,10 @@ def predict(
     src = jnp.clip(special_base_ids, 0, base.input.shape[0] - 1)
     pred_in = jnp.where(is_special[:, None], jnp.take(base.input, src, axis=0).astype(jnp.float32), pred_in)
     if pred_out is not None:
+      assert base.output is not None  # predicted only for untied bases (checked above)
       pred_out = jnp.where(is_special[:, None], jnp.take(base.output, src, axis=0).astype(jnp.float32), pred_out)
     if pred_bias is not None:
+      assert base.bias is not None  # predicted only for bases with one (checked above)
       pred_bias = jnp.where(is_special, jnp.take(base.bias, src).astype(jnp.float32), pred_bias)
   return Embeddings(pred_in, pred_out, pred_bias)
 

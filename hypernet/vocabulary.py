@@ -125,6 +125,7 @@ def embed_in_chunks(
             out[chosen] = np.asarray(x)[:n]
       bar.update(n)
   if not on_device:
+    assert host is not None  # set by the first chunk, and there is always one
     return host
   inverse = np.empty((v,), np.int32)
   inverse[order] = np.arange(v, dtype=np.int32)

@@ -166,7 +166,11 @@ def negative_logit_offsets(
   free = sampled_vocab_size - int((drawn["vocab_mask"] & used).sum())
   kept = negatives & fitted["vocab_mask"]
   # Without buckets every negative is in one class; with them, the rows the encoder never sees and one per bucket.
-  classes = bucket_classes(hypernet_config, drawn["surface_lengths"], buckets) if buckets else np.zeros(rows, int)
+  if buckets:
+    assert hypernet_config is not None, "encoder buckets need the hypernetwork config"
+    classes = bucket_classes(hypernet_config, drawn["surface_lengths"], buckets)
+  else:
+    classes = np.zeros(rows, int)
   for c in np.unique(classes[kept]):
     in_class = classes == c
     offsets[kept & in_class] = np.log(free / negatives.sum() * (negatives & in_class).sum() / (kept & in_class).sum())

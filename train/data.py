@@ -104,7 +104,7 @@ def _open_dataset(source: DataSource, process_index: int, process_count: int):
     ds = datasets.load_dataset(source.path, source.hub_config, split=source.split, streaming=True)
   else:
     builder = _builder_for(files[0])
-    kwargs = {"sample_by": source.text_unit} if builder == "text" else {}
+    kwargs: dict[str, Any] = {"sample_by": source.text_unit} if builder == "text" else {}
     ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **kwargs)
   if process_count > 1:
     from datasets.distributed import split_dataset_by_node

@@ -98,18 +98,21 @@ def validate(options: DistributedOptions) -> None:
   """Raises DistributedError for incomplete or inconsistent explicit settings."""
   if options.auto:
     return
-  missing = [name for name in ("coordinator_address", "num_processes", "process_id") if getattr(options, name) is None]
-  if missing:
+  address, count, index = options.coordinator_address, options.num_processes, options.process_id
+  if address is None or count is None or index is None:
+    missing = [
+      name for name in ("coordinator_address", "num_processes", "process_id") if getattr(options, name) is None
+    ]
     raise DistributedError(
       f"multi-process run needs {', '.join(missing)} (flags --coordinator/--num-processes/"
       "--process-id or JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID), or --auto "
       "on a TPU pod / SLURM"
     )
-  if options.num_processes < 1 or not 0 <= options.process_id < options.num_processes:
-    raise DistributedError(f"process_id={options.process_id} must be in [0, num_processes={options.num_processes})")
+  if count < 1 or not 0 <= index < count:
+    raise DistributedError(f"process_id={index} must be in [0, num_processes={count})")
   if options.timeout_s < 1:
     raise DistributedError(f"distributed timeout must be >= 1 s, got {options.timeout_s}")
-  _split_address(options.coordinator_address)
+  _split_address(address)
 
 
 def wait_for_coordinator(address: str, timeout_s: float, poll_s: float = 0.25) -> None:
@@ -160,10 +163,12 @@ def initialize(options: DistributedOptions) -> bool:
   if options.auto:
     jax.distributed.initialize(initialization_timeout=options.timeout_s)
     return True
+  address = options.coordinator_address
+  assert address is not None  # validate() checked it
   if options.process_id == 0:
-    _check_bindable(options.coordinator_address)
+    _check_bindable(address)
   else:
-    wait_for_coordinator(options.coordinator_address, options.timeout_s)
+    wait_for_coordinator(address, options.timeout_s)
   jax.distributed.initialize(
     options.coordinator_address, options.num_processes, options.process_id, initialization_timeout=options.timeout_s
   )
@@ -198,7 +203,8 @@ def agree_any(*flags: bool) -> tuple[bool, ...]:
   from jax.experimental import multihost_utils
 
   gathered = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
-  return tuple(bool(v) for v in gathered.reshape(-1, len(flags)).any(axis=0))
+  # numpy types any(axis=...) as "a scalar or an array"; over axis 0 of this 2-d array it is a 1-d array.
+  return tuple(bool(v) for v in gathered.reshape(-1, len(flags)).any(axis=0))  # pyright: ignore[reportGeneralTypeIssues]
 
 
 def to_host(tree):

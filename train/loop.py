@@ -263,4 +263,5 @@ def _learning_rate(config: TrainConfig, micro_step: int) -> float:
   from zett.train.state import learning_rate_schedule
 
   schedule = learning_rate_schedule(config.optimizer, config.num_train_steps)
-  return schedule(micro_step // config.optimizer.grad_accumulation_steps)
+  # optax types a schedule's value as any ArrayLike, complex numbers included; a learning rate is a real scalar.
+  return float(schedule(micro_step // config.optimizer.grad_accumulation_steps))  # pyright: ignore[reportArgumentType]

@@ -181,7 +181,8 @@ def _specs(boxed, shapes, mesh_shape: dict[str, int], rules):
 
 @dataclasses.dataclass(frozen=True)
 class _MeshShape:
-  """Stands in for a `Mesh` where only `.shape` is read (the sharding rules), so no devices are needed."""
+  """Stands in for a `Mesh` where only `.shape` is read (the sharding rules, `mesh.MeshShape`), so no devices are
+  needed."""
 
   shape: dict[str, int]
 
@@ -310,7 +311,7 @@ def estimate(config: TrainConfig, devices: int, remat: bool | None = None) -> Me
   base_specs = _specs(base_boxed, base_shapes, mesh_shape, rules)
 
   embeddings = family.get_embeddings(base_config, base_shapes)
-  fields = dict(
+  fields: dict[str, Any] = dict(
     embedding_dim=int(embeddings.input.shape[1]),
     base_vocab_size=int(embeddings.input.shape[0]),
     predict_output_embeddings=embeddings.output is not None,

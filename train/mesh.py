@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -90,8 +90,15 @@ def device_grid(data: int, model: int, devices) -> np.ndarray:
     return np.asarray(devices, dtype=object).reshape(data, model)
 
 
+class MeshShape(Protocol):
+  """What `logical_to_spec` reads of a `Mesh`: the size of each named axis (a stand-in needs no devices)."""
+
+  @property
+  def shape(self) -> Mapping[str, int]: ...
+
+
 def logical_to_spec(
-  logical_axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh, rules: Mapping[str, str | None]
+  logical_axes: tuple[str | None, ...], shape: tuple[int, ...], mesh: Mesh | MeshShape, rules: Mapping[str, str | None]
 ) -> PartitionSpec:
   """Mesh `PartitionSpec` for one parameter; each mesh axis used at most once, only on dimensions it divides."""
   used: set[str] = set()

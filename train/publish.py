@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,12 +91,14 @@ def publish(
   import jax.numpy as jnp
   import yaml
 
+  from zett.hypernet.config import HypernetConfig
   from zett.hypernet.io import save_hypernet
   from zett.hypernet.record import load_hypernetwork
   from zett.sha256 import file_sha256
 
   exported = load_hypernetwork(run_dir / "hypernet")
   config, params = exported.config, exported.params
+  assert isinstance(config, HypernetConfig)  # a training run saves zett's own format, never the published one
   target = repo / "zett" / "hypernets" / name
   save_hypernet(target, config, params, dtype=jnp.bfloat16)
   weights_sha = file_sha256(target / "hypernet.safetensors")
@@ -103,7 +106,7 @@ def publish(
   manifest_dir = repo / "checkpoints_manifest"
   manifest_dir.mkdir(parents=True, exist_ok=True)
   manifest_path = manifest_dir / f"{name}.json"
-  manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"legs": []}
+  manifest: dict[str, Any] = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"legs": []}
   curve_path = manifest_dir / f"{name}.curve.jsonl"
   old_points = _read_jsonl(curve_path) if curve_path.exists() else []
 
@@ -169,6 +172,7 @@ def _plain(value):
 
 
 def main(argv=None) -> int:
+  assert __doc__ is not None
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--run-dir", required=True, type=Path)
   parser.add_argument("--config", required=True, type=Path, help="the YAML the leg ran with")

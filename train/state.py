@@ -8,24 +8,30 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from jax.sharding import NamedSharding
 
 from zett.train.config import OptimizerConfig
 
+Optimizer = optax.GradientTransformation | optax.MultiSteps
+"""What `make_optimizer` returns: `optax.MultiSteps` (gradient accumulation) is not a GradientTransformation but has
+the same init and update."""
 
-@flax.struct.dataclass
+
+@struct.dataclass
 class TrainState:
-  step: jax.Array
-  """int32 scalar: micro-steps taken (an optimiser update every `grad_accumulation_steps`)."""
+  """The state's arrays; the same tree also holds their shardings (`state_shardings`), so fields are typed Any."""
+
+  step: Any
+  """int32 scalar jax.Array: micro-steps taken (an optimiser update every `grad_accumulation_steps`)."""
   params: Any
   """Hypernetwork params (float32 master copy)."""
   opt_state: Any
-  rng: jax.Array
-  """Raw uint32[2] key; each step folds its step number in, so the stream does not depend on restarts."""
+  rng: Any
+  """Raw uint32[2] key (a jax.Array); each step folds its step number in, so the stream does not depend on restarts."""
 
 
 def learning_rate_schedule(config: OptimizerConfig, num_train_steps: int) -> optax.Schedule:
@@ -57,7 +63,7 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(config: OptimizerConfig, num_train_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config: OptimizerConfig, num_train_steps: int) -> Optimizer:
   """AdamW with warmup + cosine, global-norm clipping, and gradient accumulation via `optax.MultiSteps`."""
   parts = []
   if config.max_grad_norm > 0:
@@ -74,11 +80,11 @@ def make_optimizer(config: OptimizerConfig, num_train_steps: int) -> optax.Gradi
   )
   optimizer = optax.chain(*parts)
   if config.grad_accumulation_steps > 1:
-    optimizer = optax.MultiSteps(optimizer, every_k_schedule=config.grad_accumulation_steps)
+    return optax.MultiSteps(optimizer, every_k_schedule=config.grad_accumulation_steps)
   return optimizer
 
 
-def init_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(params, optimizer: Optimizer, seed: int) -> TrainState:
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=params,

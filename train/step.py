@@ -23,7 +23,7 @@ import optax
 from zett.hypernet.config import HypernetConfig
 from zett.hypernet.model import Hypernet
 from zett.models.family import Embeddings
-from zett.train.state import TrainState
+from zett.train.state import Optimizer, TrainState
 
 _MASKED_LOGIT = -1e9
 
@@ -52,7 +52,8 @@ class LossSpec:
 def predict_embeddings(spec: LossSpec, params, batch, base_params) -> tuple[Embeddings, Embeddings]:
   """(predicted embeddings of the batch vocabulary, the frozen base embeddings)."""
   base = spec.base_family.get_embeddings(spec.base_config, base_params)
-  predicted = spec.hypernet().apply(
+  # Flax types `apply` as "output or (output, mutated variables)"; without `mutable` it is the output alone.
+  predicted: Embeddings = spec.hypernet().apply(  # pyright: ignore[reportAssignmentType]
     {"params": params},
     batch["surface_ids"],
     batch["surface_lengths"],
@@ -141,7 +142,7 @@ def loss_from_embeddings(spec: LossSpec, predicted: Embeddings, base: Embeddings
   return loss, metrics
 
 
-def train_step(spec: LossSpec, optimizer: optax.GradientTransformation, state: TrainState, batch, base_params):
+def train_step(spec: LossSpec, optimizer: Optimizer, state: TrainState, batch, base_params):
   """One micro-step: gradients of the loss w.r.t. the hypernetwork only, then the optimiser update."""
   rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   grad_fn = jax.value_and_grad(lambda p: loss_and_metrics(spec, p, batch, base_params, rng), has_aux=True)
@@ -149,7 +150,8 @@ def train_step(spec: LossSpec, optimizer: optax.GradientTransformation, state: T
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, grad_norm=optax.global_norm(grads))
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  # What flax's `TrainState.replace` does, spelled so that type checkers know it.
+  return dataclasses.replace(state, step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
 def eval_sums(spec: LossSpec, predicted: Embeddings, batch, base_params):

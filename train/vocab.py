@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -180,7 +181,7 @@ def make_sampler(
   requested = config.batch_vocab_size or max_rows
   # Vocabulary rows are split over the mesh's "data" axis, so their number must divide by it.
   rows = -(-requested // rows_multiple) * rows_multiple
-  options = dict(
+  options: dict[str, Any] = dict(
     vocab_size=config.vocab_size,
     noise_std=config.noise_std,
     history_batches=config.history_batches,

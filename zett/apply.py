@@ -68,6 +68,13 @@ def _check_compatible(base: BaseModel, transferred: BaseModel, finetuned: BaseMo
       )
 
 
+def _plus_delta(transferred_rows, mapped_delta):
+  if transferred_rows is None:
+    return None
+  assert mapped_delta is not None  # the transfer kept the base's layout (tied or not, bias or not)
+  return np.asarray(transferred_rows, np.float32) + mapped_delta
+
+
 def apply_transfer(
   base: BaseModel,
   transferred: BaseModel,
@@ -109,9 +116,7 @@ def apply_transfer(
     progress=progress,
     description=f"delta ({map_method}) → {target.name}",
   )
-  new = Embeddings(
-    *(None if t is None else np.asarray(t, np.float32) + m for t, m in zip(transferred.embeddings, mapped))
-  )
+  new = Embeddings(*(_plus_delta(t, m) for t, m in zip(transferred.embeddings, mapped)))
   model = with_new_vocabulary(finetuned, new, transferred.tokenizer, f"{finetuned.name}@{target.name}")
   out_record = TransferRecord(
     base=finetuned.name,

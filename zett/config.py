@@ -150,7 +150,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
 def to_dict(config: Any) -> dict[str, Any]:
   """The nested plain-data form of a config (tuples become lists), for YAML/JSON."""
 
-  def plain(v):
+  def plain(v) -> Any:
     if dataclasses.is_dataclass(v):
       return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
     if isinstance(v, (list, tuple)):

@@ -110,6 +110,7 @@ def read_documents(path: str | os.PathLike, max_bytes: int | None = None) -> lis
   else:
     # Blank lines between documents do not count toward the limit: read until the documents themselves fill it.
     def enough(text: str) -> bool:
+      assert max_bytes is not None  # read_text asks only when there is a limit
       return sum(len(p.encode("utf-8")) for p in _paragraphs(text)) >= max_bytes
 
     texts = _paragraphs(read_text(path, max_bytes, enough))

@@ -232,8 +232,9 @@ def transfer_with_record(
 
   base_embeddings = Embeddings(*(None if m is None else jnp.asarray(m, jnp.float32) for m in base.embeddings))
   surfaces = (target.surface_ids, target.surface_lengths, target.special_base_ids)
-  chunking = dict(chunk_size=size, progress=progress, description=f"{method} → {target.name}")
+  chunking: dict[str, Any] = dict(chunk_size=size, progress=progress, description=f"{method} → {target.name}")
   if method == "hypernet":
+    assert hypernetwork is not None  # loaded above for this method
     new = embed_vocabulary(hypernetwork, base_embeddings, *surfaces, **chunking)
   else:
     embed = make_baseline(method, base_embeddings, *surfaces, seed=seed)

@@ -29,6 +29,7 @@ import tokenizers
 from zett.ann.index import IndexMismatchError, IndexSpec, build_index, load_index
 from zett.ann.store import EmbeddingStore, build_store, vocabulary_sha256
 from zett.errors import ZettError
+from zett.models.family import Embeddings
 from zett.tokenization import Tokenizer, from_backend, load_tokenizer, surface_forms
 
 _DEFAULT_INDEX_SPEC = IndexSpec()
@@ -41,7 +42,7 @@ class VocabularyError(ZettError, ValueError):
   """A vocabulary directory or build request that cannot work; names the path and problem."""
 
 
-def _merge_pairs(merges) -> list[tuple[str, str]]:
+def _merge_pairs(merges) -> list[tuple[str, ...]]:
   return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
 
 
@@ -143,7 +144,7 @@ def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int)
   """(input_fn, output_fn or None) predicting with the hypernetwork one store chunk at a time."""
   from zett.hypernet.vocabulary import embed_vocabulary
 
-  cache: dict[int, object] = {}
+  cache: dict[int, Embeddings] = {}
 
   def predicted(token_range: range):
     # Input and output stores are filled in separate passes; keep one chunk so a pass is one prediction.
@@ -160,11 +161,13 @@ def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int)
       )
     return cache[token_range.start]
 
-  def input_fn(token_range):
+  def input_fn(token_range: range) -> np.ndarray:
     return predicted(token_range).input
 
-  def output_fn(token_range):
-    return predicted(token_range).output
+  def output_fn(token_range: range) -> np.ndarray:
+    rows = predicted(token_range).output
+    assert rows is not None  # used only when the hypernetwork predicts output embeddings
+    return rows
 
   return input_fn, output_fn if hypernetwork.config.predict_output_embeddings else None
 
@@ -227,8 +230,10 @@ def build_vocabulary(
   tokenizer.backend.save(str(out / TOKENIZER_FILE))
   meta_path.write_text(json.dumps(meta, indent=1))
 
+  from zett.hypernet.published_config import PublishedHypernetConfig
+
   config = hypernet.config if hypernet is not None else None
-  if getattr(config, "surface_tokenizer", ""):  # a published ZeTT hypernetwork spells with its own tokenizer
+  if isinstance(config, PublishedHypernetConfig) and config.surface_tokenizer:  # it spells with its own tokenizer
     from zett.tokenization.published_surface import spell_like_zett_authors
 
     surface = spell_like_zett_authors(

@@ -296,7 +296,8 @@ class AnnIndex:
     )
     for shard in (shard for band in self.bands for shard in band.shards):
       if self.spec.kind.startswith("hnsw"):
-        faiss.downcast_index(shard).hnsw.efSearch = self.spec.hnsw_ef_search
+        # downcast_index returns the index's concrete class (here an IndexHNSW*); faiss declares the base Index.
+        faiss.downcast_index(shard).hnsw.efSearch = self.spec.hnsw_ef_search  # pyright: ignore[reportAttributeAccessIssue]
       elif self.spec.kind == "ivf":
         faiss.extract_index_ivf(shard).nprobe = self.spec.ivf_probe
 
@@ -316,7 +317,10 @@ class AnnIndex:
 
     # One thread per shard column, all bands in one go: faiss scans one query on one thread, and
     # waking the threads once per query (not once per band) keeps the hand-off cheap.
-    futures = [self._pool.submit(search_column, column) for column in range(1, self._columns)]
+    futures = []
+    if self._columns > 1:
+      assert self._pool is not None, "searched after close()"
+      futures = [self._pool.submit(search_column, column) for column in range(1, self._columns)]
     columns = [search_column(0)] + [future.result() for future in futures]
     return np.concatenate(
       [
@@ -507,7 +511,8 @@ def _build_bands(
       factory, metric = _factory(spec, dim, per_code, len(rows))
       template = faiss.index_factory(dim, factory, metric)
       if spec.kind.startswith("hnsw"):
-        faiss.downcast_index(template).hnsw.efConstruction = spec.hnsw_ef_construction
+        # downcast_index returns the index's concrete class (here an IndexHNSW*); faiss declares the base Index.
+        faiss.downcast_index(template).hnsw.efConstruction = spec.hnsw_ef_construction  # pyright: ignore[reportAttributeAccessIssue]
       if not template.is_trained:
         sample = np.sort(rng.choice(rows, min(train_sample, len(rows)), replace=False))
         template.train(_pad(transform.rows(sample, store.rows(sample)), dim))

@@ -22,6 +22,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def _create_table_file(table_path: Path, vocab_size: int, dim: int) -> None:
     f.truncate(_header_size(vocab_size, dim) + vocab_size * dim * _DTYPE.itemsize)
 
 
-def _map_rows(table_path: Path, manifest: StoreManifest, start: int, stop: int, mode: str) -> np.memmap:
+def _map_rows(table_path: Path, manifest: StoreManifest, start: int, stop: int, mode: Literal["r", "r+"]) -> np.memmap:
   """Maps rows [start, stop) only, so a chunk's pages leave the process when the map is dropped."""
   offset = _header_size(manifest.vocab_size, manifest.dim) + start * manifest.dim * _DTYPE.itemsize
   return np.memmap(table_path, dtype=_DTYPE, mode=mode, offset=offset, shape=(stop - start, manifest.dim))

@@ -111,7 +111,9 @@ def _write_parquet(rows: list[tuple[str, ...]], path: Path) -> None:
     compression="zstd",
     compression_level=_ZSTD_LEVEL,
     row_group_size=_ROWS_PER_GROUP,
-    use_dictionary=["language", "domain", "split"],
+    # pyarrow leaves use_dictionary unannotated with default True, so pyright takes it to be a bool; it also takes
+    # a list of columns (pyarrow's documentation).
+    use_dictionary=["language", "domain", "split"],  # pyright: ignore[reportArgumentType]
   )
 
 

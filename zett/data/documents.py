@@ -108,6 +108,7 @@ class Extractor:
       yield Document(self._read_module(item.path), item.language, "code", source)
     elif item.kind == "handbook":
       page = _HANDBOOK.fullmatch(item.path)
+      assert page is not None  # handbook items are the paths this pattern matched
       english = f"/usr/share/doc/debian-handbook/html/en-US/{page['page']}"
       blocks = self._translated(item, self._blocks(item.path), english)
       yield Document(html_text.blocks_text(blocks), item.language, "docs", source)
@@ -125,6 +126,7 @@ class Extractor:
 
   def _read_module(self, relative: str) -> str:
     # Honour the PEP 263 coding cookie: a few stdlib test modules are deliberately Latin-1.
+    assert self.stdlib_dir is not None  # code items are planned only with a standard library folder
     data = Path(self.stdlib_dir, relative).read_bytes()
     encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
     return data.decode(encoding)

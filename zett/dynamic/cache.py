@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+_Key = TypeVar("_Key", bound=Hashable)
 
 
 class EmbeddingCache:
@@ -38,9 +41,7 @@ class EmbeddingCache:
     self._rows.clear()
     self.hits = self.misses = 0
 
-  def lookup_or_compute(
-    self, keys: Sequence[Hashable], compute_fn: Callable[[list[Hashable]], np.ndarray]
-  ) -> np.ndarray:
+  def lookup_or_compute(self, keys: Sequence[_Key], compute_fn: Callable[[list[_Key]], np.ndarray]) -> np.ndarray:
     """Rows for `keys` [K, ...]; the distinct missing keys go to `compute_fn` in one call.
 
     Each occurrence of a key counts once, as a hit or a miss; a key repeated within one call is a
@@ -52,14 +53,14 @@ class EmbeddingCache:
         everything is cached.
     """
     keys = list(keys)
-    missing: dict[Hashable, int] = {}
+    missing: dict[_Key, int] = {}
     for key in keys:
       if key in self._rows or key in missing:
         self.hits += 1
       else:
         missing[key] = len(missing)
         self.misses += 1
-    computed = None
+    computed = np.empty((0,), np.float32)  # stays empty when every key is cached
     if missing:
       computed = np.asarray(compute_fn(list(missing)))
       if computed.shape[0] != len(missing):

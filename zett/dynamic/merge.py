@@ -458,6 +458,7 @@ class _MergeState:
     for k, out_ids in enumerate(all_ids):
       negative = out_ids < 0
       if negative.any():
+        assert lookup is not None  # negative ids are the marks of new tokens
         out_ids[negative] = lookup(out_ids[negative])
       all_ids[k] = out_ids.astype(np.int32)
     return MergeResult(

@@ -13,7 +13,7 @@ from zett.dynamic.merge import BaseBatch
 _VOCAB_CACHE: dict[int, tuple[Any, list[bytes], frozenset[int]]] = {}
 
 
-def backend_tokenizer(tokenizer: Any):
+def backend_tokenizer(tokenizer: Any) -> Any:
   """The `tokenizers.Tokenizer` behind a zett `Tokenizer`, a transformers fast tokenizer, or itself."""
   for backend in (getattr(tokenizer, "backend_tokenizer", None), getattr(tokenizer, "backend", None), tokenizer):
     if hasattr(backend, "encode_batch") and hasattr(backend, "to_str"):

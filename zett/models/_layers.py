@@ -28,13 +28,15 @@ _NORMAL_002 = nn.initializers.normal(0.02)
 def param(
   module: nn.Module,
   name: str,
-  axes: tuple[str, ...],
+  axes: tuple[str | None, ...],
   shape: tuple[int, ...],
   init=_NORMAL_002,
   dtype=jnp.float32,
-):
-  """Declares a parameter whose dimensions carry logical axis names."""
-  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+) -> jax.Array:
+  """Declares a parameter whose dimensions carry logical axis names (None: a dimension with no name)."""
+  # unbox=True is the default; saying it selects the overload of Flax's `param` that returns the array inside the
+  # LogicallyPartitioned box (the one without it types the result as the box).
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype, unbox=True)
 
 
 class RMSNorm(nn.Module):
@@ -64,6 +66,7 @@ def rope_inverse_frequencies(
   rope_type = (rope_scaling or {}).get("rope_type", (rope_scaling or {}).get("type", "default"))
   if rope_type == "default":
     return inv_freq
+  assert rope_scaling is not None  # without one the type is "default"
   if rope_type == "linear":
     return (inv_freq / np.float32(rope_scaling["factor"])).astype(np.float32)
   if rope_type == "llama3":

@@ -209,6 +209,7 @@ class BertModule(nn.Module):
     positions_pd = param(self, "embed_positions", (None, "embed"), (cfg.max_position_embeddings, d))
     token_types_nd = param(self, "embed_token_types", (None, "embed"), (cfg.type_vocab_size, d))
     if inputs_embeds is None:
+      assert input_ids is not None  # exactly one of the two (checked above)
       hidden_btd = jnp.take(embedding_vd, input_ids, axis=0).astype(dtype)
     else:
       hidden_btd = jnp.asarray(inputs_embeds).astype(dtype)
@@ -240,7 +241,8 @@ class BertModule(nn.Module):
       layer,
       variable_axes={"params": 0},
       split_rngs={"params": True},
-      in_axes=(nn.broadcast,),
+      # Flax leaves scan's in_axes unannotated with default 0, so pyright takes it to be an int.
+      in_axes=(nn.broadcast,),  # pyright: ignore[reportArgumentType]
       length=cfg.num_hidden_layers,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )

@@ -193,6 +193,7 @@ class GPT2Module(nn.Module):
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids and inputs_embeds")
     if inputs_embeds is None:
+      assert input_ids is not None  # exactly one of the two (checked above)
       hidden_btd = jnp.take(embedding_vd, input_ids, axis=0).astype(dtype)
     else:
       hidden_btd = jnp.asarray(inputs_embeds).astype(dtype)
@@ -222,7 +223,8 @@ class GPT2Module(nn.Module):
       block,
       variable_axes={"params": 0},
       split_rngs={"params": True},
-      in_axes=(nn.broadcast, nn.broadcast, 0, 0),
+      # Flax leaves scan's in_axes unannotated with default 0, so pyright takes it to be an int.
+      in_axes=(nn.broadcast, nn.broadcast, 0, 0),  # pyright: ignore[reportArgumentType]
       length=cfg.num_hidden_layers,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
@@ -234,6 +236,7 @@ class GPT2Module(nn.Module):
 
     new_cache = None
     if cache is not None:
+      assert layer_caches is not None  # the layers return the caches they were given
       new_cache = KVCache(layer_caches[0], layer_caches[1], key_mask, cache.index + length)
 
     if cfg.tie_word_embeddings:

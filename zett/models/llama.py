@@ -163,7 +163,7 @@ class _DecoderLayer(nn.Module):
     )
     zeros = nn.initializers.zeros
 
-    def project(name, x, shape, axes, spec, bias_shape=None, bias_axes=None):
+    def project(name, x, shape, axes, spec, bias_shape: tuple[int, ...] | None, bias_axes: tuple[str, ...]):
       y = jnp.einsum(spec, x, param(self, name, axes, shape).astype(dtype))
       if bias_shape is not None:
         y = y + param(self, name.replace("_proj", "_bias"), bias_axes, bias_shape, zeros).astype(dtype)
@@ -240,6 +240,7 @@ class LlamaModule(nn.Module):
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids and inputs_embeds")
     if inputs_embeds is None:
+      assert input_ids is not None  # exactly one of the two (checked above)
       hidden_btd = jnp.take(embedding_vd, input_ids, axis=0).astype(dtype)
     else:
       hidden_btd = inputs_embeds.astype(dtype)
@@ -270,7 +271,8 @@ class LlamaModule(nn.Module):
       layer,
       variable_axes={"params": 0},
       split_rngs={"params": True},
-      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+      # Flax leaves scan's in_axes unannotated with default 0, so pyright takes it to be an int.
+      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),  # pyright: ignore[reportArgumentType]
       length=cfg.num_hidden_layers,
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
@@ -282,6 +284,7 @@ class LlamaModule(nn.Module):
 
     new_cache = None
     if cache is not None:
+      assert layer_caches is not None  # the layers return the caches they were given
       new_cache = KVCache(layer_caches[0], layer_caches[1], key_mask, cache.index + length)
 
     if not cfg.tie_word_embeddings:
@@ -316,9 +319,10 @@ def init_params(config: LlamaConfig, rng: int | jax.Array = 0) -> Params:
   Filled with numpy from the abstract shapes rather than by `module.init`, whose XLA compile of the
   whole forward costs tens of seconds on a loaded CPU even for tiny configs.
   """
-  if not isinstance(rng, (int, np.integer)):
-    rng = np.asarray(jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng)
-  rng = np.random.default_rng(rng)
+  seed = rng
+  if not isinstance(seed, (int, np.integer)):
+    seed = np.asarray(jax.random.key_data(seed) if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) else seed)
+  generator = np.random.default_rng(seed)
   abstract = abstract_params(config)
 
   def fill(path, leaf):
@@ -327,7 +331,7 @@ def init_params(config: LlamaConfig, rng: int | jax.Array = 0) -> Params:
       return jnp.ones(leaf.shape, jnp.float32)
     if "bias" in name:
       return jnp.zeros(leaf.shape, jnp.float32)
-    return jnp.asarray(rng.normal(0.0, 0.02, leaf.shape).astype(np.float32))
+    return jnp.asarray(generator.normal(0.0, 0.02, leaf.shape).astype(np.float32))
 
   return jax.tree_util.tree_map_with_path(fill, abstract)
 

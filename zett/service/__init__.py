@@ -6,7 +6,14 @@ a FastAPI (ASGI) app; `serve_in_thread(app)` runs it on a free loopback port. Th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zett.service.settings import ServiceSettings
+
+if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them on first use
+  from zett.service.app import create_app
+  from zett.service.engine import EmbeddingBatcher, Engine
+  from zett.service.server import serve_in_thread
 
 __all__ = ["ServiceSettings", "create_app", "Engine", "EmbeddingBatcher", "serve_in_thread"]
 

@@ -50,7 +50,8 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
   settings, engine = ctx.settings, ctx.engine
 
   @app.post("/v1/tokenize", response_model=schemas.TokenizeResponse, tags=["dynamic tokenization"])
-  async def tokenize(body: ctx.requests.tokenize):
+  # The request model is made per app (its limits come from the settings); FastAPI reads it from here.
+  async def tokenize(body: ctx.requests.tokenize):  # pyright: ignore[reportInvalidTypeForm]
     """Dynamic tokenization: split by the base tokenizer, then merge frequent pairs batch-wide (batch-level BPE).
 
     With no stopping rule merging goes to word level; `target_reduction`, `max_merges` and
@@ -166,7 +167,8 @@ def add_routes(app: FastAPI, ctx: Context) -> None:
       }
     },
   )
-  async def generate(body: ctx.requests.generate):
+  # The request model is made per app (its limits come from the settings); FastAPI reads it from here.
+  async def generate(body: ctx.requests.generate):  # pyright: ignore[reportInvalidTypeForm]
     """Generation streamed as server-sent events.
 
     Events: `token` with `{"index", "id", "text"}` per generated token (`text` holds the characters
@@ -270,15 +272,14 @@ def _job_info(job) -> schemas.JobInfo:
 async def _events(ctx: Context, steps, stop_ids):
   """Server-sent events over a blocking iterator of (id, bytes); each step runs in a worker thread."""
   deadline = time.monotonic() + ctx.settings.request_timeout_s
-  sentinel = object()
   text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
   count, reason = 0, "length"
   while True:
     if time.monotonic() > deadline:
       reason = "timeout"
       break
-    step = await asyncio.to_thread(next, steps, sentinel)
-    if step is sentinel:
+    step = await asyncio.to_thread(next, steps, None)  # steps are tuples: None is the end
+    if step is None:
       break
     token_id, data = step
     ctx.metrics.generated_tokens.inc()

@@ -11,6 +11,7 @@ import logging
 import shutil
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
@@ -27,7 +28,9 @@ from zett.service.metrics import ServiceMetrics
 from zett.service.settings import ServiceSettings
 
 _log = logging.getLogger("zett.service")
-_ERRORS = {code: {"model": schemas.ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 504)}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+  code: {"model": schemas.ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 504)
+}
 
 
 def _rows(matrix: np.ndarray, encoding: str):
@@ -63,9 +66,10 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
   batcher = EmbeddingBatcher(
     engine, settings.max_batch_tokens, settings.batch_wait_ms / 1000, settings.batching, on_batch
   )
-  temp_jobs_dir = None if settings.jobs_dir else tempfile.mkdtemp(prefix="zett-jobs-")
+  jobs_dir = settings.jobs_dir or tempfile.mkdtemp(prefix="zett-jobs-")
+  temp_jobs_dir = None if settings.jobs_dir else jobs_dir
   jobs = JobManager(
-    settings.jobs_dir or temp_jobs_dir,
+    jobs_dir,
     settings.max_concurrent_jobs,
     settings.max_queued_jobs,
     on_finish=lambda job: metrics.jobs.labels(job.status).inc(),
@@ -160,7 +164,8 @@ def create_app(settings: ServiceSettings, engine: Engine, large_vocabulary=None)
     tags=["embeddings"],
     responses={200: {"model": schemas.EmbeddingsResponse}},
   )
-  async def embeddings(body: requests.embeddings):
+  # The request model is made per app (its limits come from the settings); FastAPI reads it from here.
+  async def embeddings(body: requests.embeddings):  # pyright: ignore[reportInvalidTypeForm]
     """Predicted input (and output, and bias) embeddings of token strings, through the LRU cache."""
     keys = utf8(body.tokens, "tokens")
     rows = await within_timeout(batcher.embed(keys))

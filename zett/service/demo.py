@@ -67,7 +67,7 @@ def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):
   """
   import flax.linen as nn
 
-  from zett import hypernet
+  import zett.hypernet as hypernet  # not `from zett import hypernet`: pyright resolves only the dotted name
 
   config = hypernet.config_for_base(model, num_layers=num_layers, num_heads=max(1, int(model.config.hidden_size) // 32))
   abstract = nn.meta.unbox(hypernet.abstract_params(config, model.embeddings))

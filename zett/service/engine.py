@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zett import hypernet
+import zett.hypernet as hypernet  # not `from zett import hypernet`: pyright resolves only the dotted name
 from zett.dynamic.cache import EmbeddingCache
 from zett.errors import ZettError
 from zett.hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
@@ -194,6 +194,7 @@ class EmbeddingBatcher:
 
   async def _run(self) -> None:
     queue = self._queue
+    assert queue is not None  # start() makes it before it starts this task
     carry: _Pending | None = None
     while True:
       first = carry if carry is not None else await queue.get()
@@ -237,7 +238,11 @@ class EmbeddingBatcher:
     start = 0
     for p in batch:
       stop = start + len(p.tokens)
-      part = EmbeddingRows(*(None if r is None else r[start:stop] for r in rows))
+      part = EmbeddingRows(
+        rows.input[start:stop],
+        None if rows.output is None else rows.output[start:stop],
+        None if rows.bias is None else rows.bias[start:stop],
+      )
       if not p.future.done():
         p.future.set_result(part)
       start = stop

@@ -95,17 +95,18 @@ class RequestModels(NamedTuple):
   generate: type[BaseModel]
 
 
+_Text = Annotated[str, StringConstraints(min_length=1)]
+
+
 def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
   """Request bodies whose limits come from the service settings, so the OpenAPI schema states them.
 
   `vocabulary="large"` is in the schema only when the server has a large vocabulary to offer.
   """
   vocabularies = Literal["base", "large"] if large_vocabulary else Literal["base"]
-  token = Annotated[str, StringConstraints(min_length=1, max_length=settings.max_token_chars)]
-  text = Annotated[str, StringConstraints(min_length=1)]
 
   class EmbeddingsRequest(_Strict):
-    tokens: list[token] = Field(
+    tokens: list[Annotated[str, StringConstraints(min_length=1, max_length=settings.max_token_chars)]] = Field(
       min_length=1, max_length=settings.max_tokens_per_request, description="Token strings (UTF-8 text, e.g. ' hello')."
     )
     encoding: Literal["float", "base64"] = Field(
@@ -113,7 +114,7 @@ def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
     )
 
   class TokenizeRequest(_Strict):
-    texts: list[text] = Field(
+    texts: list[_Text] = Field(
       min_length=1,
       max_length=settings.max_texts_per_request,
       description="The batch: merges are counted over all of it.",
@@ -132,11 +133,12 @@ def request_models(settings, large_vocabulary: bool = False) -> RequestModels:
     embeddings: bool = Field(default=False, description="Also return input embeddings of the new tokens (base64).")
 
   class GenerateRequest(_Strict):
-    prompt: text
+    prompt: _Text
     max_new_tokens: int = Field(default=min(32, settings.max_new_tokens), ge=1, le=settings.max_new_tokens)
     temperature: float = Field(default=0.0, ge=0.0, le=100.0, description="0 = greedy.")
     seed: int = Field(default=0, ge=0, lt=2**31)
-    vocabulary: vocabularies = Field(
+    # Which values the server takes is known only when it starts; pyright cannot check a type made at run time.
+    vocabulary: vocabularies = Field(  # pyright: ignore[reportInvalidTypeForm]
       default="base", description="'base': the base model's own vocabulary; 'large': an ANN-indexed vocabulary."
     )
     stop_at_eos: bool = True

@@ -50,7 +50,7 @@ def serve_in_thread(app, host: str = LOOPBACK, startup_timeout_s: float = 60.0) 
   sock.bind((host, 0))
   port = sock.getsockname()[1]
   server = uvicorn.Server(uvicorn_config(app, host, port))
-  server.install_signal_handlers = lambda: None  # signals belong to the main thread's owner
+  # Signals stay with the main thread's owner: uvicorn handles them only when it runs on the main thread.
   thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="zett-uvicorn")
   thread.start()
   deadline = time.monotonic() + startup_timeout_s

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised on machines without numba
 
 
 def _jit(function):
-  if not AVAILABLE:
+  if numba is None:  # not AVAILABLE
     return function
   try:  # compiled once per checkout, then loaded from __pycache__ (or numba's user-wide cache)
     return numba.njit(cache=True, nogil=True)(function)

@@ -56,7 +56,8 @@ def _sentencepiece_proto(path: Path):
     from sentencepiece import sentencepiece_model_pb2 as model_pb2
   except ImportError:  # transformers ships the same generated proto module
     from transformers.utils import sentencepiece_model_pb2_new as model_pb2
-  proto = model_pb2.ModelProto()
+  # A protobuf-generated module: its message classes are made when it is imported, invisible to type checkers.
+  proto = model_pb2.ModelProto()  # pyright: ignore[reportAttributeAccessIssue]
   try:
     proto.ParseFromString(path.read_bytes())
   except Exception as error:
@@ -264,7 +265,8 @@ def load_gguf(path: str | Path) -> Tokenizer:
   """The tokenizer stored in a GGUF file's `tokenizer.ggml.*` fields."""
   path = Path(path)
   try:
-    from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer
+    # Public names of the package (its lazy __all__); pyright takes them for private imports of its submodule.
+    from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer  # pyright: ignore[reportPrivateImportUsage]
 
     architecture, fields, config = get_gguf_tokenizer(str(path))
   except Exception as error:

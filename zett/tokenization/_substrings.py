@@ -112,6 +112,7 @@ def hash_words(codes: np.ndarray, word_starts: np.ndarray, word_lengths: np.ndar
 
 def count_substrings(words: BatchWords, word_counts: np.ndarray) -> BatchSubstrings:
   """Weighted counts (by word occurrences) of every in-word substring of 2..max_length bytes."""
+  assert words.valid is not None and words.hashes is not None  # the numpy path's hash_words fills them
   word_of = np.repeat(np.arange(word_counts.size), words.word_lengths)
   starts, lengths = np.nonzero(words.valid)
   keys = words.hashes[starts, lengths]
@@ -154,17 +155,20 @@ def segment(
     (token ids in word order, CSR offsets [W + 1]) -- the tokens of word w are ids[offsets[w]:offsets[w+1]].
   Matches `tokenizers`' Unigram (forward DP, first best kept) on the same pieces and scores.
   """
-  size, width = words.hashes.shape
+  hashes, unique_keys, unique_of = words.hashes, words.unique_keys, words.substring_unique
+  starts, lengths = words.substring_starts, words.substring_lengths
+  assert hashes is not None and unique_keys is not None and unique_of is not None  # set by count_substrings
+  assert starts is not None and lengths is not None
+  size, width = hashes.shape
   scores = np.full((size, width), -np.inf)
   ids = np.full((size, width), -1, dtype=np.int64)
   scores[:, 1] = byte_score
   ids[:, 1] = byte_ids[words.codes]
-  starts, lengths = words.substring_starts, words.substring_lengths
   if piece_keys.size and starts.size:
     # Match the batch's distinct keys (sorted, so searchsorted walks forward), then spread.
-    index = np.minimum(np.searchsorted(piece_keys, words.unique_keys), piece_keys.size - 1)
-    index[piece_keys[index] != words.unique_keys] = -1
-    per_substring = index[words.substring_unique]
+    index = np.minimum(np.searchsorted(piece_keys, unique_keys), piece_keys.size - 1)
+    index[piece_keys[index] != unique_keys] = -1
+    per_substring = index[unique_of]
     hit = per_substring >= 0
     scores[starts[hit], lengths[hit]] = piece_scores[per_substring[hit]]
     ids[starts[hit], lengths[hit]] = piece_ids[per_substring[hit]]
@@ -236,6 +240,7 @@ class SubstringWindow:
     self._spare: tuple[np.ndarray, ...] = ()  # the compiled merge writes here, then the two swap
 
   def _merge(self, batch: BatchSubstrings, locations: np.ndarray, expired) -> None:
+    assert self.merge is not None  # add() comes here only with the compiled merge
     needed = self.keys.size + batch.keys.size
     spare = self._spare
     if not spare or spare[0].size < needed:  # reused, not reallocated: fresh pages cost page faults

@@ -90,7 +90,12 @@ class SurfaceEncoder:
     # Byte-fallback pieces last: "A" and "<0x41>" share bytes, the ordinary piece is the spelling.
     order = range(len(pieces))
     if base.kind in (ModelKind.SENTENCEPIECE_BPE, ModelKind.UNIGRAM):
-      order = sorted(order, key=lambda i: (pieces[i] is not None and byte_fallback_value(pieces[i]) is not None, i))
+
+      def fallback_last(i: int) -> tuple[bool, int]:
+        piece = pieces[i]
+        return piece is not None and byte_fallback_value(piece) is not None, i
+
+      order = sorted(order, key=fallback_last)
     for token_id in order:
       if pieces[token_id] is not None and token_id not in base.special_ids:
         self._exact.setdefault(base.vocab_bytes[token_id], token_id)
@@ -226,7 +231,8 @@ class SurfaceEncoder:
 
       self._speller = _fast_bpe.BpeSpeller.create(self)
     if self._speller is not None:
-      return pack_flat(*self._speller.spell_bytes(pieces), max_length, pad_id)
+      flat, lengths = self._speller.spell_bytes(pieces)
+      return pack_flat(flat, lengths, max_length, pad_id)
     if self.base.kind in (ModelKind.BYTE_LEVEL_BPE, ModelKind.BYTE_LEVEL_UNIGRAM):
       return self.encode_byte_level_packed([to_byte_level(p) for p in pieces], max_length, pad_id)
     return pack_rows(self.encode_ids(pieces), max_length, pad_id)
@@ -309,8 +315,9 @@ def _special_target_to_base(target: Tokenizer, base: Tokenizer) -> dict[int, int
   mapping = {}
   base_by_content = base.special_tokens
   for token_id in sorted(target.special_ids):
-    if target.id_to_piece[token_id] in base_by_content:
-      mapping[token_id] = base_by_content[target.id_to_piece[token_id]]
+    piece = target.id_to_piece[token_id]
+    if piece is not None and piece in base_by_content:
+      mapping[token_id] = base_by_content[piece]
       continue
     for role in ROLES:  # a token can hold several roles (Qwen: eos and pad)
       if target.roles.get(role) == token_id and role in base.roles:

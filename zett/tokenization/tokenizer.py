@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tokenizers
@@ -56,7 +57,12 @@ class Tokenizer:
   @property
   def special_tokens(self) -> dict[str, int]:
     """Special token content -> id."""
-    return {self.id_to_piece[i]: i for i in sorted(self.special_ids)}
+    out = {}
+    for i in sorted(self.special_ids):
+      piece = self.id_to_piece[i]
+      assert piece is not None  # special ids are ids of vocabulary tokens
+      out[piece] = i
+    return out
 
   @functools.cached_property
   def id_to_piece(self) -> tuple[str | None, ...]:
@@ -131,7 +137,7 @@ class Tokenizer:
 def from_backend(
   backend: tokenizers.Tokenizer,
   name: str,
-  roles: Mapping[str, int | str] | None = None,
+  roles: Mapping[str, int | str | None] | None = None,
   extra_special: Sequence[int] = (),
   add_bos: bool = False,
 ) -> Tokenizer:
@@ -145,7 +151,7 @@ def from_backend(
     backend.no_truncation()
     backend.no_padding()
   # Only the small components are serialised: the whole tokenizer.json of a 150k vocabulary takes seconds.
-  components = {"model": {"type": type(backend.model).__name__}}
+  components: dict[str, Any] = {"model": {"type": type(backend.model).__name__}}
   for part in ("pre_tokenizer", "decoder"):
     value = getattr(backend, part)
     components[part] = json.loads(value.__getstate__()) if value is not None else None
