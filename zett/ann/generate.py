@@ -21,7 +21,7 @@ from zett.ann.build import open_vocabulary_stores
 from zett.ann.index import AnnIndex, load_index
 from zett.ann.store import EmbeddingStore
 from zett.errors import ZettError
-from zett.models.decoding import Decoder, DecodeTiming
+from zett.models.decoding import Decoder, DecodeTiming, Reads
 
 _EXACT_IN_MEMORY_BYTES = 4 << 30
 """Exact scoring keeps a float32 copy of the output table up to this size, else streams the store."""
@@ -183,7 +183,7 @@ class _IndexChoice:
   """Next tokens from the final hidden state: greedy or top-k sampling over the index's (or the exact) candidates.
   Keeps the hidden state it chose from (`hidden`)."""
 
-  reads = "hidden"
+  reads: Reads = "hidden"
 
   def __init__(self, generator: LargeVocabGenerator, exact: bool, temperature: float, top_k: int, rng):
     self.generator, self.exact, self.temperature, self.top_k, self.rng = generator, exact, temperature, top_k, rng

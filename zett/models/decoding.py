@@ -40,7 +40,10 @@ class DecodingError(ZettError, ValueError):
 class Chooser(Protocol):
   """Picks the next token of every row from the last position's output ([B, V] logits or [B, D] hidden)."""
 
-  reads: Reads
+  @property
+  def reads(self) -> Reads:
+    """What the chooser reads: "logits" over the base vocabulary, or the final "hidden" state."""
+    ...
 
   def __call__(self, last: jax.Array, step: int) -> np.ndarray | jax.Array:
     """int32 [B] token ids; `step` counts chosen tokens (0 for the one the prefill gives)."""
