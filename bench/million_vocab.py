@@ -50,7 +50,7 @@ import numpy as np
 
 from zett.ann import EmbeddingStore, IndexMismatchError, IndexSpec, build_index, load_index
 from zett.ann.index import query_scale_from
-from zett.ann.build import base_tokenizer_of, build_vocabulary, train_bpe_vocabulary
+from zett.ann.build import build_vocabulary, train_bpe_vocabulary
 from zett.tokenization import load_tokenizer
 
 
@@ -265,7 +265,7 @@ def main(argv=None) -> None:
   from zett.models.load import load_model
   print(f"vocabulary {vocab_size:,} tokens; workdir {work}; faiss threads {faiss.omp_get_max_threads()}", flush=True)
   model = load_model("smollm2-135m")
-  base = base_tokenizer_of(model)
+  base = model.tokenizer
   train_texts, calibration_texts, held_texts = _corpus(corpus_bytes)
 
   tokenizer_path = work / "bpe_tokenizer.json"

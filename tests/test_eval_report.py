@@ -16,7 +16,6 @@ from zett.eval_report import EvalInputError, evaluate_models, format_table, read
 from zett.evaluation import causal_lm_bits_per_byte, masked_lm_bits_per_byte
 from zett.models.family import ModelOutput
 from zett.models.base import BaseModel
-from zett.transfer_vocab import to_transformers
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "x = [i * 2 for i in range(10)]  # Grüße\n"]
 
@@ -35,7 +34,7 @@ class _TableModule(nn.Module):
 
 def _toy(causal: bool, seed: int = 0) -> BaseModel:
   from zett.models import llama
-  tokenizer = to_transformers(base_tokenizer())
+  tokenizer = base_tokenizer()
   v = base_tokenizer().vocab_size
   table = np.random.default_rng(seed).normal(0, 2, (v, v)).astype(np.float32)
   family = dataclasses.replace(llama.FAMILY, name="toy", is_causal=causal)
@@ -70,8 +69,9 @@ def test_causal_bits_per_byte_matches_hand_computation(max_length):
 
 def test_causal_bits_per_byte_is_the_same_through_any_tokenizer_wrapper():
   model = _toy(causal=True)
-  through_transformers = causal_lm_bits_per_byte(model, TEXTS, max_length=6, batch_size=2)
-  through_zett = causal_lm_bits_per_byte(model, TEXTS, tokenizer=base_tokenizer(), max_length=6, batch_size=2)
+  through_zett = causal_lm_bits_per_byte(model, TEXTS, max_length=6, batch_size=2)
+  through_transformers = causal_lm_bits_per_byte(model, TEXTS, tokenizer=base_tokenizer().to_transformers(),
+                                                 max_length=6, batch_size=2)
   assert through_zett == pytest.approx(through_transformers, rel=1e-6)
   n_tokens = sum(len(base_tokenizer().encode(t)) for t in TEXTS)
   assert through_zett["num_text_tokens"] == through_zett["num_scored_tokens"] == n_tokens

@@ -10,6 +10,7 @@ from zett.interop import gguf as zett_gguf
 from zett.models import ModelLoadError
 from zett.models.load import default_gguf_path
 from zett.testing import tiny_llama
+from zett.tokenization import Tokenizer
 
 gguf = pytest.importorskip("gguf")
 
@@ -28,10 +29,20 @@ def _llama_cpp_permute(weight, num_heads):
       weight.shape)
 
 
-def _write_tiny_gguf(path, model, architecture="llama"):
+def _write_tiny_gguf(path, model, architecture="llama", tokenizer=None):
+  """`tokenizer`: (tokens, merges) of a GPT-2 style byte-level BPE whose first three tokens are control tokens with
+  bos = 1 and eos = 2, written as GGUF tokenizer metadata."""
   config = model.config
   tensors = model.family.params_to_hf(config, model.params)
   writer = gguf.GGUFWriter(str(path), architecture)
+  if tokenizer is not None:
+    tokens, merges = tokenizer
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3, 3, 3] + [1] * (len(tokens) - 3))
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
   writer.add_block_count(config.num_hidden_layers)
   writer.add_context_length(config.max_position_embeddings)
   writer.add_embedding_length(config.hidden_size)
@@ -72,6 +83,18 @@ def test_tiny_gguf_loads_with_q_k_unpermuted(tied, tmp_path):
   same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), model.params, loaded.params)
   assert all(jax.tree_util.tree_leaves(same))
   assert loaded.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_gguf_tokenizer_loads_as_a_zett_tokenizer(tmp_path):
+  from zett.tokenization import bytes_to_unicode
+  tokens = ["<|endoftext|>", "<s>", "</s>", *bytes_to_unicode().values(), "Ġt", "he", "Ġthe"]
+  model = tiny_llama(vocab_size=len(tokens), hidden_size=32)
+  path = _write_tiny_gguf(tmp_path / "tiny.gguf", model, tokenizer=(tokens, ["Ġ t", "h e", "Ġt he"]))
+  loaded = zett_gguf.load_gguf(path)
+  assert isinstance(loaded.tokenizer, Tokenizer) and loaded.tokenizer.name == loaded.name == "tiny"
+  assert loaded.tokenizer.roles["bos"] == 1 and loaded.tokenizer.roles["eos"] == 2
+  assert loaded.tokenizer.encode(" the") == [len(tokens) - 1]
+  assert loaded.tokenizer.special_ids == {0, 1, 2}
 
 
 def test_bad_gguf_files(tmp_path):
@@ -129,7 +152,11 @@ def test_smollm2_metadata(smollm2):
   assert smollm2.num_params() == 134_515_008
   assert smollm2.config.tie_word_embeddings and smollm2.config.num_key_value_heads == 3
   assert smollm2.weights_sha256 == hashlib.sha256(default_gguf_path().read_bytes()).hexdigest()
-  ids = smollm2.tokenizer(PARAGRAPH, add_special_tokens=False)["input_ids"]
+  # The tokenizer transformers converts from the GGUF metadata, as a zett Tokenizer with the roles it names.
+  assert isinstance(smollm2.tokenizer, Tokenizer) and smollm2.tokenizer.name == smollm2.name
+  pieces = {role: smollm2.tokenizer.id_to_piece[i] for role, i in smollm2.tokenizer.roles.items()}
+  assert pieces == {"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|im_end|>", "unk": "<|endoftext|>"}
+  ids = smollm2.tokenizer.encode(PARAGRAPH)
   assert smollm2.tokenizer.decode(ids) == PARAGRAPH and max(ids) < smollm2.config.vocab_size
 
 
@@ -138,7 +165,7 @@ def test_smollm2_greedy_continuation_matches_transformers(smollm2, smollm2_refer
   import torch
 
   from zett.models.decoding import greedy_generate
-  ids = smollm2.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
+  ids = smollm2.tokenizer.encode(PROMPT)
   ours = greedy_generate(smollm2, [ids], max_new_tokens=20)[0].tolist()
   with torch.no_grad():
     theirs = smollm2_reference.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),

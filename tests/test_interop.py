@@ -12,6 +12,7 @@ from zett.interop._safetensors import SafetensorsFile, write_safetensors
 from zett.models import ModelLoadError
 from zett.models.load import load_model
 from zett.testing import tiny_llama
+from zett.tokenization import Tokenizer
 from zett.testing.torch_reference import LLAMA_VARIANTS, padded_batch, random_hf_causal_lm, torch_logits
 
 torch = pytest.importorskip("torch")
@@ -79,10 +80,10 @@ def test_bfloat16_params_export_and_reload(tmp_path):
                                 np.asarray(bf16["embed_tokens"], np.float32))
 
 
-def _tiny_tokenizer():
+def _tiny_tokenizer(model="WordPiece"):
   from tokenizers import Tokenizer, models, pre_tokenizers
   vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate("the cat sat on a mat".split())}}
-  backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  backend = Tokenizer(getattr(models, model)(vocab, unk_token="<unk>"))
   backend.pre_tokenizer = pre_tokenizers.Whitespace()
   return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
                                               eos_token="</s>")
@@ -97,7 +98,11 @@ def test_export_writes_tokenizer_and_card_and_replaces_atomically(tmp_path):
   assert not (out / "stale.txt").exists() and "AutoModelForCausalLM" in (out / "README.md").read_text()
   reloaded = transformers.AutoTokenizer.from_pretrained(str(out))
   assert reloaded("the cat sat")["input_ids"] == _tiny_tokenizer()("the cat sat")["input_ids"]
-  assert hf.load_pretrained(out).tokenizer is not None
+  loaded = hf.load_pretrained(out).tokenizer  # a zett Tokenizer from load time on, with the roles transformers names
+  assert isinstance(loaded, Tokenizer) and loaded.name == "export"
+  assert loaded.encode("the cat sat") == _tiny_tokenizer()("the cat sat")["input_ids"]
+  assert {role: loaded.id_to_piece[i] for role, i in loaded.roles.items()} == {"unk": "<unk>", "bos": "<s>",
+                                                                               "eos": "</s>"}
 
   class BrokenTokenizer:
     def save_pretrained(self, folder):
@@ -105,6 +110,14 @@ def test_export_writes_tokenizer_and_card_and_replaces_atomically(tmp_path):
   with pytest.raises(OSError, match="disk full"):
     hf.save_pretrained(model, tmp_path / "never", tokenizer=BrokenTokenizer())
   assert sorted(os.listdir(tmp_path)) == ["export"]  # no half-written folder, no temp left behind
+
+
+def test_a_tokenizer_zett_cannot_read_fails_the_load(tmp_path):
+  out = hf.save_pretrained(tiny_llama(vocab_size=64, hidden_size=32), tmp_path / "m",
+                           tokenizer=_tiny_tokenizer("WordLevel"))
+  with pytest.raises(ModelLoadError, match=r"m: tokenizer files present but unusable: .*'WordLevel'"):
+    hf.load_pretrained(out)
+  assert hf.load_pretrained(out, load_tokenizer=False).tokenizer is None
 
 
 @pytest.fixture()

@@ -75,7 +75,7 @@ def test_apply_with_hypernetwork_gives_exact_deltas_to_identical_and_special_tok
   applied, _ = apply_transfer(base, transferred, tuned, record.to_json(), tokenizer=assets / "target",
                               progress=False)
   target = target_tokenizer()
-  base_vocab = base.tokenizer.get_vocab()
+  base_vocab = base.tokenizer.backend.get_vocab()
   delta = np.asarray(tuned.params["embed_tokens"]) - np.asarray(base.params["embed_tokens"])
   moved = np.asarray(applied.params["embed_tokens"]) - np.asarray(transferred.params["embed_tokens"])
   checked = 0

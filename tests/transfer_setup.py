@@ -32,11 +32,10 @@ def target_tokenizer():
 
 def tiny_base(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int = 32):
   from zett.testing.tiny import tiny_llama
-  from zett.transfer_vocab import to_transformers
   tok = base_tokenizer()
   return tiny_llama(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_attention_heads=2,
                     num_key_value_heads=1, tie_word_embeddings=tie_word_embeddings, seed=seed,
-                    tokenizer=to_transformers(tok))
+                    tokenizer=tok)
 
 
 def tiny_bert(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int = 32):
@@ -45,7 +44,6 @@ def tiny_bert(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int
   import numpy as np
   from zett.models import bert
   from zett.models.base import BaseModel, params_sha256
-  from zett.transfer_vocab import to_transformers
   tok = base_tokenizer()
   config = bert.BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
                            num_attention_heads=2, intermediate_size=2 * hidden_size, pad_token_id=2,
@@ -53,5 +51,5 @@ def tiny_bert(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int
   params = dict(bert.init_params(config, jax.random.key(seed)))
   params["lm_head_bias"] = np.random.default_rng(seed).normal(0, 0.5, tok.vocab_size).astype(np.float32)
   return BaseModel(family=bert.FAMILY, config=config, module=bert.make_module(config), params=params,
-                   tokenizer=to_transformers(tok), name=f"tiny-bert-v{tok.vocab_size}",
+                   tokenizer=tok, name=f"tiny-bert-v{tok.vocab_size}",
                    weights_sha256=params_sha256(params))

@@ -37,7 +37,7 @@ SCALAR_KEYS = ("mask_token_index",)
 class TrainingVocabulary:
   """A target tokenizer's vocabulary as training batches and the loss see it (numpy, one row per target token id).
 
-  Not `zett.transfer_vocab.TargetVocabulary`: that one carries the tokenizer objects a transfer exports; this one
+  Not `zett.transfer_vocab.TargetVocabulary`: that one carries the target tokenizer a transfer exports; this one
   the byte lengths (bits per byte) and the mask id that training needs.
   """
 

@@ -23,7 +23,7 @@ from zett.train.config import ConfigError, TrainConfig, from_dict, to_dict
 from zett.train.data import check_sources
 from zett.train.state import create_sharded_state, make_optimizer, state_shardings
 from zett.train.step import LossSpec, jit_eval_sums, jit_train_step
-from zett.train.vocab import base_tokenizer_of, check_tokenizer_specs
+from zett.train.vocab import check_tokenizer_specs, training_base_tokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Sections that may change between a run and its resumption without changing its results (remat trades memory for
@@ -203,7 +203,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
     _check_resume_config(config, saved_config, checkpointer)
 
   base = load_base(config)
-  base_tokenizer = base_tokenizer_of(base, config.model.tokenizer)
+  base_tokenizer = training_base_tokenizer(base, config.model.tokenizer)
   hypernet_config = hypernet_config_for(config, base, base_tokenizer.name)
   if saved_config is not None:
     from zett.hypernet.config import HypernetConfig

@@ -27,23 +27,15 @@ class EncodedVocabulary:
   encode: Callable[[Sequence[str]], list[list[int]]]
 
 
-def base_tokenizer_of(base_model, spec: str | None = None):
-  """The base's tokenizer as a `zett.tokenization.Tokenizer` (`spec` overrides the one shipped with the model)."""
+def training_base_tokenizer(base_model, spec: str | None = None):
+  """The tokenizer training spells with: `spec` (model.tokenizer in the config) if set, else the base's own."""
   from zett.tokenization import load_tokenizer
-  from zett.tokenization.tokenizer import Tokenizer, from_backend
 
   if spec:
     return load_tokenizer(spec)
-  tokenizer = base_model.tokenizer
-  if tokenizer is None:
+  if base_model.tokenizer is None:
     raise ConfigError(f"base model {base_model.name} comes without a tokenizer; set model.tokenizer in the config")
-  if isinstance(tokenizer, Tokenizer):
-    return tokenizer
-  backend = getattr(tokenizer, "backend_tokenizer", None)
-  if backend is None:
-    return load_tokenizer(tokenizer)
-  roles = {role: getattr(tokenizer, f"{role}_token", None) for role in ("bos", "eos", "pad", "unk")}
-  return from_backend(backend, base_model.name, {k: v for k, v in roles.items() if v is not None})
+  return base_model.tokenizer
 
 
 def training_vocabulary(target, base, surface_max_length: int) -> TrainingVocabulary:

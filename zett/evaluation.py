@@ -13,8 +13,8 @@ Causal LMs -- *bits per byte* (`causal_lm_bits_per_byte`):
 
 Masked LMs -- *masked-LM bits per byte* (`masked_lm_bits_per_byte`, definition in its docstring).
 
-Tokens per byte = text tokens (start token excluded) / UTF-8 bytes. Tokenizers may be zett `Tokenizer`s,
-transformers fast tokenizers or bare `tokenizers.Tokenizer`s.
+Tokens per byte = text tokens (start token excluded) / UTF-8 bytes. Tokenizers are zett `Tokenizer`s (a model's
+is one); other forms (transformers fast tokenizers, bare `tokenizers.Tokenizer`s) go through `load_tokenizer`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 
 from zett.errors import ZettError
 from zett.models.base import BaseModel
+from zett.tokenization import Tokenizer, TokenizerError, load_tokenizer
 
 _LENGTH_BUCKET = 32  # pad a batch's length up to a multiple of this, so few distinct shapes get compiled
 
@@ -38,31 +39,27 @@ class EvalInputError(ZettError, ValueError):
   """Evaluation input (text file, dataset, model) that cannot be used."""
 
 
-def _backend(tokenizer):
-  """The `tokenizers.Tokenizer` behind a zett `Tokenizer`, a transformers fast tokenizer, or itself."""
-  for attribute in ("backend", "backend_tokenizer", "_tokenizer"):
-    inner = getattr(tokenizer, attribute, None)
-    if inner is not None and hasattr(inner, "encode_batch"):
-      return inner
-  if hasattr(tokenizer, "encode_batch") and hasattr(tokenizer, "get_vocab"):
+def _tokenizer(tokenizer) -> Tokenizer:
+  """`tokenizer` as a `Tokenizer` (a model's already is one)."""
+  if isinstance(tokenizer, Tokenizer):
     return tokenizer
-  raise EvalInputError(f"{type(tokenizer).__name__}: not a fast (tokenizers-backed) tokenizer")
+  try:
+    return load_tokenizer(tokenizer)
+  except TokenizerError as e:
+    raise EvalInputError(f"{type(tokenizer).__name__}: not a usable tokenizer ({e})") from None
 
 
 def count_tokens(tokenizer, texts: Sequence[str]) -> int:
   """Tokens for `texts` without added special tokens."""
-  return int(sum(len(e.ids) for e in _backend(tokenizer).encode_batch(list(texts), add_special_tokens=False)))
+  return int(sum(map(len, _tokenizer(tokenizer).encode_batch(list(texts)))))
 
 
-def _mask_token_id(tokenizer) -> int:
-  token_id = getattr(tokenizer, "mask_token_id", None)
-  if token_id is not None:
-    return int(token_id)
-  vocab = _backend(tokenizer).get_vocab(with_added_tokens=True)
+def _mask_token_id(tokenizer: Tokenizer) -> int:
+  vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
   for content in ("<mask>", "[MASK]", "<MASK>"):
     if content in vocab:
       return int(vocab[content])
-  raise EvalInputError(f"{getattr(tokenizer, 'name', type(tokenizer).__name__)}: tokenizer has no mask token")
+  raise EvalInputError(f"{tokenizer.name}: tokenizer has no mask token")
 
 
 def _token_byte_counts(text: str, offsets) -> np.ndarray:
@@ -96,17 +93,11 @@ def _target_log_probs(module, params, ids, mask, targets):
 
 def start_token_id(tokenizer, config=None) -> int | None:
   """The token each causal window starts with (see module docstring); None if the tokenizer has none."""
-  roles = getattr(tokenizer, "roles", {}) or {}
-  for candidate in (
-    getattr(tokenizer, "bos_token_id", None),
-    getattr(config, "bos_token_id", None),
-    getattr(tokenizer, "eos_token_id", None),
-    roles.get("bos"),
-    roles.get("eos"),
-  ):
+  tokenizer = _tokenizer(tokenizer)
+  for candidate in (tokenizer.roles.get("bos"), getattr(config, "bos_token_id", None), tokenizer.roles.get("eos")):
     if candidate is not None:
       return int(candidate)
-  return _backend(tokenizer).token_to_id("<|endoftext|>")
+  return tokenizer.backend.token_to_id("<|endoftext|>")
 
 
 def lm_eval_batches(
@@ -132,8 +123,7 @@ def lm_eval_batches(
   prefix = [] if start_id is None else [start_id]
   step = max_length - len(prefix)
   windows = []
-  for encoding in _backend(tokenizer).encode_batch(list(texts), add_special_tokens=False):
-    ids = encoding.ids
+  for ids in _tokenizer(tokenizer).encode_batch(list(texts)):
     windows += [prefix + list(ids[first : first + step]) for first in range(0, len(ids), step)]
   batch_size = _rows_per_batch(vocab_size, max_length, batch_size)
   for first in range(0, len(windows), batch_size):
@@ -173,6 +163,7 @@ def causal_lm_bits_per_byte(
   tokenizer = tokenizer if tokenizer is not None else model.tokenizer
   if tokenizer is None:
     raise EvalInputError(f"{model.name}: no tokenizer given and the model has none")
+  tokenizer = _tokenizer(tokenizer)
   params = model.params if params is None else params
   num_bytes = sum(len(t.encode("utf-8")) for t in texts)
   if num_bytes == 0:
@@ -225,7 +216,10 @@ def masked_lm_bits_per_byte(
     (bits per byte, number of masked positions).
   """
   tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-  backend = _backend(tokenizer)
+  if tokenizer is None:
+    raise EvalInputError(f"{model.name}: no tokenizer given and the model has none")
+  tokenizer = _tokenizer(tokenizer)
+  backend = tokenizer.backend
   mask_id = _mask_token_id(tokenizer) if mask_token_id is None else mask_token_id
   rng = np.random.default_rng(seed)
   windows = []  # (ids, masked positions, masked byte count)

@@ -23,6 +23,7 @@ from zett.errors import ZettError
 from zett.models.base import BaseModel, params_sha256
 from zett.models.family import Embeddings
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
+from zett.tokenization.tokenizer import Tokenizer
 from zett.transfer_vocab import MissingTokenizerError, TargetVocabulary, as_tokenizer, build_target_vocabulary
 
 METHODS = ("hypernet",) + BASELINE_METHODS
@@ -154,8 +155,8 @@ def target_vocabulary(tokenizer, base: BaseModel, surface_length: int = DEFAULT_
   return build_target_vocabulary(tokenizer, base.tokenizer, surface_length)
 
 
-def _with_special_ids(config, tokenizer):
-  """The family config with the target tokenizer's special-token ids, for the fields the config has.
+def _with_special_ids(config, tokenizer: Tokenizer | None):
+  """The family config with the target tokenizer's special-token ids (its roles), for the fields the config has.
 
   RoBERTa-style configs keep their pad id: position ids start at pad_token_id + 1, so it is part of the
   pretrained position layout rather than a vocabulary choice. A target without a pad token keeps the base's
@@ -167,14 +168,14 @@ def _with_special_ids(config, tokenizer):
       continue
     if field == "pad_token_id" and getattr(config, "is_roberta", False):
       continue
-    value = getattr(tokenizer, field, None) if tokenizer is not None else None
+    value = tokenizer.roles.get(field.removesuffix("_token_id")) if tokenizer is not None else None
     if value is None and field == "pad_token_id":
       continue
     updates[field] = value
   return dataclasses.replace(config, **updates)
 
 
-def with_new_vocabulary(model: BaseModel, embeddings: Embeddings, tokenizer, name: str) -> BaseModel:
+def with_new_vocabulary(model: BaseModel, embeddings: Embeddings, tokenizer: Tokenizer | None, name: str) -> BaseModel:
   """`model` with its vocabulary-sized parameters replaced by `embeddings` and `tokenizer`'s special ids."""
   config, params = model.family.set_embeddings(model.config, model.params, embeddings)
   config = _with_special_ids(config, tokenizer)
@@ -240,7 +241,7 @@ def transfer_with_record(
     embed = make_baseline(method, base_embeddings, *surfaces, seed=seed)
     new = embed_in_chunks(embed, *surfaces, **chunking)
 
-  model = with_new_vocabulary(base, new, target.hf_tokenizer, f"{base.name}@{target.name}")
+  model = with_new_vocabulary(base, new, target.tokenizer, f"{base.name}@{target.name}")
   special = target.special_base_ids >= 0
   source, sha = (hypernetwork.source, hypernetwork.sha256) if hypernetwork else (None, None)
   record = TransferRecord(

@@ -1,20 +1,19 @@
 """The target vocabulary as transfer sees it: every target token spelled in the base model's subtokens.
 
-Accepts tokenizers in every form a user has one (a spec for `load_tokenizer`, our `Tokenizer`, a
+Accepts target tokenizers in every form a user has one (a spec for `load_tokenizer`, our `Tokenizer`, a
 `transformers` fast tokenizer, a bare `tokenizers.Tokenizer`) and produces the arrays the hypernetwork
-and the baselines read, plus the `transformers` tokenizer that is exported with the model.
+and the baselines read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from zett.errors import ZettError
+from zett.tokenization.tokenizer import Tokenizer
 
 
 class MissingTokenizerError(ZettError, ValueError):
@@ -25,10 +24,8 @@ class MissingTokenizerError(ZettError, ValueError):
 class TargetVocabulary:
   """Spellings of the target vocabulary in base subtokens, and the special-token mapping."""
 
-  tokenizer: Any
-  """The target as a `zett.tokenization.Tokenizer`."""
-  hf_tokenizer: Any
-  """The target as a `transformers` fast tokenizer (what the exported folder holds)."""
+  tokenizer: Tokenizer
+  """The target (an export saves its `to_transformers()`)."""
   name: str
   surface_ids: np.ndarray
   """int32 [V, L] base ids spelling each target token."""
@@ -42,19 +39,12 @@ class TargetVocabulary:
     return int(self.surface_ids.shape[0])
 
 
-def as_tokenizer(spec, what: str = "tokenizer"):
-  """A `zett.tokenization.Tokenizer` from a spec or any loaded tokenizer object."""
-  from zett.tokenization import ROLES, Tokenizer, TokenizerError, from_backend, load_tokenizer
+def as_tokenizer(spec, what: str = "tokenizer") -> Tokenizer:
+  """A `Tokenizer` from a spec or any loaded tokenizer object (`load_tokenizer`); MissingTokenizerError if none."""
+  from zett.tokenization import TokenizerError, load_tokenizer
 
   if spec is None:
     raise MissingTokenizerError(f"no {what} given (the model has none; pass one explicitly)")
-  if isinstance(spec, Tokenizer):
-    return spec
-  backend = getattr(spec, "backend_tokenizer", None)
-  if backend is not None:  # a transformers fast tokenizer: keep its named special-token roles
-    roles = {role: getattr(spec, f"{role}_token", None) for role in ROLES}
-    name = getattr(spec, "name_or_path", "") or type(spec).__name__
-    return from_backend(backend, name, roles, add_bos=bool(getattr(spec, "add_bos_token", False)))
   try:
     return load_tokenizer(spec)
   except TokenizerError as e:
@@ -67,27 +57,14 @@ def short_name(name: str) -> str:
   return path.name if path.exists() else name
 
 
-def to_transformers(tokenizer):
-  """The `transformers` fast tokenizer equivalent to a zett `Tokenizer` (via its lossless `to_hf`)."""
-  from transformers import AutoTokenizer
-
-  with tempfile.TemporaryDirectory(prefix="zett-tokenizer-") as folder:
-    tokenizer.to_hf(folder)
-    hf = AutoTokenizer.from_pretrained(folder)
-  hf.name_or_path = tokenizer.name
-  return hf
-
-
-def build_target_vocabulary(target, base_tokenizer, surface_length: int) -> TargetVocabulary:
-  """Spells every token of `target` (any tokenizer form) in `base_tokenizer`'s subtokens."""
+def build_target_vocabulary(target, base_tokenizer: Tokenizer, surface_length: int) -> TargetVocabulary:
+  """Spells every token of `target` (any tokenizer form) in the base model's tokenizer's subtokens."""
   from zett.tokenization import surface_forms
 
   target = as_tokenizer(target, "target tokenizer")
-  base = as_tokenizer(base_tokenizer, "base model tokenizer")
-  forms = surface_forms(target, base, max_length=surface_length)
+  forms = surface_forms(target, base_tokenizer, max_length=surface_length)
   return TargetVocabulary(
     tokenizer=target,
-    hf_tokenizer=to_transformers(target),
     name=short_name(target.name),
     surface_ids=forms.ids,
     surface_lengths=forms.lengths,
@@ -103,7 +80,6 @@ def published_target_vocabulary(target, config):
   forms = spell_like_zett_authors(target, config.surface_tokenizer, config.surface_length, config.base_vocab_size)
   return TargetVocabulary(
     tokenizer=target,
-    hf_tokenizer=to_transformers(target),
     name=short_name(target.name),
     surface_ids=forms.ids,
     surface_lengths=forms.lengths,

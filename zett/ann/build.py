@@ -209,7 +209,9 @@ def build_vocabulary(
       `sample_hidden_states(model)`).
   """
   tokenizer = load_tokenizer(tokenizer)
-  base_tokenizer = base_tokenizer_of(model)
+  base_tokenizer = model.tokenizer
+  if base_tokenizer is None:
+    raise VocabularyError(f"{model.name}: the base model has no tokenizer")
   if hypernet is not None:
     from zett.hypernet.record import load_hypernetwork
 
@@ -275,18 +277,6 @@ def build_vocabulary(
         scored.path
       )
   return out
-
-
-def base_tokenizer_of(model) -> Tokenizer:
-  """The base model's tokenizer as a zett Tokenizer (from a transformers fast tokenizer or a zett one)."""
-  tokenizer = model.tokenizer
-  if tokenizer is None:
-    raise VocabularyError(f"{model.name}: the base model has no tokenizer")
-  if isinstance(tokenizer, (Tokenizer, tokenizers.Tokenizer)):
-    return load_tokenizer(tokenizer)
-  if hasattr(tokenizer, "backend_tokenizer"):
-    return from_backend(tokenizer.backend_tokenizer, getattr(tokenizer, "name_or_path", model.name) or model.name)
-  raise VocabularyError(f"{model.name}: unsupported tokenizer type {type(tokenizer).__name__}")
 
 
 def _load_bias(directory: Path) -> np.ndarray | None:

@@ -7,20 +7,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import tokenizers
 
 from zett.dynamic.merge import BaseBatch
+from zett.tokenization import Tokenizer, TokenizerError, load_tokenizer
 
 _VOCAB_CACHE: dict[int, tuple[Any, list[bytes], frozenset[int]]] = {}
 
 
-def backend_tokenizer(tokenizer: Any) -> Any:
-  """The `tokenizers.Tokenizer` behind a zett `Tokenizer`, a transformers fast tokenizer, or itself."""
-  for backend in (getattr(tokenizer, "backend_tokenizer", None), getattr(tokenizer, "backend", None), tokenizer):
-    if hasattr(backend, "encode_batch") and hasattr(backend, "to_str"):
-      return backend
-  raise TypeError(
-    f"need a tokenizers.Tokenizer, a zett Tokenizer or a transformers fast tokenizer, got {type(tokenizer).__name__}"
-  )
+def backend_tokenizer(tokenizer: Any) -> tokenizers.Tokenizer:
+  """The `tokenizers.Tokenizer` behind a zett `Tokenizer` (a model's), or itself; any other form a `load_tokenizer`
+  takes (a transformers fast tokenizer) is loaded first."""
+  if isinstance(tokenizer, tokenizers.Tokenizer):
+    return tokenizer
+  if isinstance(tokenizer, Tokenizer):
+    return tokenizer.backend
+  try:
+    return load_tokenizer(tokenizer).backend
+  except TokenizerError:
+    raise TypeError(
+      f"need a zett Tokenizer, a tokenizers.Tokenizer or a transformers fast tokenizer, got {type(tokenizer).__name__}"
+    ) from None
 
 
 def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
@@ -34,7 +41,7 @@ def vocab_bytes(tokenizer: Any) -> tuple[list[bytes], frozenset[int]]:
   from zett.tokenization.byte_level import detect_kind, vocabulary_bytes
   from zett.tokenization.tokenizer import check_dense_ids
 
-  if hasattr(tokenizer, "vocab_bytes") and hasattr(tokenizer, "special_ids"):  # a zett Tokenizer
+  if isinstance(tokenizer, Tokenizer):
     return list(tokenizer.vocab_bytes), frozenset(tokenizer.special_ids)
   backend = backend_tokenizer(tokenizer)
   cached = _VOCAB_CACHE.get(id(backend))
@@ -61,7 +68,7 @@ def split_texts(
   """Tokenizes `texts` with the base tokenizer; pre-token starts come from the encodings' word ids.
 
   Args:
-    tokenizer: a `tokenizers.Tokenizer` or a transformers fast tokenizer.
+    tokenizer: the base model's `Tokenizer` or a `tokenizers.Tokenizer` (see `backend_tokenizer`).
     texts: the batch.
     add_special_tokens: let the tokenizer add BOS/EOS etc. (they are never merged).
     max_length: truncate each example to this many base tokens.

@@ -16,6 +16,7 @@ import numpy as np
 from zett.models.base import BaseModel, cast_params
 from zett.models.family import ModelLoadError, family_for_model_type
 from zett.sha256 import file_sha256
+from zett.tokenization.tokenizer import Tokenizer, from_transformers
 
 _SUPPORTED_ARCHITECTURES = ("llama",)
 _LAYER_NAMES = {
@@ -122,20 +123,22 @@ def hf_tensors_from_gguf(reader, path: Path, hf_config: dict[str, Any]) -> dict[
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_tokenizer(path: str, mtime_ns: int):
+def _cached_tokenizer(path: str, mtime_ns: int, name: str) -> Tokenizer:
   from transformers import AutoTokenizer
 
   try:
-    return AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+    return from_transformers(AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name), name)
   except Exception as e:  # transformers' GGUF tokenizer conversion raises assorted types.
     raise ModelLoadError(f"{path}: cannot build the tokenizer from GGUF metadata ({type(e).__name__}: {e})") from e
 
 
-def load_gguf_tokenizer(path: str | Path):
-  """The tokenizer stored in a GGUF file as a `transformers` fast tokenizer (converted by `transformers`)."""
+def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
+  """The tokenizer stored in a GGUF file, converted by `transformers` (its roles and `add_bos_token` kept), as a
+  `Tokenizer` named like the model (`general.name`)."""
   path = Path(path).resolve()
-  _reader(path)  # clear errors for missing/corrupt files before transformers sees them
-  return _cached_tokenizer(str(path), path.stat().st_mtime_ns)
+  reader = _reader(path)  # clear errors for missing/corrupt files before transformers sees them
+  name = str(_field(reader, path, "general.name", path.stem))
+  return _cached_tokenizer(str(path), path.stat().st_mtime_ns, name)
 
 
 def load_gguf(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, load_tokenizer: bool = True) -> BaseModel:

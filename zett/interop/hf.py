@@ -20,6 +20,8 @@ from zett.models.base import BaseModel, cast_params
 from zett.models.family import ModelLoadError, family_for_model_type
 from zett.sha256 import file_sha256
 from zett.staging import new_staging_folder, replace_folder
+from zett.tokenization.byte_level import TokenizerError
+from zett.tokenization.tokenizer import Tokenizer, from_transformers
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -86,28 +88,35 @@ def load_pretrained(
   except ModelLoadError as e:
     raise type(e)(f"{where}: {e}") from e
   params = cast_params(params, param_dtype)
-  tokenizer = load_folder_tokenizer(folder) if load_tokenizer else None
+  name = name or folder.name
+  tokenizer = load_folder_tokenizer(folder, name) if load_tokenizer else None
   return BaseModel(
     family=family,
     config=config,
     module=family.make_module(config, dtype),
     params=params,
     tokenizer=tokenizer,
-    name=name or folder.name,
+    name=name,
     weights_sha256=file_sha256(files),
   )
 
 
-def load_folder_tokenizer(folder: Path):
-  """The folder's tokenizer via `transformers.AutoTokenizer`, or None if it ships no tokenizer files."""
+def load_folder_tokenizer(folder: Path, name: str | None = None) -> Tokenizer | None:
+  """The folder's tokenizer, read by `transformers.AutoTokenizer` (so every folder `transformers` reads loads, with
+  its roles and `add_bos_token`) as a `Tokenizer` named `name` (default: the folder); None if it ships no tokenizer
+  files."""
   if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
     return None
   from transformers import AutoTokenizer
 
   try:
-    return AutoTokenizer.from_pretrained(str(folder))
+    hf = AutoTokenizer.from_pretrained(str(folder))
   except (OSError, ValueError) as e:
     raise ModelLoadError(f"{folder}: tokenizer files present but unreadable: {e}") from e
+  try:
+    return from_transformers(hf, name or str(folder))
+  except TokenizerError as e:
+    raise ModelLoadError(f"{folder}: tokenizer files present but unusable: {e}") from e
 
 
 def load_from_hub(repo_id: str, dtype=jnp.float32, param_dtype=jnp.float32, revision: str | None = None) -> BaseModel:
@@ -147,14 +156,15 @@ def _model_card(name: str, model: BaseModel, auto_class: str, num_params: int) -
 def save_pretrained(
   model: BaseModel,
   out_dir: str | Path,
-  tokenizer=None,
+  tokenizer: Tokenizer | Any = None,
   max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
   name: str | None = None,
 ) -> Path:
   """Writes `model` as a Hugging Face folder that `transformers` loads as is.
 
   Writes config.json, model.safetensors (or shards + model.safetensors.index.json when larger than
-  `max_shard_bytes`), the tokenizer (`tokenizer`, else `model.tokenizer`, if any) and a README.md card.
+  `max_shard_bytes`), the tokenizer (`tokenizer`, else `model.tokenizer`, if any: a `Tokenizer`, saved as its
+  `transformers` equivalent, or anything with `save_pretrained`) and a README.md card.
   Everything is written to a temporary sibling folder first and renamed into place, so `out_dir` is
   never left half-written; an existing `out_dir` is replaced. `name` titles the model card.
   """
@@ -183,11 +193,10 @@ def save_pretrained(
       index = {"metadata": {"total_size": int(sum(a.nbytes for a in tensors.values()))}, "weight_map": weight_map}
       (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     if tokenizer is not None:
-      # A zett Tokenizer writes transformers-loadable files with `to_hf`; HF tokenizers have save_pretrained.
-      if hasattr(tokenizer, "to_hf"):
-        tokenizer.to_hf(str(tmp))
-      else:
-        tokenizer.save_pretrained(str(tmp))
+      # The one place a model's `Tokenizer` becomes a `transformers` tokenizer: the files are what it saves.
+      if isinstance(tokenizer, Tokenizer):
+        tokenizer = tokenizer.to_transformers()
+      tokenizer.save_pretrained(str(tmp))
     num_params = int(sum(a.size for a in tensors.values()))
     (tmp / "README.md").write_text(_model_card(name or out_dir.name, model, auto_class, num_params))
     replace_folder(tmp, out_dir)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.models.family import Embeddings, Family, Params
+from zett.tokenization.tokenizer import Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,8 @@ class BaseModel:
   config: Any
   module: Any
   params: Params
-  tokenizer: Any
+  tokenizer: Tokenizer | None
+  """The base's own tokenizer, from load time on (a Hugging Face export saves its `to_transformers()`)."""
   name: str
   weights_sha256: str
   """sha256 of the weights file(s) it was loaded from (of the param bytes for models built in memory)."""

@@ -41,21 +41,21 @@ def tiny_tokenizer(vocab_size: int = 512, train_bytes: int = 300_000):
 
 def tiny_model(vocab_size: int = 512, hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0):
   """A random tiny Llama `BaseModel` (untied) carrying `tiny_tokenizer(vocab_size)`."""
-  from transformers import PreTrainedTokenizerFast
-
   from zett.testing.tiny import tiny_llama
+  from zett.tokenization import from_backend
 
-  hf_tokenizer = PreTrainedTokenizerFast(
-    tokenizer_object=tiny_tokenizer(vocab_size), bos_token="<s>", eos_token="</s>", pad_token="<|endoftext|>"
+  name = f"{TINY_MODEL}-v{vocab_size}-d{hidden_size}"
+  tokenizer = from_backend(
+    tiny_tokenizer(vocab_size), name, roles={"bos": "<s>", "eos": "</s>", "pad": "<|endoftext|>"}
   )
   model = tiny_llama(
     vocab_size=vocab_size,
     hidden_size=hidden_size,
     num_hidden_layers=num_hidden_layers,
     seed=seed,
-    tokenizer=hf_tokenizer,
+    tokenizer=tokenizer,
   )
-  return dataclasses.replace(model, name=f"{TINY_MODEL}-v{vocab_size}-d{hidden_size}")
+  return dataclasses.replace(model, name=name)
 
 
 def tiny_hypernet(model, num_layers: int = 1, seed: int = 1):

@@ -23,7 +23,7 @@ from zett.dynamic.cache import EmbeddingCache
 from zett.errors import ZettError
 from zett.hypernet.vocabulary import MIN_CHUNK_ROWS, chunk_rows
 from zett.models.family import Embeddings
-from zett.tokenization import SurfaceEncoder, load_tokenizer
+from zett.tokenization import SurfaceEncoder, Tokenizer, load_tokenizer
 from zett.tokenization.surface import pack_rows
 
 # Rows per hypernetwork call: a call has a fixed cost (dispatch, host copies) that dominates for small hypernetworks,
@@ -50,18 +50,17 @@ class Engine:
     model: the frozen base (`zett.models.base.BaseModel`); its tokenizer spells target tokens.
     hypernetwork: anything `hypernet.load_hypernetwork` takes (checked against `model`).
     cache_size: entries of the LRU cache of predicted rows.
-    tokenizer: the base tokenizer, if `model.tokenizer` is None (a `zett.tokenization.Tokenizer`,
-      a `tokenizers.Tokenizer` or a transformers fast tokenizer).
+    tokenizer: the base tokenizer, if `model.tokenizer` is None (anything `zett.tokenization.load_tokenizer`
+      takes: a `Tokenizer`, a `tokenizers.Tokenizer`, a transformers fast tokenizer, a file).
   """
 
   def __init__(self, model, hypernetwork, cache_size: int = 8192, tokenizer=None):
     self.model = model
     self.hypernetwork = hypernet.load_hypernetwork(hypernetwork, model)
     self.base: Embeddings = jax.tree_util.tree_map(jnp.asarray, model.embeddings)
-    raw = tokenizer if tokenizer is not None else model.tokenizer
-    if raw is None:
+    if tokenizer is None and model.tokenizer is None:
       raise EngineError(f"model {model.name} has no tokenizer; pass the base tokenizer")
-    self.tokenizer = load_tokenizer(getattr(raw, "backend_tokenizer", raw))
+    self.tokenizer: Tokenizer = load_tokenizer(tokenizer) if tokenizer is not None else model.tokenizer
     self._encoder = SurfaceEncoder(self.tokenizer)
     self._special_by_bytes = {self.tokenizer.token_bytes(i): i for i in self.tokenizer.special_ids}
     self.embedding_dim = int(self.base.input.shape[1])

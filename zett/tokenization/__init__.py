@@ -12,7 +12,7 @@ from zett.tokenization.byte_level import (
 from zett.tokenization.load import load_tokenizer
 from zett.tokenization.sampler import SampledBatch, SamplerError, TokenizerSampler
 from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
-from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend
+from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend, from_transformers
 
 __all__ = [
   "ModelKind",
@@ -24,6 +24,7 @@ __all__ = [
   "ROLES",
   "Tokenizer",
   "from_backend",
+  "from_transformers",
   "load_tokenizer",
   "SampledBatch",
   "SamplerError",

@@ -19,7 +19,7 @@ import tokenizers
 
 from zett.tokenization import _formats
 from zett.tokenization.byte_level import ModelKind, TokenizerError
-from zett.tokenization.tokenizer import ROLES, Tokenizer, check_dense_ids, from_backend
+from zett.tokenization.tokenizer import ROLES, Tokenizer, check_dense_ids, from_backend, from_transformers
 
 
 def _roles_from_config(config: Mapping[str, Any]) -> dict[str, str]:
@@ -73,11 +73,9 @@ def _load_hub(spec: str) -> Tokenizer:
     hf = transformers.AutoTokenizer.from_pretrained(spec)
   except Exception as error:
     raise TokenizerError(f"{spec!r}: not a local path and not loadable from the hub ({error})") from None
-  backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
-  if backend is None:
+  if (getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)) is None:
     raise TokenizerError(f"{spec!r}: the hub tokenizer has no fast (tokenizers) backend")
-  roles = {role: getattr(hf, f"{role}_token", None) for role in ROLES}
-  return from_backend(backend, spec, roles, add_bos=bool(getattr(hf, "add_bos_token", False)))
+  return from_transformers(hf, spec)
 
 
 _CONVERTER_VERSION = "4"
@@ -132,14 +130,15 @@ def _load_converted(path: Path, convert) -> Tokenizer:
   return tokenizer
 
 
-def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -> Tokenizer:
+def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer | Any) -> Tokenizer:
   """Load a tokenizer from any supported source.
 
   Args:
     spec: a Hugging Face folder or `tokenizer.json`; a SentencePiece `.model` (also Mistral's
       `tokenizer.model.v*` files); a `.gguf` file (its embedded tokenizer); a tiktoken `.tiktoken`
       file (Qwen's pattern and specials when the name says qwen); a Mistral tekken `.json`; a hub
-      name (online only); or an already loaded `Tokenizer` / `tokenizers.Tokenizer`.
+      name (online only); or an already loaded `Tokenizer` / `tokenizers.Tokenizer` / `transformers`
+      fast tokenizer (`from_transformers`).
 
   Raises:
     TokenizerError: unreadable, corrupt or unsupported input, naming the file and the problem.
@@ -148,6 +147,8 @@ def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer) -
     return spec
   if isinstance(spec, tokenizers.Tokenizer):
     return from_backend(spec, "<tokenizers.Tokenizer>")
+  if hasattr(spec, "backend_tokenizer"):  # a transformers fast tokenizer
+    return from_transformers(spec)
   name = str(spec)
   path = Path(name)
   if path.is_dir():

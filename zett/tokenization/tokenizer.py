@@ -1,4 +1,5 @@
-"""`Tokenizer`: the one tokenizer type of zett, and `from_backend`, which wraps a `tokenizers.Tokenizer` in it.
+"""`Tokenizer`: the one tokenizer type of zett; `from_backend` wraps a `tokenizers.Tokenizer` in it and
+`from_transformers` a `transformers` fast tokenizer (`Tokenizer.to_transformers` goes back, for exports).
 
 Apart from `load` so that the per-format converters (`_formats`) and `load` both import it, and `load` imports the
 converters, with no import cycle.
@@ -10,6 +11,7 @@ import dataclasses
 import functools
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,16 @@ class Tokenizer:
     (out / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False))
     return out
 
+  def to_transformers(self) -> Any:
+    """The equivalent `transformers` fast tokenizer (loaded from `to_hf`'s files): what a Hugging Face export saves."""
+    from transformers import AutoTokenizer
+
+    with tempfile.TemporaryDirectory(prefix="zett-tokenizer-") as folder:
+      self.to_hf(folder)
+      hf = AutoTokenizer.from_pretrained(folder)
+    hf.name_or_path = self.name
+    return hf
+
   def __repr__(self) -> str:
     return f"Tokenizer({self.name!r}, kind={self.kind.value}, vocab_size={self.vocab_size}, roles={dict(self.roles)})"
 
@@ -178,6 +190,20 @@ def from_backend(
   return Tokenizer(
     backend=backend, name=name, kind=kind, special_ids=frozenset(special_ids), roles=resolved, add_bos=add_bos
   )
+
+
+def from_transformers(hf: Any, name: str | None = None) -> Tokenizer:
+  """A `transformers` fast tokenizer as a `Tokenizer`: its `tokenizers` backend, the special tokens it names for
+  bos/eos/pad/unk (roles it leaves unset are guessed as in `from_backend`) and its `add_bos_token`.
+
+  `name` defaults to the tokenizer's `name_or_path`. The one place a `transformers` tokenizer becomes a zett one.
+  """
+  backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
+  name = name or getattr(hf, "name_or_path", "") or type(hf).__name__
+  if not isinstance(backend, tokenizers.Tokenizer):
+    raise TokenizerError(f"{name}: the transformers tokenizer has no fast (tokenizers) backend")
+  roles = {role: getattr(hf, f"{role}_token", None) for role in ROLES}
+  return from_backend(backend, name, roles, add_bos=bool(getattr(hf, "add_bos_token", False)))
 
 
 def check_dense_ids(vocab: Mapping[str, int], name: str) -> None:
