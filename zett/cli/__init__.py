@@ -17,36 +17,16 @@ from collections.abc import Callable
 
 from zett.errors import ZettError
 
-# command -> (module, add-arguments function, run function, one-line help)
+# command -> (module with `add_arguments(parser)` and `run(args)`, one-line help)
 _COMMANDS = {
-  "train": ("zett.train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
-  "transfer": (
-    "zett.transfer_cli",
-    "add_transfer_arguments",
-    "run_transfer",
-    "transfer a model to a new tokenizer and export it in Hugging Face format",
-  ),
-  "eval": (
-    "zett.transfer_cli",
-    "add_eval_arguments",
-    "run_eval",
-    "bits per byte and tokens per byte of models on the same text",
-  ),
-  "apply": (
-    "zett.transfer_cli",
-    "add_apply_arguments",
-    "run_apply",
-    "carry a transfer made on a base model over to its fine-tuned variant",
-  ),
-  "dynamic": ("zett.dynamic.cli", "add_arguments", "run", "dynamic (batch-level BPE) tokenization"),
-  "generate": ("zett.ann.cli", "add_arguments", "run", "generate with a large vocabulary through an ANN index"),
-  "data": ("zett.data.cli", "add_arguments", "run", "build the training corpus offline (zett data prepare)"),
-  "serve": (
-    "zett.service.cli",
-    "add_arguments",
-    "run",
-    "serve embeddings, transfer, tokenization, generation over HTTP",
-  ),
+  "train": ("zett.cli.train", "train a hypernetwork for a base model"),
+  "transfer": ("zett.cli.transfer", "transfer a model to a new tokenizer and export it in Hugging Face format"),
+  "eval": ("zett.cli.eval", "bits per byte and tokens per byte of models on the same text"),
+  "apply": ("zett.cli.apply", "carry a transfer made on a base model over to its fine-tuned variant"),
+  "dynamic": ("zett.cli.dynamic", "dynamic (batch-level BPE) tokenization"),
+  "generate": ("zett.cli.generate", "generate with a large vocabulary through an ANN index"),
+  "data": ("zett.cli.data", "build the training corpus offline (zett data prepare)"),
+  "serve": ("zett.cli.serve", "serve embeddings, transfer, tokenization, generation over HTTP"),
 }
 
 
@@ -97,10 +77,10 @@ def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
   parser = _Parser(prog="zett", description="Free pretrained language models from their tokenizers.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   wanted = next((a for a in argv if not a.startswith("-")), None)
-  for name, (module, add_fn, _, help_text) in _COMMANDS.items():
+  for name, (module, help_text) in _COMMANDS.items():
     p = sub.add_parser(name, help=help_text, description=help_text)
     if name == wanted:
-      getattr(importlib.import_module(module), add_fn)(p)
+      importlib.import_module(module).add_arguments(p)
   return parser
 
 
@@ -185,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
   if args.command is None:
     parser.print_help()
     return 2
-  module, _, run_fn, _ = _COMMANDS[args.command]
-  command = getattr(importlib.import_module(module), run_fn)
+  command = importlib.import_module(_COMMANDS[args.command][0]).run
   return run_command(f"zett {args.command}", lambda: command(args), debug=getattr(args, "debug", False))
 
 
