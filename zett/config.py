@@ -39,10 +39,19 @@ def check_range(
     raise ConfigError(f"{name} must be in {interval}, got {value!r}")
 
 
-def bounded(default: Any, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Any:
+def bounded(
+  default: Any,
+  low: float,
+  high: float,
+  *,
+  low_open: bool = False,
+  high_open: bool = False,
+  metadata: dict[str, Any] | None = None,
+) -> Any:
   """A dataclass field with an allowed range, kept in its metadata (`range`: low, high, low_open, high_open) where
-  `check_ranges` and the command line (`zett.cli`) read it. None, where the field allows it, is always allowed."""
-  return dataclasses.field(default=default, metadata={"range": (low, high, low_open, high_open)})
+  `check_ranges` and the command line (`zett.cli`) read it; `metadata` adds other entries. None, where the field
+  allows it, is always allowed."""
+  return dataclasses.field(default=default, metadata={**(metadata or {}), "range": (low, high, low_open, high_open)})
 
 
 def check_ranges(config: Any, prefix: str = "") -> None:

@@ -1,5 +1,9 @@
 """The `zett` command. Thin: each subcommand parses its arguments and calls one library function.
 
+One module per command (`zett.cli.train`, `.transfer`, `.eval`, `.apply`, `.dynamic`, `.generate`, `.data`,
+`.serve`), each with `add_arguments(parser)` and `run(args)`. A command's options are one frozen dataclass with a
+docstring per field, filled from `--config FILE.yaml`, its flags and `KEY=VALUE` arguments (`zett.cli._options`).
+
 Subcommand modules are imported only when their command runs, so `zett --help` stays fast and a
 missing optional dependency (say, the HTTP server) only affects its own command.
 """
@@ -9,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import signal
 import sys
 import threading
@@ -35,42 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
   def error(self, message):
     self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def int_range(low: int, high: int):
-  """An argparse `type` accepting integers in [low, high]; anything else is a one-line usage error."""
-
-  def parse(text: str) -> int:
-    try:
-      value = int(text)
-    except ValueError:
-      value = None
-    if value is None or not low <= value <= high:
-      raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {text!r}")
-    return value
-
-  return parse
-
-
-def float_range(low: float, high: float, low_open: bool = False, high_open: bool = False):
-  """An argparse `type` accepting finite numbers in the interval from `low` to `high` (ends open when asked)."""
-  interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-  def parse(text: str) -> float:
-    try:
-      value = float(text)
-    except ValueError:
-      value = math.nan
-    inside = (
-      math.isfinite(value)
-      and (low < value if low_open else low <= value)
-      and (value < high if high_open else value <= high)
-    )
-    if not inside:
-      raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
-    return value
-
-  return parse
 
 
 def _build_parser(argv: list[str]) -> argparse.ArgumentParser:

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
+from zett.cli._options import add_options, load_options, option
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyOptions:
+  """The three models `zett apply` combines and where the result goes."""
+
+  base: str | None = option(required=True)
+  """The base model the transfer was made on."""
+  transferred: str | None = option(required=True)
+  """Folder written by `zett transfer` for base."""
+  finetuned: str | None = option(required=True)
+  """A fine-tuned variant of base (same vocabulary)."""
+  out: str | None = option(required=True)
+  """Output folder (Hugging Face format)."""
+  overwrite: bool = False
+  """Replace an existing output folder."""
+  progress: bool = True
+  """Show progress bars."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--base", required=True, help="the base model the transfer was made on")
-  parser.add_argument("--transferred", required=True, help="folder written by `zett transfer` for --base")
-  parser.add_argument("--finetuned", required=True, help="a fine-tuned variant of --base (same vocabulary)")
-  parser.add_argument("--out", required=True, help="output folder (Hugging Face format)")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-  parser.add_argument("--no-progress", action="store_true")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  add_options(parser, ApplyOptions)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,12 +35,14 @@ def run(args: argparse.Namespace) -> int:
   from zett.models.load import load_model
   from zett.transfer import check_output_folder, export
 
-  out = check_output_folder(args.out, args.overwrite)
-  record = read_transfer_record(args.transferred)
-  base, transferred, finetuned = load_model(args.base), load_model(args.transferred), load_model(args.finetuned)
+  options: ApplyOptions = load_options(ApplyOptions, args)
+  out = check_output_folder(options.out, options.overwrite)
+  record = read_transfer_record(options.transferred)
+  base, transferred = load_model(options.base), load_model(options.transferred)
+  finetuned = load_model(options.finetuned)
   model, new_record = apply_transfer(
-    base, transferred, finetuned, record, tokenizer=args.transferred, progress=not args.no_progress
+    base, transferred, finetuned, record, tokenizer=options.transferred, progress=options.progress
   )
-  export(model, new_record, out, overwrite=args.overwrite)
+  export(model, new_record, out, overwrite=options.overwrite)
   print(f"wrote {out} ({new_record.method})")
   return 0

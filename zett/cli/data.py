@@ -6,10 +6,33 @@ zett data prepare [--out data/corpus] [--languages en,de,ru,python] [--heldout-p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from zett.cli import int_range
-from zett.data import KNOWN_LANGUAGES, prepare_corpus
+from zett.cli._options import add_options, load_options, option
+from zett.config import check_ranges
+from zett.data import KNOWN_LANGUAGES
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareOptions:
+  """Where `zett data prepare` reads the Debian packages and the standard library, and where the corpus goes."""
+
+  out: str = "data/corpus"
+  """Output folder (data/corpus is git-ignored)."""
+  languages: str = "all"
+  """Comma-separated language codes (listed above), 'python' for the standard-library code, or all."""
+  heldout_permille: int = option(20, low=0, high=999)
+  """Documents held out per 1000 (train.data.is_heldout); give training the same data.heldout_permille."""
+  root: str = "/"
+  """File system root holding the Debian packages and their dpkg database."""
+  stdlib: str | None = None
+  """Python standard-library folder (default: this Python's)."""
+  progress: bool = True
+  """Show progress bars."""
+
+  def __post_init__(self):
+    check_ranges(self)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,27 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     "prepare",
     help="build the corpus: one parquet file per language, plus summary.json",
     description="Build the training / held-out corpus offline: Python standard-library "
-    "code and Debian's translated documentation, man pages and fortunes.",
+    "code and Debian's translated documentation, man pages and fortunes. Languages: " + ", ".join(KNOWN_LANGUAGES),
   )
-  prepare.add_argument("--out", default="data/corpus", help="output folder (default: data/corpus, git-ignored)")
-  prepare.add_argument(
-    "--languages",
-    default="all",
-    help=f"comma-separated codes, 'python' for the stdlib code (default: all: {','.join(KNOWN_LANGUAGES)})",
-  )
-  prepare.add_argument(
-    "--heldout-permille",
-    type=int_range(0, 999),
-    default=20,
-    help="documents held out per 1000 (train.data.is_heldout); give training the same "
-    "data.heldout_permille (default: 20)",
-  )
-  prepare.add_argument(
-    "--root", default="/", help="file system root holding the Debian packages and their dpkg database (default: /)"
-  )
-  prepare.add_argument("--stdlib", default=None, help="Python standard-library folder (default: this Python's)")
-  prepare.add_argument("--no-progress", action="store_true", help="no progress bars")
-  prepare.add_argument("--debug", action="store_true", help="show tracebacks")
+  add_options(prepare, PrepareOptions)
 
 
 def _print_summary(summary: dict, out: str) -> None:
@@ -55,14 +60,17 @@ def _print_summary(summary: dict, out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+  from zett.data import prepare_corpus
+
+  options: PrepareOptions = load_options(PrepareOptions, args)
   summary = prepare_corpus(
-    args.out,
-    languages=args.languages,
-    heldout_permille=args.heldout_permille,
-    root=args.root,
-    stdlib_dir=args.stdlib,
-    progress=not args.no_progress,
+    options.out,
+    languages=options.languages,
+    heldout_permille=options.heldout_permille,
+    root=options.root,
+    stdlib_dir=options.stdlib,
+    progress=options.progress,
   )
-  _print_summary(summary, args.out)
+  _print_summary(summary, options.out)
   sys.stdout.flush()
   return 0

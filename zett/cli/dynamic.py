@@ -6,64 +6,61 @@ zett dynamic --model smollm2-135m [--hypernet DIR] --text FILE [--reduction 0.2 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from zett.cli import float_range, int_range
-from zett.dynamic.run import DynamicEmbedder, DynamicRunError, evaluate_decoder, evaluate_encoder
+from zett.cli._options import add_options, load_options, option
+from zett.config import ConfigError, check_ranges
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicOptions:
+  """The model, the text and the merge rule of `zett dynamic`."""
+
+  model: str = "smollm2-135m"
+  """Base model: Hugging Face folder, .gguf file or smollm2-135m."""
+  hypernet: str | None = None
+  """Hypernetwork folder (save_hypernet) or published name; default: a fresh one, i.e. the mean of the subtoken
+  embeddings."""
+  text: str | None = option(required=True)
+  """UTF-8 text file; its paragraphs (blank-line separated) are the examples."""
+  reduction: float | None = option(low=0, high=1, high_open=True)
+  """Merge until the sequences are this much shorter, in [0, 1) (one of reduction, merges, word_level)."""
+  merges: int | None = option(low=0, high=1 << 24)
+  """Merge budget per batch (one of reduction, merges, word_level)."""
+  word_level: bool = False
+  """Merge until no pair is left (the default rule)."""
+  min_frequency: int = option(1, low=1, high=1 << 31)
+  """Never merge pairs rarer than this in a batch."""
+  max_token_length: int | None = option(low=0, high=1024)
+  """Longest new token in base tokens (default: the hypernetwork's surface length; 0 = no limit)."""
+  batch_size: int = option(8, low=1, high=4096)
+  """Paragraphs per batch."""
+  max_batches: int = option(4, low=1, high=1 << 20)
+  """Batches to run."""
+  max_length: int = option(256, low=2, high=1 << 20)
+  """Base tokens per example (truncated)."""
+  prompt_fraction: float = option(0.5, low=0, high=1, low_open=True, high_open=True)
+  """Decoders: share of each example prefilled with merged tokens; the rest is scored."""
+  cache_size: int = option(8192, low=0, high=1 << 24)
+  """Entries of the LRU cache of new-token embeddings."""
+  generate: int = option(0, low=0, high=1 << 16)
+  """Decoders: greedy tokens to generate after the merged prefill of the first example."""
+
+  def __post_init__(self):
+    check_ranges(self)
+    rules = [name for name in ("reduction", "merges") if getattr(self, name) is not None]
+    if len(rules) + self.word_level > 1:
+      given = ", ".join(rules + ["word_level"] * self.word_level)
+      raise ConfigError(f"give one of --reduction, --merges and --word-level, not {given}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument(
-    "--model", default="smollm2-135m", help="base model: HF folder, .gguf file or smollm2-135m (default)"
-  )
-  parser.add_argument(
-    "--hypernet",
-    default=None,
-    help="hypernetwork folder (save_hypernet); default: a fresh one, i.e. mean of subtoken embeddings",
-  )
-  parser.add_argument("--text", required=True, help="UTF-8 text file; paragraphs (blank-line separated) are examples")
-  rule = parser.add_mutually_exclusive_group()
-  rule.add_argument(
-    "--reduction",
-    type=float_range(0, 1, high_open=True),
-    default=None,
-    help="target sequence-length reduction in [0, 1)",
-  )
-  rule.add_argument("--merges", type=int_range(0, 1 << 24), default=None, help="merge budget per batch")
-  rule.add_argument("--word-level", action="store_true", help="merge until no pair is left (the default)")
-  parser.add_argument(
-    "--min-frequency", type=int_range(1, 1 << 31), default=1, help="never merge pairs rarer than this in a batch"
-  )
-  parser.add_argument(
-    "--max-token-length",
-    type=int_range(0, 1024),
-    default=None,
-    help="longest new token in base tokens (default: the hypernetwork's surface length; 0 = no limit)",
-  )
-  parser.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="paragraphs per batch")
-  parser.add_argument("--max-batches", type=int_range(1, 1 << 20), default=4)
-  parser.add_argument(
-    "--max-length", type=int_range(2, 1 << 20), default=256, help="base tokens per example (truncated)"
-  )
-  parser.add_argument(
-    "--prompt-fraction",
-    type=float_range(0, 1, low_open=True, high_open=True),
-    default=0.5,
-    help="decoders: share of each example prefilled with merged tokens; the rest is scored",
-  )
-  parser.add_argument(
-    "--cache-size", type=int_range(0, 1 << 24), default=8192, help="LRU cache of new-token embeddings"
-  )
-  parser.add_argument(
-    "--generate",
-    type=int_range(0, 1 << 16),
-    default=0,
-    help="decoders: greedy tokens to generate after the merged prefill of the first example",
-  )
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  add_options(parser, DynamicOptions)
 
 
 def read_paragraphs(path: str | Path) -> list[str]:
+  from zett.dynamic.run import DynamicRunError
   from zett.text_files import read_text
 
   path = Path(path)
@@ -82,24 +79,27 @@ def _describe(rules: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+  from zett.dynamic.run import DynamicEmbedder, evaluate_decoder, evaluate_encoder
   from zett.models.load import load_model
 
-  paragraphs = read_paragraphs(args.text)
-  rules = {"min_frequency": args.min_frequency}
-  if args.reduction is not None:
-    rules["target_reduction"] = args.reduction
-  if args.merges is not None:
-    rules["max_merges"] = args.merges
-  if args.max_token_length is not None:
-    rules["max_token_length"] = args.max_token_length or None
-  model = load_model(args.model)
-  embedder = DynamicEmbedder(model, args.hypernet, cache_capacity=args.cache_size)
+  options: DynamicOptions = load_options(DynamicOptions, args)
+  paragraphs = read_paragraphs(options.text)
+  rules = {"min_frequency": options.min_frequency}
+  if options.reduction is not None:
+    rules["target_reduction"] = options.reduction
+  if options.merges is not None:
+    rules["max_merges"] = options.merges
+  if options.max_token_length is not None:
+    rules["max_token_length"] = options.max_token_length or None
+  model = load_model(options.model)
+  embedder = DynamicEmbedder(model, options.hypernet, cache_capacity=options.cache_size)
   is_decoder = bool(model.family.is_causal) and model.family.init_cache is not None
-  batches = [paragraphs[i : i + args.batch_size] for i in range(0, len(paragraphs), args.batch_size)]
-  batches = batches[: args.max_batches]
+  batch_size = options.batch_size
+  batches = [paragraphs[i : i + batch_size] for i in range(0, len(paragraphs), batch_size)]
+  batches = batches[: options.max_batches]
   print(
-    f"model {model.name}, hypernetwork {args.hypernet or '(fresh: mean of subtokens)'}, "
-    f"{len(batches)} batch(es) of up to {args.batch_size} paragraphs, {_describe(rules)}"
+    f"model {model.name}, hypernetwork {options.hypernet or '(fresh: mean of subtokens)'}, "
+    f"{len(batches)} batch(es) of up to {batch_size} paragraphs, {_describe(rules)}"
   )
   if is_decoder:
     print(
@@ -115,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
         model,
         embedder,
         texts,
-        prompt_fraction=args.prompt_fraction,
-        max_length=args.max_length,
-        generate_tokens=args.generate if k == 0 else 0,
+        prompt_fraction=options.prompt_fraction,
+        max_length=options.max_length,
+        generate_tokens=options.generate if k == 0 else 0,
         **rules,
       )
       print(
@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
         totals[3] + r.bits_per_byte_merged * r.continuation_bytes,
         totals[4] + r.continuation_bytes,
       ]
-      if k == 0 and args.generate and model.tokenizer is not None:
+      if k == 0 and options.generate and model.tokenizer is not None:
         decode = model.tokenizer.decode
         print(f"      generated after the merged prefill of example 0: {decode(r.generated_merged_prefill[0])!r}")
     else:
-      r = evaluate_encoder(model, embedder, texts, max_length=args.max_length, **rules)
+      r = evaluate_encoder(model, embedder, texts, max_length=options.max_length, **rules)
       print(
         f"{k:>5} {r.tokens_base:>11} {r.tokens_merged:>13} {r.reduction:>9.1%} {r.new_tokens:>10} "
         f"{r.mean_pooled_cosine:>7.3f}"

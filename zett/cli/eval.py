@@ -3,47 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from zett.cli import int_range
+from zett.cli._options import add_options, load_options, option
+from zett.config import check_ranges
 from zett.errors import UsageError
 
-_TEXT_BYTES = int_range(1, 1 << 40)
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+  """The models `zett eval` compares, the text and where the report goes."""
+
+  models: tuple[str, ...] = option((), required=True, positional=True, metavar="MODEL_OR_DIR")
+  """Models to compare (the first is the reference for relative length)."""
+  text: str | None = option(required=True)
+  """Text file (.txt/.jsonl) or a datasets name."""
+  max_bytes: int = option(200_000, low=1, high=1 << 40)
+  """Use at most this many bytes of text."""
+  max_length: int = option(512, low=2, high=1 << 20)
+  """Tokens per evaluation window."""
+  batch_size: int = option(8, low=1, high=4096)
+  """Evaluation windows per forward pass."""
+  json: str = "eval.json"
+  """Where to write the JSON results."""
+  png: str = "eval.png"
+  """Where to write the bar chart."""
+
+  def __post_init__(self):
+    check_ranges(self)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument(
-    "models",
-    nargs="+",
-    metavar="MODEL_OR_DIR",
-    help="models to compare (the first is the reference for relative length)",
-  )
-  parser.add_argument("--text", required=True, help="text file (.txt/.jsonl) or a datasets name")
-  parser.add_argument("--max-bytes", type=_TEXT_BYTES, default=200_000, help="use at most this many bytes of text")
-  parser.add_argument("--max-length", type=int_range(2, 1 << 20), default=512, help="tokens per evaluation window")
-  parser.add_argument("--batch-size", type=int_range(1, 4096), default=8, help="evaluation windows per forward pass")
-  parser.add_argument("--json", default="eval.json", help="where to write the JSON results")
-  parser.add_argument("--png", default="eval.png", help="where to write the bar chart")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks")
+  add_options(parser, EvalOptions)
 
 
 def run(args: argparse.Namespace) -> int:
   from zett.eval_report import evaluate_models, format_table, read_texts, write_bar_chart, write_json
   from zett.models.load import load_model
 
-  for flag, path in (("--json", args.json), ("--png", args.png)):  # before the evaluation, not after it
+  options: EvalOptions = load_options(EvalOptions, args)
+  for flag, path in (("--json", options.json), ("--png", options.png)):  # before the evaluation, not after it
     check_output_file(flag, path)
-  texts = read_texts(args.text, max_bytes=args.max_bytes)
-  models = [(_label(spec), load_model(spec)) for spec in args.models]
-  results = evaluate_models(models, texts, max_length=args.max_length, batch_size=args.batch_size)
+  texts = read_texts(options.text, max_bytes=options.max_bytes)
+  models = [(_label(spec), load_model(spec)) for spec in options.models]
+  results = evaluate_models(models, texts, max_length=options.max_length, batch_size=options.batch_size)
   print(format_table(results))
-  write_json(results, args.json, text_source=args.text)
+  write_json(results, options.json, text_source=options.text)
   try:
-    write_bar_chart(results, args.png)
+    write_bar_chart(results, options.png)
   except ImportError:  # matplotlib is the optional `plot` extra
-    print(f"wrote {args.json}; no chart: install matplotlib (pip install 'zett[plot]') for {args.png}")
+    print(f"wrote {options.json}; no chart: install matplotlib (pip install 'zett[plot]') for {options.png}")
     return 0
-  print(f"wrote {args.json} and {args.png}")
+  print(f"wrote {options.json} and {options.png}")
   return 0
 
 

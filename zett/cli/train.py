@@ -1,78 +1,105 @@
-"""`zett train CONFIG.yaml [dotted.overrides ...] [--resume] [--dry-run]`: parse, then call `train.loop.train`.
+"""`zett train CONFIG.yaml [KEY=VALUE ...] [--resume] [--dry-run]`: parse, then call `zett.train.loop.train`.
 
-Multi-process runs (TPU pods, GPU clusters; see tpu/README.md) pass --coordinator/--num-processes/--process-id (or the
-JAX_* environment variables, or --distributed-auto on a TPU pod / SLURM); `train.distributed` joins them first.
+The YAML file and the dotted overrides are the run's `TrainConfig` (`zett.train.config`); the flags are how this
+process runs it (`TrainRunOptions`). Multi-process runs (TPU pods, GPU clusters; see tpu/README.md) pass
+--coordinator/--num-processes/--process-id (or the JAX_* environment variables, or --distributed-auto on a TPU pod /
+SLURM); `zett.train.distributed` joins them first.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-from zett.cli import float_range, int_range
+from zett import config as config_lib
+from zett.cli._options import add_options, flag_values, option, split_arguments
+from zett.config import check_ranges
+from zett.errors import UsageError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRunOptions:
+  """How this process runs the training config: resume, join a multi-process run, or only estimate memory."""
+
+  resume: bool = False
+  """Continue exactly from the latest checkpoint of run_dir."""
+  coordinator: str | None = None
+  """Multi-process: HOST:PORT of process 0 (default: $JAX_COORDINATOR_ADDRESS)."""
+  num_processes: int | None = option(low=1, high=1 << 16)
+  """Multi-process: processes in the run (default: $JAX_NUM_PROCESSES)."""
+  process_id: int | None = option(low=0, high=(1 << 16) - 1)
+  """Multi-process: this process, 0-based (default: $JAX_PROCESS_ID)."""
+  distributed_timeout: int | None = option(low=1, high=7 * 86400)
+  """Multi-process: seconds to wait for the coordinator (default 300)."""
+  distributed_auto: bool = False
+  """Multi-process: let jax detect the cluster (TPU pod slice, SLURM, Open MPI)."""
+  dry_run: bool = False
+  """Print the per-device memory estimate for the config's mesh and exit (nothing is allocated)."""
+  target: str | None = None
+  """Hardware preset for dry_run (zett.train.memory.TARGETS: v4-8, v4-32, v5p-64, 8xh100-80gb, ...)."""
+  devices: int | None = option(low=1, high=1 << 20)
+  """Device count for dry_run (default: the target's, or this host's)."""
+  device_memory_gib: float | None = option(low=0, high=1 << 20, low_open=True)
+  """Memory per device for dry_run (default: the target's)."""
+
+  def __post_init__(self):
+    check_ranges(self)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("config", help="training config YAML (e.g. configs/tiny.yaml)")
-  parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optimizer.learning_rate=1e-4 run_dir=runs/x")
-  parser.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint of run_dir")
-  parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-  group = parser.add_argument_group("multi-process (train.distributed)")
-  group.add_argument("--coordinator", help="HOST:PORT of process 0 (default: $JAX_COORDINATOR_ADDRESS)")
-  group.add_argument(
-    "--num-processes", type=int_range(1, 1 << 16), help="processes in the run (default: $JAX_NUM_PROCESSES)"
-  )
-  group.add_argument(
-    "--process-id", type=int_range(0, (1 << 16) - 1), help="this process, 0-based (default: $JAX_PROCESS_ID)"
-  )
-  group.add_argument(
-    "--distributed-timeout", type=int_range(1, 7 * 86400), help="seconds to wait for the coordinator (default 300)"
-  )
-  group.add_argument(
-    "--distributed-auto", action="store_true", help="let jax detect the cluster (TPU pod slice, SLURM, Open MPI)"
-  )
-  dry = parser.add_argument_group("memory estimate (train.memory)")
-  dry.add_argument(
-    "--dry-run",
-    action="store_true",
-    help="print the per-device memory estimate for the config's mesh and exit (nothing is allocated)",
-  )
-  dry.add_argument("--target", help="hardware preset for --dry-run: " + ", ".join(_target_names()))
-  dry.add_argument(
-    "--devices", type=int_range(1, 1 << 20), help="device count for --dry-run (default: the target's, or this host's)"
-  )
-  dry.add_argument(
-    "--device-memory-gib",
-    type=float_range(0, 1 << 20, low_open=True),
-    help="memory per device for --dry-run (default: the target's)",
-  )
+  from zett.train.config import TrainConfig
 
-
-def _target_names() -> list[str]:
-  from zett.train.memory import TARGETS
-
-  return list(TARGETS)
+  add_options(
+    parser,
+    TrainRunOptions,
+    config_help="the training config YAML (the same as CONFIG.yaml)",
+    arguments=(
+      "CONFIG.yaml|KEY=VALUE",
+      "the training config (e.g. configs/tiny.yaml), then KEY=VALUEs that override its keys (listed below; dotted "
+      "keys reach nested sections, the value is YAML: 3, true, [a, b], null)",
+    ),
+    keys_of=TrainConfig,
+  )
 
 
 def run(args: argparse.Namespace) -> int:
   from zett.train.config import load_train_config
 
-  config = load_train_config(args.config, args.overrides)
-  if args.dry_run:
+  overrides, files = split_arguments(args.arguments)
+  if args.config is not None:
+    files = [args.config, *files]
+  if len(files) != 1:
+    given = f"got {', '.join(files)}" if files else "none given"
+    raise UsageError(f"give one training config: zett train CONFIG.yaml [KEY=VALUE ...] ({given})")
+  run_options = config_lib.load(TrainRunOptions, values=flag_values(TrainRunOptions, args))
+  config = load_train_config(files[0], [*args.set, *overrides])
+  if run_options.dry_run:
     from zett.train.memory import dry_run
 
-    print(dry_run(config, target=args.target, devices=args.devices, device_memory_gib=args.device_memory_gib))
+    print(
+      dry_run(
+        config,
+        target=run_options.target,
+        devices=run_options.devices,
+        device_memory_gib=run_options.device_memory_gib,
+      )
+    )
     return 0
   from zett.train import distributed
 
   distributed.initialize(
     distributed.options_from(
-      args.coordinator, args.num_processes, args.process_id, args.distributed_timeout, args.distributed_auto
+      run_options.coordinator,
+      run_options.num_processes,
+      run_options.process_id,
+      run_options.distributed_timeout,
+      run_options.distributed_auto,
     )
   )
   from zett.train.loop import train  # heavy imports (jax, models) only after the config parsed cleanly
 
-  summary = train(config, resume=args.resume)
+  summary = train(config, resume=run_options.resume)
   import jax
 
   if jax.process_index() == 0:
