@@ -128,7 +128,13 @@ def run_command(prog: str, command: Callable[[], int | None], debug: bool = Fals
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = _build_parser(argv)
-  args = parser.parse_args(argv)
+  # Bare arguments after a flag (`zett eval A --text T B`, `zett train C.yaml --resume key=value`) are arguments too:
+  # argparse takes one run of positionals only.
+  args, extra = parser.parse_known_args(argv)
+  if extra and (not hasattr(args, "arguments") or any(a.startswith("-") for a in extra)):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  if extra:
+    args.arguments = [*args.arguments, *extra]
   if args.command is None:
     parser.print_help()
     return 2
