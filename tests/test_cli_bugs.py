@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from tests.test_cli_ranges import _ROOT, _env
-from zett import cli, transfer_cli
+from zett import cli
+from zett.cli import eval as eval_command
 from zett.config import ConfigError
 
 _EVAL = ["eval", "model", "--text", "text.txt"]  # a complete `zett eval` command line; run_eval is replaced
@@ -20,7 +21,7 @@ _EVAL = ["eval", "model", "--text", "text.txt"]  # a complete `zett eval` comman
 def _run_eval_raising(monkeypatch, error: BaseException):
   def run_eval(args):
     raise error
-  monkeypatch.setattr(transfer_cli, "run_eval", run_eval)
+  monkeypatch.setattr(eval_command, "run", run_eval)
   return cli.main(_EVAL)
 
 
@@ -40,7 +41,7 @@ def test_a_zett_error_is_one_line_and_exit_code_2(monkeypatch, capsys):
 def test_a_zett_error_keeps_its_traceback_with_debug(monkeypatch):
   def run_eval(args):
     raise ConfigError("config.yaml: unknown key(s) lr")
-  monkeypatch.setattr(transfer_cli, "run_eval", run_eval)
+  monkeypatch.setattr(eval_command, "run", run_eval)
   with pytest.raises(ConfigError):
     cli.main([*_EVAL, "--debug"])
 
@@ -62,7 +63,7 @@ def test_log_messages_reach_stderr_during_a_command_only(monkeypatch, capsys):
     logging.getLogger("zett.train.loop").warning("loss spiked")
     logging.getLogger("zett.transfer").debug("not shown")
     return 0
-  monkeypatch.setattr(transfer_cli, "run_eval", run_eval)
+  monkeypatch.setattr(eval_command, "run", run_eval)
   assert cli.main(_EVAL) == 0
   assert capsys.readouterr().err == ("zett eval: using the hypernetwork shipped for m\n"
                                      "zett eval: warning: loss spiked\n")
@@ -72,10 +73,11 @@ def test_log_messages_reach_stderr_during_a_command_only(monkeypatch, capsys):
 
 _BUGGY_PROCESS = """
 import sys
-from zett import cli, transfer_cli
+from zett import cli
+from zett.cli import eval as eval_command
 def run_eval(args):
   raise RuntimeError("a bug in run_eval")
-transfer_cli.run_eval = run_eval
+eval_command.run = run_eval
 sys.exit(cli.main(sys.argv[1:]))
 """
 

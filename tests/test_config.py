@@ -63,3 +63,58 @@ def test_missing_and_malformed_files(tmp_path):
   bad.write_text("name: [unclosed\n")
   with pytest.raises(zconfig.ConfigError, match="not valid YAML"):
     zconfig.load(_Run, bad)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Documented:
+  """A class docstring is not a field's."""
+
+  width: int = zconfig.bounded(8, 1, 64)
+  """Columns per row,
+  wrapped over two lines."""
+  share: float = zconfig.bounded(0.5, 0.0, 1.0, low_open=True, high_open=True)
+  """A share strictly between 0 and 1."""
+  label: str = ""
+
+  def __post_init__(self):
+    zconfig.check_ranges(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class _MoreDocumented(_Documented):
+  label: str = "x"
+  """Documented only in the subclass."""
+  extra: bool = False
+  """A field of the subclass."""
+
+
+def test_field_docs_reads_attribute_docstrings():
+  assert zconfig.field_docs(_Documented) == {"width": "Columns per row, wrapped over two lines.",
+                                             "share": "A share strictly between 0 and 1."}
+  assert zconfig.field_docs(_MoreDocumented) == {"width": "Columns per row, wrapped over two lines.",
+                                                 "share": "A share strictly between 0 and 1.",
+                                                 "label": "Documented only in the subclass.",
+                                                 "extra": "A field of the subclass."}
+  assert zconfig.field_docs(_Run) == {}  # no docstrings, no entries
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["width=0"], r"width must be in \[1, 64\], got 0"),
+    (["width=65"], r"width must be in \[1, 64\]"),
+    (["share=1"], r"share must be in \(0.0, 1.0\), got 1.0"),
+    (["share=0"], r"share must be in \(0.0, 1.0\)"),
+    (["share=nan"], "expected a finite number"),
+    (["label=[unclosed"], "label: '\\[unclosed' is not a YAML value"),
+])
+def test_bounded_fields_are_range_checked(overrides, match):
+  with pytest.raises(zconfig.ConfigError, match=match):
+    zconfig.load(_Documented, None, overrides)
+  assert zconfig.load(_Documented, None, ["width=64", "share=0.999"]).width == 64
+
+
+def test_values_join_the_overrides_and_must_agree_with_them():
+  assert zconfig.load(_Run, None, ["steps=3"], {"name": "yes", "optimizer.learning_rate": 0.5}) == _Run(
+      name="yes", steps=3, optimizer=_Optimizer(learning_rate=0.5))  # a value is never YAML-parsed: "yes" stays
+  assert zconfig.load(_Run, None, ["steps=3"], {"steps": 3}).steps == 3
+  with pytest.raises(zconfig.ConfigError, match="steps given twice"):
+    zconfig.load(_Run, None, ["steps=3"], {"steps": 4})

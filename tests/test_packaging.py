@@ -51,7 +51,7 @@ def test_a_wheel_exposes_only_zett(tmp_path):
   (wheel,) = (tmp_path / "dist").glob("zett-*.whl")
   names = zipfile.ZipFile(wheel).namelist()
   assert {n.split("/")[0] for n in names} == {"zett", wheel.name.split("-py")[0] + ".dist-info"}
-  for module in ("zett/hypernet/model.py", "zett/train/loop.py", "zett/train/publish.py", "zett/cli.py"):
+  for module in ("zett/hypernet/model.py", "zett/train/loop.py", "zett/train/publish.py", "zett/cli/__init__.py", "zett/cli/transfer.py"):
     assert module in names
   assert any(n.startswith("zett/hypernets/") and n.endswith("hypernet.safetensors") for n in names)
 

@@ -106,7 +106,7 @@ def test_dynamic_cli_and_service_engine_take_a_published_hypernetwork(assets, ca
   code = main(["dynamic", "--model", str(assets / "base"), "--hypernet", str(assets / "hypernet"), "--text",
                str(assets / "text.txt"), "--max-batches", "1", "--batch-size", "2", "--max-length", "64"])
   assert code == 0
-  from zett.service.cli import load_engine
+  from zett.cli.serve import load_engine
   engine = load_engine(str(assets / "base"), str(assets / "hypernet"), cache_size=16)
   rows = engine.predict([b" argparse", b"parser"])
   assert rows.input.shape == (2, 32) and rows.output.shape == (2, 32) and rows.bias is None

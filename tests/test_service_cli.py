@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from zett.service.cli import add_arguments, load_settings
+from zett.cli.serve import add_arguments, load_settings
 
 
 def _parse(*argv):

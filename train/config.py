@@ -158,6 +158,7 @@ class SamplerConfig:
   options: dict[str, Any] = dataclasses.field(default_factory=dict)
   """Further sampler options by name (passed through to `TokenizerSampler`)."""
   seed: int = 0
+  """Seed of the training tokenizer sampler (the evaluation sampler uses seed + 1)."""
 
   def __post_init__(self):
     if self.vocab_size < 257:
@@ -174,16 +175,22 @@ class OptimizerConfig:
   learning_rate: float = 6e-5
   """Peak learning rate."""
   warmup_steps: int = 2000
+  """Optimiser updates of linear warmup from 0 to the peak learning rate."""
   schedule: Literal["cosine", "constant"] = "cosine"
+  """Learning rate after warmup: cosine decay to the end ratio, or constant (see `decay_steps`)."""
   end_learning_rate_ratio: float = 0.0
   """Final learning rate as a share of the peak (cosine, and the end of a constant schedule's decay)."""
   decay_steps: int = 0
   """Constant schedule only: decay linearly to the end ratio over the last `decay_steps` of `num_train_steps`
   (warmup-stable-decay), so a training leg of known length ends annealed. 0 keeps the rate constant throughout."""
   b1: float = 0.9
+  """AdamW first-moment decay."""
   b2: float = 0.95
+  """AdamW second-moment decay."""
   eps: float = 1e-8
+  """AdamW epsilon."""
   weight_decay: float = 0.01
+  """AdamW decoupled weight decay, on matrices only (not norms, biases or position tables)."""
   max_grad_norm: float = 0.1
   """Global-norm gradient clipping threshold (0 disables)."""
   grad_accumulation_steps: int = 1
@@ -235,6 +242,7 @@ class CheckpointConfig:
   save_every_minutes: float = 0.0
   """Also save when this much wall time passed since the last save (preemptible machines); 0 disables."""
   save_on_sigterm: bool = True
+  """On SIGTERM, save a checkpoint at the current step and stop (resume with --resume)."""
   async_save: bool = False
   """Write in a background thread (faster on accelerators; off by default so CPU runs stay simple)."""
 
@@ -274,6 +282,7 @@ class LoggingConfig:
   every_steps: int = 10
   """Metrics interval in micro-steps (the host waits for the device only here)."""
   progress_bar: bool = True
+  """Show a progress bar (process 0 only)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,9 +5,12 @@ Unknown keys and malformed overrides are errors, raised before anything is compi
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
 import math
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -25,10 +28,64 @@ class ConfigError(ZettError, ValueError):
   the message names the setting."""
 
 
-def check_range(name: str, value: float, low: float, high: float) -> None:
-  """Raises ConfigError naming `name` and the allowed range unless low <= value <= high (for `__post_init__`)."""
-  if not low <= value <= high:
-    raise ConfigError(f"{name} must be in [{low:,}, {high:,}], got {value!r}")
+def check_range(
+  name: str, value: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False
+) -> None:
+  """Raises ConfigError naming `name` and the allowed range unless `value` lies between low and high (inclusive,
+  or excluded at an end marked open) (for `__post_init__`)."""
+  inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+  if not inside:
+    interval = f"{'(' if low_open else '['}{low:,}, {high:,}{')' if high_open else ']'}"
+    raise ConfigError(f"{name} must be in {interval}, got {value!r}")
+
+
+def bounded(
+  default: Any,
+  low: float,
+  high: float,
+  *,
+  low_open: bool = False,
+  high_open: bool = False,
+  metadata: dict[str, Any] | None = None,
+) -> Any:
+  """A dataclass field with an allowed range, kept in its metadata (`range`: low, high, low_open, high_open) where
+  `check_ranges` and the command line (`zett.cli`) read it; `metadata` adds other entries. None, where the field
+  allows it, is always allowed."""
+  return dataclasses.field(default=default, metadata={**(metadata or {}), "range": (low, high, low_open, high_open)})
+
+
+def check_ranges(config: Any, prefix: str = "") -> None:
+  """`check_range` on every field of dataclass instance `config` declared with `bounded` (for `__post_init__`)."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if "range" in field.metadata and value is not None:
+      low, high, low_open, high_open = field.metadata["range"]
+      check_range(prefix + field.name, value, low, high, low_open=low_open, high_open=high_open)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+  """The attribute docstrings of dataclass `cls`: for each field, the string literal right after it in the class
+  body (inherited fields too), whitespace collapsed to single spaces. Fields without one are absent."""
+  docs: dict[str, str] = {}
+  for klass in reversed(cls.__mro__):  # a subclass's docstring wins over its base's
+    if not dataclasses.is_dataclass(klass):
+      continue
+    try:
+      tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+    except (OSError, TypeError):  # no source (built in a REPL, or a frozen install): no docs, not an error
+      continue
+    body = next(node for node in tree.body if isinstance(node, ast.ClassDef)).body
+    for node, after in zip(body, body[1:]):
+      if (
+        isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and isinstance(after, ast.Expr)
+        and isinstance(after.value, ast.Constant)
+        and isinstance(after.value.value, str)
+      ):
+        docs[node.target.id] = " ".join(after.value.value.split())
+  names = {field.name for field in dataclasses.fields(cls)}
+  return {name: doc for name, doc in docs.items() if name in names}
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -162,19 +219,26 @@ def to_dict(config: Any) -> dict[str, Any]:
   return plain(config)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-  """Applies `a.b.c=value` overrides (values parsed as YAML) to a nested mapping.
+def apply_overrides(data: dict[str, Any], overrides: list[str], values: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Applies `a.b.c=value` overrides (values parsed as YAML) to a nested mapping, then `values` (dotted key -> a
+  value already parsed, such as a command-line flag's).
 
-  Setting the same key twice to different values is an error.
+  Setting the same key twice to different values, by either, is an error.
   """
   data = json.loads(json.dumps(data))  # deep copy of plain data
-  seen: dict[str, Any] = {}
+  items: list[tuple[str, Any]] = []
   for item in overrides:
     if "=" not in item:
       raise ConfigError(f"override {item!r} is not of the form key.path=value")
     key, raw = item.split("=", 1)
     key = key.strip().lstrip("-")
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+      items.append((key, yaml.safe_load(raw) if raw != "" else ""))
+    except yaml.YAMLError:
+      raise ConfigError(f"override {key}: {raw!r} is not a YAML value (quote it?)") from None
+  items.extend((values or {}).items())
+  seen: dict[str, Any] = {}
+  for key, value in items:
     if key in seen and seen[key] != value:
       raise ConfigError(f"override {key} given twice with different values ({seen[key]!r}, {value!r})")
     seen[key] = value
@@ -188,8 +252,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
   return data
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-  """Loads `cls` from a YAML file (or defaults) plus dotted overrides."""
+def load(
+  cls: type[T],
+  path: str | Path | None = None,
+  overrides: list[str] | None = None,
+  values: dict[str, Any] | None = None,
+) -> T:
+  """Loads `cls` from a YAML file (or defaults) plus dotted overrides, then `values` (see `apply_overrides`)."""
   data: dict[str, Any] = {}
   if path is not None:
     path = Path(path)
@@ -201,7 +270,7 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
       raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
       raise ConfigError(f"config file {path} must hold a mapping at the top level")
-  data = apply_overrides(data, list(overrides or []))
+  data = apply_overrides(data, list(overrides or []), values)
   return from_dict(cls, data, where=str(path) if path else "config")
 
 

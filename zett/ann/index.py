@@ -92,11 +92,15 @@ class IndexSpec:
   """"pq": each band is split into this many shards searched on parallel threads (0: one per CPU
   core, at most 8; resolved when the index is built)."""
   hnsw_neighbors: int = 32
+  """"hnsw", "hnsw-l2": graph neighbours per node (faiss M)."""
   hnsw_ef_construction: int = 100
+  """"hnsw", "hnsw-l2": candidate list length while building the graph."""
   hnsw_ef_search: int = 256
+  """"hnsw", "hnsw-l2": candidate list length while searching (`AnnIndex.set_search_effort` changes it)."""
   ivf_lists: int = 0
-  """0 = about 4 * sqrt(V)."""
+  """"ivf": inverted lists; 0 = about 4 * sqrt(V)."""
   ivf_probe: int = 32
+  """"ivf": lists searched per query."""
   candidates: int = 1024
   """Candidates fetched per query (split evenly over the norm bands) and rescored exactly."""
 

@@ -1,7 +1,7 @@
 """`zett serve`: the HTTP service (embeddings, transfer jobs, dynamic tokenization, streamed generation).
 
 Library use: `create_app(ServiceSettings(...), Engine(model, hypernetwork))` gives
-a FastAPI (ASGI) app; `serve_in_thread(app)` runs it on a free loopback port. The command itself: `zett.service.cli`.
+a FastAPI (ASGI) app; `serve_in_thread(app)` runs it on a free loopback port. The command itself: `zett.cli.serve`.
 """
 
 from __future__ import annotations

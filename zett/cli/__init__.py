@@ -1,5 +1,9 @@
 """The `zett` command. Thin: each subcommand parses its arguments and calls one library function.
 
+One module per command (`zett.cli.train`, `.transfer`, `.eval`, `.apply`, `.dynamic`, `.generate`, `.data`,
+`.serve`), each with `add_arguments(parser)` and `run(args)`. A command's options are one frozen dataclass with a
+docstring per field, filled from `--config FILE.yaml`, its flags and `KEY=VALUE` arguments (`zett.cli._options`).
+
 Subcommand modules are imported only when their command runs, so `zett --help` stays fast and a
 missing optional dependency (say, the HTTP server) only affects its own command.
 """
@@ -9,7 +13,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import signal
 import sys
 import threading
@@ -17,36 +20,16 @@ from collections.abc import Callable
 
 from zett.errors import ZettError
 
-# command -> (module, add-arguments function, run function, one-line help)
+# command -> (module with `add_arguments(parser)` and `run(args)`, one-line help)
 _COMMANDS = {
-  "train": ("zett.train.cli", "add_arguments", "run", "train a hypernetwork for a base model"),
-  "transfer": (
-    "zett.transfer_cli",
-    "add_transfer_arguments",
-    "run_transfer",
-    "transfer a model to a new tokenizer and export it in Hugging Face format",
-  ),
-  "eval": (
-    "zett.transfer_cli",
-    "add_eval_arguments",
-    "run_eval",
-    "bits per byte and tokens per byte of models on the same text",
-  ),
-  "apply": (
-    "zett.transfer_cli",
-    "add_apply_arguments",
-    "run_apply",
-    "carry a transfer made on a base model over to its fine-tuned variant",
-  ),
-  "dynamic": ("zett.dynamic.cli", "add_arguments", "run", "dynamic (batch-level BPE) tokenization"),
-  "generate": ("zett.ann.cli", "add_arguments", "run", "generate with a large vocabulary through an ANN index"),
-  "data": ("zett.data.cli", "add_arguments", "run", "build the training corpus offline (zett data prepare)"),
-  "serve": (
-    "zett.service.cli",
-    "add_arguments",
-    "run",
-    "serve embeddings, transfer, tokenization, generation over HTTP",
-  ),
+  "train": ("zett.cli.train", "train a hypernetwork for a base model"),
+  "transfer": ("zett.cli.transfer", "transfer a model to a new tokenizer and export it in Hugging Face format"),
+  "eval": ("zett.cli.eval", "bits per byte and tokens per byte of models on the same text"),
+  "apply": ("zett.cli.apply", "carry a transfer made on a base model over to its fine-tuned variant"),
+  "dynamic": ("zett.cli.dynamic", "dynamic (batch-level BPE) tokenization"),
+  "generate": ("zett.cli.generate", "generate with a large vocabulary through an ANN index"),
+  "data": ("zett.cli.data", "build the training corpus offline (zett data prepare)"),
+  "serve": ("zett.cli.serve", "serve embeddings, transfer, tokenization, generation over HTTP"),
 }
 
 
@@ -57,50 +40,14 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def int_range(low: int, high: int):
-  """An argparse `type` accepting integers in [low, high]; anything else is a one-line usage error."""
-
-  def parse(text: str) -> int:
-    try:
-      value = int(text)
-    except ValueError:
-      value = None
-    if value is None or not low <= value <= high:
-      raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {text!r}")
-    return value
-
-  return parse
-
-
-def float_range(low: float, high: float, low_open: bool = False, high_open: bool = False):
-  """An argparse `type` accepting finite numbers in the interval from `low` to `high` (ends open when asked)."""
-  interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-  def parse(text: str) -> float:
-    try:
-      value = float(text)
-    except ValueError:
-      value = math.nan
-    inside = (
-      math.isfinite(value)
-      and (low < value if low_open else low <= value)
-      and (value < high if high_open else value <= high)
-    )
-    if not inside:
-      raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
-    return value
-
-  return parse
-
-
 def _build_parser(argv: list[str]) -> argparse.ArgumentParser:
   parser = _Parser(prog="zett", description="Free pretrained language models from their tokenizers.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   wanted = next((a for a in argv if not a.startswith("-")), None)
-  for name, (module, add_fn, _, help_text) in _COMMANDS.items():
+  for name, (module, help_text) in _COMMANDS.items():
     p = sub.add_parser(name, help=help_text, description=help_text)
     if name == wanted:
-      getattr(importlib.import_module(module), add_fn)(p)
+      importlib.import_module(module).add_arguments(p)
   return parser
 
 
@@ -181,12 +128,17 @@ def run_command(prog: str, command: Callable[[], int | None], debug: bool = Fals
 def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   parser = _build_parser(argv)
-  args = parser.parse_args(argv)
+  # Bare arguments after a flag (`zett eval A --text T B`, `zett train C.yaml --resume key=value`) are arguments too:
+  # argparse takes one run of positionals only.
+  args, extra = parser.parse_known_args(argv)
+  if extra and (not hasattr(args, "arguments") or any(a.startswith("-") for a in extra)):
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+  if extra:
+    args.arguments = [*args.arguments, *extra]
   if args.command is None:
     parser.print_help()
     return 2
-  module, _, run_fn, _ = _COMMANDS[args.command]
-  command = getattr(importlib.import_module(module), run_fn)
+  command = importlib.import_module(_COMMANDS[args.command][0]).run
   return run_command(f"zett {args.command}", lambda: command(args), debug=getattr(args, "debug", False))
 
 
