@@ -149,7 +149,7 @@ def _flag_type(flag: _Flag):
 
 def _help(doc: str, default: Any = None) -> str:
   shown = doc or "(undocumented)"
-  if default is not None and not isinstance(default, bool) and default != () and not dataclasses.is_dataclass(default):
+  if default not in (None, "", ()) and not isinstance(default, bool) and not dataclasses.is_dataclass(default):
     shown += f" (default: {default})"
   return shown.replace("%", "%%")  # argparse %-formats help text
 

@@ -12,13 +12,13 @@ from zett.cli._options import add_options, load_options, option
 class ApplyOptions:
   """The three models `zett apply` combines and where the result goes."""
 
-  base: str | None = option(required=True)
+  base: str = option("", required=True)
   """The base model the transfer was made on."""
-  transferred: str | None = option(required=True)
+  transferred: str = option("", required=True)
   """Folder written by `zett transfer` for base."""
-  finetuned: str | None = option(required=True)
+  finetuned: str = option("", required=True)
   """A fine-tuned variant of base (same vocabulary)."""
-  out: str | None = option(required=True)
+  out: str = option("", required=True)
   """Output folder (Hugging Face format)."""
   overwrite: bool = False
   """Replace an existing output folder."""

@@ -22,7 +22,7 @@ class DynamicOptions:
   hypernet: str | None = None
   """Hypernetwork folder (save_hypernet) or published name; default: a fresh one, i.e. the mean of the subtoken
   embeddings."""
-  text: str | None = option(required=True)
+  text: str = option("", required=True)
   """UTF-8 text file; its paragraphs (blank-line separated) are the examples."""
   reduction: float | None = option(low=0, high=1, high_open=True)
   """Merge until the sequences are this much shorter, in [0, 1) (one of reduction, merges, word_level)."""
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
   options: DynamicOptions = load_options(DynamicOptions, args)
   paragraphs = read_paragraphs(options.text)
-  rules = {"min_frequency": options.min_frequency}
+  rules: dict[str, int | float | None] = {"min_frequency": options.min_frequency}
   if options.reduction is not None:
     rules["target_reduction"] = options.reduction
   if options.merges is not None:

@@ -17,7 +17,7 @@ class EvalOptions:
 
   models: tuple[str, ...] = option((), required=True, positional=True, metavar="MODEL_OR_DIR")
   """Models to compare (the first is the reference for relative length)."""
-  text: str | None = option(required=True)
+  text: str = option("", required=True)
   """Text file (.txt/.jsonl) or a datasets name."""
   max_bytes: int = option(200_000, low=1, high=1 << 40)
   """Use at most this many bytes of text."""

@@ -22,11 +22,11 @@ from zett.errors import UsageError
 class GenerateOptions:
   """The model, vocabulary and prompt of `zett generate`, how it picks tokens, and how it builds the vocabulary."""
 
-  model: str | None = option(required=True)
+  model: str = option("", required=True)
   """Base model: Hugging Face folder, .gguf file, or smollm2-135m."""
-  vocab: str | None = option(required=True)
+  vocab: str = option("", required=True)
   """Vocabulary directory (from zett.ann.build.build_vocabulary, or build_from)."""
-  prompt: str | None = option(required=True)
+  prompt: str = option("", required=True)
   """Prompt text (tokenized with the large vocabulary)."""
   max_new_tokens: int = option(64, low=1, high=1 << 16)
   """Tokens to generate."""

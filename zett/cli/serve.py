@@ -17,7 +17,7 @@ class ServeOptions(ServiceSettings):
   """What `zett serve` loads and where it listens, plus every service setting (`ServiceSettings`), so a serve.yaml
   of settings alone stays valid."""
 
-  model: str | None = option(required=True)
+  model: str = option("", required=True)
   """Base model: Hugging Face folder, .gguf file, smollm2-135m, a hub name, or tiny-random[:HIDDEN[:LAYERS]] (a
   random demo model with a random hypernetwork of LAYERS layers; default 64 and 1)."""
   hypernet: str | None = None

@@ -18,11 +18,11 @@ _log = logging.getLogger(__name__)
 class TransferOptions:
   """What `zett transfer` reads, writes and how it embeds the new tokens."""
 
-  base: str | None = option(required=True)
+  base: str = option("", required=True)
   """Base model: Hugging Face folder, .gguf file, smollm2-135m or a hub name."""
-  tokenizer: str | None = option(required=True)
+  tokenizer: str = option("", required=True)
   """Target tokenizer: Hugging Face folder, tokenizer.json, SentencePiece .model, .gguf or .tiktoken."""
-  out: str | None = option(required=True)
+  out: str = option("", required=True)
   """Output folder (Hugging Face format)."""
   hypernet: str | None = None
   """Hypernetwork folder (from `zett train`) or published name; implies method hypernet (default: the one zett ships

@@ -194,9 +194,8 @@ def save_pretrained(
       (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
     if tokenizer is not None:
       # The one place a model's `Tokenizer` becomes a `transformers` tokenizer: the files are what it saves.
-      if isinstance(tokenizer, Tokenizer):
-        tokenizer = tokenizer.to_transformers()
-      tokenizer.save_pretrained(str(tmp))
+      files: Any = tokenizer.to_transformers() if isinstance(tokenizer, Tokenizer) else tokenizer
+      files.save_pretrained(str(tmp))
     num_params = int(sum(a.size for a in tensors.values()))
     (tmp / "README.md").write_text(_model_card(name or out_dir.name, model, auto_class, num_params))
     replace_folder(tmp, out_dir)

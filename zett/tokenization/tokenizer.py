@@ -199,7 +199,7 @@ def from_transformers(hf: Any, name: str | None = None) -> Tokenizer:
   `name` defaults to the tokenizer's `name_or_path`. The one place a `transformers` tokenizer becomes a zett one.
   """
   backend = getattr(hf, "backend_tokenizer", None) or getattr(hf, "_tokenizer", None)
-  name = name or getattr(hf, "name_or_path", "") or type(hf).__name__
+  name = name or str(getattr(hf, "name_or_path", "") or type(hf).__name__)
   if not isinstance(backend, tokenizers.Tokenizer):
     raise TokenizerError(f"{name}: the transformers tokenizer has no fast (tokenizers) backend")
   roles = {role: getattr(hf, f"{role}_token", None) for role in ROLES}
