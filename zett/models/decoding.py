@@ -213,16 +213,14 @@ class Decoder:
     if max_new_tokens > state.capacity:
       raise DecodingError(f"{max_new_tokens} new tokens do not fit the cache ({state.capacity} positions left)")
     last, cache = state.last, state.cache
-    finished = None
-    ones = None
+    batch = last.shape[0]
+    finished, stopped_with = np.zeros(batch, bool), np.zeros(batch, np.int32)
+    ones = jnp.ones((batch, 1), jnp.int32)
     for step in range(max_new_tokens):
       started = time.perf_counter()
       tokens = np.asarray(choose(last, step), np.int32)
       if timing is not None:
         timing.choose_seconds += time.perf_counter() - started
-      if finished is None:
-        finished, stopped_with = np.zeros(tokens.shape, bool), tokens.copy()
-        ones = jnp.ones((tokens.shape[0], 1), jnp.int32)
       tokens = np.where(finished, stopped_with, tokens)
       if stop_ids:
         newly = ~finished & np.isin(tokens, list(stop_ids))
