@@ -49,8 +49,8 @@ from pathlib import Path
 import numpy as np
 
 from zett.ann import EmbeddingStore, IndexMismatchError, IndexSpec, build_index, load_index
-from zett.ann.index import query_scale_from
 from zett.ann.build import build_vocabulary, train_bpe_vocabulary
+from zett.ann.index_build import query_scale_from
 from zett.tokenization import load_tokenizer
 
 

@@ -41,7 +41,7 @@ from tokenizers import models, pre_tokenizers
 from zett.assets import qwen_tiktoken_path, smollm2_gguf_path
 
 from zett.tokenization import TokenizerSampler, _fast, _fast_bpe, load_tokenizer, surface, to_byte_level
-from zett.tokenization.sampler import PRETOKEN_PATTERN
+from zett.tokenization._substrings import PRETOKEN_PATTERN
 
 HANDBOOK = "/usr/share/doc/debian-handbook/html"
 LANGUAGES = ("en-US", "de-DE", "es-ES", "fr-FR", "ru-RU", "ja-JP", "ar-MA")

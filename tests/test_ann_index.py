@@ -7,7 +7,7 @@ import pytest
 
 from zett.ann import (IndexMismatchError, IndexSpec, build_index, build_store, exact_topk, load_index,
                       vocabulary_sha256)
-from zett.ann.index import _band_layout
+from zett.ann.index_spec import _band_layout
 
 DIM = 32
 

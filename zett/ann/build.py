@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import tokenizers
 
-from zett.ann.index import IndexMismatchError, IndexSpec, build_index, load_index
+from zett.ann.index import IndexMismatchError, load_index
+from zett.ann.index_build import build_index
+from zett.ann.index_spec import IndexSpec
 from zett.ann.store import EmbeddingStore, build_store, vocabulary_sha256
 from zett.errors import ZettError
 from zett.models.family import Embeddings

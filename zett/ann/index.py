@@ -33,6 +33,9 @@ An index is saved as `<dir>/index.faiss` (the serialized faiss index of every ba
 another) + `<dir>/index.json` + `index_rows.npy` (store row of each band position) (+
 `index_bias.npy`, `index_query_scale.npy`); the JSON records the store's vocabulary sha256 and
 shape, and loading refuses an index built for another vocabulary.
+
+This module owns the built index (search, exact rescoring, save and load); `IndexSpec` and the band
+layout are in `zett.ann.index_spec`, building and the layout measurement in `zett.ann.index_build`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zett.ann.index_spec import IndexSpec
 from zett.ann.store import EmbeddingStore
 from zett.errors import ZettError
 from zett.sha256 import file_sha256
@@ -55,140 +59,10 @@ _META_FILE = "index.json"
 _ROWS_FILE = "index_rows.npy"
 _BIAS_FILE = "index_bias.npy"
 _SCALE_FILE = "index_query_scale.npy"
-_MIN_BAND_ROWS = 1024
-_CALIBRATION_QUERIES = 256
-"""Query-sample states the build measures layouts and candidate counts on."""
-"""Smaller norm bands merge into their neighbour: each band trains its own 16-centroid codebooks."""
 
 
 class IndexMismatchError(ZettError, ValueError):
   """An index that is missing, corrupt, or belongs to a different vocabulary; names the file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class IndexSpec:
-  """How to build the index. Defaults are the configuration chosen in bench/million_vocab.py."""
-
-  kind: str = "pq"
-  """"pq" (exhaustive 4-bit product-quantized scan in norm bands, SIMD "fast scan", inner product),
-  "hnsw" (graph, inner product), "hnsw-l2" (graph, L2 over norm-augmented vectors),
-  "ivf" (inverted lists, inner product) or "flat" (exact, for reference)."""
-  storage: str = "SQfp16"
-  """faiss vector codec inside hnsw/ivf indexes: "Flat" (float32), "SQfp16", "SQ8"."""
-  pq_bands: tuple[tuple[float, int, float], ...] = ((0.05, 1, 0.5), (0.15, 1, 0.25), (0.4, 4, 0.125), (1.0, 8, 0.125))
-  """"pq": norm bands, longest rows first, as (cumulative fraction of rows, dimensions per 4-bit
-  code, share of the candidates). Measured at 1M x 576 on SmolLM2 states with 1024 candidates:
-  recall@1 0.996 with 29% of the codes of a single band with one code per dimension (0.973 there)."""
-  pq_layout: str = "auto"
-  """"pq": "auto" (chosen by measurement, see `pq_min_recall`), "bands" or "one band"."""
-  pq_min_recall: float = 0.99
-  """"pq": what `build_index` aims for on its query sample. It builds both the norm-banded layout and
-  one band at the finest code, measures recall@1 against exact search on (up to 256 of) the sample
-  at 1x, 2x and 4x `candidates`, keeps the layout with the higher recall at 1x (ties: the bands, a
-  third of the codes), then the fewest candidates reaching this recall (else the best of the three).
-  Bands win where winners are long rows (SmolLM2 + FVT rows at 1M); one band wins at 100k, where
-  base tokens of every length win (bands 0.75 there). `AnnIndex.calibration` records the numbers."""
-  shards: int = 0
-  """"pq": each band is split into this many shards searched on parallel threads (0: one per CPU
-  core, at most 8; resolved when the index is built)."""
-  hnsw_neighbors: int = 32
-  """"hnsw", "hnsw-l2": graph neighbours per node (faiss M)."""
-  hnsw_ef_construction: int = 100
-  """"hnsw", "hnsw-l2": candidate list length while building the graph."""
-  hnsw_ef_search: int = 256
-  """"hnsw", "hnsw-l2": candidate list length while searching (`AnnIndex.set_search_effort` changes it)."""
-  ivf_lists: int = 0
-  """"ivf": inverted lists; 0 = about 4 * sqrt(V)."""
-  ivf_probe: int = 32
-  """"ivf": lists searched per query."""
-  candidates: int = 1024
-  """Candidates fetched per query (split evenly over the norm bands) and rescored exactly."""
-
-  def __post_init__(self):
-    if self.kind not in ("pq", "hnsw", "hnsw-l2", "ivf", "flat"):
-      raise ValueError(f"IndexSpec.kind must be pq, hnsw, hnsw-l2, ivf or flat, got {self.kind!r}")
-    if self.storage not in ("Flat", "SQfp16", "SQ8"):
-      raise ValueError(f"IndexSpec.storage must be Flat, SQfp16 or SQ8, got {self.storage!r}")
-    # Tuples even when read back from JSON lists, so a loaded spec equals the built one.
-    try:
-      bands = tuple((float(fraction), int(per_code), float(share)) for fraction, per_code, share in self.pq_bands)
-    except (TypeError, ValueError):
-      bands = ()
-    object.__setattr__(self, "pq_bands", bands)
-    fractions = [band[0] for band in bands]
-    if (
-      not bands
-      or fractions[-1] != 1.0
-      or any(b <= a for a, b in zip([0.0] + fractions, fractions))
-      or any(per_code < 1 or share <= 0 for _, per_code, share in bands)
-    ):
-      raise ValueError(
-        f"IndexSpec.pq_bands must be (fraction, dims per code >= 1, candidate share > 0) with "
-        f"fractions rising to 1.0, got {self.pq_bands!r}"
-      )
-    if self.pq_layout not in ("auto", "bands", "one band"):
-      raise ValueError(f"IndexSpec.pq_layout must be auto, bands or one band, got {self.pq_layout!r}")
-    if not 0.0 <= self.pq_min_recall <= 1.0:
-      raise ValueError(f"IndexSpec.pq_min_recall must be in [0, 1], got {self.pq_min_recall}")
-    if self.shards < 0 or self.candidates < 1:
-      raise ValueError(f"IndexSpec.shards must be >= 0 and candidates >= 1, got {self.shards}, {self.candidates}")
-
-
-def _band_layout(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, float]]:
-  """(start, stop, dims per code, candidate share) over rows sorted longest first.
-
-  Bands under _MIN_BAND_ROWS merge into a neighbour (finest code, summed share).
-  """
-  if spec.kind != "pq":
-    return [(0, vocab_size, 1, 1.0)]
-  layout: list[list] = []
-  start = 0
-  for fraction, per_code, share in spec.pq_bands:
-    stop = vocab_size if fraction == 1.0 else int(round(fraction * vocab_size))
-    if stop <= start:
-      continue
-    if layout and layout[-1][1] - layout[-1][0] < _MIN_BAND_ROWS:
-      layout[-1][1:] = [stop, min(layout[-1][2], per_code), layout[-1][3] + share]
-    else:
-      layout.append([start, stop, per_code, share])
-    start = stop
-  if len(layout) > 1 and layout[-1][1] - layout[-1][0] < _MIN_BAND_ROWS:
-    tail = layout.pop()
-    layout[-1][1:] = [tail[1], min(layout[-1][2], tail[2]), layout[-1][3] + tail[3]]
-  return [tuple(band) for band in layout]
-
-
-def _single_band(spec: IndexSpec, vocab_size: int) -> list[tuple[int, int, int, float]]:
-  return [(0, vocab_size, min(per_code for _, per_code, _ in spec.pq_bands), 1.0)]
-
-
-def _factory(spec: IndexSpec, dim: int, pq_dims_per_code: int, vocab_size: int) -> tuple[str, int]:
-  import faiss
-
-  codec = "" if spec.storage == "Flat" else f"_{spec.storage}"
-  if spec.kind == "pq":
-    return f"PQ{dim // pq_dims_per_code}x4fs", faiss.METRIC_INNER_PRODUCT
-  if spec.kind == "hnsw":
-    return f"HNSW{spec.hnsw_neighbors}{codec}", faiss.METRIC_INNER_PRODUCT
-  if spec.kind == "hnsw-l2":
-    return f"HNSW{spec.hnsw_neighbors}{codec}", faiss.METRIC_L2
-  if spec.kind == "ivf":
-    lists = spec.ivf_lists or max(1, int(4 * np.sqrt(vocab_size)))
-    return f"IVF{lists},{spec.storage}", faiss.METRIC_INNER_PRODUCT
-  return "Flat", faiss.METRIC_INNER_PRODUCT
-
-
-def query_scale_from(hidden_nd: np.ndarray) -> np.ndarray:
-  """Per-dimension query scale [D]: the root mean square of sample hidden states, mean-square 1.
-
-  Index vectors are stored as `e * scale` and queries searched as `h / scale`: inner products are
-  unchanged, but the quantizer then spends its precision where queries put their weight. LM hidden
-  states have a few "massive" dimensions (SmolLM2: one dimension carries ~70% of the logit
-  variance), and an unweighted quantizer's error there swamps the ranking.
-  """
-  rms = np.sqrt(np.mean(np.square(np.asarray(hidden_nd, np.float64)), axis=0))
-  rms = np.maximum(rms, 1e-6 * rms.max())
-  return (rms / np.sqrt(np.mean(rms**2))).astype(np.float32)
 
 
 class _Transform:
@@ -392,145 +266,6 @@ def rescore(
   # Ties go to the lowest id, as with argmax over the full vocabulary.
   order = np.lexsort((ids, -scores), axis=1)[:, :k]
   return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
-
-
-def _row_norms(store: EmbeddingStore) -> np.ndarray:
-  return np.concatenate([np.sqrt(np.einsum("nd,nd->n", rows, rows)) for _, rows in store.iter_chunks(1 << 16)])
-
-
-def build_index(
-  store: EmbeddingStore,
-  spec: IndexSpec = IndexSpec(),
-  bias_v: np.ndarray | None = None,
-  query_sample: np.ndarray | None = None,
-  progress: bool = True,
-  train_sample: int = 65_536,
-  seed: int = 0,
-) -> AnnIndex:
-  """Builds an index over every row of `store` (and its output bias), reading a chunk of rows at a time.
-
-  Args:
-    bias_v: output bias [V] (folded in as one more column), or None.
-    query_sample: sample hidden states [N, D] of the base model (not the ones recall is reported on);
-      their per-dimension scale weights the index (see `query_scale_from`). None: unweighted, one band.
-    train_sample: rows per band used to train quantizers (pq, ivf).
-
-  For "pq" with a query sample, the layout and candidate count are chosen by recall on the sample (see
-  `IndexSpec.pq_min_recall`); `index.calibration` records the measurement.
-  """
-  if bias_v is not None:
-    bias_v = np.asarray(bias_v, np.float32)
-    if bias_v.shape != (store.vocab_size,):
-      raise ValueError(f"bias has shape {bias_v.shape}, store {store.path} has {store.vocab_size} rows")
-  query_scale = None if query_sample is None else query_scale_from(query_sample)
-  if query_scale is not None and query_scale.shape != (store.dim,):
-    raise ValueError(f"query sample has width {query_scale.shape[0]}, store {store.path} has {store.dim}")
-  if spec.kind == "pq" and spec.shards == 0:
-    spec = dataclasses.replace(spec, shards=min(os.cpu_count() or 1, 8))
-  transform = _Transform(spec, store.dim, bias_v, query_scale, 0.0)
-  max_norm = 0.0
-  if spec.kind == "hnsw-l2":
-    for start, rows in store.iter_chunks():
-      rows = transform.rows(np.arange(start, start + len(rows)), rows, with_norm=False)
-      max_norm = max(max_norm, float(np.sqrt(np.einsum("nd,nd->n", rows, rows).max())))
-    transform.max_norm = max_norm
-
-  # Longest rows first: they win inner products and get their own, finer codebooks.
-  order = np.argsort(-_row_norms(store), kind="stable") if spec.kind == "pq" else np.arange(store.vocab_size)
-  layout = _band_layout(spec, store.vocab_size)
-  build = lambda layout: _build_bands(store, spec, transform, order, layout, train_sample, seed, progress)  # noqa: E731
-  if spec.pq_layout != "auto" or len(layout) == 1 or query_sample is None:
-    if spec.pq_layout != "bands":
-      layout = _single_band(spec, store.vocab_size)
-    index = AnnIndex(build(layout), store, spec, max_norm, bias_v, query_scale)
-    if spec.kind == "pq":
-      index.calibration = {
-        "layout": "norm bands" if len(layout) > 1 else "one band",
-        "why": f"pq_layout={spec.pq_layout!r}"
-        if spec.pq_layout != "auto"
-        else "no query sample"
-        if query_sample is None
-        else "too few rows for bands",
-      }
-    return index
-  # Both layouts, measured on the sample: the higher recall@1 wins (ties: the bands, which scan fewer codes),
-  # then the fewest candidates that reach pq_min_recall.
-  ladder = (spec.candidates, 2 * spec.candidates, 4 * spec.candidates)
-  queries = np.asarray(query_sample, np.float32)[:_CALIBRATION_QUERIES]
-  best_scores = exact_topk(store, queries, 1, bias_v)[0][:, 0]  # one exact pass serves every measurement
-  measured = []
-  for name, bands in (("norm bands", build(layout)), ("one band", build(_single_band(spec, store.vocab_size)))):
-    index = AnnIndex(bands, store, spec, max_norm, bias_v, query_scale)
-    measured.append((name, index, [_recall_at_1(index, queries, best_scores, count) for count in ladder]))
-  name, index, recalls = max(measured, key=lambda entry: entry[2][0])
-  for _, other, _ in measured:
-    if other is not index:
-      other.close()
-  reaching = [count for count, recall in zip(ladder, recalls) if recall >= spec.pq_min_recall]
-  chosen = reaching[0] if reaching else ladder[int(np.argmax(recalls))]
-  index.spec = dataclasses.replace(index.spec, candidates=chosen)
-  index.calibration = {
-    "layout": name,
-    "candidates": chosen,
-    "queries": len(queries),
-    "sample_recall_at_1": {entry[0]: dict(zip(map(str, ladder), entry[2])) for entry in measured},
-  }
-  return index
-
-
-def _recall_at_1(index: AnnIndex, queries: np.ndarray, best_scores: np.ndarray, candidates: int) -> float:
-  """Share of `queries` whose pick reaches the exact best score (`exact_topk`).
-
-  Scores, not ids: rows with identical vectors (e.g. long tokens whose truncated spellings coincide)
-  tie, and no index can tell them apart.
-  """
-  found_scores, _ = index.topk(queries, 1, candidates=candidates)
-  return float(np.mean(found_scores[:, 0] >= best_scores - 1e-5 * np.maximum(1.0, np.abs(best_scores))))
-
-
-def _build_bands(
-  store: EmbeddingStore,
-  spec: IndexSpec,
-  transform: _Transform,
-  order: np.ndarray,
-  layout: list[tuple[int, int, int, float]],
-  train_sample: int,
-  seed: int,
-  progress: bool,
-) -> list[_Band]:
-  import faiss
-  from tqdm.auto import tqdm
-
-  rng = np.random.default_rng(seed)
-  bands = []
-  with tqdm(
-    total=store.vocab_size,
-    unit="tok",
-    desc=f"index ({len(layout)} band{'s' * (len(layout) > 1)})",
-    disable=not progress,
-  ) as bar:
-    for start, stop, per_code, share in layout:
-      rows = np.sort(order[start:stop])
-      dim = -(-transform.width // per_code) * per_code
-      factory, metric = _factory(spec, dim, per_code, len(rows))
-      template = faiss.index_factory(dim, factory, metric)
-      if spec.kind.startswith("hnsw"):
-        # downcast_index returns the index's concrete class (here an IndexHNSW*); faiss declares the base Index.
-        faiss.downcast_index(template).hnsw.efConstruction = spec.hnsw_ef_construction  # pyright: ignore[reportAttributeAccessIssue]
-      if not template.is_trained:
-        sample = np.sort(rng.choice(rows, min(train_sample, len(rows)), replace=False))
-        template.train(_pad(transform.rows(sample, store.rows(sample)), dim))
-      count = max(1, min(spec.shards, len(rows) // _MIN_BAND_ROWS)) if spec.kind == "pq" else 1
-      shards = []
-      for shard_rows in np.array_split(rows, count):
-        shard = faiss.clone_index(template) if count > 1 else template
-        for at in range(0, len(shard_rows), 1 << 16):
-          ids = shard_rows[at : at + (1 << 16)]
-          shard.add(_pad(transform.rows(ids, store.rows(ids)), dim))
-          bar.update(len(ids))
-        shards.append(shard)
-      bands.append(_Band(rows, dim, share, shards))
-  return bands
 
 
 def load_index(store: EmbeddingStore, directory: str | os.PathLike | None = None, verify_file: bool = True) -> AnnIndex:

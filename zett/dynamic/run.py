@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from zett.dynamic.batch import BaseBatch, MergeResult
 from zett.dynamic.cache import EmbeddingCache
-from zett.dynamic.merge import BaseBatch, MergeResult, merge_batch
+from zett.dynamic.merge import merge_batch
 from zett.dynamic.split import split_texts
 from zett.errors import ZettError
 from zett.models.decoding import Decoder

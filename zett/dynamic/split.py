@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tokenizers
 
-from zett.dynamic.merge import BaseBatch
+from zett.dynamic.batch import BaseBatch
 from zett.tokenization import Tokenizer, TokenizerError, load_tokenizer
 
 _VOCAB_CACHE: dict[int, tuple[Any, list[bytes], frozenset[int]]] = {}

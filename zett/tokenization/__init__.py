@@ -10,7 +10,8 @@ from zett.tokenization.byte_level import (
   to_byte_level,
 )
 from zett.tokenization.load import load_tokenizer
-from zett.tokenization.sampler import SampledBatch, SamplerError, TokenizerSampler
+from zett.tokenization.sampled_batch import SampledBatch
+from zett.tokenization.sampler import SamplerError, TokenizerSampler
 from zett.tokenization.surface import SurfaceEncoder, SurfaceForms, surface_forms
 from zett.tokenization.tokenizer import ROLES, Tokenizer, from_backend, from_transformers
 

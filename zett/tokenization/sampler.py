@@ -7,23 +7,23 @@ probabilities. All 256 byte pieces and the base's special tokens are always pres
 tokenizes. Everything random comes from (seed, step), so a resumed run samples the same tokenizers.
 
 Sampled vocabulary ids: [base specials (S)] [256 bytes] [pieces, in hash-key order].
+
+This module owns the window and the sampling; the batch it returns is `sampled_batch.SampledBatch`, pieces are
+spelled in base subtokens by `_surface_cache`, and `_sampled_unigram` turns a sampled vocabulary into a `Tokenizer`.
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tokenizers
-from tokenizers import decoders, models, pre_tokenizers
 
 from zett.errors import ZettError
-from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize, byte_level
+from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize
+from zett.tokenization._sampled_unigram import BYTE_PIECES, byte_score, unigram_tokenizer
 from zett.tokenization._substrings import (
-  PRETOKEN_PATTERN,
   BatchSubstrings,
   BatchWords,
   SubstringWindow,
@@ -32,120 +32,15 @@ from zett.tokenization._substrings import (
   pretokenize,
   segment,
 )
+from zett.tokenization._surface_cache import SurfaceCache
 from zett.tokenization.byte_level import to_byte_level
-from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH, SurfaceEncoder, pack_flat, pack_rows
-from zett.tokenization.tokenizer import Tokenizer, from_backend
-
-_BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
+from zett.tokenization.sampled_batch import SampledBatch
+from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH, SurfaceEncoder, pack_rows
+from zett.tokenization.tokenizer import Tokenizer
 
 
 class SamplerError(ZettError, ValueError):
   """Sampler settings that cannot work (for this base, or for the text of a batch); names the setting."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SampledBatch:
-  """One batch tokenized with a freshly sampled tokenizer, padded to static shapes.
-
-  Rows of the embedded vocabulary ("rows") are the whole sampled vocabulary, or with
-  `batch_vocab_size` the tokens used in the batch + sampled negatives; `input_ids` index rows.
-  """
-
-  input_ids: np.ndarray  # int32 [B, T] row ids (pad: row of the pad special, else 0)
-  attention_mask: np.ndarray  # int32 [B, T]
-  vocab_surface_ids: np.ndarray  # int32 [Vmax, L] base ids spelling each row
-  vocab_surface_lengths: np.ndarray  # int32 [Vmax]; padded rows have length 1
-  special_base_ids: np.ndarray  # int32 [Vmax]; base special a row copies, -1 otherwise
-  vocab_mask: np.ndarray  # bool [Vmax]; False on padding rows (mask their logits)
-  vocab_token_ids: np.ndarray  # int32 [Vmax]; sampled-vocabulary id of each row, -1 on padding
-  token_bytes: np.ndarray  # int32 [Vmax]; bytes a row stands for (0: special / padding)
-  base_token_ids: np.ndarray  # int32 [Vmax]; base id of rows that are exactly one base token, else -1
-  vocab_size: int  # real rows
-  sampled_vocab_size: int  # size of the whole sampled vocabulary
-  step: int
-  scores: np.ndarray  # float64 [sampled pieces] log-prob of each non-byte piece
-  num_specials: int
-  _fixed_pieces: tuple[str, ...]  # specials' content + the 256 byte pieces
-  _piece_spellings: list[str]  # the surface cache's spellings (append-only) ...
-  _piece_slots: np.ndarray  # ... and where this vocabulary's pieces are in it
-
-  @property
-  def pieces(self) -> tuple[str, ...]:
-    """Byte-level spelling of every sampled id (specials: their content). Built on demand."""
-    spellings = self._piece_spellings
-    return self._fixed_pieces + tuple(spellings[i] for i in self._piece_slots.tolist())
-
-  def decode(self, row: int) -> bytes:
-    """The bytes of sequence `row` (specials and padding dropped)."""
-    ids = self.vocab_token_ids[self.input_ids[row][self.attention_mask[row] > 0]]
-    pieces = self.pieces
-    return byte_level.from_byte_level("".join(pieces[i] for i in ids.tolist() if i >= self.num_specials))
-
-  def arrays(self) -> dict[str, np.ndarray]:
-    """The static-shape arrays a jitted step takes."""
-    return {
-      name: getattr(self, name)
-      for name in (
-        "input_ids",
-        "attention_mask",
-        "vocab_surface_ids",
-        "vocab_surface_lengths",
-        "special_base_ids",
-        "vocab_mask",
-        "token_bytes",
-        "base_token_ids",
-      )
-    }
-
-
-def _byte_score(scores: np.ndarray) -> float:
-  # Bytes are the fallback of last resort: dearer than any piece.
-  return (float(scores.min()) if scores.size else 0.0) - 10.0
-
-
-class _SurfaceCache:
-  """Spelling and surface form of every piece the window's keys point at (`SubstringWindow.slots`).
-
-  Windows share most pieces from step to step, so a piece is spelled in base subtokens once while
-  its key stays in the window. Surface forms are computed on first use only, so a restricted batch
-  vocabulary pays for the rows it embeds, not for the whole sampled vocabulary.
-  """
-
-  def __init__(self, encoder: SurfaceEncoder, max_length: int, pad_id: int, speller=None, max_entries: int = 1_000_000):
-    self.encoder, self.max_length, self.pad_id, self.max_entries = encoder, max_length, pad_id, max_entries
-    self.speller = speller  # compiled BPE (`_fast_bpe.BpeSpeller`), or None: the encoder's Rust model
-    self.clear()
-
-  def clear(self) -> None:
-    self.ids = np.zeros((1024, self.max_length), dtype=np.int32)
-    self.lengths = np.zeros(1024, dtype=np.int32)  # 0 = not spelled in base subtokens yet
-    self.spellings: list[str] = []  # a new list: batches keep pointing at the old one
-
-  def add(self, spellings: list[str]) -> np.ndarray:
-    """Slots for new pieces (the caller checked `full` first)."""
-    first = len(self.spellings)
-    self.spellings += spellings
-    if len(self.spellings) > self.lengths.size:  # grow by doubling: amortised O(1) per piece
-      capacity = max(2 * self.lengths.size, len(self.spellings))
-      self.ids = np.resize(self.ids, (capacity, self.max_length))
-      self.lengths = np.concatenate([self.lengths, np.zeros(capacity - self.lengths.size, np.int32)])
-    return np.arange(first, len(self.spellings))
-
-  def full(self, adding: int) -> bool:
-    return len(self.spellings) + adding > self.max_entries
-
-  def surfaces(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ids [N, L], lengths [N]) of `slots`, spelling the ones not spelled yet."""
-    todo = np.unique(slots[self.lengths[slots] == 0])
-    if todo.size:
-      spellings = [self.spellings[i] for i in todo.tolist()]
-      if self.speller is not None:
-        flat, full_lengths = self.speller.spell(spellings)
-        ids, lengths, _ = pack_flat(flat, full_lengths, self.max_length, self.pad_id)
-      else:
-        ids, lengths, _ = self.encoder.encode_byte_level_packed(spellings, self.max_length, self.pad_id)
-      self.ids[todo], self.lengths[todo] = ids, lengths
-    return self.ids[slots], self.lengths[slots]
 
 
 class TokenizerSampler:
@@ -213,7 +108,7 @@ class TokenizerSampler:
     self._base_unk = base.roles.get("unk", -1)
     pad_id = base.roles.get("pad", 0)
     speller = _fast_bpe.BpeSpeller.create(encoder) if self.compiled else None
-    self._surface = _SurfaceCache(encoder, surface_max_length, pad_id, speller)
+    self._surface = SurfaceCache(encoder, surface_max_length, pad_id, speller)
     special_rows = [[int(b)] for b in self.special_base_ids]
     byte_rows = encoder.encode_ids([bytes([b]) for b in range(256)])
     self._fixed_ids, self._fixed_lengths, _ = pack_rows(special_rows + byte_rows, surface_max_length, pad_id)
@@ -309,25 +204,8 @@ class TokenizerSampler:
     return window.slots[positions]
 
   def _standalone(self, spellings: Sequence[str], scores: np.ndarray, name: str) -> Tokenizer:
-    """A standalone zett Tokenizer for a sampled vocabulary, ids as in `SampledBatch.pieces`.
-
-    It encodes text exactly as `sample` does, except that it also matches special-token text.
-    """
-    byte_score = _byte_score(scores)
-    vocab = [(content, byte_score) for content in self._special_pieces]
-    vocab += [(piece, byte_score) for piece in _BYTE_PIECES] + list(zip(spellings, scores.tolist()))
-    backend = tokenizers.Tokenizer(models.Unigram(vocab, None, False))
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-      [
-        pre_tokenizers.Split(tokenizers.Regex(PRETOKEN_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-      ]
-    )
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens([tokenizers.AddedToken(c, special=True, normalized=False) for c in self._special_pieces])
-    row_of_base = {int(b): i for i, b in enumerate(self.special_base_ids)}
-    roles = {role: row_of_base[token_id] for role, token_id in self.base.roles.items() if token_id in row_of_base}
-    return from_backend(backend, name, roles)
+    """A standalone zett Tokenizer for a sampled vocabulary (`_sampled_unigram.unigram_tokenizer`)."""
+    return unigram_tokenizer(self._special_pieces, self.special_base_ids, self.base.roles, spellings, scores, name)
 
   def tokenizer_for(self, batch: SampledBatch) -> Tokenizer:
     """The tokenizer `batch` was tokenized with, as a standalone `Tokenizer` (for eval and export)."""
@@ -352,7 +230,7 @@ class TokenizerSampler:
     piece_ids = self.num_specials + 256 + np.arange(positions.size)
     byte_ids = self.num_specials + np.arange(256)
     viterbi = _fast.segment if self.compiled else segment
-    return viterbi(words, piece_keys, piece_ids, scores, byte_ids, _byte_score(scores))
+    return viterbi(words, piece_keys, piece_ids, scores, byte_ids, byte_score(scores))
 
   def _sequences(
     self, ids: np.ndarray, starts: np.ndarray, word_ids: np.ndarray, text_offsets: np.ndarray
@@ -470,7 +348,7 @@ class TokenizerSampler:
       step,
       scores,
       self.num_specials,
-      self._special_pieces + _BYTE_PIECES,
+      self._special_pieces + BYTE_PIECES,
       self._surface.spellings,
       slots,
     )
