@@ -118,3 +118,13 @@ def test_values_join_the_overrides_and_must_agree_with_them():
   assert zconfig.load(_Run, None, ["steps=3"], {"steps": 3}).steps == 3
   with pytest.raises(zconfig.ConfigError, match="steps given twice"):
     zconfig.load(_Run, None, ["steps=3"], {"steps": 4})
+
+
+def test_sampler_pretokenizers_from_overrides_and_checked():
+  from zett.train.config import SamplerConfig
+
+  assert zconfig.load(SamplerConfig, None, ["pretokenizers=[gpt2, cl100k]"]).pretokenizers == ("gpt2", "cl100k")
+  assert SamplerConfig().pretokenizers == ("gpt2",)  # the default samples what it always did
+  for bad in ("[gpt3]", "[]"):
+    with pytest.raises(zconfig.ConfigError, match="sampler.pretokenizers"):
+      zconfig.load(SamplerConfig, None, [f"pretokenizers={bad}"])

@@ -86,6 +86,47 @@ def test_tokenization_decodes_to_the_text_and_matches_a_standalone_unigram(smoll
   assert batch.attention_mask.sum() < 0.5 * sum(len(t.encode()) for t in texts)
 
 
+def test_cl100k_split_gives_pieces_gpt2_cannot_and_still_decodes_exactly(smollm2):
+  texts = [f"def f{i}(self):\n    return self.get(x{i}) + 12345\n" for i in range(B)]
+  pieces = {}
+  for split in ("gpt2", "cl100k"):
+    sampler = _sampler(smollm2, sequence_length=512, pretokenizers=(split,), history_batches=1, min_count=1)
+    batch = sampler.sample(texts)
+    assert batch.pretokenizer == split
+    for row, text in enumerate(texts):
+      assert batch.decode(row) == text.encode("utf-8")
+    ids = sampler.tokenizer_for(batch).encode_batch(texts)  # the standalone tokenizer splits the same way
+    assert [list(batch.vocab_token_ids[batch.input_ids[r][batch.attention_mask[r] > 0]]) for r in range(B)] == ids
+    pieces[split] = {from_byte_level(p).decode("utf-8", "replace") for p in batch.pieces[batch.num_specials + 256 :]}
+  # cl100k lets one punctuation character lead a word and keeps newlines after punctuation; GPT-2 never does.
+  assert {"(self", ".get", "):\n"} <= pieces["cl100k"]
+  assert not {"(self", ".get", "):\n"} & pieces["gpt2"]
+  assert "12345" not in pieces["cl100k"] and "123" in pieces["cl100k"]  # digits in runs of at most three
+
+
+def test_several_splits_are_drawn_per_batch_and_resume_exactly(smollm2):
+  batches = _batches(8)
+  original = _sampler(smollm2, pretokenizers=("gpt2", "cl100k"))
+  drawn = [original.sample(texts).pretokenizer for texts in batches[:6]]
+  assert set(drawn) == {"gpt2", "cl100k"}
+  state = json.loads(json.dumps(original.get_state()))
+  assert state["window_splits"] == drawn[-4:]
+  resumed = _sampler(smollm2, pretokenizers=("gpt2", "cl100k"))
+  resumed.set_state(state)
+  for texts in batches[6:]:
+    _assert_same(original.sample(texts), resumed.sample(texts))
+  # One split samples exactly what it did before splits could be chosen (a version-1 state is all GPT-2).
+  single = _sampler(smollm2)
+  for texts in batches[:4]:
+    single.sample(texts)
+  old = {k: v for k, v in single.get_state().items() if k != "window_splits"} | {"version": 1}
+  again = _sampler(smollm2)
+  again.set_state(old)
+  _assert_same(single.sample(batches[4]), again.sample(batches[4]))
+  with pytest.raises(ValueError, match="pretokenizers"):
+    _sampler(smollm2, pretokenizers=("gpt3",))
+
+
 def test_truncation_and_bos_eos(smollm2):
   sampler = _sampler(smollm2, sequence_length=16, prepend_bos=True, append_eos=True)
   batch = sampler.sample(_batches(1)[0])

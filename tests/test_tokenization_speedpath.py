@@ -53,7 +53,7 @@ def _words(texts: list[str], max_length: int = 16):
 
 
 _ODD = list(" \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u3000\u2028\u2009'\"sStTrRevmld0٣½.,;-_(aéЖあ漢😀\u0301\u200b\ufeff")
-_ODD += ["'s", "'ll", "'re", "'ve", " 's", "  ", "\n\n", " 1", " .", "'S"]
+_ODD += ["'s", "'ll", "'re", "'ve", " 's", "  ", "\n\n", " 1", " .", "'S", "ſ", "12345", "(self", "):\n", "\r\n"]
 
 
 def _random_texts(rng: random.Random) -> list[str]:
@@ -69,12 +69,14 @@ def _random_texts(rng: random.Random) -> list[str]:
 
 
 @needs_numba
-def test_compiled_pretokenizer_matches_the_regex():
+@pytest.mark.parametrize("split", ["gpt2", "cl100k"])
+def test_compiled_pretokenizer_matches_the_regex(split):
   rng = random.Random(0)
   cases = [_random_texts(rng) for _ in range(1500)] + _batches(4) + [[""], ["", " "], ["a", "", "b "]]
+  cases += [["def f(self):\n    return x.get('a')\r\n\n \t\n  ", "'S 'Re 'ſ 12345 a1b22 ((x _y"]]
   for texts in cases:
-    expected = pretokenize(texts)
-    got = _fast_pretokenize.pretokenize(texts)
+    expected = pretokenize(texts, split)
+    got = _fast_pretokenize.pretokenize(texts, split)
     for name, want, have in zip(("codes", "lengths", "counts", "word ids", "text ends"), expected, got):
       np.testing.assert_array_equal(have, want, err_msg=f"{name} for {texts!r}")
   assert _fast_pretokenize.pretokenize(["lone \ud800 surrogate"]) is None  # left to the reference path
@@ -168,7 +170,8 @@ def test_bpe_speller_with_an_ignore_merges_base(smollm2):
     dict(min_vocab_size=600, sequence_length=512),
     dict(batch_vocab_size=1200, prepend_bos=True, append_eos=True, sequence_length=16),
     dict(history_batches=2, vocab_size=4096, noise_std=0.0),
-], ids=["full-vocabulary", "batch-vocabulary", "short-window"])
+    dict(pretokenizers=("gpt2", "cl100k"), batch_vocab_size=1200, sequence_length=16),
+], ids=["full-vocabulary", "batch-vocabulary", "short-window", "two-splits"])
 @needs_numba
 def test_compiled_and_numpy_samplers_give_identical_batches(smollm2, options):
   options = {**dict(vocab_size=2048, history_batches=4, sequence_length=T, seed=0), **options}

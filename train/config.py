@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from zett import config as zett_config
 from zett.config import ConfigError, check_range
+from zett.tokenization import PRETOKEN_PATTERNS
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 
 
@@ -155,6 +156,10 @@ class SamplerConfig:
   drawn from (its logit gets + log(1 / its chance of being drawn)), so the loss estimates the whole sampled
   vocabulary's softmax rather than a softmax over `batch_vocab_size` rows, whose few negatives barely punish
   predicted rows that score too high. Off: the plain batch-vocabulary softmax."""
+  pretokenizers: tuple[str, ...] = ("gpt2",)
+  """Pre-token splits the sampled tokenizers use, one drawn per batch: `gpt2` (the base's own: punctuation never
+  joins letters) and/or `cl100k` (GPT-4's, as in most recent byte-level BPEs: "(self", ".get", "):\\n", digits in
+  threes). A real tokenizer with another split than the base's has pieces a `gpt2`-only hypernetwork never saw."""
   options: dict[str, Any] = dataclasses.field(default_factory=dict)
   """Further sampler options by name (passed through to `TokenizerSampler`)."""
   seed: int = 0
@@ -168,6 +173,9 @@ class SamplerConfig:
     check_range("sampler.vocab_size", self.vocab_size, 257, 1 << 24)
     check_range("sampler.history_batches", self.history_batches, 1, 1 << 16)
     check_range("sampler.noise_std", self.noise_std, 0, 100)
+    if not self.pretokenizers or any(name not in PRETOKEN_PATTERNS for name in self.pretokenizers):
+      names = sorted(PRETOKEN_PATTERNS)
+      raise ConfigError(f"sampler.pretokenizers: a non-empty list of {names}, got {list(self.pretokenizers)}")
 
 
 @dataclasses.dataclass(frozen=True)

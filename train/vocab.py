@@ -180,6 +180,7 @@ def make_sampler(
     sequence_length=sequence_length,
     surface_max_length=surface_max_length,
     batch_vocab_size=rows if rows != max_rows else 0,
+    pretokenizers=config.pretokenizers,
     **config.options,
   )
   try:

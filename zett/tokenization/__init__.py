@@ -1,6 +1,7 @@
 """The tokenizer layer: load any tokenizer, view its vocabulary as bytes, spell tokens in base
 subtokens (surface forms), and sample a fresh UnigramLM tokenizer per training batch."""
 
+from zett.tokenization._substrings import PRETOKEN_PATTERNS
 from zett.tokenization.byte_level import (
   ModelKind,
   TokenizerError,
@@ -27,6 +28,7 @@ __all__ = [
   "from_backend",
   "from_transformers",
   "load_tokenizer",
+  "PRETOKEN_PATTERNS",
   "SampledBatch",
   "SamplerError",
   "TokenizerSampler",

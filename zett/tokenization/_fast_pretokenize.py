@@ -1,8 +1,8 @@
 """Compiled twin of the sampler's regex pre-tokenizer + word counting (`_substrings.pretokenize`).
 
-GPT-2's pattern (`sampler.PRETOKEN_PATTERN`) is a handful of character-class runs, so it is
-scanned directly over code points; each code point's class is read off the `regex` module itself,
-so both paths agree on what a letter, number or space is. `regex.findall` + a Counter were the
+Both splits the sampler draws from (`_substrings.PRETOKEN_PATTERNS`: GPT-2's and cl100k's) are a handful of
+character-class runs, so they are scanned directly over code points; each code point's class is read off the `regex`
+module itself, so both paths agree on what a letter, number or space is. `regex.findall` + a Counter were the
 largest cost of a multilingual batch.
 """
 
@@ -41,7 +41,7 @@ def _run(points, classes, i, end, value):
 
 @_jit
 def _next_pretoken(points, classes, i, end):
-  """End of the pre-token at i: `sampler.PRETOKEN_PATTERN`'s alternatives, tried in its order."""
+  """End of the pre-token at i under GPT-2's pattern (`_substrings.PRETOKEN_PATTERN`), alternatives in its order."""
   c = points[i]
   if c == 39 and i + 1 < end:  # 's 't 're 've 'm 'll 'd
     d = points[i + 1]
@@ -65,7 +65,58 @@ def _next_pretoken(points, classes, i, end):
 
 
 @_jit
-def _pretokenize(points, text_ends, classes):
+def _is_newline(c):
+  return c == 10 or c == 13
+
+
+@_jit
+def _lower(c):
+  if c == 0x17F:  # LATIN SMALL LETTER LONG S case-folds to "s" under (?i)
+    return 115
+  return c + 32 if 65 <= c <= 90 else c
+
+
+@_jit
+def _next_pretoken_cl100k(points, classes, i, end):
+  """End of the pre-token at i under cl100k's pattern (`_formats.CL100K_PATTERN`), alternatives in its order."""
+  c = points[i]
+  if c == 39 and i + 1 < end:  # (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    d = _lower(points[i + 1])
+    if d == 115 or d == 116 or d == 109 or d == 100:
+      return i + 2
+    if i + 2 < end:
+      e = _lower(points[i + 2])
+      if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):
+        return i + 3
+  kind = classes[c]
+  if kind == _LETTER:  # [^\r\n\p{L}\p{N}]?\p{L}+ without its lead
+    return _run(points, classes, i + 1, end, _LETTER)
+  if kind != _NUMBER and not _is_newline(c) and i + 1 < end and classes[points[i + 1]] == _LETTER:
+    return _run(points, classes, i + 2, end, _LETTER)  # ... with one lead: "(self", " self", ".get"
+  if kind == _NUMBER:  # \p{N}{1,3}
+    return min(_run(points, classes, i + 1, end, _NUMBER), i + 3)
+  j = -1
+  if kind == _OTHER:  # ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+    j = _run(points, classes, i + 1, end, _OTHER)
+  elif c == 32 and i + 1 < end and classes[points[i + 1]] == _OTHER:
+    j = _run(points, classes, i + 2, end, _OTHER)
+  if j >= 0:
+    while j < end and _is_newline(points[j]):
+      j += 1
+    return j
+  j = _run(points, classes, i + 1, end, _SPACE)
+  for k in range(j - 1, i - 1, -1):  # \s*[\r\n]+: up to the run's last newline
+    if _is_newline(points[k]):
+      return k + 1
+  if j == end:
+    return j  # \s+(?!\S) to the end
+  if j - i >= 2:
+    return j - 1  # \s+(?!\S) leaves the last space to the next pre-token
+  return j  # \s+
+
+
+@_jit
+def _pretokenize(points, text_ends, classes, cl100k):
   """Pre-tokens of every text, deduplicated: (word of each pre-token, first occurrence, length, count)."""
   size = points.size
   bits = _table_bits(size, 2)
@@ -85,7 +136,7 @@ def _pretokenize(points, text_ends, classes):
     end = text_ends[t]
     i = begin
     while i < end:
-      j = _next_pretoken(points, classes, i, end)
+      j = _next_pretoken_cl100k(points, classes, i, end) if cl100k else _next_pretoken(points, classes, i, end)
       h = np.uint64(j - i)
       for k in range(i, j):
         h = h * np.uint64(0x100000001B3) + np.uint64(points[k])
@@ -148,8 +199,8 @@ def _utf8(points, starts, lengths):
   return codes, byte_lengths
 
 
-def pretokenize(texts: Sequence[str]):
-  """Compiled pre-tokenization + word counting, as the sampler's `_PRETOKEN.findall` + Counter.
+def pretokenize(texts: Sequence[str], pattern: str = "gpt2"):
+  """Compiled pre-tokenization + word counting, as `_substrings.pretokenize` (a `PRETOKEN_PATTERNS` name).
 
   Returns (UTF-8 bytes of the distinct words in first-occurrence order, their byte lengths, their
   counts, the word of every pre-token in text order, cumulative pre-tokens per text), or None for text the
@@ -160,6 +211,8 @@ def pretokenize(texts: Sequence[str]):
   except UnicodeEncodeError:
     return None
   text_ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)))
-  word_of, starts, lengths, counts, token_ends = _pretokenize(points, text_ends, _classes())
+  if pattern not in ("gpt2", "cl100k"):
+    raise ValueError(f"no compiled pre-tokenizer for {pattern!r}")
+  word_of, starts, lengths, counts, token_ends = _pretokenize(points, text_ends, _classes(), pattern == "cl100k")
   codes, byte_lengths = _utf8(points, starts, lengths)
   return codes, byte_lengths, counts, word_of, token_ends

@@ -10,7 +10,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 from zett.tokenization import byte_level
-from zett.tokenization._substrings import PRETOKEN_PATTERN
+from zett.tokenization._substrings import PRETOKEN_PATTERNS
 from zett.tokenization.tokenizer import Tokenizer, from_backend
 
 BYTE_PIECES = tuple(byte_level.bytes_to_unicode()[b] for b in range(256))
@@ -28,6 +28,7 @@ def unigram_tokenizer(
   spellings: Sequence[str],
   scores: np.ndarray,
   name: str,
+  pretokenizer: str = "gpt2",
 ) -> Tokenizer:
   """A standalone zett Tokenizer for a sampled vocabulary, ids as in `SampledBatch.pieces`.
 
@@ -39,6 +40,7 @@ def unigram_tokenizer(
     base_roles: the base tokenizer's roles (bos, eos, ...) as base ids.
     spellings: byte-level spelling of each sampled piece.
     scores: log-prob score of each sampled piece.
+    pretokenizer: the `PRETOKEN_PATTERNS` split the sampler pre-tokenized with.
   """
   fallback = byte_score(scores)
   vocab = [(content, fallback) for content in special_pieces]
@@ -46,7 +48,7 @@ def unigram_tokenizer(
   backend = tokenizers.Tokenizer(models.Unigram(vocab, None, False))
   backend.pre_tokenizer = pre_tokenizers.Sequence(
     [
-      pre_tokenizers.Split(tokenizers.Regex(PRETOKEN_PATTERN), behavior="isolated"),
+      pre_tokenizers.Split(tokenizers.Regex(PRETOKEN_PATTERNS[pretokenizer]), behavior="isolated"),
       pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ]
   )

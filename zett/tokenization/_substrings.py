@@ -19,11 +19,17 @@ from collections.abc import Sequence
 import numpy as np
 import regex
 
+from zett.tokenization._formats import CL100K_PATTERN
 from zett.tokenization.byte_level import to_byte_level
 
-# GPT-2's pre-tokenizer split (what `pre_tokenizers.ByteLevel(use_regex=True)` uses).
+# GPT-2's pre-tokenizer split (what `pre_tokenizers.ByteLevel(use_regex=True)` uses): a space leads a word, a number
+# or a punctuation run; punctuation never joins letters.
 PRETOKEN_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-_PRETOKEN = regex.compile(PRETOKEN_PATTERN)
+# The pre-token splits the sampler can draw from, by name. cl100k (GPT-4's, which most recent byte-level BPEs adopt)
+# lets one punctuation character lead a word ("(self", ".get", "_dirs"), splits numbers into runs of <= 3 digits and
+# keeps newlines after punctuation ("):\n"): pieces GPT-2's split can never produce.
+PRETOKEN_PATTERNS = {"gpt2": PRETOKEN_PATTERN, "cl100k": CL100K_PATTERN}
+_PRETOKEN = {name: regex.compile(pattern) for name, pattern in PRETOKEN_PATTERNS.items()}
 HASH_MULTIPLIER = np.uint64(0x100000001B3)  # FNV-1 prime: odd, so multiplication is invertible mod 2^64
 
 
@@ -55,15 +61,18 @@ class BatchWords:
   unique_keys: np.ndarray | None = None  # uint64 sorted distinct keys of the batch
 
 
-def pretokenize(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """A batch's pre-tokens, deduplicated.
+def pretokenize(
+  texts: Sequence[str], pattern: str = "gpt2"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """A batch's pre-tokens under `PRETOKEN_PATTERNS[pattern]`, deduplicated.
 
   Returns (UTF-8 bytes of the distinct words in first-occurrence order, their byte lengths, their
   counts, the word of every pre-token in text order, cumulative pre-tokens per text). The
   reference for `_fast_pretokenize.pretokenize`.
   """
   counter: collections.Counter[str] = collections.Counter()
-  per_text = [_PRETOKEN.findall(text) for text in texts]
+  split = _PRETOKEN[pattern]
+  per_text = [split.findall(text) for text in texts]
   for words in per_text:
     counter.update(words)
   index = {word: i for i, word in enumerate(counter)}

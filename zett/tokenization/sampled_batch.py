@@ -37,6 +37,7 @@ class SampledBatch:
   _fixed_pieces: tuple[str, ...]  # specials' content + the 256 byte pieces
   _piece_spellings: list[str]  # the surface cache's spellings (append-only) ...
   _piece_slots: np.ndarray  # ... and where this vocabulary's pieces are in it
+  pretokenizer: str = "gpt2"  # the `PRETOKEN_PATTERNS` split the batch's text was pre-tokenized with
 
   @property
   def pieces(self) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from zett.errors import ZettError
 from zett.tokenization import _fast, _fast_bpe, _fast_pretokenize
 from zett.tokenization._sampled_unigram import BYTE_PIECES, byte_score, unigram_tokenizer
 from zett.tokenization._substrings import (
+  PRETOKEN_PATTERNS,
   BatchSubstrings,
   BatchWords,
   SubstringWindow,
@@ -61,6 +62,9 @@ class TokenizerSampler:
     prepend_bos / append_eos: add the base's bos / eos special to every sequence.
     compiled: use the numba kernels (`_fast`); None = when numba is installed. Both paths give
       the same batches; the numpy path is the reference and the fallback.
+    pretokenizers: the pre-token splits to draw from (`PRETOKEN_PATTERNS` names), one per batch, uniformly from
+      (seed, step); the first one also splits `sample_fixed` tokenizers. More than one teaches the hypernetwork the
+      pieces of tokenizers that split text differently from the base.
   """
 
   def __init__(
@@ -79,6 +83,7 @@ class TokenizerSampler:
     prepend_bos: bool = False,
     append_eos: bool = False,
     compiled: bool | None = None,
+    pretokenizers: Sequence[str] = ("gpt2",),
   ):
     if vocab_size < 257:
       raise SamplerError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
@@ -88,6 +93,10 @@ class TokenizerSampler:
       raise SamplerError("history_batches >= 1, max_piece_bytes >= 2, sequence_length >= 1 and noise_std >= 0 needed")
     if compiled and not _fast.AVAILABLE:
       raise SamplerError("compiled=True needs numba (pip install numba)")
+    unknown = [name for name in pretokenizers if name not in PRETOKEN_PATTERNS]
+    if unknown or not pretokenizers:
+      raise SamplerError(f"pretokenizers must be a non-empty list of {sorted(PRETOKEN_PATTERNS)}, got {pretokenizers}")
+    self.pretokenizers = tuple(pretokenizers)
     self.compiled = _fast.AVAILABLE if compiled is None else compiled
     self.base = base
     self.vocab_size, self.min_vocab_size, self.noise_std = vocab_size, min_vocab_size, noise_std
@@ -115,6 +124,7 @@ class TokenizerSampler:
     self._special_pieces = tuple(base.id_to_piece[int(b)] or "" for b in self.special_base_ids)
     self._window = SubstringWindow(history_batches, _fast.merge_window if self.compiled else None)
     self._window_texts: collections.deque[list[str]] = collections.deque(maxlen=history_batches)
+    self._window_splits: collections.deque[str] = collections.deque(maxlen=history_batches)
     self._batches_seen = 0
 
   @property
@@ -129,14 +139,14 @@ class TokenizerSampler:
 
   # -- window ------------------------------------------------------------------------------------
 
-  def _observe(self, texts: Sequence[str]) -> tuple[BatchWords, np.ndarray, np.ndarray]:
-    """Adds a batch to the window.
+  def _observe(self, texts: Sequence[str], pretokenizer: str) -> tuple[BatchWords, np.ndarray, np.ndarray]:
+    """Adds a batch, pre-tokenized with `PRETOKEN_PATTERNS[pretokenizer]`, to the window.
 
     Returns its distinct words, and each text's word indices as CSR (flat word ids, offsets [B + 1]).
     """
-    words = _fast_pretokenize.pretokenize(texts) if self.compiled else None
+    words = _fast_pretokenize.pretokenize(texts, pretokenizer) if self.compiled else None
     if words is None:
-      codes, word_lengths, counts, word_ids, token_ends = pretokenize(texts)
+      codes, word_lengths, counts, word_ids, token_ends = pretokenize(texts, pretokenizer)
     else:
       codes, word_lengths, counts, word_ids, token_ends = words
     text_offsets = np.concatenate([[0], token_ends])
@@ -165,6 +175,7 @@ class TokenizerSampler:
       substrings = count_substrings(hashed, counts)
     self._window.add(substrings)
     self._window_texts.append(list(texts))
+    self._window_splits.append(pretokenizer)
     self._batches_seen += 1
     return hashed, word_ids, text_offsets
 
@@ -203,14 +214,16 @@ class TokenizerSampler:
       window.slots[positions[missing]] = cache.add(window.spellings(positions[missing]))
     return window.slots[positions]
 
-  def _standalone(self, spellings: Sequence[str], scores: np.ndarray, name: str) -> Tokenizer:
+  def _standalone(self, spellings: Sequence[str], scores: np.ndarray, name: str, pretokenizer: str) -> Tokenizer:
     """A standalone zett Tokenizer for a sampled vocabulary (`_sampled_unigram.unigram_tokenizer`)."""
-    return unigram_tokenizer(self._special_pieces, self.special_base_ids, self.base.roles, spellings, scores, name)
+    return unigram_tokenizer(
+      self._special_pieces, self.special_base_ids, self.base.roles, spellings, scores, name, pretokenizer
+    )
 
   def tokenizer_for(self, batch: SampledBatch) -> Tokenizer:
     """The tokenizer `batch` was tokenized with, as a standalone `Tokenizer` (for eval and export)."""
     spellings = [batch._piece_spellings[i] for i in batch._piece_slots.tolist()]
-    return self._standalone(spellings, batch.scores, f"sampled@{batch.step}")
+    return self._standalone(spellings, batch.scores, f"sampled@{batch.step}", batch.pretokenizer)
 
   def sample_fixed(self, seed: int) -> Tokenizer:
     """A tokenizer drawn from the current window with its own seed, leaving the sampler unchanged."""
@@ -220,7 +233,7 @@ class TokenizerSampler:
     positions, scores, _ = self._pick_pieces(rng)
     spellings = self._surface.spellings
     spellings = [spellings[i] for i in self._slots(positions).tolist()]
-    return self._standalone(spellings, scores, f"sampled-fixed@{seed}")
+    return self._standalone(spellings, scores, f"sampled-fixed@{seed}", self.pretokenizers[0])
 
   def _encode_words(
     self, words: BatchWords, positions: np.ndarray, scores: np.ndarray
@@ -265,7 +278,11 @@ class TokenizerSampler:
     if not texts:
       raise ValueError("sample() needs at least one text")
     step = self._batches_seen if step is None else step
-    words, word_ids, text_offsets = self._observe(texts)
+    pretokenizer = self.pretokenizers[0]
+    if len(self.pretokenizers) > 1:  # its own stream: a single split samples exactly what it always did
+      choice = np.random.default_rng([self.seed, step, 2]).integers(len(self.pretokenizers))
+      pretokenizer = self.pretokenizers[int(choice)]
+    words, word_ids, text_offsets = self._observe(texts, pretokenizer)
     rng = np.random.default_rng([self.seed, step])
     positions, scores, _ = self._pick_pieces(rng)
     slots = self._slots(positions)
@@ -351,19 +368,31 @@ class TokenizerSampler:
       self._special_pieces + BYTE_PIECES,
       self._surface.spellings,
       slots,
+      pretokenizer,
     )
 
   # -- state -------------------------------------------------------------------------------------
 
   def get_state(self) -> dict[str, Any]:
-    """JSON-able state: the window's texts and the batch counter (the surface cache is rebuilt)."""
-    return {"version": 1, "batches_seen": self._batches_seen, "window_texts": [list(t) for t in self._window_texts]}
+    """JSON-able state: the window's texts, their pre-token splits and the batch counter (the surface cache is
+    rebuilt)."""
+    return {
+      "version": 2,
+      "batches_seen": self._batches_seen,
+      "window_texts": [list(t) for t in self._window_texts],
+      "window_splits": list(self._window_splits),
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
-    if state.get("version") != 1:
-      raise ValueError(f"unknown sampler state version {state.get('version')!r}")
+    """Restores `get_state`'s window (version 1, from before the splits were recorded, was all GPT-2)."""
+    version = state.get("version")
+    if version not in (1, 2):
+      raise ValueError(f"unknown sampler state version {version!r}")
+    texts_list = state["window_texts"]
+    splits = state["window_splits"] if version == 2 else ["gpt2"] * len(texts_list)
     self._window = SubstringWindow(self.history_batches, self._window.merge)
     self._window_texts.clear()
-    for texts in state["window_texts"]:
-      self._observe(texts)
+    self._window_splits.clear()
+    for texts, split in zip(texts_list, splits):
+      self._observe(texts, split)
     self._batches_seen = int(state["batches_seen"])
