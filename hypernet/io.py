@@ -132,16 +132,18 @@ def _check_shapes(path, config: HypernetConfig, params) -> None:
     jax.ShapeDtypeStruct((vb, d), jnp.float32) if config.predict_output_embeddings else None,
     jax.ShapeDtypeStruct((vb,), jnp.float32) if config.predict_output_bias else None,
   )
-  expected = _flatten(nn.meta.unbox(abstract_params(config, base)))
-  got = _flatten(params)
+  expected = {name: tuple(spec.shape) for name, spec in _flatten(nn.meta.unbox(abstract_params(config, base))).items()}
+  check_param_shapes(path, expected, _flatten(params), HypernetCheckpointError, "the config")
+
+
+def check_param_shapes(
+  where, expected: dict[str, tuple[int, ...]], got: dict, error: type[ZettError], config_name: str
+) -> None:
+  """Raises `error` naming `where` unless `got` has exactly the parameter names of `expected`, in its shapes."""
   missing = sorted(set(expected) - set(got))
   extra = sorted(set(got) - set(expected))
   if missing or extra:
-    raise HypernetCheckpointError(
-      f"{path}: parameters do not match the config (missing: {missing[:5]}, unexpected: {extra[:5]})"
-    )
-  for name, spec in expected.items():
-    if tuple(got[name].shape) != tuple(spec.shape):
-      raise HypernetCheckpointError(
-        f"{path}: parameter {name} has shape {tuple(got[name].shape)}, config implies {tuple(spec.shape)}"
-      )
+    raise error(f"{where}: parameters do not match {config_name} (missing: {missing[:5]}, unexpected: {extra[:5]})")
+  for name, shape in expected.items():
+    if tuple(got[name].shape) != shape:
+      raise error(f"{where}: parameter {name} has shape {tuple(got[name].shape)}, {config_name} implies {shape}")

@@ -175,21 +175,11 @@ def _nest(flat: dict[str, np.ndarray]) -> dict:
 
 def check_params(where: str, config: PublishedHypernetConfig, flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The parameters the forward pass reads, after checking names and shapes against the config."""
+  from zett.hypernet.io import check_param_shapes
   from zett.hypernet.published_model import expected_shapes
 
-  expected = expected_shapes(config)
   used = {k: v for k, v in flat.items() if not any(p.fullmatch(k) for p in _IGNORED)}
-  missing = sorted(set(expected) - set(used))
-  extra = sorted(set(used) - set(expected))
-  if missing or extra:
-    raise PublishedHypernetError(
-      f"{where}: weights do not match config.json (missing: {missing[:6]}, unexpected: {extra[:6]})"
-    )
-  for name, shape in expected.items():
-    if tuple(used[name].shape) != shape:
-      raise PublishedHypernetError(
-        f"{where}: parameter {name} has shape {tuple(used[name].shape)}, config.json implies {shape}"
-      )
+  check_param_shapes(where, expected_shapes(config), used, PublishedHypernetError, CONFIG_NAME)
   return used
 
 

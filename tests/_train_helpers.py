@@ -24,7 +24,7 @@ def pretrained_tiny_base(folder: Path, steps: int = 300, seed: int = 0) -> Path:
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from zett.train.tiny_base import corpus_text, tiny_base
+  from zett.testing.tiny import corpus_text, tiny_base
   from zett.interop.hf import save_pretrained
 
   base = tiny_base(seed=seed)

@@ -55,7 +55,7 @@ def full_size_offenders(mesh, min_size):
 def main(tmp):
   assert len(jax.devices()) == 8, jax.devices()
   config = load_train_config(TINY_CONFIG, [f"run_dir={tmp}/data"])
-  from zett.train.tiny_base import tiny_tokenizer
+  from zett.testing.tiny import tiny_tokenizer
   batcher = TextBatcher(config.data)
   sampler = make_sampler(config.sampler, tiny_tokenizer(), config.hypernet.surface_max_length,
                          config.data.sequence_length, 4, False, [], config.data.batch_size)

@@ -117,3 +117,38 @@ def test_cli_builds_then_streams_the_same_text_as_the_library(tmp_path, base_tok
   assert main(argv[:-2] + ["--exact"]) == 0  # the vocabulary now exists; exact needs no index
   assert main(["generate", "--model", str(tmp_path / "m"), "--vocab", str(tmp_path / "nothing"), "--prompt", "x"]) == 2
   assert "not a vocabulary directory" in capsys.readouterr().err
+
+
+def test_a_changed_index_spec_rebuilds_the_index(tmp_path, caplog):
+  import json
+  import logging
+
+  from zett.ann.index import IndexSpec, load_index
+  from zett.ann.store import EmbeddingStore
+  from zett.testing.tiny import tiny_base
+
+  model = tiny_base()  # untied: the index lives over the output store
+  vocab = tmp_path / "v"
+
+  def build(spec):
+    build_vocabulary(vocab, model, model.tokenizer, index_spec=spec, progress=False)
+    return load_index(EmbeddingStore(vocab / "output"))
+
+  assert build(IndexSpec(kind="flat")).spec.kind == "flat"
+  index_file = vocab / "output" / "index.json"
+  written = index_file.stat().st_mtime_ns
+  build(IndexSpec(kind="flat"))
+  assert index_file.stat().st_mtime_ns == written  # the same spec keeps the index it built
+  with caplog.at_level(logging.INFO, logger="zett.ann.build"):
+    rebuilt = build(IndexSpec(kind="hnsw", hnsw_neighbors=16))
+  assert (rebuilt.spec.kind, rebuilt.spec.hnsw_neighbors) == ("hnsw", 16)
+  assert "kind 'flat' -> 'hnsw'" in caplog.text and "hnsw_neighbors 32 -> 16" in caplog.text
+
+  # A directory built before vocab.json recorded the spec is judged by the index's own spec.
+  meta = json.loads((vocab / "vocab.json").read_text())
+  del meta["index_spec"]
+  (vocab / "vocab.json").write_text(json.dumps(meta))
+  written = index_file.stat().st_mtime_ns
+  build(IndexSpec(kind="hnsw", hnsw_neighbors=16))
+  assert index_file.stat().st_mtime_ns == written
+  assert build(IndexSpec(kind="flat")).spec.kind == "flat"

@@ -82,6 +82,18 @@ def test_openapi_schema_lists_every_endpoint(server):
   assert body["maxItems"] == SETTINGS.max_tokens_per_request  # limits from the settings are in the schema
 
 
+def test_the_job_schema_shows_every_field_of_the_job_record():
+  # Two declarations on purpose (the record is what jobs.py persists, JobInfo what the API documents); a field added
+  # to one must reach the other, or `_job_info` drops it from the answers.
+  import dataclasses
+
+  from zett.service.jobs import Job
+  from zett.service.schemas import JobInfo
+
+  shown = [name for name in JobInfo.model_fields if name != "result_url"]
+  assert [field.name for field in dataclasses.fields(Job)] == shown
+
+
 @pytest.mark.parametrize("encoding", ["float", "base64"])
 def test_embeddings_equal_the_library(client, engine, encoding):
   tokens = [" hello", "def", "<s>", " self.assert", "é", "∑x", "\n\n    "]

@@ -43,13 +43,11 @@ def tiny_bert(tie_word_embeddings: bool = False, seed: int = 0, hidden_size: int
   import jax
   import numpy as np
   from zett.models import bert
-  from zett.models.base import BaseModel, params_sha256
+  from zett.models.base import BaseModel
   tok = base_tokenizer()
   config = bert.BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden_size, num_hidden_layers=2,
                            num_attention_heads=2, intermediate_size=2 * hidden_size, pad_token_id=2,
                            tie_word_embeddings=tie_word_embeddings)
   params = dict(bert.init_params(config, jax.random.key(seed)))
   params["lm_head_bias"] = np.random.default_rng(seed).normal(0, 0.5, tok.vocab_size).astype(np.float32)
-  return BaseModel(family=bert.FAMILY, config=config, module=bert.make_module(config), params=params,
-                   tokenizer=tok, name=f"tiny-bert-v{tok.vocab_size}",
-                   weights_sha256=params_sha256(params))
+  return BaseModel.from_params(bert.FAMILY, config, params, f"tiny-bert-v{tok.vocab_size}", tok)

@@ -88,7 +88,7 @@ class DataConfig:
 class ModelConfig:
   base: str = "smollm2-135m"
   """Frozen base model: "smollm2-135m", a local Hugging Face folder, a .gguf file, a hub name, or a random tiny test
-  base "tiny-llama[:seed]" / "tiny-xlmr[:seed]" (`train.tiny_base`)."""
+  base "tiny-llama[:seed]" / "tiny-xlmr[:seed]" (`zett.testing.tiny`)."""
   tokenizer: str | None = None
   """The base's tokenizer (any `zett.tokenization.load_tokenizer` spec); default: the one the base ships with."""
   param_dtype: Literal["float32", "bfloat16"] = "float32"

@@ -70,9 +70,9 @@ def _load_base(config: TrainConfig):
   param = _DTYPES[config.model.param_dtype]
   spec = config.model.base
   if spec.split(":")[0] in ("tiny-llama", "tiny-xlmr"):
-    from zett.train import tiny_base
+    from zett.testing.tiny import tiny_base, tiny_xlmr_base
 
-    build = tiny_base.tiny_base if spec.startswith("tiny-llama") else tiny_base.tiny_xlmr_base
+    build = tiny_base if spec.startswith("tiny-llama") else tiny_xlmr_base
     return build(seed=int(spec.split(":", 1)[1]) if ":" in spec else 0, dtype=compute, param_dtype=param)
   from zett.models.load import load_model
 

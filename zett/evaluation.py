@@ -49,6 +49,14 @@ def _tokenizer(tokenizer) -> Tokenizer:
     raise EvalInputError(f"{type(tokenizer).__name__}: not a usable tokenizer ({e})") from None
 
 
+def _model_tokenizer(model: BaseModel, tokenizer) -> Tokenizer:
+  """`tokenizer`, by default the model's own, as a `Tokenizer`."""
+  tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+  if tokenizer is None:
+    raise EvalInputError(f"{model.name}: no tokenizer given and the model has none")
+  return _tokenizer(tokenizer)
+
+
 def count_tokens(tokenizer, texts: Sequence[str]) -> int:
   """Tokens for `texts` without added special tokens."""
   return int(sum(map(len, _tokenizer(tokenizer).encode_batch(list(texts)))))
@@ -160,10 +168,7 @@ def causal_lm_bits_per_byte(
   """
   if not model.family.is_causal:
     raise EvalInputError(f"{model.name}: bits per byte here needs a causal LM, got family {model.family.name}")
-  tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-  if tokenizer is None:
-    raise EvalInputError(f"{model.name}: no tokenizer given and the model has none")
-  tokenizer = _tokenizer(tokenizer)
+  tokenizer = _model_tokenizer(model, tokenizer)
   params = model.params if params is None else params
   num_bytes = sum(len(t.encode("utf-8")) for t in texts)
   if num_bytes == 0:
@@ -215,10 +220,7 @@ def masked_lm_bits_per_byte(
   Returns:
     (bits per byte, number of masked positions).
   """
-  tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-  if tokenizer is None:
-    raise EvalInputError(f"{model.name}: no tokenizer given and the model has none")
-  tokenizer = _tokenizer(tokenizer)
+  tokenizer = _model_tokenizer(model, tokenizer)
   backend = tokenizer.backend
   mask_id = _mask_token_id(tokenizer) if mask_token_id is None else mask_token_id
   rng = np.random.default_rng(seed)

@@ -71,21 +71,17 @@ def _english_heldout(max_bytes: int = 6000) -> str:
 
 
 def _train_code_tokenizer(vocab_size: int):
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  texts = [stdlib_text((f"{m}.py",)) for m in _CODE_TRAIN_MODULES]
+  return _byte_level_bpe(texts, vocab_size, f"python-code-bpe-{vocab_size // 1024}k")
 
+
+def _byte_level_bpe(texts: list[str], vocab_size: int, name: str):
+  """A byte-level BPE `Tokenizer` named `name` trained on `texts`, with <|endoftext|> as id 0 (bos, eos and pad)."""
+  from zett.testing.bpe import train_byte_level_bpe
   from zett.tokenization import from_backend
 
-  backend = Tokenizer(models.BPE())
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(
-    vocab_size=vocab_size,
-    special_tokens=["<|endoftext|>"],
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  backend.train_from_iterator([stdlib_text((f"{m}.py",)) for m in _CODE_TRAIN_MODULES], trainer)
-  return from_backend(backend, name=f"python-code-bpe-{vocab_size // 1024}k", roles={"bos": 0, "eos": 0, "pad": 0})
+  backend = train_byte_level_bpe(texts, vocab_size, ["<|endoftext|>"])
+  return from_backend(backend, name=name, roles={"bos": 0, "eos": 0, "pad": 0})
 
 
 def _heldout_corpus_texts(corpus: Path, language: str, max_bytes: int) -> tuple[list[str], list[str]] | None:
@@ -120,27 +116,13 @@ def _russian_corpus(out: Path, max_bytes: int) -> tuple[list[str], list[str]] | 
 
 def _train_language_tokenizer(name: str, texts: list[str], vocab_size: int, max_bytes: int = 3_000_000):
   """A byte-level BPE trained on (the first `max_bytes` of) `texts`: a tokenizer the hypernetwork never saw."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-  from zett.tokenization import from_backend
-
   chosen, used = [], 0
   for text in texts:
     if used >= max_bytes:
       break
     chosen.append(text)
     used += len(text.encode("utf-8"))
-  backend = Tokenizer(models.BPE())
-  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  backend.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(
-    vocab_size=vocab_size,
-    special_tokens=["<|endoftext|>"],
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    show_progress=False,
-  )
-  backend.train_from_iterator(chosen, trainer)
-  return from_backend(backend, name=f"{name}-bpe-{vocab_size // 1024}k", roles={"bos": 0, "eos": 0, "pad": 0})
+  return _byte_level_bpe(chosen, vocab_size, f"{name}-bpe-{vocab_size // 1024}k")
 
 
 def _check_in_transformers(folder: Path, ours, text: str) -> float:

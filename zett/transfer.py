@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from zett.baselines import BASELINE_METHODS, make_baseline
 from zett.errors import ZettError
-from zett.models.base import BaseModel, params_sha256
+from zett.models.base import BaseModel
 from zett.models.family import Embeddings
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 from zett.tokenization.tokenizer import Tokenizer
@@ -179,15 +179,8 @@ def with_new_vocabulary(model: BaseModel, embeddings: Embeddings, tokenizer: Tok
   """`model` with its vocabulary-sized parameters replaced by `embeddings` and `tokenizer`'s special ids."""
   config, params = model.family.set_embeddings(model.config, model.params, embeddings)
   config = _with_special_ids(config, tokenizer)
-  dtype = getattr(model.module, "dtype", jnp.float32)
-  return BaseModel(
-    family=model.family,
-    config=config,
-    module=model.family.make_module(config, dtype),
-    params=params,
-    tokenizer=tokenizer,
-    name=name,
-    weights_sha256=params_sha256(params),
+  return BaseModel.from_params(
+    model.family, config, params, name, tokenizer, getattr(model.module, "dtype", jnp.float32)
   )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from zett.errors import ZettError
+from zett.tokenization.surface import SurfaceForms
 from zett.tokenization.tokenizer import Tokenizer
 
 
@@ -33,6 +34,11 @@ class TargetVocabulary:
   """int32 [V] number of real subtokens."""
   special_base_ids: np.ndarray
   """int32 [V]: >= 0 for a special token with a base counterpart (that base row is copied), else -1."""
+
+  @classmethod
+  def spelled(cls, tokenizer: Tokenizer, forms: SurfaceForms) -> TargetVocabulary:
+    """`tokenizer`'s vocabulary as `forms` spell it in base subtokens."""
+    return cls(tokenizer, short_name(tokenizer.name), forms.ids, forms.lengths, forms.special_base_ids)
 
   @property
   def size(self) -> int:
@@ -62,14 +68,7 @@ def build_target_vocabulary(target, base_tokenizer: Tokenizer, surface_length: i
   from zett.tokenization import surface_forms
 
   target = as_tokenizer(target, "target tokenizer")
-  forms = surface_forms(target, base_tokenizer, max_length=surface_length)
-  return TargetVocabulary(
-    tokenizer=target,
-    name=short_name(target.name),
-    surface_ids=forms.ids,
-    surface_lengths=forms.lengths,
-    special_base_ids=forms.special_base_ids,
-  )
+  return TargetVocabulary.spelled(target, surface_forms(target, base_tokenizer, max_length=surface_length))
 
 
 def published_target_vocabulary(target, config):
@@ -78,10 +77,4 @@ def published_target_vocabulary(target, config):
 
   target = as_tokenizer(target, "target tokenizer")
   forms = spell_like_zett_authors(target, config.surface_tokenizer, config.surface_length, config.base_vocab_size)
-  return TargetVocabulary(
-    tokenizer=target,
-    name=short_name(target.name),
-    surface_ids=forms.ids,
-    surface_lengths=forms.lengths,
-    special_base_ids=forms.special_base_ids,
-  )
+  return TargetVocabulary.spelled(target, forms)

@@ -4,7 +4,8 @@ A vocabulary directory holds everything generation needs:
 
     tokenizer.json   the large vocabulary (a `tokenizers` file; base tokens keep their base ids
                      when the vocabulary was trained here with the base forced in)
-    vocab.json       base model name + weights sha256, how embeddings were made, vocabulary sha256
+    vocab.json       base model name + weights sha256, how embeddings were made, vocabulary sha256,
+                     the IndexSpec the ANN index was built from
     input/           EmbeddingStore of input embeddings [V, D]
     output/          EmbeddingStore of output embeddings [V, D] (untied bases), else absent
                      (tied: scoring uses input/); the ANN index lives next to the scored store
@@ -18,7 +19,9 @@ table in memory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,10 +37,13 @@ from zett.errors import ZettError
 from zett.models.family import Embeddings
 from zett.tokenization import Tokenizer, from_backend, load_tokenizer, surface_forms
 
+_log = logging.getLogger(__name__)
 _DEFAULT_INDEX_SPEC = IndexSpec()
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_META_FILE = "vocab.json"
+INDEX_SPEC_KEY = "index_spec"
+"""vocab.json: the `IndexSpec` the index was built from, as asked (the index's own records what the build resolved)."""
 
 
 class VocabularyError(ZettError, ValueError):
@@ -206,7 +212,8 @@ def build_vocabulary(
     hypernet: anything `hypernet.load_hypernetwork` takes (checked against `model`), or None for the
       mean-of-subtokens (FVT) heuristic.
     batch_size: tokens per prediction batch (= store chunk).
-    index_spec: ANN index to build over the output embeddings (None: no index).
+    index_spec: ANN index to build over the output embeddings (None: no index). An index already built from
+      another spec is rebuilt (the embeddings are kept).
     query_sample: base-model hidden states [N, D] that set the index's query scale (default:
       `sample_hidden_states(model)`).
   """
@@ -229,10 +236,11 @@ def build_vocabulary(
     "base_weights_sha256": model.weights_sha256,
     "embeddings": "hypernetwork" if hypernet is not None else "fvt-mean",
   }
-  if meta_path.exists() and _read_meta(meta_path) != meta:
+  recorded = _read_meta(meta_path) if meta_path.exists() else {}
+  if recorded and {key: recorded.get(key) for key in meta} != meta:
     raise VocabularyError(f"{meta_path}: this directory holds another vocabulary build; use a new directory")
   tokenizer.backend.save(str(out / TOKENIZER_FILE))
-  meta_path.write_text(json.dumps(meta, indent=1))
+  meta_path.write_text(json.dumps({**recorded, **meta}, indent=1))
 
   from zett.hypernet.published_config import PublishedHypernetConfig
 
@@ -270,15 +278,43 @@ def build_vocabulary(
     np.save(out / "bias.npy", bias.astype(np.float32))
   if index_spec is not None:
     scored = stores.get("output", stores["input"])
-    try:
-      load_index(scored)  # already built for this vocabulary
-    except IndexMismatchError:
+    changes = _index_spec_changes(scored, index_spec, recorded.get(INDEX_SPEC_KEY))
+    if changes is None or changes:
+      if changes:
+        _log.info("%s: rebuilding the ANN index for the new index spec (%s)", scored.path, ", ".join(changes))
       if query_sample is None:
         query_sample = sample_hidden_states(model)
       build_index(scored, index_spec, bias_v=_load_bias(out), query_sample=query_sample, progress=progress).save(
         scored.path
       )
+      meta_path.write_text(json.dumps({**meta, INDEX_SPEC_KEY: dataclasses.asdict(index_spec)}, indent=1))
   return out
+
+
+def _index_spec_changes(scored: EmbeddingStore, spec: IndexSpec, recorded: dict | None) -> list[str] | None:
+  """How `spec` differs from the one the index over `scored` was built from (`[]`: not at all), or None when there
+  is no index for this vocabulary yet."""
+  try:
+    built = load_index(scored)
+  except IndexMismatchError:
+    return None
+  built.close()
+  ignored: set[str] = set()
+  try:
+    was = dataclasses.asdict(IndexSpec(**recorded)) if recorded is not None else None
+  except (TypeError, ValueError):
+    return [f"{VOCAB_META_FILE} records no readable index spec"]
+  if was is None:  # built before vocab.json recorded the spec: the index's own, less what the build resolved
+    was = dataclasses.asdict(built.spec)
+    ignored = {"shards"} if spec.shards == 0 else set()
+    if (built.calibration or {}).get("candidates"):
+      ignored.add("candidates")
+  wanted = dataclasses.asdict(spec)
+  return [
+    f"{key} {was.get(key)!r} -> {value!r}"
+    for key, value in wanted.items()
+    if key not in ignored and was.get(key) != value
+  ]
 
 
 def _load_bias(directory: Path) -> np.ndarray | None:

@@ -47,7 +47,8 @@ class GenerateOptions:
   stats: bool = False
   """Print tokens/s and bytes/token to stderr at the end."""
   index: IndexSpec = IndexSpec()
-  """The ANN index build_from builds (zett.ann.index.IndexSpec); an index already built is kept as it is."""
+  """The ANN index build_from builds (zett.ann.index.IndexSpec); an index built from another spec is rebuilt (the
+  embeddings are kept)."""
 
   def __post_init__(self):
     check_ranges(self)
@@ -74,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(options.build_from)
   model = load_model(options.model)
   vocab = Path(options.vocab)
-  if tokenizer is not None:  # resumes an interrupted build; a finished one is only verified
+  if (
+    tokenizer is not None
+  ):  # resumes an interrupted build; a finished one is verified, its index rebuilt if the spec changed
     build_vocabulary(vocab, model, tokenizer, hypernet=options.hypernet, index_spec=options.index)
   generator = LargeVocabGenerator(model, vocab, load_ann_index=not options.exact, candidates=options.candidates)
   for piece in generator.generate(

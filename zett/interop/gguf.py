@@ -158,12 +158,5 @@ def load_gguf(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, load
     raise type(e)(f"{path}: {e}") from e
   name = str(_field(reader, path, "general.name", path.stem))
   tokenizer = load_gguf_tokenizer(path) if load_tokenizer else None
-  return BaseModel(
-    family=family,
-    config=config,
-    module=family.make_module(config, dtype),
-    params=cast_params(params, param_dtype),
-    tokenizer=tokenizer,
-    name=name,
-    weights_sha256=file_sha256(path),
-  )
+  params = cast_params(params, param_dtype)
+  return BaseModel.from_params(family, config, params, name, tokenizer, dtype, weights_sha256=file_sha256(path))

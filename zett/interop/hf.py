@@ -90,15 +90,7 @@ def load_pretrained(
   params = cast_params(params, param_dtype)
   name = name or folder.name
   tokenizer = load_folder_tokenizer(folder, name) if load_tokenizer else None
-  return BaseModel(
-    family=family,
-    config=config,
-    module=family.make_module(config, dtype),
-    params=params,
-    tokenizer=tokenizer,
-    name=name,
-    weights_sha256=file_sha256(files),
-  )
+  return BaseModel.from_params(family, config, params, name, tokenizer, dtype, weights_sha256=file_sha256(files))
 
 
 def load_folder_tokenizer(folder: Path, name: str | None = None) -> Tokenizer | None:

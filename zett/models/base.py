@@ -32,6 +32,29 @@ class BaseModel:
   weights_sha256: str
   """sha256 of the weights file(s) it was loaded from (of the param bytes for models built in memory)."""
 
+  @classmethod
+  def from_params(
+    cls,
+    family: Family,
+    config: Any,
+    params: Params,
+    name: str,
+    tokenizer: Tokenizer | None = None,
+    dtype=jnp.float32,
+    weights_sha256: str | None = None,
+  ) -> BaseModel:
+    """`family`'s module for `config` computing in `dtype` over `params`; `weights_sha256` defaults to
+    `params_sha256(params)` (a loader passes the sha256 of the files it read)."""
+    return cls(
+      family=family,
+      config=config,
+      module=family.make_module(config, dtype),
+      params=params,
+      tokenizer=tokenizer,
+      name=name,
+      weights_sha256=params_sha256(params) if weights_sha256 is None else weights_sha256,
+    )
+
   @property
   def embeddings(self) -> Embeddings:
     return self.family.get_embeddings(self.config, self.params)

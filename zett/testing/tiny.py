@@ -1,12 +1,25 @@
-"""Tiny random base models for tests: real module code, random weights, no files or network."""
+"""Tiny random base models for tests: real module code, random weights, no files or network.
+
+`tiny_base` and `tiny_xlmr_base` are the "tiny-llama" and "tiny-xlmr" bases of `configs/tiny.yaml`: they carry a
+small byte-level BPE tokenizer trained in memory on Python standard-library source, so the tiny config runs anywhere.
+Tests that need a base that knows something pretrain one first.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 
 from zett.models import llama
-from zett.models.base import BaseModel, params_sha256
+from zett.models.base import BaseModel, cast_params
+from zett.stdlib_source import stdlib_text
+
+SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
+CORPUS_FILES = ("textwrap.py", "string.py", "shlex.py", "fnmatch.py", "glob.py", "bisect.py", "heapq.py")
+"""The stdlib modules the tiny tokenizer is trained on (and the tests pretrain the tiny base on)."""
 
 
 def tiny_llama_config(
@@ -57,15 +70,82 @@ def tiny_llama(
     **overrides,
   )
   params = llama.init_params(config, seed)
-  return BaseModel(
-    family=llama.FAMILY,
-    config=config,
-    module=llama.make_module(config, dtype),
-    params=params,
-    tokenizer=tokenizer,
-    name=f"tiny-llama-v{vocab_size}-d{hidden_size}",
-    weights_sha256=params_sha256(params),
+  return BaseModel.from_params(
+    llama.FAMILY, config, params, f"tiny-llama-v{vocab_size}-d{hidden_size}", tokenizer, dtype
   )
+
+
+def corpus_text() -> str:
+  """The source of `CORPUS_FILES` joined by blank lines (a file this Python lacks is left out)."""
+  return stdlib_text(CORPUS_FILES, skip_missing=True)
+
+
+@functools.cache
+def tiny_tokenizer(vocab_size: int = 512):
+  """A byte-level BPE `zett.tokenization.Tokenizer` of `vocab_size` pieces trained on `corpus_text` (deterministic)."""
+  from zett.testing.bpe import train_byte_level_bpe
+  from zett.tokenization.tokenizer import from_backend
+
+  backend = train_byte_level_bpe(corpus_text().split("\n\n"), vocab_size, SPECIAL_TOKENS)
+  return from_backend(
+    backend, f"tiny-bpe-{vocab_size}", roles={"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
+  )
+
+
+def tiny_base(
+  seed: int = 0,
+  hidden_size: int = 64,
+  num_hidden_layers: int = 2,
+  vocab_size: int = 512,
+  dtype=jnp.float32,
+  param_dtype=jnp.float32,
+) -> BaseModel:
+  """The "tiny-llama" base: a random tiny Llama whose tokenizer is `tiny_tokenizer(vocab_size)`.
+
+  Its weights sha256 is that of the float32 params it is drawn as, whatever `param_dtype` casts them to.
+  """
+  tokenizer = tiny_tokenizer(vocab_size)
+  base = tiny_llama(
+    vocab_size=tokenizer.vocab_size,
+    hidden_size=hidden_size,
+    num_hidden_layers=num_hidden_layers,
+    seed=seed,
+    dtype=dtype,
+    tokenizer=tokenizer,
+  )
+  if param_dtype != jnp.float32:
+    base = dataclasses.replace(base, params=cast_params(base.params, param_dtype))
+  return base
+
+
+def tiny_xlmr_base(
+  seed: int = 0,
+  hidden_size: int = 64,
+  num_hidden_layers: int = 2,
+  vocab_size: int = 512,
+  dtype=jnp.float32,
+  param_dtype=jnp.float32,
+) -> BaseModel:
+  """The "tiny-xlmr" base: a random tiny XLM-R-style masked LM (tied embeddings + LM-head output bias) whose
+  tokenizer is `tiny_tokenizer(vocab_size)`; its weights sha256 is that of the params in `param_dtype`."""
+  from zett.models import bert
+
+  tokenizer = tiny_tokenizer(vocab_size)
+  config = bert.BertConfig(
+    vocab_size=tokenizer.vocab_size,
+    hidden_size=hidden_size,
+    num_hidden_layers=num_hidden_layers,
+    num_attention_heads=max(1, hidden_size // 16),
+    intermediate_size=2 * hidden_size,
+    max_position_embeddings=520,
+    pad_token_id=tokenizer.roles["pad"],
+    bos_token_id=tokenizer.roles["bos"],
+    eos_token_id=tokenizer.roles["eos"],
+    model_type="xlm-roberta",
+  )
+  params = bert.init_params(config, jax.random.key(seed))
+  params = cast_params(params, param_dtype) if param_dtype != jnp.float32 else params
+  return BaseModel.from_params(bert.FAMILY, config, params, f"tiny-xlmr-v{vocab_size}-d{hidden_size}", tokenizer, dtype)
 
 
 _COMPILED_FORWARDS = {}

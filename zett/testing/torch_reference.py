@@ -88,19 +88,11 @@ def numpy_state_dict(model) -> dict[str, np.ndarray]:
 
 def base_model_from_torch(family_module, reference, name: str, dtype=jnp.float32):
   """The `BaseModel` of a family module (`zett.models.bert`, `gpt2`, ...) holding a torch reference's weights."""
-  from zett.models.base import BaseModel, params_sha256
+  from zett.models.base import BaseModel
 
   config = family_module.config_from_hf(reference.config.to_dict())
   params = family_module.params_from_hf(config, numpy_state_dict(reference))
-  return BaseModel(
-    family=family_module.FAMILY,
-    config=config,
-    module=family_module.make_module(config, dtype),
-    params=params,
-    tokenizer=None,
-    name=name,
-    weights_sha256=params_sha256(params),
-  )
+  return BaseModel.from_params(family_module.FAMILY, config, params, name, dtype=dtype)
 
 
 def save_hf(model, folder: Path) -> Path:
