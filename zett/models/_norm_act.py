@@ -1,4 +1,4 @@
-"""LayerNorm and the Hugging Face activation functions by name, for the GPT-2 and BERT families."""
+"""The norms (LayerNorm for GPT-2 and BERT, RMSNorm for Llama) and the Hugging Face activation functions by name."""
 
 from __future__ import annotations
 
@@ -50,3 +50,18 @@ class LayerNorm(nn.Module):
     centered = x32 - jnp.mean(x32, axis=-1, keepdims=True)
     normed = centered * jax.lax.rsqrt(jnp.mean(centered * centered, axis=-1, keepdims=True) + self.eps)
     return (normed * scale_d.astype(jnp.float32) + bias_d.astype(jnp.float32)).astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+  """Root-mean-square norm computed in float32, as `transformers`' LlamaRMSNorm does."""
+
+  eps: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_btd):
+    scale_d = param(self, "scale", ("embed",), (x_btd.shape[-1],), nn.initializers.ones)
+    x32 = x_btd.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    # HF casts back to the input dtype before multiplying by the weight.
+    return scale_d.astype(self.dtype) * x32.astype(self.dtype)

@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zett.models import _layers
-from zett.models._layers import param, vocabulary_logits
+from zett.models import _convention, _layers
+from zett.models._attention import grouped_query_attention, output_projection, padding_bias, qkv_projections
+from zett.models._hf_layout import LayerTensor, layers_from_hf, layers_to_hf
+from zett.models._layers import dense, mlp, param
 from zett.models._norm_act import LayerNorm, activation, check_activation
 from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
 
@@ -153,23 +155,12 @@ class _EncoderLayer(nn.Module):
   def __call__(self, hidden_btd, bias_b1ts):
     cfg, dtype = self.config, self.dtype
     d, h, dh, f = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size
-    zeros = nn.initializers.zeros
 
-    def project(name, x, shape, axes, spec, bias_shape, bias_axes):
-      y = jnp.einsum(spec, x, param(self, name, axes, shape).astype(dtype))
-      return y + param(self, name.replace("_proj", "_bias"), bias_axes, bias_shape, zeros).astype(dtype)
-
-    qkv_args = ((d, h, dh), ("embed", "heads", "head_dim"), "btd,dhe->bthe", (h, dh), ("heads", "head_dim"))
-    query = project("q_proj", hidden_btd, *qkv_args)
-    key = project("k_proj", hidden_btd, *qkv_args)
-    value = project("v_proj", hidden_btd, *qkv_args)
-    attended_bthe = _layers.grouped_query_attention(query, key, value, bias_b1ts, dtype)
-    out = project(
-      "o_proj", attended_bthe, (h, dh, d), ("heads", "head_dim", "embed"), "bthe,hed->btd", (d,), ("embed",)
-    )
+    query, key, value = qkv_projections(self, hidden_btd, h, h, dh, dtype, bias=True, kv_axis="heads")
+    attended_bthe = grouped_query_attention(query, key, value, bias_b1ts, dtype)
+    out = output_projection(self, attended_bthe, d, dtype, bias=True)
     hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="attention_norm")(hidden_btd + out)
-    x = project("fc_in_proj", hidden_btd, (d, f), ("embed", "mlp"), "btd,df->btf", (f,), ("mlp",))
-    x = project("fc_out_proj", activation(cfg.hidden_act)(x), (f, d), ("mlp", "embed"), "btf,fd->btd", (d,), ("embed",))
+    x = mlp(self, hidden_btd, f, activation(cfg.hidden_act), dtype)
     return LayerNorm(cfg.layer_norm_eps, dtype, name="output_norm")(hidden_btd + x), None
 
 
@@ -202,71 +193,37 @@ class BertModule(nn.Module):
     d, v = cfg.hidden_size, cfg.vocab_size
     if cache is not None:
       raise ValueError(f"{cfg.model_type} is an encoder: it takes no KV cache")
-    if (input_ids is None) == (inputs_embeds is None):
-      raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    embedding_vd = param(self, "embed_tokens", ("vocab", "embed"), (v, d))
+    inputs = _convention.embed_inputs(self, cfg, dtype, input_ids, inputs_embeds, attention_mask)
     # Position and token-type table rows are not a sharded dimension; only their width is.
     positions_pd = param(self, "embed_positions", (None, "embed"), (cfg.max_position_embeddings, d))
     token_types_nd = param(self, "embed_token_types", (None, "embed"), (cfg.type_vocab_size, d))
-    if inputs_embeds is None:
-      assert input_ids is not None  # exactly one of the two (checked above)
-      hidden_btd = jnp.take(embedding_vd, input_ids, axis=0).astype(dtype)
-    else:
-      hidden_btd = jnp.asarray(inputs_embeds).astype(dtype)
-    batch, length = hidden_btd.shape[:2]
-    if attention_mask is None:
-      attention_mask = jnp.ones((batch, length), jnp.int32)
-    attention_mask = jnp.asarray(attention_mask).astype(jnp.int32)
+    attention_mask = inputs.attention_mask_bt
     if position_ids is None:
       # Padding slots get the padding position (RoBERTa's padding_idx row; row 0 for BERT).
       position_ids = jnp.where(
         attention_mask > 0,
-        _layers.positions_from_mask(attention_mask) + cfg.first_position_id,
+        _convention.positions_from_mask(attention_mask) + cfg.first_position_id,
         max(cfg.first_position_id - 1, 0),
       )
     if token_type_ids is None:
-      token_type_ids = jnp.zeros((batch, length), jnp.int32)
+      token_type_ids = jnp.zeros(attention_mask.shape, jnp.int32)
     hidden_btd = (
-      hidden_btd
+      inputs.hidden_btd
       + jnp.take(token_types_nd, token_type_ids, axis=0).astype(dtype)
       + jnp.take(positions_pd, position_ids, axis=0).astype(dtype)
     )
     hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="embed_norm")(hidden_btd)
 
-    bias_b1ts = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min).astype(jnp.float32)
-    # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
-    # forward pass) and lets XLA optimise the recomputed layer.
-    layer = nn.remat(_EncoderLayer, prevent_cse=False) if self.remat else _EncoderLayer
-    layers = nn.scan(
-      layer,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      # Flax leaves scan's in_axes unannotated with default 0, so pyright takes it to be an int.
-      in_axes=(nn.broadcast,),  # pyright: ignore[reportArgumentType]
-      length=cfg.num_hidden_layers,
-      metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    hidden_btd, _ = layers(cfg, dtype, name="layers")(hidden_btd, bias_b1ts)
+    layers = _layers.scanned_layers(_EncoderLayer, cfg.num_hidden_layers, (nn.broadcast,), self.remat)
+    hidden_btd, _ = layers(cfg, dtype, name="layers")(hidden_btd, padding_bias(attention_mask))
 
     # The LM head's transform; its output is what the (swappable) vocabulary projection reads.
-    x = jnp.einsum("btd,de->bte", hidden_btd, param(self, "lm_head_transform", ("embed", None), (d, d)).astype(dtype))
-    x = x + param(self, "lm_head_transform_bias", ("embed",), (d,), nn.initializers.zeros).astype(dtype)
+    x = dense(self, "lm_head_transform", hidden_btd, "btd,de->bte", (d, d), ("embed", None), dtype, (d,), ("embed",))
     hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="lm_head_norm")(activation(cfg.lm_head_act)(x))
-
     bias_v = param(self, "lm_head_bias", ("vocab",), (v,), nn.initializers.zeros)
-    if cfg.tie_word_embeddings:
-      lm_head_vd = embedding_vd
-    else:
-      lm_head_vd = param(self, "lm_head", ("vocab", "embed"), (v, d))
-    logits = None
-    if compute_logits:
-      if output_embeddings is not None:
-        lm_head_vd = output_embeddings
-        # A replaced vocabulary has no use for the old bias; without a new one there is none.
-        bias_v = output_bias
-      elif output_bias is not None:
-        bias_v = output_bias
-      logits = vocabulary_logits(hidden_btd, lm_head_vd, bias_v, dtype)
+    logits = _convention.lm_head_logits(
+      self, cfg, inputs, hidden_btd, dtype, output_embeddings, output_bias, compute_logits, bias_v
+    )
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=None)
 
 
@@ -308,39 +265,30 @@ def _norm_from_hf(tensors, name: str, d: int) -> dict[str, np.ndarray]:
   return {"scale": _take(tensors, f"{name}.weight", (d,)), "bias": _take(tensors, f"{name}.bias", (d,))}
 
 
-def _layer_from_hf(config: BertConfig, tensors: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
+def _layer_map(config: BertConfig) -> list[LayerTensor]:
   d, h, dh, f = config.hidden_size, config.num_attention_heads, config.head_dim, config.intermediate_size
-  layer = {}
+  names = []
   for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
-    layer[f"{ours}_proj"] = _take(tensors, f"{prefix}attention.self.{theirs}.weight", (d, d)).T.reshape(d, h, dh)
-    layer[f"{ours}_bias"] = _take(tensors, f"{prefix}attention.self.{theirs}.bias", (d,)).reshape(h, dh)
-  layer["o_proj"] = _take(tensors, f"{prefix}attention.output.dense.weight", (d, d)).T.reshape(h, dh, d)
-  layer["o_bias"] = _take(tensors, f"{prefix}attention.output.dense.bias", (d,))
-  layer["attention_norm"] = _norm_from_hf(tensors, f"{prefix}attention.output.LayerNorm", d)
-  layer["fc_in_proj"] = _take(tensors, f"{prefix}intermediate.dense.weight", (f, d)).T
-  layer["fc_in_bias"] = _take(tensors, f"{prefix}intermediate.dense.bias", (f,))
-  layer["fc_out_proj"] = _take(tensors, f"{prefix}output.dense.weight", (d, f)).T
-  layer["fc_out_bias"] = _take(tensors, f"{prefix}output.dense.bias", (d,))
-  layer["output_norm"] = _norm_from_hf(tensors, f"{prefix}output.LayerNorm", d)
-  return layer
+    names += [
+      LayerTensor(f"{ours}_proj", f"attention.self.{theirs}.weight", (d, h, dh), 1),
+      LayerTensor(f"{ours}_bias", f"attention.self.{theirs}.bias", (h, dh), 0),
+    ]
+  return names + [
+    LayerTensor("o_proj", "attention.output.dense.weight", (h, dh, d), 2),
+    LayerTensor("o_bias", "attention.output.dense.bias", (d,), 0),
+    LayerTensor("attention_norm/scale", "attention.output.LayerNorm.weight", (d,), 0),
+    LayerTensor("attention_norm/bias", "attention.output.LayerNorm.bias", (d,), 0),
+    LayerTensor("fc_in_proj", "intermediate.dense.weight", (d, f), 1),
+    LayerTensor("fc_in_bias", "intermediate.dense.bias", (f,), 0),
+    LayerTensor("fc_out_proj", "output.dense.weight", (f, d), 1),
+    LayerTensor("fc_out_bias", "output.dense.bias", (d,), 0),
+    LayerTensor("output_norm/scale", "output.LayerNorm.weight", (d,), 0),
+    LayerTensor("output_norm/bias", "output.LayerNorm.bias", (d,), 0),
+  ]
 
 
-def _layer_to_hf(layer: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
-  d = layer["o_proj"].shape[-1]
-  out = {}
-  for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
-    out[f"{prefix}attention.self.{theirs}.weight"] = layer[f"{ours}_proj"].reshape(d, d).T
-    out[f"{prefix}attention.self.{theirs}.bias"] = layer[f"{ours}_bias"].reshape(d)
-  out[f"{prefix}attention.output.dense.weight"] = layer["o_proj"].reshape(d, d).T
-  out[f"{prefix}attention.output.dense.bias"] = layer["o_bias"]
-  out[f"{prefix}intermediate.dense.weight"] = layer["fc_in_proj"].T
-  out[f"{prefix}intermediate.dense.bias"] = layer["fc_in_bias"]
-  out[f"{prefix}output.dense.weight"] = layer["fc_out_proj"].T
-  out[f"{prefix}output.dense.bias"] = layer["fc_out_bias"]
-  for ours, theirs in (("attention_norm", "attention.output.LayerNorm"), ("output_norm", "output.LayerNorm")):
-    out[f"{prefix}{theirs}.weight"] = layer[ours]["scale"]
-    out[f"{prefix}{theirs}.bias"] = layer[ours]["bias"]
-  return {k: np.ascontiguousarray(a) for k, a in out.items()}
+def _layer_prefixes(config: BertConfig) -> list[str]:
+  return [f"{_base_prefix(config)}encoder.layer.{i}." for i in range(config.num_hidden_layers)]
 
 
 def params_from_hf(config: BertConfig, tensors: Mapping[str, np.ndarray]) -> Params:
@@ -372,8 +320,7 @@ def params_from_hf(config: BertConfig, tensors: Mapping[str, np.ndarray]) -> Par
   }
   if not config.tie_word_embeddings:
     params["lm_head"] = _take(tensors, f"{head}decoder.weight", (v, d))
-  per_layer = [_layer_from_hf(config, tensors, f"{base}encoder.layer.{i}.") for i in range(config.num_hidden_layers)]
-  params["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *per_layer)
+  params["layers"] = layers_from_hf(tensors, _layer_map(config), _layer_prefixes(config), take=_take)
   return params
 
 
@@ -399,30 +346,17 @@ def params_to_hf(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
     # Untied, transformers keeps decoder.bias apart from `bias` and the forward pass reads decoder.bias.
     out[f"{head}decoder.weight"] = params["lm_head"]
     out[f"{head}decoder.bias"] = params["lm_head_bias"]
-  for i in range(config.num_hidden_layers):
-    layer = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
-    out.update(_layer_to_hf(layer, f"{base}encoder.layer.{i}."))
-  return out
+  return out | layers_to_hf(params["layers"], _layer_map(config), _layer_prefixes(config))
 
 
 def get_embeddings(config: BertConfig, params: Params) -> Embeddings:
-  return Embeddings(
-    params["embed_tokens"], None if config.tie_word_embeddings else params["lm_head"], params["lm_head_bias"]
-  )
+  return _convention.get_embeddings(config, params, params["lm_head_bias"])
 
 
 def set_embeddings(config: BertConfig, params: Params, embeddings: Embeddings) -> tuple[BertConfig, Params]:
   """New vocabulary-sized params; `output=None` ties the decoder to the input embeddings, `bias=None` zeroes it."""
   vocab_size = int(embeddings.input.shape[0])
-  params = dict(params, embed_tokens=embeddings.input)
-  params.pop("lm_head", None)
-  if embeddings.output is not None:
-    if tuple(embeddings.output.shape) != tuple(embeddings.input.shape):
-      raise ValueError(
-        f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
-        f"{tuple(embeddings.input.shape)}"
-      )
-    params["lm_head"] = embeddings.output
+  params = _convention.with_embeddings(params, embeddings)
   bias = embeddings.bias
   if bias is None:
     bias = jnp.zeros((vocab_size,), jnp.asarray(embeddings.input).dtype)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.errors import ZettError
-from zett.models._layers import vocabulary_logits
+from zett.models._convention import vocabulary_logits
 
 PREFILL_CHUNK = 64
 MIN_CACHE_SLOTS = 128

@@ -24,8 +24,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zett.models import _layers
-from zett.models._layers import KVCache, param, vocabulary_logits
+from zett.models import _convention, _layers
+from zett.models._attention import (
+  KVCache,
+  empty_kv_cache,
+  grouped_query_attention,
+  output_projection,
+  qkv_projections,
+  write_layer_cache,
+)
+from zett.models._convention import get_embeddings, with_embeddings
+from zett.models._hf_layout import stack_layers, unstack_layers
+from zett.models._layers import mlp, param
 from zett.models._norm_act import LayerNorm, activation, check_activation
 from zett.models.family import Embeddings, Family, ModelOutput, Params, register, take_tensor
 
@@ -129,39 +139,21 @@ class _Block(nn.Module):
   def __call__(self, hidden_btd, bias_b1ts, cache_index, layer_index, layer_cache):
     cfg, dtype = self.config, self.dtype
     d, h, dh, f = cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size
-    zeros = nn.initializers.zeros
-
-    def project(name, x, shape, axes, spec, bias_shape, bias_axes):
-      y = jnp.einsum(spec, x, param(self, name, axes, shape).astype(dtype))
-      return y + param(self, name.replace("_proj", "_bias"), bias_axes, bias_shape, zeros).astype(dtype)
 
     x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="ln_1")(hidden_btd)
-    qkv_args = ((d, h, dh), ("embed", "heads", "head_dim"), "btd,dhe->bthe", (h, dh), ("heads", "head_dim"))
-    query = project("q_proj", x, *qkv_args)
-    key = project("k_proj", x, *qkv_args)
-    value = project("v_proj", x, *qkv_args)
+    query, key, value = qkv_projections(self, x, h, h, dh, dtype, bias=True, kv_axis="heads")
     # grouped_query_attention divides by sqrt(head_dim); fold GPT-2's other scalings into the query.
     query_scale = 1.0 if cfg.scale_attn_weights else float(np.sqrt(dh))
     if cfg.scale_attn_by_inverse_layer_idx:
       query_scale = query_scale / (layer_index + 1).astype(jnp.float32)
     if cfg.scale_attn_by_inverse_layer_idx or not cfg.scale_attn_weights:
       query = (query.astype(jnp.float32) * query_scale).astype(dtype)
-    if layer_cache is not None:
-      cached_key, cached_value = layer_cache
-      key = jax.lax.dynamic_update_slice(cached_key, key.astype(cached_key.dtype), (0, cache_index, 0, 0))
-      value = jax.lax.dynamic_update_slice(cached_value, value.astype(cached_value.dtype), (0, cache_index, 0, 0))
-      layer_cache = (key, value)
-    attended_bthe = _layers.grouped_query_attention(query, key, value, bias_b1ts, dtype)
-    out = jnp.einsum(
-      "bthe,hed->btd", attended_bthe, param(self, "o_proj", ("heads", "head_dim", "embed"), (h, dh, d)).astype(dtype)
-    )
-    hidden_btd = hidden_btd + out + param(self, "o_bias", ("embed",), (d,), zeros).astype(dtype)
+    key, value, layer_cache = write_layer_cache(layer_cache, key, value, cache_index)
+    attended_bthe = grouped_query_attention(query, key, value, bias_b1ts, dtype)
+    hidden_btd = hidden_btd + output_projection(self, attended_bthe, d, dtype, bias=True)
 
     x = LayerNorm(cfg.layer_norm_epsilon, dtype, name="ln_2")(hidden_btd)
-    x = project("fc_in_proj", x, (d, f), ("embed", "mlp"), "btd,df->btf", (f,), ("mlp",))
-    x = project(
-      "fc_out_proj", activation(cfg.activation_function)(x), (f, d), ("mlp", "embed"), "btf,fd->btd", (d,), ("embed",)
-    )
+    x = mlp(self, x, f, activation(cfg.activation_function), dtype)
     return hidden_btd + x, layer_cache
 
 
@@ -187,67 +179,22 @@ class GPT2Module(nn.Module):
     compute_logits=True,
   ):
     cfg, dtype = self.config, self.dtype
-    embedding_vd = param(self, "embed_tokens", ("vocab", "embed"), (cfg.vocab_size, cfg.hidden_size))
+    inputs = _convention.embed_inputs(self, cfg, dtype, input_ids, inputs_embeds, attention_mask)
     # Position table rows are not a sharded dimension; only its width is.
     positions_pd = param(self, "embed_positions", (None, "embed"), (cfg.max_position_embeddings, cfg.hidden_size))
-    if (input_ids is None) == (inputs_embeds is None):
-      raise ValueError("pass exactly one of input_ids and inputs_embeds")
-    if inputs_embeds is None:
-      assert input_ids is not None  # exactly one of the two (checked above)
-      hidden_btd = jnp.take(embedding_vd, input_ids, axis=0).astype(dtype)
-    else:
-      hidden_btd = jnp.asarray(inputs_embeds).astype(dtype)
-    batch, length = hidden_btd.shape[:2]
-    if attention_mask is None:
-      attention_mask = jnp.ones((batch, length), jnp.int32)
-    attention_mask = jnp.asarray(attention_mask).astype(jnp.int32)
+    slots = _convention.decoder_slots(inputs.attention_mask_bt, position_ids, cache)
+    hidden_btd = inputs.hidden_btd + jnp.take(positions_pd, slots.position_ids_bt, axis=0).astype(dtype)
 
-    if cache is None:
-      key_mask, query_offset, cache_index = attention_mask, 0, 0
-      if position_ids is None:
-        position_ids = _layers.positions_from_mask(attention_mask)
-    else:
-      cache_index = cache.index
-      key_mask = jax.lax.dynamic_update_slice(cache.mask, attention_mask, (0, cache_index))
-      query_offset = cache_index
-      if position_ids is None:
-        all_positions = _layers.positions_from_mask(key_mask)
-        position_ids = jax.lax.dynamic_slice(all_positions, (0, cache_index), (batch, length))
-    hidden_btd = hidden_btd + jnp.take(positions_pd, position_ids, axis=0).astype(dtype)
-    bias_b1ts = _layers.attention_bias(key_mask, query_offset, length)
-
-    # prevent_cse=False is safe inside scan (its loop already keeps XLA from merging the recomputation with the
-    # forward pass) and lets XLA optimise the recomputed layer.
-    block = nn.remat(_Block, prevent_cse=False) if self.remat else _Block
-    blocks = nn.scan(
-      block,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      # Flax leaves scan's in_axes unannotated with default 0, so pyright takes it to be an int.
-      in_axes=(nn.broadcast, nn.broadcast, 0, 0),  # pyright: ignore[reportArgumentType]
-      length=cfg.num_hidden_layers,
-      metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-    layer_caches = None if cache is None else (cache.key, cache.value)
+    in_axes = (nn.broadcast, nn.broadcast, 0, 0)
+    blocks = _layers.scanned_layers(_Block, cfg.num_hidden_layers, in_axes, self.remat)
     hidden_btd, layer_caches = blocks(cfg, dtype, name="layers")(
-      hidden_btd, bias_b1ts, cache_index, jnp.arange(cfg.num_hidden_layers), layer_caches
+      hidden_btd, slots.bias_b1ts, slots.cache_index, jnp.arange(cfg.num_hidden_layers), _convention.layer_caches(cache)
     )
     hidden_btd = LayerNorm(cfg.layer_norm_epsilon, dtype, name="final_norm")(hidden_btd)
-
-    new_cache = None
-    if cache is not None:
-      assert layer_caches is not None  # the layers return the caches they were given
-      new_cache = KVCache(layer_caches[0], layer_caches[1], key_mask, cache.index + length)
-
-    if cfg.tie_word_embeddings:
-      lm_head_vd = embedding_vd
-    else:
-      lm_head_vd = param(self, "lm_head", ("vocab", "embed"), (cfg.vocab_size, cfg.hidden_size))
-    logits = None
-    if compute_logits:
-      if output_embeddings is not None:
-        lm_head_vd = output_embeddings
-      logits = vocabulary_logits(hidden_btd, lm_head_vd, output_bias, dtype)
+    logits = _convention.lm_head_logits(
+      self, cfg, inputs, hidden_btd, dtype, output_embeddings, output_bias, compute_logits
+    )
+    new_cache = _convention.advanced_cache(cache, layer_caches, slots)
     return ModelOutput(logits=logits, hidden_states=hidden_btd, cache=new_cache)
 
 
@@ -257,7 +204,7 @@ def make_module(config: GPT2Config, dtype=jnp.float32, remat: bool = False) -> G
 
 def init_cache(config: GPT2Config, batch_size: int, max_length: int, dtype=jnp.float32) -> KVCache:
   """An empty KV cache for `max_length` slots (prompt + generated tokens, padding included)."""
-  return _layers.empty_kv_cache(
+  return empty_kv_cache(
     config.num_hidden_layers, batch_size, max_length, config.num_attention_heads, config.head_dim, dtype
   )
 
@@ -335,7 +282,7 @@ def params_from_hf(config: GPT2Config, tensors: Mapping[str, np.ndarray]) -> Par
   if not config.tie_word_embeddings:
     params["lm_head"] = take_tensor(tensors, "lm_head.weight", (v, d))
   per_layer = [_layer_from_hf(config, tensors, f"{prefix}h.{i}.") for i in range(config.num_hidden_layers)]
-  params["layers"] = jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *per_layer)
+  params["layers"] = stack_layers(per_layer)
   return params
 
 
@@ -350,29 +297,16 @@ def params_to_hf(config: GPT2Config, params: Params) -> dict[str, np.ndarray]:
   }
   if not config.tie_word_embeddings:
     out["lm_head.weight"] = params["lm_head"]
-  for i in range(config.num_hidden_layers):
-    layer = jax.tree_util.tree_map(lambda x, i=i: x[i], params["layers"])
+  for i, layer in enumerate(unstack_layers(params["layers"], config.num_hidden_layers)):
     out.update(_layer_to_hf(layer, f"transformer.h.{i}."))
   return out
-
-
-def get_embeddings(config: GPT2Config, params: Params) -> Embeddings:
-  return Embeddings(params["embed_tokens"], None if config.tie_word_embeddings else params["lm_head"], None)
 
 
 def set_embeddings(config: GPT2Config, params: Params, embeddings: Embeddings) -> tuple[GPT2Config, Params]:
   """New vocabulary-sized params; `output=None` ties the LM head to the input embeddings, else unties it."""
   if embeddings.bias is not None:
     raise ValueError("GPT-2 has no LM-head bias; Embeddings.bias must be None")
-  params = dict(params, embed_tokens=embeddings.input)
-  params.pop("lm_head", None)
-  if embeddings.output is not None:
-    if tuple(embeddings.output.shape) != tuple(embeddings.input.shape):
-      raise ValueError(
-        f"output embeddings {tuple(embeddings.output.shape)} differ in shape from input embeddings "
-        f"{tuple(embeddings.input.shape)}"
-      )
-    params["lm_head"] = embeddings.output
+  params = with_embeddings(params, embeddings)
   config = dataclasses.replace(
     config, vocab_size=int(embeddings.input.shape[0]), tie_word_embeddings=embeddings.output is None
   )
