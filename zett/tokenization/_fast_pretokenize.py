@@ -40,28 +40,50 @@ def _run(points, classes, i, end, value):
 
 
 @_jit
+def _fold(c, ignore_case):
+  """c as the contraction alternatives compare it: ASCII-lowercased under (?i), where LONG S also folds to "s"."""
+  if not ignore_case:
+    return c
+  if c == 0x17F:
+    return 115
+  return c + 32 if 65 <= c <= 90 else c
+
+
+@_jit
+def _contraction_end(points, i, end, ignore_case):
+  """End of 's 't 're 've 'm 'll 'd at i, or -1."""
+  if points[i] != 39 or i + 1 >= end:
+    return -1
+  d = _fold(points[i + 1], ignore_case)
+  if d == 115 or d == 116 or d == 109 or d == 100:
+    return i + 2
+  if i + 2 < end:
+    e = _fold(points[i + 2], ignore_case)
+    if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):
+      return i + 3
+  return -1
+
+
+@_jit
+def _space_end(i, j, end):
+  r"""`\s+(?!\S)|\s+` over the whitespace run [i, j): all of it at the end of the text or when it is one character,
+  else all but its last space, which leads the next pre-token."""
+  return j if j == end or j - i < 2 else j - 1
+
+
+@_jit
 def _next_pretoken(points, classes, i, end):
   """End of the pre-token at i under GPT-2's pattern (`_substrings.PRETOKEN_PATTERN`), alternatives in its order."""
+  j = _contraction_end(points, i, end, False)
+  if j >= 0:
+    return j
   c = points[i]
-  if c == 39 and i + 1 < end:  # 's 't 're 've 'm 'll 'd
-    d = points[i + 1]
-    if d == 115 or d == 116 or d == 109 or d == 100:
-      return i + 2
-    if i + 2 < end:
-      e = points[i + 2]
-      if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):
-        return i + 3
   kind = classes[c]
   if c == 32 and i + 1 < end and classes[points[i + 1]] != _SPACE:  # ' ?' before a letter/number/other run
     return _run(points, classes, i + 2, end, classes[points[i + 1]])
   if kind != _SPACE:
     return _run(points, classes, i + 1, end, kind)
-  j = _run(points, classes, i + 1, end, _SPACE)
-  if j == end:
-    return j  # \s+(?!\S) to the end
-  if j - i >= 2:
-    return j - 1  # \s+(?!\S) leaves the last space to the next pre-token
-  return j  # \s+
+  return _space_end(i, _run(points, classes, i + 1, end, _SPACE), end)
 
 
 @_jit
@@ -70,24 +92,12 @@ def _is_newline(c):
 
 
 @_jit
-def _lower(c):
-  if c == 0x17F:  # LATIN SMALL LETTER LONG S case-folds to "s" under (?i)
-    return 115
-  return c + 32 if 65 <= c <= 90 else c
-
-
-@_jit
 def _next_pretoken_cl100k(points, classes, i, end):
   """End of the pre-token at i under cl100k's pattern (`_formats.CL100K_PATTERN`), alternatives in its order."""
+  j = _contraction_end(points, i, end, True)  # (?i:'s|'t|'re|'ve|'m|'ll|'d)
+  if j >= 0:
+    return j
   c = points[i]
-  if c == 39 and i + 1 < end:  # (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    d = _lower(points[i + 1])
-    if d == 115 or d == 116 or d == 109 or d == 100:
-      return i + 2
-    if i + 2 < end:
-      e = _lower(points[i + 2])
-      if (d == 114 and e == 101) or (d == 118 and e == 101) or (d == 108 and e == 108):
-        return i + 3
   kind = classes[c]
   if kind == _LETTER:  # [^\r\n\p{L}\p{N}]?\p{L}+ without its lead
     return _run(points, classes, i + 1, end, _LETTER)
@@ -108,11 +118,7 @@ def _next_pretoken_cl100k(points, classes, i, end):
   for k in range(j - 1, i - 1, -1):  # \s*[\r\n]+: up to the run's last newline
     if _is_newline(points[k]):
       return k + 1
-  if j == end:
-    return j  # \s+(?!\S) to the end
-  if j - i >= 2:
-    return j - 1  # \s+(?!\S) leaves the last space to the next pre-token
-  return j  # \s+
+  return _space_end(i, j, end)
 
 
 @_jit
