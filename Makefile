@@ -32,7 +32,7 @@ quickstart: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check
 	$(PY) -m ruff format --check
-	$(PY) -m pyright
+	$(PY) -m pyright -p .
 
 test: lint
 	$(PY) -m pytest -q -x --durations=15
