@@ -347,7 +347,8 @@ def params_to_hf(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
   """Our params -> {HF name: array} as Bert/Roberta/XLMRobertaForMaskedLM name them."""
   params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
   head = _head_prefix(config)
-  flat = traverse_util.flatten_dict({k: v for k, v in params.items() if k != "layers"}, sep="/")
+  top_level = {key: value for key, value in params.items() if key != "layers"}
+  flat = {path: np.asarray(array) for path, array in traverse_util.flatten_dict(top_level, sep="/").items()}
   out = {
     tensor.hf: np.ascontiguousarray(flat[tensor.ours].T) if tensor.transposed else flat[tensor.ours]
     for tensor in _top_level_tensors(config)
