@@ -108,6 +108,22 @@ def test_save_load_roundtrip_and_vocabulary_check(tmp_path, clustered_store):
     load_index(store, saved, verify_file=False)
 
 
+def test_saving_over_an_index_with_bias_and_query_scale_leaves_none_of_its_files(tmp_path, clustered_store):
+  store, rng = clustered_store
+  bias = rng.normal(scale=0.5, size=store.vocab_size).astype(np.float32)
+  full = build_index(store, IndexSpec(), bias_v=bias, query_sample=rng.normal(size=(64, DIM)), progress=False)
+  folder = full.save(tmp_path / "ix")
+  assert (folder / "index_bias.npy").is_file() and (folder / "index_query_scale.npy").is_file()
+  plain = build_index(store, IndexSpec(), progress=False)
+  assert plain.bias_v is None and plain.query_scale is None
+  plain.save(folder)
+  assert sorted(path.name for path in folder.iterdir()) == ["index.faiss", "index.json", "index_rows.npy"]
+  loaded = load_index(store, folder)
+  assert loaded.bias_v is None and loaded.query_scale is None
+  queries = rng.normal(size=(20, DIM))
+  np.testing.assert_array_equal(loaded.topk(queries, k=3)[1], plain.topk(queries, k=3)[1])
+
+
 def test_query_scale_rescues_a_massive_dimension(tmp_path):
   """Hidden states with one huge dimension: weighting the quantizer by the query scale keeps recall."""
   rng = np.random.default_rng(3)

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -206,3 +207,17 @@ def test_negative_logit_offsets_weight_each_negative_by_its_draw_chance():
   np.testing.assert_allclose(offsets[kept_two_three], np.log(97 / 7 * 4 / 2), rtol=1e-6)
   np.testing.assert_allclose(offsets[[7, 8, 9]], np.log(97 / 7), rtol=1e-6)
   assert (offsets[~fitted["vocab_mask"]] == 0).all()
+
+
+@pytest.mark.parametrize("base", ["tiny_base", "tiny_xlmr_base"])
+def test_tiny_bases_record_the_sha256_of_their_float32_draw_whatever_the_param_dtype(base):
+  import jax.numpy as jnp
+
+  from zett.models.base import params_sha256
+  from zett.testing import tiny
+
+  build = getattr(tiny, base)
+  drawn, cast = build(hidden_size=32), build(hidden_size=32, param_dtype=jnp.bfloat16)
+  assert {str(leaf.dtype) for leaf in jax.tree_util.tree_leaves(cast.params)} == {"bfloat16"}
+  assert cast.weights_sha256 == drawn.weights_sha256 == params_sha256(drawn.params)
+  assert build(hidden_size=32, seed=1).weights_sha256 != drawn.weights_sha256

@@ -215,24 +215,34 @@ class AnnIndex:
     return rescore(self.store, queries, ids, k, self.bias_v)
 
   def save(self, directory: str | os.PathLike | None = None) -> Path:
-    """Writes index.faiss + index.json + index_rows.npy (+ bias / query scale .npy) into `directory`."""
+    """Writes index.faiss + index.json + index_rows.npy (+ bias / query scale .npy) into `directory`.
+
+    The folder is usually the store's own, so the index's files are replaced one by one, not the folder: index.json
+    (what `load_index` looks for) goes first and comes back last, so a save cut short leaves no index at all, and a
+    bias or query scale an earlier index left there is removed when this one has none.
+    """
     import faiss
 
     directory = Path(directory or self.store.path)
     directory.mkdir(parents=True, exist_ok=True)
-    index_path = directory / _INDEX_FILE
+    (directory / _META_FILE).unlink(missing_ok=True)
     parts = []
-    with open(index_path, "wb") as f:
+
+    def write_shards(f) -> None:
       for number, band in enumerate(self.bands):
         for shard in band.shards:
           data = faiss.serialize_index(shard)
           f.write(data.tobytes())
           parts.append([number, len(data)])
-    np.save(directory / _ROWS_FILE, np.concatenate([band.rows for band in self.bands]))
-    if self.bias_v is not None:
-      np.save(directory / _BIAS_FILE, self.bias_v)
-    if self.query_scale is not None:
-      np.save(directory / _SCALE_FILE, self.query_scale)
+
+    index_path = _write_replacing(directory / _INDEX_FILE, write_shards)
+    rows = np.concatenate([band.rows for band in self.bands])
+    _write_replacing(directory / _ROWS_FILE, lambda f: np.save(f, rows))
+    for name, array in ((_BIAS_FILE, self.bias_v), (_SCALE_FILE, self.query_scale)):
+      if array is None:
+        (directory / name).unlink(missing_ok=True)
+      else:
+        _write_replacing(directory / name, lambda f, array=array: np.save(f, array))
     meta = {
       "format_version": _FORMAT_VERSION,
       "vocab_sha256": self.store.vocab_sha256,
@@ -248,8 +258,20 @@ class AnnIndex:
       "index_sha256": file_sha256(index_path),
       "faiss_version": faiss.__version__,
     }
-    (directory / _META_FILE).write_text(json.dumps(meta, indent=1))
+    _write_replacing(directory / _META_FILE, lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return directory
+
+
+def _write_replacing(path: Path, write) -> Path:
+  """`write(binary file)` into a temporary sibling, then renamed over `path`: never half a file under its name."""
+  temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    with open(temporary, "wb") as f:
+      write(f)
+    os.replace(temporary, path)
+  finally:
+    temporary.unlink(missing_ok=True)
+  return path
 
 
 def rescore(

@@ -13,9 +13,11 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from zett.interop.gguf_header import GgufHeader, GgufHeaderError, read_gguf_header
 from zett.models.base import BaseModel, cast_params
 from zett.models.family import ModelLoadError, family_for_model_type
 from zett.sha256 import file_sha256
+from zett.tokenization.gguf import direct_gguf_tokenizer
 from zett.tokenization.tokenizer import Tokenizer, from_transformers
 
 _SUPPORTED_ARCHITECTURES = ("llama",)
@@ -123,22 +125,35 @@ def hf_tensors_from_gguf(reader, path: Path, hf_config: dict[str, Any]) -> dict[
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_tokenizer(path: str, mtime_ns: int, name: str) -> Tokenizer:
-  from transformers import AutoTokenizer
-
+def _cached_tokenizer(path: str, mtime_ns: int) -> Tokenizer:
+  metadata = _header(Path(path)).metadata
+  name = str(metadata.get("general.name", Path(path).stem))
   try:
+    # transformers' pipeline unchanged (no llama.cpp digit split): what the base model has always tokenized with.
+    tokenizer = direct_gguf_tokenizer(metadata, name, llama_cpp_pre_tokenizer=False)
+    if tokenizer is not None:
+      return tokenizer
+    from transformers import AutoTokenizer
+
     return from_transformers(AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name), name)
   except Exception as e:  # transformers' GGUF tokenizer conversion raises assorted types.
     raise ModelLoadError(f"{path}: cannot build the tokenizer from GGUF metadata ({type(e).__name__}: {e})") from e
 
 
 def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
-  """The tokenizer stored in a GGUF file, converted by `transformers` (its roles and `add_bos_token` kept), as a
-  `Tokenizer` named like the model (`general.name`)."""
+  """The tokenizer stored in a GGUF file as `transformers` converts it (its roles and `add_bos_token` kept), as a
+  `Tokenizer` named like the model (`general.name`). Byte-level BPE files are built without transformers."""
   path = Path(path).resolve()
-  reader = _reader(path)  # clear errors for missing/corrupt files before transformers sees them
-  name = str(_field(reader, path, "general.name", path.stem))
-  return _cached_tokenizer(str(path), path.stat().st_mtime_ns, name)
+  if not path.is_file():
+    raise ModelLoadError(f"{path}: no such GGUF file")
+  return _cached_tokenizer(str(path), path.stat().st_mtime_ns)
+
+
+def _header(path: Path) -> GgufHeader:
+  try:
+    return read_gguf_header(path)
+  except (OSError, GgufHeaderError) as e:
+    raise ModelLoadError(f"{path}: truncated or corrupt GGUF file ({type(e).__name__}: {e})") from e
 
 
 def load_gguf(path: str | Path, dtype=jnp.float32, param_dtype=jnp.float32, load_tokenizer: bool = True) -> BaseModel:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from zett.models import _convention, _layers
 from zett.models._attention import grouped_query_attention, output_projection, padding_bias, qkv_projections
@@ -261,8 +262,37 @@ def _take(tensors: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> np.n
   return np.asarray(take_tensor(tensors, name, shape))
 
 
-def _norm_from_hf(tensors, name: str, d: int) -> dict[str, np.ndarray]:
-  return {"scale": _take(tensors, f"{name}.weight", (d,)), "bias": _take(tensors, f"{name}.bias", (d,))}
+class _Tensor(NamedTuple):
+  """A param outside the layers ("/"-separated path, our shape) and the Hugging Face tensor it is."""
+
+  ours: str
+  hf: str
+  shape: tuple[int, ...]
+  transposed: bool = False
+  """A torch Linear weight: [out, in] in the checkpoint, [in, out] here."""
+
+
+def _top_level_tensors(config: BertConfig) -> list[_Tensor]:
+  """Every param outside the layers, as both directions name it, but the LM-head bias: a checkpoint may keep that
+  under either of two names (`params_from_hf`)."""
+  v, d = config.vocab_size, config.hidden_size
+  base, head = _base_prefix(config), _head_prefix(config)
+  norm = "layer_norm" if config.is_roberta else "transform.LayerNorm"
+  dense = "dense" if config.is_roberta else "transform.dense"
+  tensors = [
+    _Tensor("embed_tokens", f"{base}embeddings.word_embeddings.weight", (v, d)),
+    _Tensor("embed_positions", f"{base}embeddings.position_embeddings.weight", (config.max_position_embeddings, d)),
+    _Tensor("embed_token_types", f"{base}embeddings.token_type_embeddings.weight", (config.type_vocab_size, d)),
+    _Tensor("embed_norm/scale", f"{base}embeddings.LayerNorm.weight", (d,)),
+    _Tensor("embed_norm/bias", f"{base}embeddings.LayerNorm.bias", (d,)),
+    _Tensor("lm_head_transform", f"{head}{dense}.weight", (d, d), transposed=True),
+    _Tensor("lm_head_transform_bias", f"{head}{dense}.bias", (d,)),
+    _Tensor("lm_head_norm/scale", f"{head}{norm}.weight", (d,)),
+    _Tensor("lm_head_norm/bias", f"{head}{norm}.bias", (d,)),
+  ]
+  if not config.tie_word_embeddings:
+    tensors.append(_Tensor("lm_head", f"{head}decoder.weight", (v, d)))
+  return tensors
 
 
 def _layer_map(config: BertConfig) -> list[LayerTensor]:
@@ -297,29 +327,18 @@ def params_from_hf(config: BertConfig, tensors: Mapping[str, np.ndarray]) -> Par
   Needs the masked-LM head (a bare BertModel/RobertaModel checkpoint has none). Extra tensors (pooler,
   next-sentence head) are ignored.
   """
-  v, d = config.vocab_size, config.hidden_size
-  base, head = _base_prefix(config), _head_prefix(config)
-  norm_name = "layer_norm" if config.is_roberta else "transform.LayerNorm"
-  dense_name = "dense" if config.is_roberta else "transform.dense"
+  head = _head_prefix(config)
   # The forward pass reads decoder.bias; HF ties it to `bias`, and a tied save may keep either.
   bias_names = [f"{head}bias", f"{head}decoder.bias"]
   if not config.tie_word_embeddings:
     bias_names.reverse()
   bias_name = next((n for n in bias_names if n in tensors), bias_names[0])
-  params: dict[str, Any] = {
-    "embed_tokens": _take(tensors, f"{base}embeddings.word_embeddings.weight", (v, d)),
-    "embed_positions": _take(
-      tensors, f"{base}embeddings.position_embeddings.weight", (config.max_position_embeddings, d)
-    ),
-    "embed_token_types": _take(tensors, f"{base}embeddings.token_type_embeddings.weight", (config.type_vocab_size, d)),
-    "embed_norm": _norm_from_hf(tensors, f"{base}embeddings.LayerNorm", d),
-    "lm_head_transform": _take(tensors, f"{head}{dense_name}.weight", (d, d)).T,
-    "lm_head_transform_bias": _take(tensors, f"{head}{dense_name}.bias", (d,)),
-    "lm_head_norm": _norm_from_hf(tensors, f"{head}{norm_name}", d),
-    "lm_head_bias": _take(tensors, bias_name, (v,)),
-  }
-  if not config.tie_word_embeddings:
-    params["lm_head"] = _take(tensors, f"{head}decoder.weight", (v, d))
+  flat = {}
+  for tensor in _top_level_tensors(config):
+    array = _take(tensors, tensor.hf, tensor.shape[::-1] if tensor.transposed else tensor.shape)
+    flat[tensor.ours] = array.T if tensor.transposed else array
+  params: dict[str, Any] = traverse_util.unflatten_dict(flat, sep="/")
+  params["lm_head_bias"] = _take(tensors, bias_name, (config.vocab_size,))
   params["layers"] = layers_from_hf(tensors, _layer_map(config), _layer_prefixes(config), take=_take)
   return params
 
@@ -327,24 +346,16 @@ def params_from_hf(config: BertConfig, tensors: Mapping[str, np.ndarray]) -> Par
 def params_to_hf(config: BertConfig, params: Params) -> dict[str, np.ndarray]:
   """Our params -> {HF name: array} as Bert/Roberta/XLMRobertaForMaskedLM name them."""
   params = jax.tree_util.tree_map(np.asarray, jax.device_get(params))
-  base, head = _base_prefix(config), _head_prefix(config)
-  norm_name = "layer_norm" if config.is_roberta else "transform.LayerNorm"
-  dense_name = "dense" if config.is_roberta else "transform.dense"
+  head = _head_prefix(config)
+  top_level = {key: value for key, value in params.items() if key != "layers"}
+  flat = {path: np.asarray(array) for path, array in traverse_util.flatten_dict(top_level, sep="/").items()}
   out = {
-    f"{base}embeddings.word_embeddings.weight": params["embed_tokens"],
-    f"{base}embeddings.position_embeddings.weight": params["embed_positions"],
-    f"{base}embeddings.token_type_embeddings.weight": params["embed_token_types"],
-    f"{base}embeddings.LayerNorm.weight": params["embed_norm"]["scale"],
-    f"{base}embeddings.LayerNorm.bias": params["embed_norm"]["bias"],
-    f"{head}{dense_name}.weight": np.ascontiguousarray(params["lm_head_transform"].T),
-    f"{head}{dense_name}.bias": params["lm_head_transform_bias"],
-    f"{head}{norm_name}.weight": params["lm_head_norm"]["scale"],
-    f"{head}{norm_name}.bias": params["lm_head_norm"]["bias"],
-    f"{head}bias": params["lm_head_bias"],
+    tensor.hf: np.ascontiguousarray(flat[tensor.ours].T) if tensor.transposed else flat[tensor.ours]
+    for tensor in _top_level_tensors(config)
   }
+  out[f"{head}bias"] = params["lm_head_bias"]
   if not config.tie_word_embeddings:
     # Untied, transformers keeps decoder.bias apart from `bias` and the forward pass reads decoder.bias.
-    out[f"{head}decoder.weight"] = params["lm_head"]
     out[f"{head}decoder.bias"] = params["lm_head_bias"]
   return out | layers_to_hf(params["layers"], _layer_map(config), _layer_prefixes(config))
 

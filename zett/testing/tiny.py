@@ -7,14 +7,13 @@ Tests that need a base that knows something pretrain one first.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 
 from zett.models import llama
-from zett.models.base import BaseModel, cast_params
+from zett.models.base import BaseModel, cast_params, params_sha256
 from zett.stdlib_source import stdlib_text
 
 SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>")
@@ -100,22 +99,12 @@ def tiny_base(
   dtype=jnp.float32,
   param_dtype=jnp.float32,
 ) -> BaseModel:
-  """The "tiny-llama" base: a random tiny Llama whose tokenizer is `tiny_tokenizer(vocab_size)`.
-
-  Its weights sha256 is that of the float32 params it is drawn as, whatever `param_dtype` casts them to.
-  """
+  """The "tiny-llama" base: a random tiny Llama whose tokenizer is `tiny_tokenizer(vocab_size)` (weights sha256:
+  `_drawn_base`)."""
   tokenizer = tiny_tokenizer(vocab_size)
-  base = tiny_llama(
-    vocab_size=tokenizer.vocab_size,
-    hidden_size=hidden_size,
-    num_hidden_layers=num_hidden_layers,
-    seed=seed,
-    dtype=dtype,
-    tokenizer=tokenizer,
-  )
-  if param_dtype != jnp.float32:
-    base = dataclasses.replace(base, params=cast_params(base.params, param_dtype))
-  return base
+  config = tiny_llama_config(tokenizer.vocab_size, hidden_size, num_hidden_layers)
+  name = f"tiny-llama-v{tokenizer.vocab_size}-d{hidden_size}"
+  return _drawn_base(llama.FAMILY, config, llama.init_params(config, seed), name, tokenizer, dtype, param_dtype)
 
 
 def tiny_xlmr_base(
@@ -127,7 +116,7 @@ def tiny_xlmr_base(
   param_dtype=jnp.float32,
 ) -> BaseModel:
   """The "tiny-xlmr" base: a random tiny XLM-R-style masked LM (tied embeddings + LM-head output bias) whose
-  tokenizer is `tiny_tokenizer(vocab_size)`; its weights sha256 is that of the params in `param_dtype`."""
+  tokenizer is `tiny_tokenizer(vocab_size)` (weights sha256: `_drawn_base`)."""
   from zett.models import bert
 
   tokenizer = tiny_tokenizer(vocab_size)
@@ -144,8 +133,18 @@ def tiny_xlmr_base(
     model_type="xlm-roberta",
   )
   params = bert.init_params(config, jax.random.key(seed))
-  params = cast_params(params, param_dtype) if param_dtype != jnp.float32 else params
-  return BaseModel.from_params(bert.FAMILY, config, params, f"tiny-xlmr-v{vocab_size}-d{hidden_size}", tokenizer, dtype)
+  name = f"tiny-xlmr-v{vocab_size}-d{hidden_size}"
+  return _drawn_base(bert.FAMILY, config, params, name, tokenizer, dtype, param_dtype)
+
+
+def _drawn_base(family, config, params, name: str, tokenizer, dtype, param_dtype) -> BaseModel:
+  """A base over randomly drawn float32 `params`, cast to `param_dtype`.
+
+  Its weights sha256 is that of the float32 draw whatever `param_dtype` is, as a loaded model's is that of its file
+  whatever it is cast to: the same tiny base in float32 and in bfloat16 is the same base to a hypernetwork's check.
+  """
+  cast = cast_params(params, param_dtype) if param_dtype != jnp.float32 else params
+  return BaseModel.from_params(family, config, cast, name, tokenizer, dtype, weights_sha256=params_sha256(params))
 
 
 _COMPILED_FORWARDS = {}

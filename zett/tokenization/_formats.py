@@ -1,7 +1,7 @@
 """Converters from non-Hugging-Face tokenizer files to `tokenizers` pipelines that encode identically.
 
-SentencePiece `.model` protos (BPE with byte fallback, Unigram), the tokenizer embedded in a GGUF
-file, tiktoken rank files (Qwen) and Mistral's tekken JSON (tiktoken ranks behind 1,000 specials).
+SentencePiece `.model` protos (BPE with byte fallback, Unigram), tiktoken rank files (Qwen) and Mistral's tekken
+JSON (tiktoken ranks behind 1,000 specials); the tokenizer embedded in a GGUF file is `gguf`'s.
 """
 
 from __future__ import annotations
@@ -259,32 +259,3 @@ def load_tekken(path: str | Path) -> Tokenizer:
   backend.encode_special_tokens = True
   roles = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}
   return from_backend(backend, str(path), {k: v for k, v in roles.items() if v in vocab})
-
-
-def load_gguf(path: str | Path) -> Tokenizer:
-  """The tokenizer stored in a GGUF file's `tokenizer.ggml.*` fields."""
-  path = Path(path)
-  try:
-    # Public names of the package (its lazy __all__); pyright takes them for private imports of its submodule.
-    from transformers.integrations.gguf import convert_gguf_tokenizer, get_gguf_tokenizer  # pyright: ignore[reportPrivateImportUsage]
-
-    architecture, fields, config = get_gguf_tokenizer(str(path))
-  except Exception as error:
-    raise TokenizerError(f"{path}: cannot read the GGUF tokenizer fields ({error})") from None
-  if not fields.get("tokens"):
-    raise TokenizerError(f"{path}: the GGUF file holds no tokenizer (tokenizer.ggml.tokens is empty)")
-  try:
-    backend, _ = convert_gguf_tokenizer(architecture, fields)
-  except Exception as error:
-    raise TokenizerError(f"{path}: unsupported GGUF tokenizer {fields.get('tokenizer_type')!r} ({error})") from None
-  if fields.get("pre_tokenizer_type") == "smollm":
-    # llama.cpp's "smollm" pre-tokenizer splits every digit first, as SmolLM2's tokenizer.json does.
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-      [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
-    )
-  token_types = fields.get("token_type") or []
-  control = [i for i, kind in enumerate(token_types) if kind == 3]
-  roles = {role: fields.get(f"{role}_token_id") for role in ("bos", "eos", "pad", "unk")}
-  return from_backend(
-    backend, str(path), roles, extra_special=control, add_bos=bool(config.get("add_bos_token", False))
-  )

@@ -17,7 +17,7 @@ from typing import Any
 
 import tokenizers
 
-from zett.tokenization import _formats
+from zett.tokenization import _formats, gguf
 from zett.tokenization.byte_level import ModelKind, TokenizerError
 from zett.tokenization.tokenizer import ROLES, Tokenizer, check_dense_ids, from_backend, from_transformers
 
@@ -156,7 +156,7 @@ def load_tokenizer(spec: str | os.PathLike | Tokenizer | tokenizers.Tokenizer | 
   if path.is_file():
     suffixes = path.name.lower()
     if suffixes.endswith(".gguf"):
-      return _load_converted(path, _formats.load_gguf)
+      return _load_converted(path, gguf.load_gguf)
     if suffixes.endswith(".tiktoken"):
       return _load_converted(path, _formats.load_tiktoken)
     if ".model" in suffixes:
