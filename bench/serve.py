@@ -42,7 +42,7 @@ def _start_server(model: str, hypernet: str | None, batching: bool, port: int,
     command += ["--hypernet", hypernet]
   if not batching:
     command.append("--no-batching")
-  env = {**os.environ, "ZETT_API_KEY": ""}
+  env = {name: value for name, value in os.environ.items() if name != "ZETT_API_KEY"}  # no key: open server
   return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
