@@ -54,7 +54,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json). The pin is
 # checked where every hypernetwork loads: `hypernet.load_hypernetwork`.
 SHIPPED_HYPERNETS = {
-  "smollm2-135m": "5208e79e2ff831ad8e55a5c0241bafcf999c80b4ea2f5bd6da2a5eab82c97d81",
+  "smollm2-135m": "c2dc482115fd54c6cb4c19e0a9105230e02fb2aefd836727e93cfa24bf859d7e",
 }
 _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
