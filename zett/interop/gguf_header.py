@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from zett.errors import ZettError
+
 # GGUF metadata value types with a fixed width (struct format); 8 is a string, 9 an array.
 _SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
@@ -22,7 +24,7 @@ _VERSIONS = (2, 3)  # v1 counted in 32 bits; llama.cpp has written v3 since 2023
 _DEFAULT_ALIGNMENT = 32
 
 
-class GgufHeaderError(ValueError):
+class GgufHeaderError(ZettError, ValueError):
   """The file is not a GGUF file, or its header is cut short or malformed."""
 
 
