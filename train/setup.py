@@ -27,9 +27,10 @@ from zett.train.vocab import check_tokenizer_specs, training_base_tokenizer
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Sections that may change between a run and its resumption without changing its results (remat trades memory for
-# compute only, so a run that no longer fits can resume with it on).
+# compute only, so a run that no longer fits can resume with it on; base_matmul_dtype changes only the rounding of the
+# frozen base's products, so a leg can switch to the faster ones).
 # The run folder's own location is no part of the run's identity: a moved or copied run folder resumes.
-_RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps", "remat", "run_dir")
+_RESUMABLE_CHANGES = ("logging", "eval", "checkpoint", "num_train_steps", "remat", "base_matmul_dtype", "run_dir")
 
 
 class TrainSetupError(ZettError, ValueError):
@@ -121,6 +122,13 @@ def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
     remat=config.remat,
     encoder_buckets=check_encoder_buckets(config, hypernet_config),
   )
+
+
+def train_loss_spec(config: TrainConfig, spec: LossSpec) -> LossSpec:
+  """The training steps' `spec`: the frozen base's products in `base_matmul_dtype` if set (evaluation keeps `spec`)."""
+  if config.base_matmul_dtype is None:
+    return spec
+  return dataclasses.replace(spec, base_module=spec.base_module.clone(matmul_dtype=_DTYPES[config.base_matmul_dtype]))
 
 
 def check_encoder_buckets(config: TrainConfig, hypernet_config):
@@ -253,7 +261,7 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
     resumed_step, state, data_state, _ = checkpointer.restore_newest_intact(state, shardings, log)
 
   batch_sh = batch_shardings(mesh)
-  train_step = jit_train_step(spec, optimizer, shardings, batch_sh, base_shardings, replicated)
+  train_step = jit_train_step(train_loss_spec(config, spec), optimizer, shardings, batch_sh, base_shardings, replicated)
   eval_sums = jit_eval_sums(spec, replicated)
   return Run(
     config,

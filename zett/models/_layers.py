@@ -7,6 +7,7 @@ sharding-rules table can map them to mesh axes.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -45,12 +46,52 @@ def dense(
   bias_axes: tuple[str, ...] = (),
 ):
   """`einsum(spec, x, kernel)` (+ bias) in `dtype`, declaring the kernel `name` and, when `bias_shape` is given, its
-  bias (zeros at init), named after the kernel with "_bias" for any "_proj" ("q_proj" -> "q_bias")."""
-  y = jnp.einsum(spec, x, param(module, name, axes, shape).astype(dtype))
+  bias (zeros at init), named after the kernel with "_bias" for any "_proj" ("q_proj" -> "q_bias").
+
+  A module whose `matmul_dtype` is set (e.g. bfloat16 under a float32 `dtype`) takes the product's inputs in that
+  dtype and accumulates in float32 (`low_precision_einsum`); everything around the product stays in `dtype`.
+  """
+  kernel = param(module, name, axes, shape)
+  matmul_dtype = getattr(module, "matmul_dtype", None)
+  if matmul_dtype is None or jnp.dtype(matmul_dtype) == jnp.dtype(dtype):
+    y = jnp.einsum(spec, x, kernel.astype(dtype))
+  else:
+    y = low_precision_einsum(spec, x, kernel, jnp.dtype(matmul_dtype)).astype(dtype)
   if bias_shape is not None:
     bias_name = name.removesuffix("_proj") + "_bias"
     y = y + param(module, bias_name, bias_axes, bias_shape, nn.initializers.zeros).astype(dtype)
   return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def low_precision_einsum(spec: str, x, kernel, matmul_dtype):
+  """`einsum(spec, x, kernel)` with both inputs rounded to `matmul_dtype` and float32 accumulation, forward and
+  backward (float32 result and cotangents).
+
+  The point is speed where the hardware multiplies `matmul_dtype` much faster than float32 (bfloat16: TPUs, GPUs,
+  and CPUs with AMX, where XLA's float32-accumulating bfloat16 products ran ~5x faster than float32 ones on 2
+  Sapphire Rapids cores). Both backward products are written as einsums of their own, with the cotangent rounded
+  too: JAX's transpose of the forward product would multiply the float32 cotangent by the bfloat16 kernel, which
+  XLA does in float32.
+  """
+  return jnp.einsum(spec, x.astype(matmul_dtype), kernel.astype(matmul_dtype), preferred_element_type=jnp.float32)
+
+
+def _low_precision_einsum_fwd(spec, x, kernel, matmul_dtype):
+  return low_precision_einsum(spec, x, kernel, matmul_dtype), (x, kernel)
+
+
+def _low_precision_einsum_bwd(spec, matmul_dtype, residuals, g):
+  x, kernel = residuals
+  x_spec, rest = spec.split(",")
+  kernel_spec, out_spec = rest.split("->")
+  g, low_x, low_kernel = g.astype(matmul_dtype), x.astype(matmul_dtype), kernel.astype(matmul_dtype)
+  dx = jnp.einsum(f"{out_spec},{kernel_spec}->{x_spec}", g, low_kernel, preferred_element_type=jnp.float32)
+  dkernel = jnp.einsum(f"{x_spec},{out_spec}->{kernel_spec}", low_x, g, preferred_element_type=jnp.float32)
+  return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
+
+
+low_precision_einsum.defvjp(_low_precision_einsum_fwd, _low_precision_einsum_bwd)
 
 
 def mlp(module: nn.Module, x_btd, intermediate_size: int, activation, dtype):

@@ -151,6 +151,8 @@ def config_to_hf(config: BertConfig) -> dict[str, Any]:
 class _EncoderLayer(nn.Module):
   config: BertConfig
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
+  """Input dtype of the dense products (float32 accumulation; `_layers.dense`); None: `dtype`."""
 
   @nn.compact
   def __call__(self, hidden_btd, bias_b1ts):
@@ -176,6 +178,9 @@ class BertModule(nn.Module):
   remat: bool = False
   """Recompute each layer in the backward pass instead of keeping its activations (`nn.remat`): only the layer
   inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
+  matmul_dtype: Any = None
+  """Input dtype of the dense products, e.g. bfloat16 under a float32 `dtype` (float32 accumulation; a runtime
+  switch like `remat`, so exports are unaffected); None: `dtype`."""
 
   @nn.compact
   def __call__(
@@ -216,7 +221,7 @@ class BertModule(nn.Module):
     hidden_btd = LayerNorm(cfg.layer_norm_eps, dtype, name="embed_norm")(hidden_btd)
 
     layers = _layers.scanned_layers(_EncoderLayer, cfg.num_hidden_layers, (nn.broadcast,), self.remat)
-    hidden_btd, _ = layers(cfg, dtype, name="layers")(hidden_btd, padding_bias(attention_mask))
+    hidden_btd, _ = layers(cfg, dtype, self.matmul_dtype, name="layers")(hidden_btd, padding_bias(attention_mask))
 
     # The LM head's transform; its output is what the (swappable) vocabulary projection reads.
     x = dense(self, "lm_head_transform", hidden_btd, "btd,de->bte", (d, d), ("embed", None), dtype, (d,), ("embed",))

@@ -134,6 +134,8 @@ def config_to_hf(config: GPT2Config) -> dict[str, Any]:
 class _Block(nn.Module):
   config: GPT2Config
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
+  """Input dtype of the dense products (float32 accumulation; `_layers.dense`); None: `dtype`."""
 
   @nn.compact
   def __call__(self, hidden_btd, bias_b1ts, cache_index, layer_index, layer_cache):
@@ -165,6 +167,9 @@ class GPT2Module(nn.Module):
   remat: bool = False
   """Recompute each layer in the backward pass instead of keeping its activations (`nn.remat`): only the layer
   inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
+  matmul_dtype: Any = None
+  """Input dtype of the dense products, e.g. bfloat16 under a float32 `dtype` (float32 accumulation; a runtime
+  switch like `remat`, so exports are unaffected); None: `dtype`."""
 
   @nn.compact
   def __call__(
@@ -187,7 +192,7 @@ class GPT2Module(nn.Module):
 
     in_axes = (nn.broadcast, nn.broadcast, 0, 0)
     blocks = _layers.scanned_layers(_Block, cfg.num_hidden_layers, in_axes, self.remat)
-    hidden_btd, layer_caches = blocks(cfg, dtype, name="layers")(
+    hidden_btd, layer_caches = blocks(cfg, dtype, self.matmul_dtype, name="layers")(
       hidden_btd, slots.bias_b1ts, slots.cache_index, jnp.arange(cfg.num_hidden_layers), _convention.layer_caches(cache)
     )
     hidden_btd = LayerNorm(cfg.layer_norm_epsilon, dtype, name="final_norm")(hidden_btd)

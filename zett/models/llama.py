@@ -154,6 +154,8 @@ def config_to_hf(config: LlamaConfig) -> dict[str, Any]:
 class _DecoderLayer(nn.Module):
   config: LlamaConfig
   dtype: Any = jnp.float32
+  matmul_dtype: Any = None
+  """Input dtype of the dense products (float32 accumulation; `_layers.dense`); None: `dtype`."""
 
   @nn.compact
   def __call__(self, hidden_btd, cos_btd, sin_btd, bias_b1ts, cache_index, layer_cache):
@@ -192,6 +194,9 @@ class LlamaModule(nn.Module):
   remat: bool = False
   """Recompute each layer in the backward pass instead of keeping its activations (`nn.remat`): only the layer
   inputs stay in memory. A runtime switch, not part of the config, so exports are unaffected."""
+  matmul_dtype: Any = None
+  """Input dtype of the dense products, e.g. bfloat16 under a float32 `dtype` (float32 accumulation; a runtime
+  switch like `remat`, so exports are unaffected); None: `dtype`."""
 
   @nn.compact
   def __call__(
@@ -213,7 +218,7 @@ class LlamaModule(nn.Module):
 
     in_axes = (nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0)
     layers = _layers.scanned_layers(_DecoderLayer, cfg.num_hidden_layers, in_axes, self.remat)
-    hidden_btd, layer_caches = layers(cfg, dtype, name="layers")(
+    hidden_btd, layer_caches = layers(cfg, dtype, self.matmul_dtype, name="layers")(
       inputs.hidden_btd, cos_btd, sin_btd, slots.bias_b1ts, slots.cache_index, _convention.layer_caches(cache)
     )
     hidden_btd = RMSNorm(cfg.rms_norm_eps, dtype, name="final_norm")(hidden_btd)
