@@ -46,6 +46,22 @@ def test_missing_data_path_is_a_clear_error(tmp_path):
     check_sources(config)
 
 
+def test_stdlib_sources_leave_out_installed_packages(tmp_path, monkeypatch):
+  # pyenv and others install packages below the stdlib folder; their files are not standard library (and IPython's
+  # test data is not even UTF-8).
+  import sysconfig
+
+  from zett.train.data import resolve_local_files
+
+  for name in ("json/decoder.py", "site-packages/ipython/nonascii.py", "dist-packages/x/y.py"):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / name).write_text("x = 1\n")
+  monkeypatch.setattr(sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
+  assert resolve_local_files(DataSource(path="stdlib:**/*.py")) == [str(tmp_path / "json" / "decoder.py")]
+  with pytest.raises(DataError, match="matches no files"):
+    resolve_local_files(DataSource(path="stdlib:site-packages/**/*.py"))
+
+
 def test_batcher_resumes_exactly_and_mixes_by_weight(tmp_path):
   corpus = _write_corpus(tmp_path / "a")
   jsonl = tmp_path / "b.jsonl"

@@ -42,6 +42,9 @@ def _looks_local(path: str) -> bool:
   )
 
 
+_INSTALLED_PACKAGES = {"site-packages", "dist-packages"}
+
+
 def _expand(path: str) -> str:
   # "stdlib:NAME" = a folder/file of the Python standard library: offline text present on every machine.
   if path.startswith("stdlib:"):
@@ -68,6 +71,8 @@ def resolve_local_files(source: DataSource) -> list[str] | None:
     files = [path]
   else:
     raise DataError(f"data source {source.path}: no such file or directory")
+  if source.path.startswith("stdlib:"):  # installed packages live below the stdlib folder in many Pythons (pyenv)
+    files = [f for f in files if not _INSTALLED_PACKAGES.intersection(Path(f).parts)]
   if not files:
     raise DataError(f"data source {source.path}: matches no files")
   kinds = {_builder_for(f) for f in files}
