@@ -3,7 +3,8 @@
     python bench/train_step.py [--config configs/tiny.yaml] [--steps 20] [--quick] [dotted.overrides ...]
 
 Ours: text -> freshly sampled tokenizer (host) -> host-to-device -> jitted hypernetwork + frozen-base step (device).
-With --compare-padded it also times the padded, paper-shaped step this project ran before its CPU recipe.
+With --compare-padded it also times the padded, paper-shaped step this project ran before its CPU recipe, and, for a
+recipe whose base products are bfloat16 (`base_matmul_dtype`), the same recipe with float32 products.
 Competitor, same run: the classic way to adapt a model to a tokenizer, tuning the base's own embedding matrices with
 Adam on the same text under the base tokenizer (same base forward/backward, no sampling, no hypernetwork).
 On an accelerator it also prints model FLOP utilisation from XLA's FLOP count of the compiled step.
@@ -166,11 +167,18 @@ def main(argv=None) -> None:
   if args.compare_padded:
     config, parts, tokens, flops, _ = _measure(*PADDED_RECIPE, steps, with_baseline=False)
     before = _print_parts(f"before ({PADDED_RECIPE[0]}, padded)", config, parts, tokens, flops)
+  float32_products = None
+  if args.compare_padded and load_train_config(args.config, args.overrides).base_matmul_dtype == "bfloat16":
+    config, parts, tokens, flops, _ = _measure(args.config, [*args.overrides, "base_matmul_dtype=null"], steps, False)
+    float32_products = _print_parts(f"ours, float32 products ({args.config})", config, parts, tokens, flops)
   config, parts, tokens, flops, baseline = _measure(args.config, args.overrides, steps, with_baseline=True)
-  ours = _print_parts(f"ours ({args.config})", config, parts, tokens, flops)
+  ours = _print_parts(f"ours ({args.config}, base products in {config.base_matmul_dtype or 'compute dtype'})",
+                      config, parts, tokens, flops)
   base_ms = _median_ms(baseline)
   print(f"{'embedding tuning: device step':<38}{base_ms:>12.2f}{tokens / (base_ms / 1000):>14,.0f} tok/s")
   print(f"{'ratio (ours tok/s / embedding tuning tok/s)':<44}{ours / (tokens / (base_ms / 1000)):>6.2f}x")
+  if float32_products is not None:
+    print(f"{'ratio (ours tok/s / float32 products tok/s)':<44}{ours / float32_products:>6.2f}x")
   if before is not None:
     print(f"{'ratio (ours tok/s / before tok/s)':<44}{ours / before:>6.2f}x")
 

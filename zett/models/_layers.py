@@ -56,7 +56,7 @@ def dense(
   if matmul_dtype is None or jnp.dtype(matmul_dtype) == jnp.dtype(dtype):
     y = jnp.einsum(spec, x, kernel.astype(dtype))
   else:
-    y = low_precision_einsum(spec, x, kernel, jnp.dtype(matmul_dtype)).astype(dtype)
+    y = jnp.asarray(low_precision_einsum(spec, x, kernel, jnp.dtype(matmul_dtype)), dtype)
   if bias_shape is not None:
     bias_name = name.removesuffix("_proj") + "_bias"
     y = y + param(module, bias_name, bias_axes, bias_shape, nn.initializers.zeros).astype(dtype)
