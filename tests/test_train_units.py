@@ -47,13 +47,13 @@ def test_missing_data_path_is_a_clear_error(tmp_path):
 
 
 def test_stdlib_sources_leave_out_installed_packages(tmp_path, monkeypatch):
-  # pyenv and others install packages below the stdlib folder; their files are not standard library (and IPython's
-  # test data is not even UTF-8).
+  # pyenv and others install packages below the stdlib folder; neither they nor the stdlib's test suite are its code
+  # (and both hold files that are not UTF-8).
   import sysconfig
 
   from zett.train.data import resolve_local_files
 
-  for name in ("json/decoder.py", "site-packages/ipython/nonascii.py", "dist-packages/x/y.py"):
+  for name in ("json/decoder.py", "site-packages/ipython/nonascii.py", "dist-packages/x/y.py", "test/encoded.py"):
     (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / name).write_text("x = 1\n")
   monkeypatch.setattr(sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})

@@ -42,7 +42,9 @@ def _looks_local(path: str) -> bool:
   )
 
 
-_INSTALLED_PACKAGES = {"site-packages", "dist-packages"}
+# Below the stdlib folder but not its code: installed packages (pyenv and others put them there) and the test suite,
+# whose data includes deliberately non-UTF-8 sources (test/encoded_modules).
+_NOT_STDLIB_CODE = {"site-packages", "dist-packages", "test"}
 
 
 def _expand(path: str) -> str:
@@ -71,8 +73,8 @@ def resolve_local_files(source: DataSource) -> list[str] | None:
     files = [path]
   else:
     raise DataError(f"data source {source.path}: no such file or directory")
-  if source.path.startswith("stdlib:"):  # installed packages live below the stdlib folder in many Pythons (pyenv)
-    files = [f for f in files if not _INSTALLED_PACKAGES.intersection(Path(f).parts)]
+  if source.path.startswith("stdlib:"):
+    files = [f for f in files if not _NOT_STDLIB_CODE.intersection(Path(f).relative_to(_expand("stdlib:")).parts)]
   if not files:
     raise DataError(f"data source {source.path}: matches no files")
   kinds = {_builder_for(f) for f in files}
