@@ -7,7 +7,9 @@ With --compare-padded it also times the padded, paper-shaped step this project r
 recipe whose base products are bfloat16 (`base_matmul_dtype`), the same recipe with float32 products.
 Competitor, same run: the classic way to adapt a model to a tokenizer, tuning the base's own embedding matrices with
 Adam on the same text under the base tokenizer (same base forward/backward, no sampling, no hypernetwork).
-On an accelerator it also prints model FLOP utilisation from XLA's FLOP count of the compiled step.
+On an accelerator it also prints model FLOP utilisation from XLA's FLOP count of the compiled step. That count takes
+the body of a loop once, and the base's layers run as one scanned layer (`nn.scan`): for a 30-layer base the count,
+and the utilisation derived from it, are lower bounds, far below the real figures.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def _print_parts(label: str, config, parts, tokens, flops) -> float:
     peak = _peak_flops(config.model.compute_dtype)
     device = jax.devices()[0]
     mfu = f", MFU {flops / seconds / peak:.1%}" if peak and device.platform != "cpu" else ""
-    print(f"{'  device step FLOPs (XLA count)':<38}{flops / 1e9:>12.2f} GFLOP{flops / seconds / 1e12:>8.2f} "
+    print(f"{'  step FLOPs (XLA; one scanned layer)':<38}{flops / 1e9:>12.2f} GFLOP{flops / seconds / 1e12:>8.2f} "
           f"TFLOP/s{mfu}")
   return tokens / (total / 1000)
 
