@@ -54,7 +54,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json). The pin is
 # checked where every hypernetwork loads: `hypernet.load_hypernetwork`.
 SHIPPED_HYPERNETS = {
-  "smollm2-135m": "c2dc482115fd54c6cb4c19e0a9105230e02fb2aefd836727e93cfa24bf859d7e",
+  "smollm2-135m": "addbd59b14fbaa1948763145bf89e20aeeb0e6224a1882423d1e131f3122139e",
 }
 _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
