@@ -74,7 +74,8 @@ def resolve_local_files(source: DataSource) -> list[str] | None:
   else:
     raise DataError(f"data source {source.path}: no such file or directory")
   if source.path.startswith("stdlib:"):
-    files = [f for f in files if not _NOT_STDLIB_CODE.intersection(Path(f).relative_to(_expand("stdlib:")).parts)]
+    stdlib = Path(_expand("stdlib:"))
+    files = [f for f in files if not _NOT_STDLIB_CODE.intersection(Path(f).relative_to(stdlib).parts)]
   if not files:
     raise DataError(f"data source {source.path}: matches no files")
   kinds = {_builder_for(f) for f in files}
