@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from zett.tokenization.surface import DEFAULT_SURFACE_LENGTH
 
+REFERENCE_VOCAB_SIZE = 32768
+"""`condition_on_vocab_size`: a vocabulary of this size adds nothing (log2(V / REFERENCE_VOCAB_SIZE) = 0)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class HypernetConfig:
@@ -39,6 +42,11 @@ class HypernetConfig:
   """Tokens spelled by one base subtoken (the same bytes as a base token) keep that token's rows exactly, as FVT does;
   the hypernetwork predicts only tokens the base does not have. Off: it predicts every row (the paper's setup, with
   an auxiliary loss pulling overlapping tokens back toward their original rows)."""
+  condition_on_vocab_size: bool = False
+  """Predictions also see the target vocabulary's size V: a learned vector times log2(V / REFERENCE_VOCAB_SIZE) is
+  added to every surface position's input. The softmax mass on predicted rows grows with their number, so a
+  hypernetwork that cannot see V must pick one calibration for a 32k and a 151k vocabulary. Off (earlier
+  checkpoints): no such parameter, and V is ignored."""
   base_model: str = ""
   base_weights_sha256: str = ""
   base_tokenizer: str = ""

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from zett.hypernet import published_model
-from zett.hypernet.config import HypernetConfig
+from zett.hypernet.config import REFERENCE_VOCAB_SIZE, HypernetConfig
 from zett.hypernet.published_config import PublishedHypernetConfig
 from zett.models.family import Embeddings
 
@@ -90,6 +90,13 @@ def _heuristic(rows_vld, mask_vl, kind: str):
   return jnp.einsum("vl,vl...->v...", weights, rows_vld) / count
 
 
+def vocab_size_feature(vocab_size) -> jax.Array:
+  """log2(vocab_size / REFERENCE_VOCAB_SIZE) as float32; 0 for None."""
+  if vocab_size is None:
+    return jnp.zeros((), jnp.float32)
+  return jnp.log2(jnp.asarray(vocab_size, jnp.float32) / REFERENCE_VOCAB_SIZE)
+
+
 def _needs_encoder(config: HypernetConfig, surface_lengths):
   """Rows whose prediction comes from the encoder (the others copy a base row or are padding)."""
   return surface_lengths >= (2 if config.keep_base_tokens else 1)
@@ -137,7 +144,8 @@ def bucket_overflow(config: HypernetConfig, surface_lengths, buckets) -> list[in
 class Hypernet(nn.Module):
   """Predicts embeddings of target tokens from their base-subtoken spellings.
 
-  Call: `apply({"params": p}, surface_ids, surface_lengths, base, special_base_ids=None, buckets=None)`.
+  Call: `apply({"params": p}, surface_ids, surface_lengths, base, special_base_ids=None, buckets=None,
+  vocab_size=None)`.
 
   Args:
     surface_ids: int32 [V, L] base-vocabulary ids spelling each target token (padding ignored).
@@ -149,6 +157,8 @@ class Hypernet(nn.Module):
       rows packed into `capacity` slots of `max_length` positions instead of V x L padded ones. The caller
       guarantees that no bucket holds more rows than its capacity (`bucket_overflow` counts them); the predictions
       equal the padded path's.
+    vocab_size: size of the whole target vocabulary these rows belong to (a scalar, traced or not), seen only with
+      `config.condition_on_vocab_size`; None stands for `REFERENCE_VOCAB_SIZE`.
 
   Returns:
     `Embeddings` for the V target tokens (output/bias present only when the config predicts them).
@@ -161,7 +171,9 @@ class Hypernet(nn.Module):
   scan); a training memory switch, not part of `HypernetConfig`, so saved hypernetworks are unaffected."""
 
   @nn.compact
-  def __call__(self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None, buckets=None):
+  def __call__(
+    self, surface_ids, surface_lengths, base: Embeddings, special_base_ids=None, buckets=None, vocab_size=None
+  ):
     c = self.config
     V, L = surface_ids.shape
     if L > c.surface_length:
@@ -180,13 +192,22 @@ class Hypernet(nn.Module):
       (c.surface_length, c.body_hidden_size),
       unbox=True,  # the default; saying it selects the overload of Flax's `param` typed as the unboxed array
     )
+    offset = positions
+    if c.condition_on_vocab_size:
+      per_doubling = self.param(
+        "vocab_size_embedding",
+        nn.with_logical_partitioning(nn.initializers.zeros_init(), ("hn_embed",)),
+        (c.body_hidden_size,),
+        unbox=True,
+      )
+      offset = positions + vocab_size_feature(vocab_size) * per_doubling
     rematerialise = self.remat and c.num_layers and not self.is_initializing()
     layers = [] if rematerialise else [_EncoderLayer(c, self.dtype, name=f"layer_{i}") for i in range(c.num_layers)]
     final_norm = nn.LayerNorm(name="final_norm", dtype=self.dtype)
 
     def encode(features_rlf, lengths_r):
       length = features_rlf.shape[1]
-      x = projection(features_rlf.astype(self.dtype)) + positions[:length].astype(self.dtype)[None]
+      x = projection(features_rlf.astype(self.dtype)) + offset[:length].astype(self.dtype)[None]
       # Padding rows (length 0) still attend to position 0 so softmax stays finite.
       key_mask = (jnp.arange(length)[None, :] < lengths_r[:, None]).at[:, 0].set(True)
       if rematerialise:
@@ -280,6 +301,7 @@ def predict(
   special_base_ids=None,
   dtype=jnp.float32,
   buckets=None,
+  vocab_size=None,
 ) -> Embeddings:
   """Predicts embeddings for one chunk of target tokens (jit this or call `predict_jit`).
 
@@ -290,7 +312,7 @@ def predict(
     return published_model.predict(config, params, surface_ids, surface_lengths, base, special_base_ids)
   # Flax types `apply` as "output or (output, mutated variables)"; without `mutable` it is the output alone.
   return Hypernet(config, dtype).apply(  # pyright: ignore[reportReturnType]
-    {"params": params}, surface_ids, surface_lengths, base, special_base_ids, buckets
+    {"params": params}, surface_ids, surface_lengths, base, special_base_ids, buckets, vocab_size
   )
 
 

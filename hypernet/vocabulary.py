@@ -45,6 +45,7 @@ def embed_vocabulary(
   description: str = "hypernetwork",
   dtype=jnp.float32,
   on_device: bool = False,
+  vocab_size: int | None = None,
 ) -> Embeddings:
   """The hypernetwork's embeddings of every row of a vocabulary (see the module docstring for how it is chunked).
 
@@ -58,6 +59,8 @@ def embed_vocabulary(
     dtype: the hypernetwork's compute dtype (zett's own hypernetworks only).
     on_device: return device arrays (assembled on the device, sharded as the hypernetwork computed them; training
       evaluation) instead of float32 host arrays filled chunk by chunk (which never hold more than the result).
+    vocab_size: size of the whole target vocabulary, for a hypernetwork with `condition_on_vocab_size` (a transfer
+      passes its tokenizer's; rows embedded on the fly for an open vocabulary leave it None, the reference size).
   """
 
   def embed(ids, lengths, special, rows):
@@ -69,6 +72,7 @@ def embed_vocabulary(
       base,
       jnp.asarray(special),
       dtype=dtype,
+      vocab_size=vocab_size,
     )
 
   return embed_in_chunks(

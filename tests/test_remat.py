@@ -38,7 +38,7 @@ def _batch(base_vocab: int, rng: np.random.Generator) -> dict[str, jnp.ndarray]:
       base_ids=np.where(single, surface[:, 0], -1).astype(np.int32),
       token_bytes=rng.integers(1, 6, _ROWS).astype(np.int32), vocab_mask=vocab_mask,
       logit_offsets=np.zeros(_ROWS, np.float32),
-      mask_token_index=np.asarray(0, np.int32)).items()}
+      mask_token_index=np.asarray(0, np.int32), vocab_size=np.asarray(_ROWS - 8, np.int32)).items()}
 
 
 @pytest.fixture(scope="module")

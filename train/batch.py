@@ -26,11 +26,13 @@ BATCH_KEYS = (
   "vocab_mask",
   "logit_offsets",
   "mask_token_index",
+  "vocab_size",
 )
-"""Arrays of a batch; the first two are [B, T], `mask_token_index` is a scalar, the rest are [V'] / [V', L]."""
+"""Arrays of a batch; the first two are [B, T], `mask_token_index` and `vocab_size` (int32: the size of the whole
+vocabulary the batch vocabulary stands for) are scalars, the rest are [V'] / [V', L]."""
 
 PER_SEQUENCE_KEYS = ("token_ids", "attention_mask")
-SCALAR_KEYS = ("mask_token_index",)
+SCALAR_KEYS = ("mask_token_index", "vocab_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +104,7 @@ def build_batch(
     "vocab_mask": np.arange(vocab_rows) < vocab.size,
     "logit_offsets": np.zeros(vocab_rows, np.float32),
     "mask_token_index": np.asarray(max(vocab.mask_token_id, 0), np.int32),
+    "vocab_size": np.asarray(vocab.size, np.int32),
   }
 
 

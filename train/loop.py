@@ -62,6 +62,7 @@ def _predict_vocabulary(run: Run, params, batch: dict[str, np.ndarray], chunk_ro
     chunk_size=chunk_rows,
     dtype=run.spec.compute_dtype,
     on_device=True,
+    vocab_size=int(batch["vocab_size"]),
   )
 
 

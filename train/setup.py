@@ -101,10 +101,16 @@ def hypernet_config_for(config: TrainConfig, base, base_tokenizer_name: str):
   if config.hypernet.init_checkpoint:
     saved, _ = load_hypernet_config(config.hypernet.init_checkpoint)
     _check_same_base(saved, hypernet_config, f"hypernet.init_checkpoint {config.hypernet.init_checkpoint}")
+    # Options that add zero-initialised parameters extend the saved hypernetwork without changing its predictions.
+    added = {k: v for k, v in config.hypernet.options.items() if k in _EXTENDING_OPTIONS and v}
     hypernet_config = dataclasses.replace(
-      saved, base_model=hypernet_config.base_model, base_weights_sha256=hypernet_config.base_weights_sha256
+      saved, base_model=hypernet_config.base_model, base_weights_sha256=hypernet_config.base_weights_sha256, **added
     )
   return hypernet_config
+
+
+_EXTENDING_OPTIONS = ("condition_on_vocab_size",)
+"""`HypernetConfig` fields a run may switch on over a `hypernet.init_checkpoint` saved without them."""
 
 
 def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
@@ -288,5 +294,29 @@ def _init_params_fn(config: TrainConfig, hypernet_config, init_hypernet):
     from zett.hypernet.record import load_hypernetwork
 
     loaded = load_hypernetwork(config.hypernet.init_checkpoint).params
-    return lambda embeddings: jax.tree.map(jnp.asarray, loaded)
+
+    def extended(embeddings):
+      fresh = init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
+      return _overlay(fresh, jax.tree.map(jnp.asarray, loaded), config.hypernet.init_checkpoint)
+
+    return extended
   return lambda embeddings: init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
+
+
+def _overlay(fresh: dict, loaded: dict, where: str, path: str = "") -> dict:
+  """`fresh` with every parameter of `loaded` in its place: a saved hypernetwork extended by `_EXTENDING_OPTIONS`
+  keeps all its weights and the added ones keep their (zero) initialisation. Anything else is an error."""
+  if not isinstance(fresh, dict) or not isinstance(loaded, dict):
+    if getattr(fresh, "shape", None) != getattr(loaded, "shape", None):
+      raise TrainSetupError(
+        f"hypernet.init_checkpoint {where}: {path} has shape {getattr(loaded, 'shape', None)}, the configured "
+        f"hypernetwork {getattr(fresh, 'shape', None)}"
+      )
+    return loaded
+  unknown = sorted(set(loaded) - set(fresh))
+  if unknown:
+    raise TrainSetupError(
+      f"hypernet.init_checkpoint {where}: parameters {unknown} under '{path or '/'}' do not "
+      "exist in the configured hypernetwork"
+    )
+  return {k: _overlay(v, loaded[k], where, f"{path}/{k}") if k in loaded else v for k, v in fresh.items()}

@@ -60,6 +60,7 @@ def predict_embeddings(spec: LossSpec, params, batch, base_params) -> tuple[Embe
     base,
     batch["special_base_ids"],
     spec.encoder_buckets,
+    batch["vocab_size"],
   )
   return predicted, base
 

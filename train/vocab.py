@@ -131,6 +131,7 @@ class SampledTokenizers:
       "vocab_mask": sampled.vocab_mask.astype(bool),
       # Specials are always the first rows of a sampled vocabulary, in the sampler's order.
       "mask_token_index": np.asarray(max(self._mask_row, 0), np.int32),
+      "vocab_size": np.asarray(sampled.sampled_vocab_size, np.int32),
     }
     drawn = batch
     if self._encoder_buckets:

@@ -229,7 +229,8 @@ def transfer_with_record(
   chunking: dict[str, Any] = dict(chunk_size=size, progress=progress, description=f"{method} → {target.name}")
   if method == "hypernet":
     assert hypernetwork is not None  # loaded above for this method
-    new = embed_vocabulary(hypernetwork, base_embeddings, *surfaces, **chunking)
+    vocab_size = int(target.surface_lengths.shape[0])
+    new = embed_vocabulary(hypernetwork, base_embeddings, *surfaces, vocab_size=vocab_size, **chunking)
   else:
     embed = make_baseline(method, base_embeddings, *surfaces, seed=seed)
     new = embed_in_chunks(embed, *surfaces, **chunking)

@@ -166,6 +166,7 @@ def _hypernet_embed_fns(hypernetwork, base_embeddings, surface, batch_size: int)
         surface.lengths[rows],
         surface.special_base_ids[rows],
         chunk_size=batch_size,
+        vocab_size=int(surface.lengths.shape[0]),
       )
     return cache[token_range.start]
 

@@ -51,6 +51,8 @@ class TokenizerSampler:
     base: the base model's tokenizer (surface forms, special tokens).
     vocab_size: pieces per sampled tokenizer including the 256 bytes (specials come on top).
     min_vocab_size: if set, each step draws the size uniformly from [min_vocab_size, vocab_size].
+    log_uniform_vocab_size: with `min_vocab_size`, draw the size log-uniformly instead (each doubling equally
+      likely), so that 8k and 150k vocabularies both come up often.
     noise_std: sigma of the log-normal noise on substring frequencies.
     history_batches: K, the window of batches whose substrings are counted.
     max_piece_bytes: longest piece considered.
@@ -84,6 +86,7 @@ class TokenizerSampler:
     append_eos: bool = False,
     compiled: bool | None = None,
     pretokenizers: Sequence[str] = ("gpt2",),
+    log_uniform_vocab_size: bool = False,
   ):
     if vocab_size < 257:
       raise SamplerError(f"vocab_size must exceed the 256 byte pieces, got {vocab_size}")
@@ -100,6 +103,7 @@ class TokenizerSampler:
     self.compiled = _fast.AVAILABLE if compiled is None else compiled
     self.base = base
     self.vocab_size, self.min_vocab_size, self.noise_std = vocab_size, min_vocab_size, noise_std
+    self.log_uniform_vocab_size = log_uniform_vocab_size
     self.history_batches, self.seed, self.max_piece_bytes = history_batches, seed, max_piece_bytes
     self.min_count, self.sequence_length, self.surface_max_length = min_count, sequence_length, surface_max_length
     self.special_base_ids = np.array(sorted(base.special_ids), dtype=np.int32)
@@ -183,9 +187,12 @@ class TokenizerSampler:
 
   def _pick_pieces(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
     """(window positions of the chosen pieces, their log-prob scores, sampled vocabulary size)."""
-    size = (
-      self.vocab_size if self.min_vocab_size is None else int(rng.integers(self.min_vocab_size, self.vocab_size + 1))
-    )
+    if self.min_vocab_size is None:
+      size = self.vocab_size
+    elif self.log_uniform_vocab_size:
+      size = int(np.exp(rng.uniform(np.log(self.min_vocab_size), np.log(self.vocab_size))))
+    else:
+      size = int(rng.integers(self.min_vocab_size, self.vocab_size + 1))
     window = self._window
     candidates = np.flatnonzero(window.counts >= self.min_count)
     noisy = np.log(window.counts[candidates].astype(np.float64))
