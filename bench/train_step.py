@@ -27,7 +27,7 @@ import optax
 from zett.train.config import load_train_config
 from zett.train.data import TextBatcher
 from zett.train.loop import _device_batch
-from zett.train.setup import prepare
+from zett.train.setup import base_matmul_dtype, prepare
 from zett.train.vocab import make_sampler
 
 # Dense bf16 / fp32 peak FLOP/s by device kind, for MFU (tensor-core bf16; fp32 without TF32).
@@ -170,11 +170,11 @@ def main(argv=None) -> None:
     config, parts, tokens, flops, _ = _measure(*PADDED_RECIPE, steps, with_baseline=False)
     before = _print_parts(f"before ({PADDED_RECIPE[0]}, padded)", config, parts, tokens, flops)
   float32_products = None
-  if args.compare_padded and load_train_config(args.config, args.overrides).base_matmul_dtype == "bfloat16":
+  if args.compare_padded and base_matmul_dtype(load_train_config(args.config, args.overrides)) == "bfloat16":
     config, parts, tokens, flops, _ = _measure(args.config, [*args.overrides, "base_matmul_dtype=null"], steps, False)
     float32_products = _print_parts(f"ours, float32 products ({args.config})", config, parts, tokens, flops)
   config, parts, tokens, flops, baseline = _measure(args.config, args.overrides, steps, with_baseline=True)
-  ours = _print_parts(f"ours ({args.config}, base products in {config.base_matmul_dtype or 'compute dtype'})",
+  ours = _print_parts(f"ours ({args.config}, base products in {base_matmul_dtype(config) or 'compute dtype'})",
                       config, parts, tokens, flops)
   base_ms = _median_ms(baseline)
   print(f"{'embedding tuning: device step':<38}{base_ms:>12.2f}{tokens / (base_ms / 1000):>14,.0f} tok/s")

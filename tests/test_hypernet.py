@@ -182,3 +182,38 @@ def test_keep_base_tokens_copies_single_subtoken_rows_after_training():
     assert copied == keep
     grads = jax.grad(lambda p: jnp.mean((predict(config, p, ids, lengths, base).input - target) ** 2))(params)
     assert float(optax_global_norm(grads)) > 0  # the other rows still train
+
+
+def test_vocab_size_conditioning_starts_neutral_and_then_sees_the_size(tmp_path):
+  base = _base(jax.random.key(0))
+  ids, lengths = _surface(jax.random.key(2))
+  plain = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4)
+  conditioned = HypernetConfig(embedding_dim=32, base_vocab_size=50, num_layers=1, surface_length=4,
+                               condition_on_vocab_size=True)
+  old = _trained_like(init_hypernet(plain, base, jax.random.key(1)))
+  fresh = init_hypernet(conditioned, base, jax.random.key(1))
+  assert set(fresh) - set(old) == {"vocab_size_embedding"}
+  assert not np.any(np.asarray(fresh["vocab_size_embedding"]))
+  extended = {**old, "vocab_size_embedding": fresh["vocab_size_embedding"]}
+  reference = predict(plain, old, ids, lengths, base).input
+  for size in (None, 8192, 151_851):  # zero-initialised: an older hypernetwork's predictions, whatever the size
+    np.testing.assert_allclose(predict(conditioned, extended, ids, lengths, base, vocab_size=size).input, reference,
+                               atol=1e-6)
+
+  trained = {**old, "vocab_size_embedding": jnp.linspace(-1.0, 1.0, 32)}
+  small, large, unset, reference_size = (
+    np.asarray(predict(conditioned, trained, ids, lengths, base, vocab_size=size).input)
+    for size in (8192, 151_851, None, 32768))
+  predicted = np.asarray(lengths) > 1
+  assert (np.abs(small - large)[predicted].max(-1) > 1e-4).all()  # every predicted row sees the size
+  np.testing.assert_array_equal(small[~predicted], large[~predicted])  # copied base rows do not depend on it
+  np.testing.assert_allclose(unset, reference_size, atol=1e-6)  # None stands for the reference size
+  # Traced sizes (the training step's) give the same predictions as Python ints.
+  traced = jax.jit(lambda v: predict(conditioned, trained, ids, lengths, base, vocab_size=v).input)
+  np.testing.assert_allclose(traced(jnp.asarray(151_851, jnp.int32)), large, atol=1e-5)
+
+  save_hypernet(tmp_path / "hn", conditioned, trained)
+  loaded = load_hypernetwork(tmp_path / "hn")
+  assert loaded.config.condition_on_vocab_size
+  np.testing.assert_allclose(predict(loaded.config, loaded.params, ids, lengths, base, vocab_size=8192).input, small,
+                             atol=1e-6)

@@ -1,7 +1,9 @@
 """bfloat16 products under float32 compute (`matmul_dtype`, the training switch `base_matmul_dtype`): the products
 round their inputs and nothing else, forward and backward, in every family; training steps use them, evaluation not."""
 
+import dataclasses
 import json
+import platform
 
 import flax.linen as nn
 import jax
@@ -107,6 +109,25 @@ def test_training_steps_use_it_and_evaluation_does_not(tmp_path):
   assert train_loss_spec(config, spec).base_module.matmul_dtype == jnp.bfloat16
   plain = load_train_config(TINY_CONFIG, [f"run_dir={tmp_path}"])
   assert train_loss_spec(plain, spec) is spec
+
+
+def test_auto_picks_bfloat16_products_only_where_the_cpu_has_amx(tmp_path, monkeypatch):
+  import zett.train.setup as setup
+
+  config = load_train_config(TINY_CONFIG, [f"run_dir={tmp_path}", "base_matmul_dtype=auto"])
+  monkeypatch.setattr(setup.jax, "default_backend", lambda: "cpu")
+  monkeypatch.setattr(setup, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})  # Ice Lake: slow bfloat16 products
+  assert setup.base_matmul_dtype(config) is None
+  monkeypatch.setattr(setup, "cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})  # Sapphire Rapids
+  assert setup.base_matmul_dtype(config) == "bfloat16"
+  monkeypatch.setattr(setup, "cpu_flags", set)
+  monkeypatch.setattr(setup.jax, "default_backend", lambda: "gpu")
+  assert setup.base_matmul_dtype(config) == "bfloat16"
+  for fixed in ("float32", "bfloat16"):  # set explicitly, the machine does not matter
+    assert setup.base_matmul_dtype(dataclasses.replace(config, base_matmul_dtype=fixed)) == fixed
+  monkeypatch.undo()
+  if platform.system() == "Linux" and platform.machine() == "x86_64":  # the real reader finds this machine's flags
+    assert "sse2" in setup.cpu_flags()
 
 
 def test_a_run_resumes_with_the_switch_flipped(tmp_path):

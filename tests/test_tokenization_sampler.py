@@ -69,6 +69,20 @@ def test_bytes_and_specials_always_present_and_sizes(smollm2):
   assert len(sizes) > 1
 
 
+def test_log_uniform_vocabulary_sizes_give_each_doubling_the_same_chance(smollm2):
+  shares = {}
+  for log_uniform in (True, False):
+    sampler = _sampler(smollm2, vocab_size=1200, min_vocab_size=300, log_uniform_vocab_size=log_uniform)
+    for texts in _batches(4):
+      sampler.sample(texts)
+    rng = np.random.default_rng(0)
+    sizes = np.array([sampler._pick_pieces(rng)[2] for _ in range(400)])
+    assert 300 <= sizes.min() and sizes.max() <= 1200 and sizes.max() > 1100  # the window has the pieces for 1200
+    shares[log_uniform] = float((sizes < 600).mean())  # 300..600 is one of the two doublings
+  assert 0.4 < shares[True] < 0.6, shares
+  assert shares[False] < 0.45, shares  # uniform: (600 - 300) / 900 = 1/3
+
+
 def test_tokenization_decodes_to_the_text_and_matches_a_standalone_unigram(smollm2):
   sampler = _sampler(smollm2, sequence_length=512)
   for texts in _batches(3):

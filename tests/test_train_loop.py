@@ -124,3 +124,33 @@ def test_packed_encoder_and_weighted_negatives_train_end_to_end(tmp_path):
   summary = train(config, log=lambda _: None)
   assert summary["steps"] == 4 and math.isfinite(summary["final"]["loss"])
   assert (tmp_path / "run" / "hypernet" / "config.json").is_file()
+
+
+def test_vocab_size_conditioning_extends_an_older_checkpoint_and_trains(tmp_path):
+  """`hypernet.options.condition_on_vocab_size` over an init checkpoint saved without it: every saved weight is
+  loaded, the added one starts at zero, and the training step feeds it the sampled vocabulary's size."""
+  from zett.hypernet import load_hypernetwork, save_hypernet
+  from zett.train.loop import train
+  from zett.train.setup import prepare
+
+  plain = prepare(_config(tmp_path / "plain"))
+  assert not plain.hypernet_config.condition_on_vocab_size
+  rng = np.random.default_rng(0)
+  saved = jax.tree.map(lambda p: np.asarray(p) + 0.01 * rng.normal(size=p.shape).astype(np.float32),
+                       plain.state.params)
+  save_hypernet(tmp_path / "older", plain.hypernet_config, saved)
+
+  overrides = (f"hypernet.init_checkpoint={tmp_path / 'older'}", "hypernet.options.condition_on_vocab_size=true")
+  run = prepare(_config(tmp_path / "extended", *overrides))
+  assert run.hypernet_config.condition_on_vocab_size
+  params = dict(run.state.params)
+  assert not np.any(np.asarray(params.pop("vocab_size_embedding")))
+  for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(b), a)
+
+  config = _config(tmp_path / "trained", *overrides, "num_train_steps=2", "eval.every_steps=0",
+                   "checkpoint.save_every_steps=2")
+  train(config, log=lambda _: None)
+  trained = load_hypernetwork(tmp_path / "trained" / "run" / "hypernet")
+  assert trained.config.condition_on_vocab_size
+  assert np.abs(np.asarray(trained.params["vocab_size_embedding"])).max() > 0

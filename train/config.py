@@ -314,11 +314,13 @@ class TrainConfig:
   """Rematerialise: keep only each layer's input during the forward pass and recompute the layer in the backward pass,
   in the frozen base and in the hypernetwork. Cuts activation memory to about one layer's worth for roughly a third
   more compute per step; results are the same up to float rounding."""
-  base_matmul_dtype: Literal["float32", "bfloat16"] | None = None
+  base_matmul_dtype: Literal["float32", "bfloat16", "auto"] | None = None
   """Input dtype of the frozen base's dense products in training steps, accumulating in float32 (None:
   `model.compute_dtype`). "bfloat16" under float32 compute rounds only the products' inputs; norms, softmax and
   the hypernetwork stay float32, and held-out evaluation keeps `model.compute_dtype`. Pays where bfloat16
-  products are fast: a 2-core Sapphire Rapids CPU (AMX) multiplies them ~5x faster than float32 ones."""
+  products are fast: a 2-core Sapphire Rapids CPU (AMX) multiplies them ~5x faster than float32 ones, while on a
+  CPU without AMX a step is slower with them (Ice Lake: 6.1 s against 5.5 s). "auto": bfloat16 on GPUs and TPUs
+  and on CPUs that list `amx_bf16`, else None (`train.setup.base_matmul_dtype`)."""
 
   def __post_init__(self):
     check_range("num_train_steps", self.num_train_steps, 1, 1 << 40)

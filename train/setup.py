@@ -132,9 +132,29 @@ def loss_spec(config: TrainConfig, base, hypernet_config) -> LossSpec:
 
 def train_loss_spec(config: TrainConfig, spec: LossSpec) -> LossSpec:
   """The training steps' `spec`: the frozen base's products in `base_matmul_dtype` if set (evaluation keeps `spec`)."""
-  if config.base_matmul_dtype is None:
+  dtype = base_matmul_dtype(config)
+  if dtype is None:
     return spec
-  return dataclasses.replace(spec, base_module=spec.base_module.clone(matmul_dtype=_DTYPES[config.base_matmul_dtype]))
+  return dataclasses.replace(spec, base_module=spec.base_module.clone(matmul_dtype=_DTYPES[dtype]))
+
+
+def base_matmul_dtype(config: TrainConfig) -> str | None:
+  """`config.base_matmul_dtype` with "auto" decided for this machine: bfloat16 products where they are fast (GPUs,
+  TPUs, CPUs with AMX), else None (the compute dtype's)."""
+  if config.base_matmul_dtype != "auto":
+    return config.base_matmul_dtype
+  if jax.default_backend() != "cpu":
+    return "bfloat16"
+  return "bfloat16" if "amx_bf16" in cpu_flags() else None
+
+
+def cpu_flags() -> set[str]:
+  """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+  try:
+    text = Path("/proc/cpuinfo").read_text()
+  except OSError:
+    return set()
+  return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def check_encoder_buckets(config: TrainConfig, hypernet_config):
@@ -253,6 +273,11 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
   report = mesh_lib.sharding_report(
     {"hypernetwork (trained)": (state.params, shardings.params), "frozen base": (base_params, base_shardings)}, mesh
   )
+  products = base_matmul_dtype(config)
+  report += (
+    f"\nfrozen base's products in training steps: {products or config.model.compute_dtype} inputs"
+    f"{' (base_matmul_dtype: auto)' if config.base_matmul_dtype == 'auto' else ''}"
+  )
   if config.mesh.min_sharded_size and mesh.devices.size > 1 and config.mesh.rules != "replicated":
     offenders = mesh_lib.unsharded_offenders(shardings.params, state.params, config.mesh.min_sharded_size)
     offenders += mesh_lib.unsharded_offenders(base_shardings, base_params, config.mesh.min_sharded_size)
@@ -295,28 +320,11 @@ def _init_params_fn(config: TrainConfig, hypernet_config, init_hypernet):
 
     loaded = load_hypernetwork(config.hypernet.init_checkpoint).params
 
+    # The config is the saved one, perhaps extended (`_EXTENDING_OPTIONS`): its added parameters keep their zero
+    # initialisation, every saved one is loaded.
     def extended(embeddings):
       fresh = init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
-      return _overlay(fresh, jax.tree.map(jnp.asarray, loaded), config.hypernet.init_checkpoint)
+      return {**fresh, **jax.tree.map(jnp.asarray, loaded)}
 
     return extended
   return lambda embeddings: init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
-
-
-def _overlay(fresh: dict, loaded: dict, where: str, path: str = "") -> dict:
-  """`fresh` with every parameter of `loaded` in its place: a saved hypernetwork extended by `_EXTENDING_OPTIONS`
-  keeps all its weights and the added ones keep their (zero) initialisation. Anything else is an error."""
-  if not isinstance(fresh, dict) or not isinstance(loaded, dict):
-    if getattr(fresh, "shape", None) != getattr(loaded, "shape", None):
-      raise TrainSetupError(
-        f"hypernet.init_checkpoint {where}: {path} has shape {getattr(loaded, 'shape', None)}, the configured "
-        f"hypernetwork {getattr(fresh, 'shape', None)}"
-      )
-    return loaded
-  unknown = sorted(set(loaded) - set(fresh))
-  if unknown:
-    raise TrainSetupError(
-      f"hypernet.init_checkpoint {where}: parameters {unknown} under '{path or '/'}' do not "
-      "exist in the configured hypernetwork"
-    )
-  return {k: _overlay(v, loaded[k], where, f"{path}/{k}") if k in loaded else v for k, v in fresh.items()}
