@@ -54,7 +54,7 @@ def mistral_tokenizer_path(name: str = "tokenizer.model.v1") -> Path:
 # replaced together with its config.json is still caught (record: checkpoints_manifest/<name>.json). The pin is
 # checked where every hypernetwork loads: `hypernet.load_hypernetwork`.
 SHIPPED_HYPERNETS = {
-  "smollm2-135m": "addbd59b14fbaa1948763145bf89e20aeeb0e6224a1882423d1e131f3122139e",
+  "smollm2-135m": "5715a084f1354c3d6040fe3aa1203f17bb091940935aeaacd480002e3f7157fb",
 }
 _SHIPPED_FOLDER = Path(__file__).resolve().parent / "hypernets"
 
