@@ -315,16 +315,16 @@ def prepare(config: TrainConfig, resume: bool = False, devices=None, log=print) 
 
 
 def _init_params_fn(config: TrainConfig, hypernet_config, init_hypernet):
+  loaded = {}
   if config.hypernet.init_checkpoint:
     from zett.hypernet.record import load_hypernetwork
 
     loaded = load_hypernetwork(config.hypernet.init_checkpoint).params
 
-    # The config is the saved one, perhaps extended (`_EXTENDING_OPTIONS`): its added parameters keep their zero
-    # initialisation, every saved one is loaded.
-    def extended(embeddings):
-      fresh = init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
-      return {**fresh, **jax.tree.map(jnp.asarray, loaded)}
+  # With an init checkpoint the config is the saved one, perhaps extended (`_EXTENDING_OPTIONS`): every saved
+  # parameter is loaded, and the added ones keep their (zero) initialisation.
+  def init(embeddings):
+    fresh = init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
+    return {**fresh, **jax.tree.map(jnp.asarray, loaded)}
 
-    return extended
-  return lambda embeddings: init_hypernet(hypernet_config, embeddings, jax.random.key(config.seed))
+  return init
